@@ -1,0 +1,120 @@
+"""
+The `--key=value` layer shared by train.py, sample.py, bench scripts and data/pubmed/prepare.py.
+
+    config = configure(defaults)          # defaults: {key: default value}
+    python train.py config/x.py --batch_size=32 --compile=False
+
+Arguments are applied left to right: a bare path is a config file (python assignments, executed
+with the current values in scope), `--key=value` overrides one key. Compared with nanoGPT's
+configurator this fixes what users trip on: an int is fine for a float key, a key whose default is
+None can be set, a value may contain '=', booleans accept True/False/true/false/1/0/yes/no.
+Any mistake is one clear line on stderr naming the key and exit code 2, before anything is written.
+"""
+import ast
+import difflib
+import sys
+
+BOOLS = {'true': True, '1': True, 'yes': True, 'false': False, '0': False, 'no': False}
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _closest(key, keys):
+    match = difflib.get_close_matches(key, keys, n=1)
+    return f" (did you mean '{match[0]}'?)" if match else ''
+
+
+def _unknown(key, keys, where):
+    return ConfigError(f"unknown key '{key}'{where}{_closest(key, keys)}; valid keys: {', '.join(sorted(keys))}")
+
+
+def coerce(key, raw, default):
+    """Turn the command-line string `raw` into the type of `default`, or raise ConfigError."""
+    if isinstance(default, bool):
+        if raw.strip().lower() in BOOLS:
+            return BOOLS[raw.strip().lower()]
+        raise ConfigError(f"--{key}={raw}: expected a boolean (True/False/true/false/1/0)")
+    if isinstance(default, (int, float)):
+        try:
+            value = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            value = None
+        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if type(value) is not type(default):
+            raise ConfigError(f"--{key}={raw}: expected {type(default).__name__} (default is {default!r})")
+        return value
+    if isinstance(default, str):
+        return raw
+    if default is None:  # no type to go by: a python literal if it parses, else the string itself
+        try:
+            return ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            return raw
+    raise ConfigError(f"--{key}: cannot set a key of type {type(default).__name__} from the command line")
+
+
+def check_type(key, value, default, where):
+    """Values assigned in a config file must keep the key's type (int for float is fine)."""
+    if default is None or value is None or isinstance(value, type(default)):
+        return value
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    raise ConfigError(f"{key} = {value!r}{where}: expected {type(default).__name__} (default is {default!r})")
+
+
+def apply_config_file(path, config, defaults):
+    try:
+        with open(path) as f:
+            source = f.read()
+    except OSError as e:
+        raise ConfigError(f"cannot read config file '{path}': {e.strerror}")
+    scope = dict(config)
+    try:
+        exec(compile(source, path, 'exec'), {}, scope)
+    except Exception as e:
+        raise ConfigError(f"config file '{path}' failed: {type(e).__name__}: {e}")
+    for key, value in scope.items():
+        if key.startswith('_') or key in config and config[key] is value:
+            continue
+        if key not in defaults:
+            raise _unknown(key, list(defaults), f" in config file '{path}'")
+        config[key] = check_type(key, value, defaults[key], f" in '{path}'")
+
+
+def parse_args(defaults, argv):
+    config = dict(defaults)
+    for arg in argv:
+        if not arg.startswith('--'):
+            apply_config_file(arg, config, defaults)
+            continue
+        key, eq, raw = arg[2:].partition('=')
+        if key not in defaults:
+            raise _unknown(key, list(defaults), '')
+        if not eq:
+            raise ConfigError(f"--{key} needs a value: write --{key}=VALUE")
+        config[key] = coerce(key, raw, defaults[key])
+    return config
+
+
+def configure(defaults, argv=None):
+    """Parse sys.argv (or argv) against `defaults`; on any mistake print one line and exit 2."""
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a in ('-h', '--help') for a in argv):
+        print('options (--key=value) and their defaults:')
+        for key, value in defaults.items():
+            print(f'  --{key}={value!r}')
+        sys.exit(0)
+    try:
+        return parse_args(defaults, argv)
+    except ConfigError as e:
+        print(f'error: {e}', file=sys.stderr)
+        sys.exit(2)
+
+
+def config_from_globals(scope):
+    """The configurable keys of a script: its plain-valued globals not starting with '_'."""
+    return {k: v for k, v in scope.items()
+            if not k.startswith('_') and isinstance(v, (int, float, bool, str, type(None)))}

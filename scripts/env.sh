@@ -1,0 +1,13 @@
+# Sourced by demo.sh and test.sh: create .venv (once) and install the requirements into it.
+# PYTHON picks the interpreter (default python3, 3.10+). Set TORCH_SPEC to pin torch first,
+# e.g. TORCH_SPEC="torch==2.13.0" for a CPU wheel already on disk.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+if [ ! -x .venv/bin/python ]; then
+  "${PYTHON:-python3}" -m venv .venv
+fi
+if [ -n "${TORCH_SPEC:-}" ]; then
+  .venv/bin/python -m pip install -q --disable-pip-version-check "$TORCH_SPEC"
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -r "${REQUIREMENTS:-requirements.txt}"
+export PATH="$PWD/.venv/bin:$PATH"

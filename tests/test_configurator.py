@@ -1,0 +1,53 @@
+import subprocess
+import sys
+
+import pytest
+
+from configurator import configure
+from conftest import REPO
+
+DEFAULTS = {'learning_rate': 6e-4, 'batch_size': 12, 'compile': True, 'out_dir': 'out', 'init': None}
+
+
+def test_int_for_float_none_default_equals_in_value_and_bools():
+    c = configure(DEFAULTS, ['--learning_rate=1', '--init=3', '--out_dir=a=b', '--compile=false'])
+    assert c['learning_rate'] == 1.0 and isinstance(c['learning_rate'], float)
+    assert c['init'] == 3 and c['out_dir'] == 'a=b' and c['compile'] is False
+    for raw, want in [('True', True), ('true', True), ('1', True), ('False', False), ('0', False)]:
+        assert configure(DEFAULTS, [f'--compile={raw}'])['compile'] is want
+    assert configure(DEFAULTS, ['--init=some/path'])['init'] == 'some/path'
+
+
+def test_config_file_then_overrides_left_to_right(tmp_path):
+    cfg = tmp_path / 'c.py'
+    cfg.write_text('batch_size = 64\nlearning_rate = batch_size * 1e-5\n')
+    c = configure(DEFAULTS, [str(cfg), '--batch_size=8'])
+    assert c['batch_size'] == 8 and c['learning_rate'] == pytest.approx(64e-5)
+
+
+def run_cli(args, tmp_path):
+    script = tmp_path / 's.py'
+    script.write_text(f'import sys; sys.path.insert(0, {str(REPO)!r})\n'
+                      'from configurator import configure\n'
+                      f'configure({DEFAULTS!r})\nopen("written", "w").write("x")\n')
+    return subprocess.run([sys.executable, str(script), *args], cwd=tmp_path, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--lerning_rate=1'], "unknown key 'lerning_rate' (did you mean 'learning_rate'?)"),
+    (['--batch_size=1.5'], '--batch_size=1.5: expected int'),
+    (['--compile=maybe'], '--compile=maybe: expected a boolean'),
+    (['--batch_size'], '--batch_size needs a value'),
+    (['missing.py'], "cannot read config file 'missing.py'"),
+])
+def test_mistakes_exit_2_with_one_line_and_write_nothing(args, message, tmp_path):
+    r = run_cli(args, tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.count('\n') == 1 and message in r.stderr
+    assert not (tmp_path / 'written').exists()
+
+
+def test_unknown_key_in_config_file_is_named(tmp_path):
+    (tmp_path / 'bad.py').write_text('batch_sise = 3\n')
+    r = run_cli(['bad.py'], tmp_path)
+    assert r.returncode == 2 and "unknown key 'batch_sise' in config file 'bad.py' (did you mean 'batch_size'?)" in r.stderr
