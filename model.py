@@ -1,0 +1,342 @@
+"""
+A GPT language model in one file.
+
+The defaults are GPT-2 (learned positions, LayerNorm, GELU MLP, tied head). Switches turn on the
+modern variants measured in the speedrun: rotary positions, RMSNorm, SwiGLU or ReLU² MLP, QK-norm,
+untied head, logit softcap, zero-initialised output projections. Attention goes through
+F.scaled_dot_product_attention (flash attention on GPUs). Generation uses a preallocated KV cache.
+"""
+import inspect
+import math
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+
+@dataclass
+class GPTConfig:
+    block_size: int = 1024
+    vocab_size: int = 50304
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0
+    bias: bool = True              # biases in Linear and LayerNorm layers, as GPT-2
+    pos: str = 'learned'           # 'learned' (GPT-2) or 'rotary'
+    norm: str = 'layernorm'        # 'layernorm' or 'rmsnorm'
+    mlp: str = 'gelu'              # 'gelu' (GPT-2), 'swiglu' or 'relu2'
+    qk_norm: bool = False          # RMSNorm on queries and keys, per head
+    tie_embeddings: bool = True    # lm_head shares the token embedding matrix
+    logit_softcap: float = 0.0     # 0 = off, else logits = c * tanh(logits / c)
+    zero_init_proj: bool = False   # output projections start at zero: every block starts as identity
+    rope_base: float = 10000.0
+
+    def __post_init__(self):
+        choices = {'pos': ('learned', 'rotary'), 'norm': ('layernorm', 'rmsnorm'), 'mlp': ('gelu', 'swiglu', 'relu2')}
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"{key}={getattr(self, key)!r}: expected one of {', '.join(allowed)}")
+        if self.n_embd % self.n_head:
+            raise ValueError(f'n_embd={self.n_embd} must be a multiple of n_head={self.n_head}')
+
+
+class Norm(nn.Module):
+    def __init__(self, dim, kind, bias):
+        super().__init__()
+        self.kind = kind
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.bias = nn.Parameter(torch.zeros(dim)) if bias and kind == 'layernorm' else None
+
+    def forward(self, x):
+        if self.kind == 'rmsnorm':
+            return F.rms_norm(x, self.weight.shape, self.weight, eps=1e-6)
+        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, 1e-5)
+
+
+def rotate_half(x):
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.n_head = config.n_head
+        self.head_dim = config.n_embd // config.n_head
+        self.dropout = config.dropout
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.resid_dropout = nn.Dropout(config.dropout)
+        if config.qk_norm:
+            self.q_norm = Norm(self.head_dim, 'rmsnorm', False)
+            self.k_norm = Norm(self.head_dim, 'rmsnorm', False)
+        self.qk_norm = config.qk_norm
+
+    def forward(self, x, rope, cache=None, layer=0):
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, self.head_dim).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hd)
+        if self.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if rope is not None:
+            cos, sin = rope
+            q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+        if cache is not None:  # a prefill starts from an empty cache, so the causal mask stays right
+            k, v = cache.update(layer, k, v)
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=T > 1)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.kind = config.mlp
+        hidden = 4 * config.n_embd
+        if self.kind == 'swiglu':  # two input matrices: 2/3 the width keeps the parameter count of GELU's
+            hidden = 64 * math.ceil(8 * config.n_embd / 3 / 64)
+        self.c_fc = nn.Linear(config.n_embd, 2 * hidden if self.kind == 'swiglu' else hidden, bias=config.bias)
+        self.c_proj = nn.Linear(hidden, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        x = self.c_fc(x)
+        if self.kind == 'gelu':
+            x = F.gelu(x)
+        elif self.kind == 'relu2':
+            x = F.relu(x).square()
+        else:
+            gate, up = x.chunk(2, dim=-1)
+            x = F.silu(gate) * up
+        return self.dropout(self.c_proj(x))
+
+
+class Block(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.ln_1 = Norm(config.n_embd, config.norm, config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = Norm(config.n_embd, config.norm, config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x, rope, cache=None, layer=0):
+        x = x + self.attn(self.ln_1(x), rope, cache, layer)
+        return x + self.mlp(self.ln_2(x))
+
+
+class KVCache:
+    """Preallocated keys and values for every layer. With rotary positions it is a ring buffer:
+    attention of one new query is order-free and the rotations already encode relative positions,
+    so past block_size the oldest entry is simply overwritten."""
+
+    def __init__(self, config, batch_size, device, dtype):
+        head_dim = config.n_embd // config.n_head
+        shape = (config.n_layer, batch_size, config.n_head, config.block_size, head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.pos = 0  # tokens seen so far (absolute position of the next token)
+
+    def update(self, layer, k, v):
+        T, size = k.size(2), self.k.size(3)
+        if T > 1:  # prefill, from empty
+            assert self.pos == 0 and T <= size, 'prefill must start from an empty cache and fit in it'
+            self.k[layer, :, :, :T], self.v[layer, :, :, :T] = k, v
+            return self.k[layer, :, :, :T], self.v[layer, :, :, :T]
+        slot = self.pos % size
+        self.k[layer, :, :, slot], self.v[layer, :, :, slot] = k[:, :, 0], v[:, :, 0]
+        n = min(self.pos + 1, size)
+        return self.k[layer, :, :, :n], self.v[layer, :, :, :n]
+
+
+class GPT(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(config.vocab_size, config.n_embd),
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+            ln_f=Norm(config.n_embd, config.norm, config.bias),
+        ))
+        if config.pos == 'learned':
+            self.transformer.wpe = nn.Embedding(config.block_size, config.n_embd)
+        else:
+            head_dim = config.n_embd // config.n_head
+            inv_freq = 1.0 / (config.rope_base ** (torch.arange(0, head_dim, 2).float() / head_dim))
+            self.register_buffer('inv_freq', inv_freq, persistent=False)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        if config.tie_embeddings:
+            self.transformer.wte.weight = self.lm_head.weight
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():
+            if name.endswith('c_proj.weight'):  # GPT-2's scaled init of residual projections
+                nn.init.zeros_(p) if config.zero_init_proj else nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * config.n_layer))
+
+    def _init_weights(self, module):
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_params(self, non_embedding=True):
+        """Parameters; non_embedding leaves out the position table (and an untied token table)."""
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding and self.config.pos == 'learned':
+            n -= self.transformer.wpe.weight.numel()
+        if non_embedding and not self.config.tie_embeddings:
+            n -= self.transformer.wte.weight.numel()
+        return n
+
+    def flops_per_token(self, seq_len=None):
+        """Training FLOPs per token: 6 per matmul weight (forward + backward) plus attention scores."""
+        c, T = self.config, seq_len or self.config.block_size
+        return 6 * self.num_params() + 12 * c.n_layer * c.n_embd * T
+
+    def rope(self, start, T, device):
+        positions = torch.arange(start, start + T, device=device, dtype=torch.float32)
+        angles = torch.outer(positions, self.inv_freq.to(device))
+        angles = torch.cat((angles, angles), dim=-1)
+        return angles.cos()[None, None], angles.sin()[None, None]
+
+    def forward(self, idx, targets=None, cache=None, reduction='mean'):
+        """Logits (B, T, vocab) and, given targets, the cross-entropy (ignore_index=-1)."""
+        B, T = idx.size()
+        start = cache.pos if cache is not None else 0
+        x = self.transformer.wte(idx)
+        rope = None
+        if self.config.pos == 'learned':
+            assert start + T <= self.config.block_size, f'sequence of {start + T} exceeds block_size {self.config.block_size}'
+            x = x + self.transformer.wpe(torch.arange(start, start + T, device=idx.device))
+        else:
+            rope = self.rope(start, T, idx.device)
+            rope = tuple(r.to(x.dtype) for r in rope)
+        x = self.transformer.drop(x)
+        for i, block in enumerate(self.transformer.h):
+            x = block(x, rope, cache, i)
+        x = self.transformer.ln_f(x)
+        if cache is not None:
+            cache.pos += T
+        if targets is None:  # inference: only the last position is needed
+            x = x[:, [-1], :]
+        logits = self.lm_head(x).float()
+        if self.config.logit_softcap:
+            logits = self.config.logit_softcap * torch.tanh(logits / self.config.logit_softcap)
+        if targets is None:
+            return logits, None
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1, reduction=reduction)
+        return logits, loss
+
+    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type,
+                             optimizer='adamw', muon_lr=0.02, muon_momentum=0.95):
+        """AdamW with weight decay on matrices only; with optimizer='muon', the hidden matrices of the
+        blocks go to Muon instead and AdamW keeps embeddings, head, norms and biases. A list of optimizers."""
+        params = {n: p for n, p in self.named_parameters() if p.requires_grad}
+        hidden = {n for n, p in params.items() if p.dim() == 2 and n.startswith('transformer.h.')}
+        use_muon = optimizer == 'muon'
+        if optimizer not in ('adamw', 'muon'):
+            raise ValueError(f"optimizer={optimizer!r}: expected 'adamw' or 'muon'")
+        adam_names = [n for n in params if not (use_muon and n in hidden)]
+        decay = [params[n] for n in adam_names if params[n].dim() >= 2]
+        no_decay = [params[n] for n in adam_names if params[n].dim() < 2]
+        groups = [{'params': decay, 'weight_decay': weight_decay}, {'params': no_decay, 'weight_decay': 0.0}]
+        fused = 'fused' in inspect.signature(torch.optim.AdamW).parameters and device_type in ('cuda', 'cpu')
+        optimizers = [torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=fused)]
+        if use_muon:
+            from muon import Muon
+            optimizers.append(Muon([params[n] for n in params if n in hidden], lr=muon_lr,
+                                   momentum=muon_momentum, weight_decay=weight_decay))
+        for opt in optimizers:  # train.py scales every group's lr from its base lr
+            for group in opt.param_groups:
+                group['base_lr'] = group['lr']
+        return optimizers
+
+    @torch.no_grad()
+    def generate_stream(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None,
+                        use_cache=True, generator=None):
+        """Yield the next token (B, 1) max_new_tokens times. The prompt is cropped to its last block_size
+        tokens. With the cache each step costs one position; past block_size the learned-position
+        model must re-read its whole window (positions shift), the rotary one keeps its ring buffer."""
+        block = self.config.block_size
+        idx = idx[:, -block:]
+        cache = None
+        for _ in range(max_new_tokens):
+            if not use_cache:
+                logits, _ = self(idx[:, -block:])
+            elif cache is None or (self.config.pos == 'learned' and cache.pos >= block):
+                cache = KVCache(self.config, idx.size(0), idx.device, self.lm_head.weight.dtype)
+                logits, _ = self(idx[:, -block:], cache=cache)
+            else:
+                logits, _ = self(idx[:, -1:], cache=cache)
+            next_token = sample_next(logits[:, -1, :], temperature, top_k, top_p, generator)
+            idx = torch.cat((idx, next_token), dim=1)
+            yield next_token
+
+    def generate(self, idx, max_new_tokens, **kwargs):
+        """The prompt followed by max_new_tokens generated tokens (see generate_stream)."""
+        return torch.cat([idx, *self.generate_stream(idx, max_new_tokens, **kwargs)], dim=1)
+
+
+def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+    """One token per row from logits (B, vocab): greedy at temperature 0, else top-k / nucleus sampling."""
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits / temperature
+    if top_k:
+        kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
+        logits = logits.masked_fill(logits < kth, float('-inf'))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True)
+        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        drop = cumulative - sorted_logits.softmax(dim=-1) > top_p  # keep the smallest set reaching top_p
+        logits = logits.masked_fill(drop.scatter(1, order, drop), float('-inf'))
+    probs = F.softmax(logits, dim=-1)
+    return torch.multinomial(probs, num_samples=1, generator=generator)
+
+
+# ----------------------------------------------------------------------------------------------
+# Checkpoints: plain dicts of tensors and builtins, so torch.load(weights_only=True) reads them.
+# Keys written by train.py: model, model_args, optimizer, iter_num, tokens_seen, best_val_loss,
+# config, rng, loader, tokenizer (the spec from meta.pkl), token_bytes, version.
+
+CKPT_VERSION = 1
+
+
+class CheckpointError(Exception):
+    pass
+
+
+def save_checkpoint(ckpt, path):
+    """Write atomically (temp file, fsync, rename): a crash mid-save leaves the previous file intact."""
+    tmp = f'{path}.tmp'
+    with open(tmp, 'wb') as f:
+        torch.save({**ckpt, 'version': CKPT_VERSION}, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path, map_location='cpu'):
+    """The checkpoint dict, read as data (weights_only), or CheckpointError saying what is wrong."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f'{path}: no such checkpoint (train one with train.py, or pass --ckpt=PATH)')
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f'{path}: not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})')
+    version = ckpt.get('version') if isinstance(ckpt, dict) else None
+    if version != CKPT_VERSION:
+        raise CheckpointError(f'{path}: checkpoint format version {version!r}, this code reads version {CKPT_VERSION}')
+    # a model saved under torch.compile has its keys prefixed
+    ckpt['model'] = {k.removeprefix('_orig_mod.'): v for k, v in ckpt['model'].items()}
+    return ckpt
+
+
+def model_from_checkpoint(ckpt):
+    model = GPT(GPTConfig(**ckpt['model_args']))
+    model.load_state_dict(ckpt['model'])
+    return model
