@@ -1,0 +1,131 @@
+"""
+PubMed / MEDLINE XML -> records, one file at a time, streaming (memory does not grow with file size).
+
+    records, deletes, books = parse_file('pubmed24n0001.xml.gz', with_meta=False)
+
+Both PubmedArticleSet (2017+) and MedlineCitationSet (older) files carry the same MedlineCitation
+element, so that is what we extract; PubmedBookArticle has none and is only counted. A record is a
+dict {'pmid', 'title', 'abstract', 'language'} (+ 'authors', 'journal', 'publication_date',
+'affiliations' with with_meta=True); `abstract` is '' when there is none. `deletes` lists the PMIDs
+of the file's DeleteCitation blocks. A corrupt file raises; the caller decides what to do.
+"""
+import gzip
+
+from lxml import etree
+
+MATHML = '{http://www.w3.org/1998/Math/MathML}'
+TAGS = ('PubmedArticle', 'MedlineCitation', 'PubmedBookArticle', 'DeleteCitation')
+
+
+def open_xml(path):
+    """A binary stream of the XML in `path`, gunzipping when the file is gzip (by its magic bytes)."""
+    f = open(path, 'rb')
+    if f.peek(2)[:2] == b'\x1f\x8b':
+        return gzip.GzipFile(fileobj=f, mode='rb')
+    return f
+
+
+def normalise(text):
+    return ' '.join(text.split())
+
+
+def _gather(el, out, in_math):
+    # MathML is pretty-printed with whitespace between its elements that is layout, not text
+    math = in_math or el.tag.startswith(MATHML)
+    if el.text and not (math and el.text.isspace()):
+        out.append(el.text)
+    for child in el:
+        _gather(child, out, math)
+        if child.tail and not (math and child.tail.isspace()):
+            out.append(child.tail)
+
+
+def text_of(el):
+    """The element's text with inline markup (<i>, <sub>, MathML ...) flattened: raw pieces are
+    joined first and whitespace normalised after, so 'Fungus <i>M.</i> by' -> 'Fungus M. by'."""
+    if el is None:
+        return ''
+    if len(el) == 0:
+        return normalise(el.text or '')
+    out = []
+    _gather(el, out, False)
+    return normalise(''.join(out))
+
+
+def abstract_of(article):
+    """Article/Abstract sections, one per line, 'LABEL: text' when labelled. CopyrightInformation
+    and OtherAbstract are not AbstractText children of Article/Abstract, so they never get in."""
+    sections = []
+    for part in article.iterfind('Abstract/AbstractText'):
+        text = text_of(part)
+        if text:
+            label = normalise(part.get('Label') or '')
+            sections.append(f'{label}: {text}' if label else text)
+    return '\n'.join(sections)
+
+
+def publication_date(article):
+    date = article.find('Journal/JournalIssue/PubDate')
+    if date is None:
+        return ''
+    medline = date.findtext('MedlineDate')
+    if medline:
+        return normalise(medline)
+    parts = [date.findtext(key) for key in ('Year', 'Season', 'Month', 'Day')]
+    return '-'.join(normalise(p) for p in parts if p)
+
+
+def meta_of(article):
+    authors = []
+    for author in article.iterfind('AuthorList/Author'):
+        name = ' '.join(normalise(author.findtext(k) or '') for k in ('ForeName', 'LastName')).strip()
+        authors.append(name or normalise(author.findtext('CollectiveName') or ''))
+    affiliations = list(dict.fromkeys(text_of(a) for a in article.iter('Affiliation')))
+    return {'authors': [a for a in authors if a], 'journal': normalise(article.findtext('Journal/Title') or ''),
+            'publication_date': publication_date(article), 'affiliations': [a for a in affiliations if a]}
+
+
+def record_of(citation, with_meta):
+    """A MedlineCitation element -> record dict, or None when it has no usable PMID."""
+    pmid = (citation.findtext('PMID') or '').strip()
+    if not (pmid.isdigit() and len(pmid) <= 10):  # PMIDs index an array in the merge
+        return None
+    article = citation.find('Article')
+    if article is None:
+        article = etree.Element('Article')  # an empty stand-in: no title, no abstract
+    record = {'pmid': int(pmid), 'title': text_of(article.find('ArticleTitle')),
+              'abstract': abstract_of(article),
+              'language': [normalise(l.text or '').lower() for l in article.iterfind('Language')]}
+    if with_meta:
+        record.update(meta_of(article))
+    return record
+
+
+def parse_file(path, with_meta=False):
+    """All MedlineCitation records of one file in document order, the DeleteCitation PMIDs, and the
+    number of PubmedBookArticle records. Raises (EOFError, OSError, zlib.error, XMLSyntaxError,
+    ValueError) on a corrupt or truncated file."""
+    records, deletes, books, bad = [], [], 0, 0
+    with open_xml(path) as f:
+        # hardened: no entity expansion, no DTD, no network (NCBI files reference an http DTD)
+        events = etree.iterparse(f, events=('end',), tag=TAGS, resolve_entities=False, load_dtd=False,
+                                 no_network=True, remove_comments=True, remove_pis=True)
+        for _, el in events:
+            if el.tag == 'MedlineCitation':
+                record = record_of(el, with_meta)
+                if record is None:
+                    bad += 1
+                else:
+                    records.append(record)
+            elif el.tag == 'DeleteCitation':
+                deletes.extend(int(p.text) for p in el.iterfind('PMID') if (p.text or '').strip().isdigit() and len(p.text.strip()) <= 10)
+            elif el.tag == 'PubmedBookArticle':
+                books += 1
+            el.clear()
+            while el.getprevious() is not None:  # drop finished siblings: constant memory
+                del el.getparent()[0]
+        root = events.root
+    if root is None or root.tag not in ('PubmedArticleSet', 'MedlineCitationSet'):
+        raise ValueError(f'not PubMed XML: root element is <{getattr(root, "tag", None)}>, '
+                         'expected <PubmedArticleSet> or <MedlineCitationSet>')
+    return records, deletes, {'book': books, 'no_pmid': bad}

@@ -1,0 +1,429 @@
+"""
+PubMed XML -> train.bin / val.bin / meta.pkl / meta.json, nanoGPT style.
+
+    python data/pubmed/prepare.py                                  # download the baseline, prepare it all
+    python data/pubmed/prepare.py --input=../shared/data/pubmed-corpus --vocab_size=8192
+
+Stages, each cached per input file under out_dir/cache so a killed run (even kill -9) picks up where
+it stopped and gives byte-identical outputs, whatever --workers is:
+  1. download   (download.py)  resumable, MD5-verified, parallel
+  2. parse      (parse.py)     one worker per file -> cache/parsed/<file>.<md5>.<cfg>.pkl
+  3. merge      last file (numeric order) wins per PMID, a later DeleteCitation removes it, drop
+                records without abstract or in other languages, train/val by a hash of the PMID
+  4. tokenizer  byte-level BPE trained on (a deterministic sample of) the train split, or GPT-2
+  5. tokenize   one worker per file -> cache/tokens/<file>.<key>.npz
+  6. write      concatenate in file order, temp file + rename
+"""
+import glob
+import hashlib
+import json
+import multiprocessing
+import os
+import pickle
+import sys
+import time
+from collections import Counter
+from itertools import chain
+
+import numpy as np
+from tqdm import tqdm
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))  # repo root: configurator, tokenizer
+from configurator import configure  # noqa: E402
+from tokenizer import EOT, encoding_from_spec, gpt2_spec, token_byte_lengths, train_bpe, vocab_size_of  # noqa: E402
+from download import atomic_write, download_all, file_md5, list_files, natural_key  # noqa: E402
+from parse import parse_file  # noqa: E402
+
+DEFAULTS = {
+    'input': '',             # local .xml/.xml.gz files (a folder, searched recursively, or a glob): no network
+    'out_dir': HERE,         # where train.bin, val.bin, meta.pkl, meta.json and cache/ go
+    'raw_dir': '',           # downloaded files ('' = out_dir/raw)
+    'max_files': 0,          # only the first N baseline (or --input) files; 0 = all
+    'updates': False,        # also apply NCBI's update files, in numeric order, after the baseline
+    'base_url': 'https://ftp.ncbi.nlm.nih.gov/pubmed/',
+    'connections': 3,        # parallel downloads
+    'retries': 8,            # per request, on timeouts, connection errors and 5xx
+    'timeout': 60.0,         # seconds without data before a request is retried
+    'backoff': 1.0,          # seconds before the first retry, doubling each time (with jitter)
+    'workers': os.cpu_count() or 1,  # processes for parsing and tokenizing
+    'tokenizer': 'bpe',      # 'bpe' (trained here on the train split) or 'gpt2'
+    'vocab_size': 32768,     # BPE vocabulary including <|endoftext|>
+    'bpe_train_chars': 1_000_000_000,  # at most this many train-split characters to train BPE on
+    'val_fraction': 0.005,   # share of PMIDs (by hash) in val.bin
+    'languages': 'eng',      # comma-separated Language codes to keep, any case; 'all' keeps every language
+    'export_jsonl': '',      # also write one JSON line per kept document to this path
+    'allow_bad_files': False,  # exit 0 even if some files were corrupt or failed to download
+}
+# settings that change the outputs (recorded in meta; paths and parallelism do not change them)
+OUTPUT_SETTINGS = ('tokenizer', 'vocab_size', 'bpe_train_chars', 'val_fraction', 'languages', 'max_files', 'updates')
+PARSE_VERSION = 1  # bump when parse.py's output changes: invalidates cache/parsed
+PICKLE = 4
+
+
+def fail(message, code=1):
+    print(f'error: {message}', file=sys.stderr)
+    sys.exit(code)
+
+
+def parse_options(argv):
+    o = configure(DEFAULTS, argv)
+    problems = []
+    if o['tokenizer'] not in ('bpe', 'gpt2'):
+        problems.append(f"--tokenizer={o['tokenizer']}: expected bpe or gpt2")
+    if o['tokenizer'] == 'bpe' and not 258 <= o['vocab_size'] <= 2 ** 32:
+        problems.append(f"--vocab_size={o['vocab_size']}: a byte-level BPE needs 258 .. 2**32 tokens")
+    if not 0 < o['val_fraction'] < 1:
+        problems.append(f"--val_fraction={o['val_fraction']}: expected a number between 0 and 1")
+    for key in ('workers', 'connections', 'bpe_train_chars'):
+        if o[key] < 1:
+            problems.append(f'--{key}={o[key]}: expected a positive number')
+    for key in ('max_files', 'retries'):
+        if o[key] < 0:
+            problems.append(f'--{key}={o[key]}: expected 0 or more')
+    if not [c for c in o['languages'].split(',') if c.strip()]:
+        problems.append("--languages is empty: give codes such as 'eng,fre' or 'all'")
+    if o['input'] and not input_files(o['input']):
+        problems.append(f"--input={o['input']}: no .xml or .xml.gz files there")
+    if problems:
+        fail('; '.join(problems), code=2)
+    o['raw_dir'] = o['raw_dir'] or os.path.join(o['out_dir'], 'raw')
+    return o
+
+
+def short_hash(*parts):
+    h = hashlib.blake2b(digest_size=8)
+    for part in parts:
+        h.update(part if isinstance(part, bytes) else repr(part).encode())
+    return h.hexdigest()
+
+
+def pool_imap(fn, items, workers, initializer=None, initargs=()):
+    """Ordered map over items, in this process for 1 worker, else in a process pool."""
+    if workers <= 1:
+        if initializer:
+            initializer(*initargs)
+        yield from map(fn, items)
+        return
+    with multiprocessing.Pool(workers, initializer, initargs) as pool:
+        yield from pool.imap(fn, items)
+
+
+# ------------------------------------------------------------------------------------------------
+# 1. sources: local files or downloads, in numeric file order
+
+def input_files(pattern):
+    if os.path.isdir(pattern):
+        paths = glob.glob(os.path.join(pattern, '**', '*'), recursive=True)
+    else:
+        paths = glob.glob(pattern, recursive=True)
+    paths = [p for p in paths if os.path.isfile(p) and p.endswith(('.xml', '.xml.gz'))]
+    return sorted(paths, key=lambda p: (natural_key(os.path.basename(p)), p))
+
+
+def gather_sources(o):
+    """[(path, md5 or None)] in the order records override each other, and [(name, error)]."""
+    if o['input']:
+        paths = input_files(o['input'])
+        return [(p, None) for p in paths[:o['max_files'] or None]], []
+    jobs = []
+    for folder in ('baseline', 'updatefiles') if o['updates'] else ('baseline',):
+        url = o['base_url'].rstrip('/') + f'/{folder}/'
+        names = list_files(url, o['timeout'], o['retries'], o['backoff'])
+        if folder == 'baseline' and o['max_files']:
+            names = names[:o['max_files']]
+        print(f'{url}: {len(names)} files')
+        jobs += [(url + n, os.path.join(o['raw_dir'], folder, n)) for n in names]
+    ok, failed = download_all(jobs, o['connections'], o['timeout'], o['retries'], o['backoff'])
+    return ok, failed
+
+
+# ------------------------------------------------------------------------------------------------
+# 2. parse: one file -> cached arrays (the header, read alone by the merge) + records (the body)
+
+def pmid_hashes(pmids):
+    """Two independent uniform 64-bit numbers per PMID: train/val split and BPE sample."""
+    digests = b''.join(hashlib.blake2b(str(p).encode(), digest_size=16).digest() for p in pmids)
+    pairs = np.frombuffer(digests, dtype='<u8').reshape(-1, 2)
+    return pairs[:, 0].copy(), pairs[:, 1].copy()
+
+
+def write_parsed(path, cache, with_meta):
+    records, deletes, counts = parse_file(path, with_meta)
+    codes = [','.join(r['language']) for r in records]
+    languages = sorted(set(codes))
+    pmids = np.array([r['pmid'] for r in records], dtype=np.int64)
+    split_hash, sample_hash = pmid_hashes(pmids)
+    header = {'pmid': pmids, 'deletes': np.array(deletes, dtype=np.int64), 'counts': counts,
+              'chars': np.array([len(document(r)) if r['abstract'] else 0 for r in records], dtype=np.int64),
+              'languages': languages, 'language': np.array([languages.index(c) for c in codes], dtype=np.int32),
+              'split_hash': split_hash, 'sample_hash': sample_hash}
+    with atomic_write(cache) as f:
+        pickle.dump(header, f, PICKLE)
+        pickle.dump(records, f, PICKLE)
+    return len(records)
+
+
+def read_header(cache):
+    with open(cache, 'rb') as f:
+        return pickle.load(f)
+
+
+def read_records(cache):
+    with open(cache, 'rb') as f:
+        pickle.load(f)
+        return pickle.load(f)
+
+
+def parse_task(task):
+    """Worker: parse one file into the cache unless already there; never raises on a bad file."""
+    path, md5, cache_dir, with_meta = task
+    name = os.path.basename(path)
+    try:
+        md5 = md5 or file_md5(path)
+        stem = name.split('.')[0]
+        cache = os.path.join(cache_dir, f'{stem}.{md5[:16]}.{short_hash(PARSE_VERSION, with_meta)}.pkl')
+        n = len(read_header(cache)['pmid']) if os.path.exists(cache) else write_parsed(path, cache, with_meta)
+        return {'name': name, 'md5': md5, 'cache': cache, 'records': n, 'error': None}
+    except Exception as e:  # a corrupt file is reported with its name, the others go on
+        return {'name': name, 'path': path, 'error': f'{type(e).__name__}: {e}'}
+
+
+def parse_all(sources, o):
+    cache_dir = os.path.join(o['out_dir'], 'cache', 'parsed')
+    os.makedirs(cache_dir, exist_ok=True)
+    tasks = [(path, md5, cache_dir, bool(o['export_jsonl'])) for path, md5 in sources]
+    parsed, bad, records = [], [], 0
+    bar = tqdm(pool_imap(parse_task, tasks, min(o['workers'], len(tasks))), total=len(tasks), unit='file', desc='parse')
+    for result in bar:
+        if result['error']:
+            tqdm.write(f"error: {result['path']}: corrupt or unreadable, left out: {result['error']}", file=sys.stderr)
+            bad.append((result['name'], result['error']))
+        else:
+            parsed.append(result)
+            records += result['records']
+            bar.set_postfix(records=f'{records:,}')
+    return parsed, bad
+
+
+# ------------------------------------------------------------------------------------------------
+# 3. merge: which record of which file ends up where (0 = dropped, 1 = train, 2 = val)
+
+DROPPED, TRAIN, VAL = 0, 1, 2
+
+
+def language_mask(header, wanted):
+    if 'all' in wanted:
+        return np.ones(len(header['pmid']), dtype=bool)
+    ok = [bool(wanted & set(code.split(','))) for code in header['languages']]
+    return np.array(ok, dtype=bool)[header['language']] if ok else np.zeros(0, dtype=bool)
+
+
+def merge(parsed, o):
+    """Walk files last to first: the first event met for a PMID (its last record or delete) wins."""
+    wanted = {c.strip().lower() for c in o['languages'].split(',') if c.strip()}
+    val_below = np.uint64(min(int(o['val_fraction'] * 2.0 ** 64), 2 ** 64 - 1))
+    state = np.zeros(0, dtype=np.int8)  # per PMID: 0 not met yet, 1 a record won, 2 a delete won
+    counts, plans = Counter(), [None] * len(parsed)
+    for i in reversed(range(len(parsed))):
+        h = read_header(parsed[i]['cache'])
+        pmid, deletes = h['pmid'], h['deletes']
+        counts.update(h['counts'])
+        counts['records'] += len(pmid)
+        counts['delete_requests'] += len(deletes)
+        events = np.concatenate([pmid, deletes])[::-1]  # within a file deletes come after the records
+        if events.size and events.max() >= len(state):
+            state = np.concatenate([state, np.zeros(int(events.max()) + 1 - len(state), dtype=np.int8)])
+        _, first = np.unique(events, return_index=True)
+        wins = np.zeros(len(events), dtype=bool)
+        wins[first] = True
+        wins &= state[events] == 0
+        is_record = np.arange(len(events)) >= len(deletes)
+        state[events[wins & is_record]] = 1
+        state[events[wins & ~is_record]] = 2
+        wins = wins[::-1][:len(pmid)]
+        counts['deleted'] += int(np.sum(~wins & (state[pmid] == 2)))
+        counts['replaced'] += int(np.sum(~wins & (state[pmid] == 1)))
+        no_abstract = wins & (h['chars'] == 0)
+        other_language = wins & ~no_abstract & ~language_mask(h, wanted)
+        counts['no_abstract'] += int(no_abstract.sum())
+        counts['language'] += int(other_language.sum())
+        keep = wins & ~no_abstract & ~other_language
+        plan = np.where(h['split_hash'] < val_below, VAL, TRAIN).astype(np.int8)
+        plan[~keep] = DROPPED
+        plans[i] = plan
+    return plans, counts
+
+
+# ------------------------------------------------------------------------------------------------
+# 4. tokenizer
+
+def document(record):
+    return f"{record['title']}\n{record['abstract']}" if record['title'] else record['abstract']
+
+
+def build_tokenizer(parsed, plans, o):
+    if o['tokenizer'] == 'gpt2':
+        return gpt2_spec()
+    train_chars = sum(int(read_header(p['cache'])['chars'][plan == TRAIN].sum()) for p, plan in zip(parsed, plans))
+    below = np.uint64(min(int(min(1.0, o['bpe_train_chars'] / max(train_chars, 1)) * 2.0 ** 64), 2 ** 64 - 1))
+    samples = [(plan == TRAIN) & (read_header(p['cache'])['sample_hash'] <= below) for p, plan in zip(parsed, plans)]
+    key = short_hash(o['vocab_size'], *[(p['cache'], s.tobytes()) for p, s in zip(parsed, samples)])
+    cache = os.path.join(o['out_dir'], 'cache', f'bpe.{key}.pkl')
+    if os.path.exists(cache):
+        with open(cache, 'rb') as f:
+            return pickle.load(f)
+
+    def texts():  # one file in memory at a time
+        for p, sample in zip(parsed, samples):
+            records = read_records(p['cache'])
+            yield from (document(records[j]) for j in np.flatnonzero(sample))
+    n_chars = sum(int(read_header(p['cache'])['chars'][s].sum()) for p, s in zip(parsed, samples))
+    print(f'training a {o["vocab_size"]}-token BPE on {n_chars:,} characters of the train split ...', flush=True)
+    spec = train_bpe(texts(), o['vocab_size'])
+    with atomic_write(cache) as f:
+        pickle.dump(spec, f, PICKLE)
+    return spec
+
+
+# ------------------------------------------------------------------------------------------------
+# 5. tokenize: one file -> cache/tokens/<file>.<key>.npz with its train and val tokens
+
+_encoder = {}
+
+
+def init_encoder(spec):
+    _encoder['enc'] = encoding_from_spec(spec)
+    _encoder['eot'] = spec['special_tokens'][EOT]
+    _encoder['dtype'] = np.uint16 if vocab_size_of(spec) <= 2 ** 16 else np.uint32
+
+
+def tokenize_task(task):
+    parsed_cache, plan, out = task
+    if not os.path.exists(out):
+        enc, eot, dtype = _encoder['enc'], _encoder['eot'], _encoder['dtype']
+        records, arrays = read_records(parsed_cache), {}
+        for split, code in (('train', TRAIN), ('val', VAL)):
+            texts = [document(records[j]) for j in np.flatnonzero(plan == code)]
+            ids = [t + [eot] for t in enc.encode_ordinary_batch(texts, num_threads=1)]
+            arrays[split] = np.fromiter(chain.from_iterable(ids), dtype=dtype, count=sum(map(len, ids)))
+            arrays[f'{split}_docs'] = np.int64(len(texts))
+            arrays[f'{split}_bytes'] = np.int64(sum(len(t.encode()) for t in texts))
+        with atomic_write(out) as f:
+            np.savez(f, **arrays)
+    with np.load(out) as z:
+        return {k: int(z[k]) if k.endswith(('_docs', '_bytes')) else len(z[k]) for k in z.files}
+
+
+def tokenize_all(parsed, plans, spec, o):
+    token_dir = os.path.join(o['out_dir'], 'cache', 'tokens')
+    os.makedirs(token_dir, exist_ok=True)
+    spec_key = short_hash(spec['pattern'], spec['special_tokens'], b''.join(spec['tokens']),
+                          [len(t) for t in spec['tokens']])
+    tasks = [(p['cache'], plan, os.path.join(token_dir, f"{os.path.basename(p['cache'])[:-4]}.{short_hash(spec_key, plan.tobytes())}.npz"))
+             for p, plan in zip(parsed, plans)]
+    totals, bar = Counter(), tqdm(total=len(tasks), unit='file', desc='tokenize')
+    for stats in pool_imap(tokenize_task, tasks, min(o['workers'], len(tasks)), init_encoder, (spec,)):
+        totals.update(stats)
+        bar.update()
+        bar.set_postfix(tokens=f"{totals['train'] + totals['val']:,}")
+    bar.close()
+    return [t[2] for t in tasks], totals
+
+
+# ------------------------------------------------------------------------------------------------
+# 6. outputs
+
+def write_bins(shards, out_dir):
+    with atomic_write(os.path.join(out_dir, 'train.bin')) as train, atomic_write(os.path.join(out_dir, 'val.bin')) as val:
+        for shard in shards:
+            with np.load(shard) as z:
+                z['train'].tofile(train)
+                z['val'].tofile(val)
+
+
+def write_jsonl(parsed, plans, path):
+    with atomic_write(path, 'w') as f:
+        for p, plan in zip(parsed, plans):
+            records = read_records(p['cache'])
+            for j in np.flatnonzero(plan != DROPPED):
+                r = records[j]
+                f.write(json.dumps({'pmid': r['pmid'], 'split': 'val' if plan[j] == VAL else 'train',
+                                    'title': r['title'], 'abstract': r['abstract'], 'authors': r['authors'],
+                                    'journal': r['journal'], 'publication_date': r['publication_date'],
+                                    'affiliations': r['affiliations'], 'language': r['language']},
+                                   ensure_ascii=False) + '\n')
+
+
+def write_meta(spec, totals, counts, parsed, bad, o):
+    vocab_size = vocab_size_of(spec)
+    meta = {'vocab_size': vocab_size, 'dtype': 'uint16' if vocab_size <= 2 ** 16 else 'uint32',
+            'tokenizer': spec, 'eot_token': spec['special_tokens'][EOT], 'token_bytes': token_byte_lengths(spec),
+            'train_tokens': totals['train'], 'val_tokens': totals['val'],
+            'train_docs': totals['train_docs'], 'val_docs': totals['val_docs'],
+            'train_bytes': totals['train_bytes'], 'val_bytes': totals['val_bytes'],
+            'files': [{'name': p['name'], 'md5': p['md5']} for p in parsed],
+            'bad_files': [{'name': n, 'error': e} for n, e in bad],
+            'records': dict(sorted(counts.items())),
+            'settings': {k: o[k] for k in OUTPUT_SETTINGS}}
+    summary = {k: v for k, v in meta.items() if k not in ('tokenizer', 'token_bytes')}
+    summary['tokenizer'] = {'name': spec['name'], 'vocab_size': vocab_size, 'pattern': spec['pattern'],
+                            'special_tokens': spec['special_tokens']}
+    with atomic_write(os.path.join(o['out_dir'], 'meta.pkl')) as f:
+        pickle.dump(meta, f, PICKLE)
+    with atomic_write(os.path.join(o['out_dir'], 'meta.json'), 'w') as f:
+        json.dump(summary, f, indent=2, ensure_ascii=False)
+        f.write('\n')
+    return meta
+
+
+def print_summary(meta, counts, n_files, elapsed):
+    docs = meta['train_docs'] + meta['val_docs']
+    tokens = meta['train_tokens'] + meta['val_tokens'] - docs  # <|endoftext|> is not text
+    lines = [
+        f"files: {n_files} given, {len(meta['files'])} prepared, {len(meta['bad_files'])} bad",
+        f"records: {counts['records'] + counts['book'] + counts['no_pmid']:,} seen, {docs:,} kept; dropped: "
+        f"{counts['no_abstract']:,} without abstract, {counts['language']:,} other language, "
+        f"{counts['book']:,} books, {counts['no_pmid']:,} without PMID",
+        f"PMIDs: {counts['replaced']:,} duplicates replaced by a later version, {counts['deleted']:,} deleted "
+        f"({counts['delete_requests']:,} delete requests)",
+        f"train: {meta['train_docs']:,} docs, {meta['train_tokens']:,} tokens; "
+        f"val: {meta['val_docs']:,} docs, {meta['val_tokens']:,} tokens",
+        f"{(meta['train_bytes'] + meta['val_bytes']) / max(tokens, 1):.3f} bytes per token "
+        f"({meta['tokenizer']['name']}, vocab {meta['vocab_size']:,}); {elapsed:.1f}s",
+    ]
+    print('\n'.join(lines))
+
+
+def main(argv=None):
+    t0 = time.time()
+    o = parse_options(argv)
+    os.makedirs(o['out_dir'], exist_ok=True)
+    sources, failed_downloads = gather_sources(o)
+    parsed, corrupt = parse_all(sources, o)
+    bad = failed_downloads + corrupt
+    if not parsed:
+        fail('no file could be prepared' + (f' ({len(bad)} bad)' if bad else ''))
+    plans, counts = merge(parsed, o)
+    train_docs, val_docs = sum(int((p == TRAIN).sum()) for p in plans), sum(int((p == VAL).sum()) for p in plans)
+    if not train_docs or not val_docs:
+        fail(f'the {"val" if train_docs else "train"} split is empty ({train_docs} train, {val_docs} val '
+             f'documents): use more input files or a {"larger" if train_docs else "smaller"} --val_fraction; '
+             'nothing written')
+    spec = build_tokenizer(parsed, plans, o)
+    shards, totals = tokenize_all(parsed, plans, spec, o)
+    if o['export_jsonl']:
+        write_jsonl(parsed, plans, o['export_jsonl'])
+    write_bins(shards, o['out_dir'])
+    meta = write_meta(spec, totals, counts, parsed, bad, o)
+    print_summary(meta, counts, len(sources) + len(failed_downloads), time.time() - t0)
+    if bad:
+        print(f"{len(bad)} bad file(s) left out: {', '.join(n for n, _ in bad)}", file=sys.stderr)
+        if not o['allow_bad_files']:
+            print('exiting with status 1 (use --allow_bad_files=True to accept the outputs as they are)', file=sys.stderr)
+            return 1
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
