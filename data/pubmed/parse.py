@@ -30,6 +30,8 @@ def normalise(text):
 
 
 def _gather(el, out, in_math):
+    if not isinstance(el.tag, str):  # an unexpanded entity reference: no text of its own
+        return
     # MathML is pretty-printed with whitespace between its elements that is layout, not text
     math = in_math or el.tag.startswith(MATHML)
     if el.text and not (math and el.text.isspace()):

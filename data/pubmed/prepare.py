@@ -15,6 +15,7 @@ it stopped and gives byte-identical outputs, whatever --workers is:
   6. write      concatenate in file order, temp file + rename
 """
 import glob
+import gzip
 import hashlib
 import json
 import multiprocessing
@@ -22,10 +23,12 @@ import os
 import pickle
 import sys
 import time
+import zlib
 from collections import Counter
 from itertools import chain
 
 import numpy as np
+from lxml import etree
 from tqdm import tqdm
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -175,6 +178,16 @@ def read_records(cache):
         return pickle.load(f)
 
 
+def describe(e):
+    if isinstance(e, EOFError):
+        return f'truncated gzip stream (an incomplete download?): {e}'
+    if isinstance(e, (zlib.error, gzip.BadGzipFile)):
+        return f'bad gzip data: {e}'
+    if isinstance(e, etree.XMLSyntaxError):
+        return f'malformed or truncated XML: {e}'
+    return f'{type(e).__name__}: {e}'
+
+
 def parse_task(task):
     """Worker: parse one file into the cache unless already there; never raises on a bad file."""
     path, md5, cache_dir, with_meta = task
@@ -186,7 +199,7 @@ def parse_task(task):
         n = len(read_header(cache)['pmid']) if os.path.exists(cache) else write_parsed(path, cache, with_meta)
         return {'name': name, 'md5': md5, 'cache': cache, 'records': n, 'error': None}
     except Exception as e:  # a corrupt file is reported with its name, the others go on
-        return {'name': name, 'path': path, 'error': f'{type(e).__name__}: {e}'}
+        return {'name': name, 'path': path, 'error': describe(e)}
 
 
 def parse_all(sources, o):
@@ -223,7 +236,8 @@ def merge(parsed, o):
     """Walk files last to first: the first event met for a PMID (its last record or delete) wins."""
     wanted = {c.strip().lower() for c in o['languages'].split(',') if c.strip()}
     val_below = np.uint64(min(int(o['val_fraction'] * 2.0 ** 64), 2 ** 64 - 1))
-    state = np.zeros(0, dtype=np.int8)  # per PMID: 0 not met yet, 1 a record won, 2 a delete won
+    # per PMID: 0 not met yet, 1 a record won, 2 a delete won, 3 a delete won over a record
+    state = np.zeros(0, dtype=np.int8)
     counts, plans = Counter(), [None] * len(parsed)
     for i in reversed(range(len(parsed))):
         h = read_header(parsed[i]['cache'])
@@ -242,8 +256,8 @@ def merge(parsed, o):
         state[events[wins & is_record]] = 1
         state[events[wins & ~is_record]] = 2
         wins = wins[::-1][:len(pmid)]
-        counts['deleted'] += int(np.sum(~wins & (state[pmid] == 2)))
         counts['replaced'] += int(np.sum(~wins & (state[pmid] == 1)))
+        state[pmid[~wins & (state[pmid] >= 2)]] = 3
         no_abstract = wins & (h['chars'] == 0)
         other_language = wins & ~no_abstract & ~language_mask(h, wanted)
         counts['no_abstract'] += int(no_abstract.sum())
@@ -252,6 +266,7 @@ def merge(parsed, o):
         plan = np.where(h['split_hash'] < val_below, VAL, TRAIN).astype(np.int8)
         plan[~keep] = DROPPED
         plans[i] = plan
+    counts['deleted'] = int(np.sum(state == 3))
     return plans, counts
 
 
@@ -270,20 +285,17 @@ def build_tokenizer(parsed, plans, o):
     samples = [(plan == TRAIN) & (read_header(p['cache'])['sample_hash'] <= below) for p, plan in zip(parsed, plans)]
     key = short_hash(o['vocab_size'], *[(p['cache'], s.tobytes()) for p, s in zip(parsed, samples)])
     cache = os.path.join(o['out_dir'], 'cache', f'bpe.{key}.pkl')
-    if os.path.exists(cache):
-        with open(cache, 'rb') as f:
-            return pickle.load(f)
-
-    def texts():  # one file in memory at a time
-        for p, sample in zip(parsed, samples):
-            records = read_records(p['cache'])
-            yield from (document(records[j]) for j in np.flatnonzero(sample))
-    n_chars = sum(int(read_header(p['cache'])['chars'][s].sum()) for p, s in zip(parsed, samples))
-    print(f'training a {o["vocab_size"]}-token BPE on {n_chars:,} characters of the train split ...', flush=True)
-    spec = train_bpe(texts(), o['vocab_size'])
-    with atomic_write(cache) as f:
-        pickle.dump(spec, f, PICKLE)
-    return spec
+    if not os.path.exists(cache):
+        def texts():  # one file in memory at a time
+            for p, sample in zip(parsed, samples):
+                records = read_records(p['cache'])
+                yield from (document(records[j]) for j in np.flatnonzero(sample))
+        n_chars = sum(int(read_header(p['cache'])['chars'][s].sum()) for p, s in zip(parsed, samples))
+        print(f'training a {o["vocab_size"]}-token BPE on {n_chars:,} characters of the train split ...', flush=True)
+        with atomic_write(cache) as f:
+            pickle.dump(train_bpe(texts(), o['vocab_size']), f, PICKLE)
+    with open(cache, 'rb') as f:  # always the unpickled copy: meta.pkl's bytes must not depend on the path taken
+        return pickle.load(f)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -1,0 +1,300 @@
+"""data/pubmed/prepare.py: parsing rules on hand-written fixtures, the real samples, outputs, determinism."""
+import gzip
+import hashlib
+import json
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import FIXTURES, PUBMED_CORPUS, PUBMED_XML, REPO, need
+from tokenizer import encoding_from_spec
+
+sys.path.insert(0, str(REPO / 'data' / 'pubmed'))
+from parse import parse_file  # noqa: E402
+
+PREPARE = str(REPO / 'data' / 'pubmed' / 'prepare.py')
+
+# every document the fixtures pubmed99n0001-0003 must produce, in output order
+EXPECTED = {
+    101: 'A plain title.\nA plain abstract spread over lines with odd spacing.',
+    102: 'Structured abstract.\nBACKGROUND: Why we did it.\nMETHODS: How we did it.\nRESULTS AND CONCLUSIONS: It worked.',
+    103: 'Xylan Activity of the Thermophilic Fungus Malbranchea cinnamomea by Functional Characterization.\n'
+         'Levels of H2O2 and Ca2+ rose in all E. coli strains (n = 3).',
+    104: 'Oxygen uptake V.O2 in runners.\nMaximal uptake ( V.O2 max) was measured.',
+    107: 'Upper-case language code.\nLanguage ENG is English.',
+    108: 'Two languages.\nPublished in German and English.',
+    110: 'New version.\nThe last file wins.',
+    113: 'Added by the update.\nA citation only in the update file.',
+    120: 'Old MedlineCitationSet format with a byte order mark.\nStill parsed & kept; café <ok>.',
+}
+
+
+def in_val(pmid, fraction):
+    """The documented split rule, written out independently of prepare.py."""
+    digest = hashlib.blake2b(str(pmid).encode(), digest_size=16).digest()
+    return int.from_bytes(digest[:8], 'little') < fraction * 2 ** 64
+
+
+def run(*args, timeout=300):
+    return subprocess.run([sys.executable, PREPARE, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def fixture_input(tmp_path, names=('pubmed99n0001.xml', 'pubmed99n0002.xml', 'pubmed99n0003.xml'), gz=('pubmed99n0002.xml',)):
+    """Fixtures copied to a folder; those in `gz` gzipped, to cover both kinds of file."""
+    folder = tmp_path / 'in'
+    folder.mkdir(exist_ok=True)
+    for name in names:
+        data = (FIXTURES / name).read_bytes()
+        if name in gz:
+            (folder / (name + '.gz')).write_bytes(gzip.compress(data, mtime=0))
+        else:
+            (folder / name).write_bytes(data)
+    return folder
+
+
+def load_meta(out):
+    with open(out / 'meta.pkl', 'rb') as f:
+        return pickle.load(f)
+
+
+def documents(out, split):
+    meta = load_meta(out)
+    enc = encoding_from_spec(meta['tokenizer'])
+    ids = np.fromfile(out / f'{split}.bin', dtype=meta['dtype'])
+    assert len(ids) == meta[f'{split}_tokens'] and ids[-1] == meta['eot_token']
+    cuts = np.flatnonzero(ids == meta['eot_token'])
+    return [enc.decode(ids[a + 1 if i else 0:b].tolist()) for i, (a, b) in enumerate(zip(np.r_[-1, cuts[:-1]], cuts))]
+
+
+def outputs(out):
+    return {name: (out / name).read_bytes() for name in ('train.bin', 'val.bin', 'meta.pkl', 'meta.json')}
+
+
+# ------------------------------------------------------------------------------------------------
+# parsing rules, one fixture record each
+
+def test_parse_rules_on_fixture_records():
+    records, deletes, counts = parse_file(FIXTURES / 'pubmed99n0001.xml', with_meta=True)
+    by_pmid = {r['pmid']: r for r in records}
+    assert [r['pmid'] for r in records] == [101, 102, 103, 104, 105, 106, 107, 108, 110, 111, 112, 112]
+    assert counts == {'book': 1, 'no_pmid': 0} and deletes == []
+    for pmid in (101, 102, 103, 104, 107, 108):  # labels, markup spacing, MathML, whitespace
+        assert f"{by_pmid[pmid]['title']}\n{by_pmid[pmid]['abstract']}" == EXPECTED[pmid]
+    assert 'Copyright' not in by_pmid[102]['abstract'] and 'francais' not in by_pmid[102]['abstract']
+    assert by_pmid[105]['abstract'] == ''
+    assert by_pmid[106]['language'] == ['fre'] and by_pmid[108]['language'] == ['ger', 'eng']
+    assert by_pmid[101]['authors'] == ['Jane Doe', 'The Fixture Consortium']
+    assert by_pmid[101]['affiliations'] == ['Dept of Tests, Example University.']
+    assert (by_pmid[101]['journal'], by_pmid[101]['publication_date']) == ('Journal of Plain Tests', '2020-Jan-05')
+
+
+def test_parse_old_format_with_bom_and_deletes():
+    assert (FIXTURES / 'pubmed99n0003.xml').read_bytes()[:3] == b'\xef\xbb\xbf'
+    records, deletes, _ = parse_file(FIXTURES / 'pubmed99n0003.xml')
+    assert [(r['pmid'], r['title'] + '\n' + r['abstract']) for r in records] == [(120, EXPECTED[120])]
+    assert deletes == [112]
+    _, deletes, _ = parse_file(FIXTURES / 'pubmed99n0002.xml')
+    assert deletes == [111, 999999]
+
+
+def test_parse_rejects_malformed_xml():
+    with pytest.raises(Exception, match='Opening and ending tag mismatch'):
+        parse_file(FIXTURES / 'pubmed99n0004.xml')
+
+
+def test_parse_does_not_expand_entities_or_load_dtds(tmp_path):
+    secret = tmp_path / 'secret.txt'
+    secret.write_text('TOP SECRET')
+    evil = tmp_path / 'evil.xml'
+    evil.write_text(f'<?xml version="1.0"?><!DOCTYPE PubmedArticleSet [<!ENTITY x SYSTEM "file://{secret}">]>'
+                    '<PubmedArticleSet><PubmedArticle><MedlineCitation><PMID>1</PMID><Article>'
+                    '<ArticleTitle>T &x;</ArticleTitle><Abstract><AbstractText>A</AbstractText></Abstract>'
+                    '</Article></MedlineCitation></PubmedArticle></PubmedArticleSet>')
+    records, _, _ = parse_file(evil)
+    assert 'SECRET' not in records[0]['title']
+
+
+def test_real_samples_all_parse_except_the_truncated_one():
+    folder = need(PUBMED_XML)
+    paths = sorted(p for p in folder.rglob('*') if p.name.endswith(('.xml', '.xml.gz')))
+    assert len(paths) == 23
+    failures = []
+    for path in paths:
+        try:
+            records, _, _ = parse_file(path)
+            assert records
+        except Exception as e:
+            failures.append((path.name, type(e).__name__))
+    assert failures == [('pubmed23n0001.xml.gz', 'EOFError')]
+    titles = [r['title'] for r in parse_file(folder / 'net-synergy__pubmedparser' / 'pubmed21n1005.xml.gz')[0]]
+    assert any('Thermophilic Fungus Malbranchea cinnamomea by Functional' in t for t in titles)
+
+
+# ------------------------------------------------------------------------------------------------
+# prepare.py end to end
+
+def test_prepare_fixtures_end_to_end(tmp_path):
+    folder, out = fixture_input(tmp_path), tmp_path / 'out'
+    r = run(f'--input={folder}', f'--out_dir={out}', '--vocab_size=300', '--val_fraction=0.5', '--workers=2',
+            f'--export_jsonl={tmp_path / "docs.jsonl"}')
+    assert r.returncode == 0, r.stderr
+    order = list(EXPECTED)  # file order, then record order within a file
+    assert documents(out, 'train') == [EXPECTED[p] for p in order if not in_val(p, 0.5)]
+    assert documents(out, 'val') == [EXPECTED[p] for p in order if in_val(p, 0.5)]
+    meta = load_meta(out)
+    assert meta['vocab_size'] == 300 and meta['dtype'] == 'uint16' and meta['eot_token'] == 299
+    assert meta['tokenizer']['name'] == 'bpe' and len(meta['token_bytes']) == 300 and meta['token_bytes'][299] == 0
+    assert meta['token_bytes'][:256] == [1] * 256
+    assert meta['train_docs'] + meta['val_docs'] == 9
+    assert [f['name'] for f in meta['files']] == ['pubmed99n0001.xml', 'pubmed99n0002.xml.gz', 'pubmed99n0003.xml']
+    assert meta['files'][0]['md5'] == hashlib.md5((FIXTURES / 'pubmed99n0001.xml').read_bytes()).hexdigest()
+    assert meta['records'] == {'book': 1, 'delete_requests': 3, 'deleted': 2, 'language': 1, 'no_abstract': 1,
+                               'no_pmid': 0, 'records': 15, 'replaced': 1}
+    assert meta['settings'] == {'tokenizer': 'bpe', 'vocab_size': 300, 'bpe_train_chars': 1_000_000_000,
+                                'val_fraction': 0.5, 'languages': 'eng', 'max_files': 0, 'updates': False}
+    summary = json.loads((out / 'meta.json').read_text())
+    assert summary['train_tokens'] == meta['train_tokens'] and summary['tokenizer']['vocab_size'] == 300
+    assert '16 seen, 9 kept' in r.stdout and '1 duplicates replaced' in r.stdout and '2 deleted' in r.stdout
+    lines = [json.loads(line) for line in (tmp_path / 'docs.jsonl').read_text().splitlines()]
+    assert [d['pmid'] for d in lines] == order
+    assert lines[-1] == {'pmid': 120, 'split': 'val' if in_val(120, 0.5) else 'train',
+                         'title': 'Old MedlineCitationSet format with a byte order mark.',
+                         'abstract': 'Still parsed & kept; café <ok>.', 'authors': ['Richard Roe'],
+                         'journal': 'Old format journal', 'publication_date': '1998 Jan-Feb',
+                         'affiliations': ['Old Institute.'], 'language': ['eng']}
+
+
+def test_languages_option_is_case_insensitive_and_accepts_all(tmp_path):
+    folder = fixture_input(tmp_path)
+    for languages, extra in (('ENG,fre', [106]), ('all', [106])):
+        out = tmp_path / languages
+        r = run(f'--input={folder}', f'--out_dir={out}', '--vocab_size=300', '--val_fraction=0.5',
+                f'--languages={languages}', '--workers=1')
+        assert r.returncode == 0, r.stderr
+        assert load_meta(out)['train_docs'] + load_meta(out)['val_docs'] == 9 + len(extra)
+        assert any(d.startswith('[A French article.]') for d in documents(out, 'train') + documents(out, 'val'))
+
+
+def test_gpt2_tokenizer(tmp_path):
+    folder, out = fixture_input(tmp_path), tmp_path / 'out'
+    r = run(f'--input={folder}', f'--out_dir={out}', '--tokenizer=gpt2', '--val_fraction=0.5')
+    assert r.returncode == 0, r.stderr
+    meta = load_meta(out)
+    assert (meta['vocab_size'], meta['eot_token'], meta['dtype']) == (50257, 50256, 'uint16')
+    assert documents(out, 'val') == [EXPECTED[p] for p in EXPECTED if in_val(p, 0.5)]
+
+
+def test_corrupt_file_is_reported_and_left_out(tmp_path):
+    folder = fixture_input(tmp_path, names=('pubmed99n0001.xml', 'pubmed99n0002.xml', 'pubmed99n0003.xml',
+                                            'pubmed99n0004.xml'), gz=())
+    out = tmp_path / 'out'
+    r = run(f'--input={folder}', f'--out_dir={out}', '--vocab_size=300', '--val_fraction=0.5')
+    assert r.returncode == 1
+    assert 'pubmed99n0004.xml' in r.stderr and 'malformed or truncated XML' in r.stderr
+    assert 'allow_bad_files' in r.stderr
+    meta = load_meta(out)  # the good files are still prepared, nothing of the bad one gets in
+    assert [f['name'] for f in meta['files']] == ['pubmed99n0001.xml', 'pubmed99n0002.xml', 'pubmed99n0003.xml']
+    assert meta['bad_files'][0]['name'] == 'pubmed99n0004.xml'
+    assert 'Good record in a bad file.' not in ' '.join(documents(out, 'train') + documents(out, 'val'))
+    r = run(f'--input={folder}', f'--out_dir={out}', '--vocab_size=300', '--val_fraction=0.5', '--allow_bad_files=True')
+    assert r.returncode == 0 and 'pubmed99n0004.xml' in r.stderr
+
+
+def test_real_samples_truncated_gzip_reported_rest_prepared(tmp_path):
+    folder, out = need(PUBMED_XML), tmp_path / 'out'
+    r = run(f'--input={folder}', f'--out_dir={out}', '--vocab_size=300', '--val_fraction=0.05')
+    assert r.returncode == 1
+    assert 'pubmed23n0001.xml.gz' in r.stderr and 'truncated gzip' in r.stderr
+    meta = load_meta(out)
+    assert len(meta['files']) == 22 and [b['name'] for b in meta['bad_files']] == ['pubmed23n0001.xml.gz']
+    assert meta['records']['records'] == 1235 and meta['train_docs'] > 900 and meta['val_docs'] > 0
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--vocab_sise=300'], "unknown key 'vocab_sise'"),
+    (['--val_fraction=abc'], '--val_fraction=abc'),
+    (['--tokenizer=wordpiece'], 'expected bpe or gpt2'),
+    (['--val_fraction=1.5'], 'between 0 and 1'),
+    (['--input=/nonexistent/*.xml'], 'no .xml or .xml.gz files'),
+])
+def test_bad_options_exit_2_and_write_nothing(tmp_path, args, message):
+    out = tmp_path / 'out'
+    r = run(f'--out_dir={out}', '--input=' + str(FIXTURES), *args)
+    assert r.returncode == 2 and message in r.stderr
+    assert not out.exists()
+
+
+def test_empty_val_split_is_an_error_with_a_hint(tmp_path):
+    folder, out = fixture_input(tmp_path), tmp_path / 'out'
+    r = run(f'--input={folder}', f'--out_dir={out}', '--vocab_size=300', '--val_fraction=0.0001')
+    assert r.returncode == 1 and 'val split is empty' in r.stderr and '--val_fraction' in r.stderr
+    assert not (out / 'train.bin').exists() and not (out / 'meta.pkl').exists()
+
+
+# ------------------------------------------------------------------------------------------------
+# determinism, resumability, caching
+
+def corpus_input(tmp_path, n=3):
+    """The first n pubmed-corpus files (~2,258 records each) plus the fixtures' update file."""
+    folder = tmp_path / 'corpus'
+    folder.mkdir()
+    for path in sorted(need(PUBMED_CORPUS).glob('*.xml.gz'))[:n]:
+        os.symlink(path, folder / path.name)
+    return folder
+
+
+def test_one_and_two_workers_give_identical_bytes(tmp_path):
+    folder = corpus_input(tmp_path)
+    results = []
+    for workers in (1, 2):
+        out = tmp_path / f'w{workers}'
+        r = run(f'--input={folder}', f'--out_dir={out}', '--vocab_size=400', f'--workers={workers}')
+        assert r.returncode == 0, r.stderr
+        results.append(outputs(out))
+    assert results[0] == results[1]
+    assert load_meta(tmp_path / 'w1')['train_docs'] + load_meta(tmp_path / 'w1')['val_docs'] == 3 * 2258
+
+
+def test_kill_9_then_rerun_gives_identical_outputs(tmp_path):
+    folder = corpus_input(tmp_path)
+    args = [f'--input={folder}', '--vocab_size=400', '--workers=2']
+    reference = tmp_path / 'reference'
+    assert run(*args, f'--out_dir={reference}').returncode == 0
+    expected = outputs(reference)
+    out = tmp_path / 'out'
+    # kill at the start of parsing, after some parsed files, after some tokenized files
+    for marker in (None, 'cache/parsed', 'cache/tokens'):
+        p = subprocess.Popen([sys.executable, PREPARE, *args, f'--out_dir={out}'],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 120
+        while marker and time.time() < deadline and p.poll() is None:
+            if (out / marker).is_dir() and any((out / marker).glob('*.p*')) | any((out / marker).glob('*.npz')):
+                break
+            time.sleep(0.005)
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        for name in ('train.bin', 'val.bin', 'meta.pkl'):  # never half-written under the final name
+            assert not (out / name).exists() or (out / name).read_bytes() == expected[name]
+    r = run(*args, f'--out_dir={out}')
+    assert r.returncode == 0, r.stderr
+    assert outputs(out) == expected
+
+
+def test_rerun_and_added_files_reuse_the_cache(tmp_path):
+    folder = fixture_input(tmp_path, names=('pubmed99n0001.xml', 'pubmed99n0002.xml'), gz=())
+    out = tmp_path / 'out'
+    args = [f'--input={folder}', f'--out_dir={out}', '--vocab_size=300', '--val_fraction=0.5']
+    assert run(*args).returncode == 0
+    parsed = {p.name: p.stat().st_mtime_ns for p in (out / 'cache' / 'parsed').iterdir()}
+    shutil.copy(FIXTURES / 'pubmed99n0003.xml', folder)
+    assert run(*args).returncode == 0
+    after = {p.name: p.stat().st_mtime_ns for p in (out / 'cache' / 'parsed').iterdir()}
+    assert len(after) == 3 and all(after[name] == mtime for name, mtime in parsed.items())
+    assert documents(out, 'train') + documents(out, 'val') != [] and load_meta(out)['records']['deleted'] == 2
