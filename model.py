@@ -105,7 +105,7 @@ class MLP(nn.Module):
     def forward(self, x):
         x = self.c_fc(x)
         if self.kind == 'gelu':
-            x = F.gelu(x)
+            x = F.gelu(x, approximate='tanh')  # GPT-2's GELU ('gelu_new'): pretrained weights load exactly
         elif self.kind == 'relu2':
             x = F.relu(x).square()
         else:
@@ -128,27 +128,26 @@ class Block(nn.Module):
 
 
 class KVCache:
-    """Preallocated keys and values for every layer. With rotary positions it is a ring buffer:
-    attention of one new query is order-free and the rotations already encode relative positions,
-    so past block_size the oldest entry is simply overwritten."""
+    """Keys and values of every layer, preallocated for block_size positions (in the dtype of the
+    first keys written, so autocast works). The prompt is prefilled once, then each token appends one."""
 
-    def __init__(self, config, batch_size, device, dtype):
+    def __init__(self, config, batch_size, device):
         head_dim = config.n_embd // config.n_head
-        shape = (config.n_layer, batch_size, config.n_head, config.block_size, head_dim)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
-        self.pos = 0  # tokens seen so far (absolute position of the next token)
+        self.shape = (config.n_layer, batch_size, config.n_head, config.block_size, head_dim)
+        self.device, self.k, self.v = device, None, None
+        self.pos = 0  # positions filled so far (the position of the next token)
 
     def update(self, layer, k, v):
-        T, size = k.size(2), self.k.size(3)
-        if T > 1:  # prefill, from empty
-            assert self.pos == 0 and T <= size, 'prefill must start from an empty cache and fit in it'
-            self.k[layer, :, :, :T], self.v[layer, :, :, :T] = k, v
-            return self.k[layer, :, :, :T], self.v[layer, :, :, :T]
-        slot = self.pos % size
-        self.k[layer, :, :, slot], self.v[layer, :, :, slot] = k[:, :, 0], v[:, :, 0]
-        n = min(self.pos + 1, size)
-        return self.k[layer, :, :, :n], self.v[layer, :, :, :n]
+        """Store k, v (B, nh, T, hd) at the next T positions; the keys and values of all positions so far."""
+        if self.k is None:
+            self.k = torch.zeros(self.shape, device=self.device, dtype=k.dtype)
+            self.v = torch.zeros(self.shape, device=self.device, dtype=v.dtype)
+        T = k.size(2)
+        assert T == 1 or self.pos == 0, 'several tokens only as a prefill into an empty cache (causal mask)'
+        assert self.pos + T <= self.k.size(3), 'the cache holds block_size positions'
+        end = self.pos + T
+        self.k[layer, :, :, self.pos:end], self.v[layer, :, :, self.pos:end] = k, v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
 
 
 class GPT(nn.Module):
@@ -258,18 +257,22 @@ class GPT(nn.Module):
     @torch.no_grad()
     def generate_stream(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None,
                         use_cache=True, generator=None):
-        """Yield the next token (B, 1) max_new_tokens times. The prompt is cropped to its last block_size
-        tokens. With the cache each step costs one position; past block_size the learned-position
-        model must re-read its whole window (positions shift), the rotary one keeps its ring buffer."""
+        """Yield the next token (B, 1) max_new_tokens times. The model sees a window of at most block_size
+        tokens: a longer prompt keeps its last block_size; once the window is full it slides by half a
+        block (the last block_size // 2 tokens are re-read, once), so the cache keeps paying off past
+        block_size and the plain path (use_cache=False, full recompute each step) sees exactly the same
+        tokens, for learned and rotary positions alike."""
         block = self.config.block_size
-        idx = idx[:, -block:]
+        start = max(0, idx.size(1) - block)  # first token of the window
         cache = None
         for _ in range(max_new_tokens):
+            if idx.size(1) - start > block:
+                start, cache = idx.size(1) - max(1, block // 2), None
             if not use_cache:
-                logits, _ = self(idx[:, -block:])
-            elif cache is None or (self.config.pos == 'learned' and cache.pos >= block):
-                cache = KVCache(self.config, idx.size(0), idx.device, self.lm_head.weight.dtype)
-                logits, _ = self(idx[:, -block:], cache=cache)
+                logits, _ = self(idx[:, start:])
+            elif cache is None:
+                cache = KVCache(self.config, idx.size(0), idx.device)
+                logits, _ = self(idx[:, start:], cache=cache)
             else:
                 logits, _ = self(idx[:, -1:], cache=cache)
             next_token = sample_next(logits[:, -1, :], temperature, top_k, top_p, generator)

@@ -32,6 +32,48 @@ def need(path):
     return Path(path)
 
 
+# A tiny trained model and its checkpoint, shared by the generation, sample.py and HF tests.
+TINY_TEXT = ('Metformin lowers blood glucose in patients with type 2 diabetes. '
+             'The protein kinase phosphorylates the receptor in vitro. '
+             'Aspirin reduces the risk of myocardial infarction in older adults. ') * 20
+
+
+def tiny_spec():
+    from tokenizer import train_bpe
+    return train_bpe([TINY_TEXT], 300)
+
+
+def tiny_model(spec, steps=100, **model_args):
+    """A 2-layer model trained `steps` steps on TINY_TEXT: its logits are far apart, so greedy choices
+    are not decided by float noise."""
+    import torch
+    from model import GPT, GPTConfig
+    from tokenizer import encoding_from_spec, vocab_size_of
+    torch.manual_seed(0)
+    args = dict(block_size=32, vocab_size=vocab_size_of(spec), n_layer=2, n_head=2, n_embd=32, **model_args)
+    model = GPT(GPTConfig(**args))
+    data = torch.tensor(encoding_from_spec(spec).encode_ordinary(TINY_TEXT))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(steps):
+        i = torch.randint(len(data) - args['block_size'] - 1, (8,))
+        x = torch.stack([data[j:j + args['block_size']] for j in i])
+        y = torch.stack([data[j + 1:j + 1 + args['block_size']] for j in i])
+        _, loss = model(x, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval(), args
+
+
+def write_tiny_checkpoint(path, spec, **model_args):
+    from model import save_checkpoint
+    from tokenizer import token_byte_lengths
+    model, args = tiny_model(spec, **model_args)
+    save_checkpoint({'model': model.state_dict(), 'model_args': args, 'tokenizer': spec,
+                     'token_bytes': token_byte_lengths(spec), 'iter_num': 40, 'tokens_seen': 0}, path)
+    return model
+
+
 WORDS = ('patients treated with the drug showed reduced tumour growth in mice while control groups did not '
          'respond to therapy and blood pressure increased after surgery in children with chronic disease').split()
 
