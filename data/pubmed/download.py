@@ -20,7 +20,7 @@ from contextlib import contextmanager
 import requests
 from tqdm import tqdm
 
-CHUNK = 1 << 20
+CHUNK = 1 << 16  # a dropped connection loses at most this much of what was received
 
 
 class DownloadError(Exception):
@@ -98,7 +98,7 @@ def list_files(url, timeout=60.0, retries=8, backoff=1.0):
         return parse_listing(get_text(session, url, timeout, retries, backoff))
 
 
-def fetch_part(session, url, part, timeout, bar):
+def fetch_part(session, url, part, timeout, bar, sized):
     """Stream url into `part`, continuing from its current size with a Range request."""
     have = os.path.getsize(part) if os.path.exists(part) else 0
     headers = {'Range': f'bytes={have}-'} if have else {}
@@ -108,8 +108,10 @@ def fetch_part(session, url, part, timeout, bar):
             return
         if r.status_code != 206:  # the server sent the whole file: start over
             have = 0
-        bar.total = (bar.total or 0) + int(r.headers.get('Content-Length', 0))
-        bar.refresh()
+        if not sized:  # count each file's size once in the bar's total, however often it is retried
+            sized.append(have + int(r.headers.get('Content-Length', 0)))
+            bar.total += sized[0]
+            bar.update(have)
         with open(part, 'r+b' if have else 'wb') as f:
             f.seek(have)
             f.truncate()
@@ -127,8 +129,9 @@ def download_file(url, dest, timeout, retries, backoff, bar):
     name, part = os.path.basename(dest), dest + '.part'
     with requests.Session() as session:
         expected = parse_md5(get_text(session, url + '.md5', timeout, retries, backoff), name)
+        sized = []
         for attempt in range(2):  # a file that fails verification is fetched once more from scratch
-            retrying(lambda: fetch_part(session, url, part, timeout, bar), url, retries, backoff)
+            retrying(lambda: fetch_part(session, url, part, timeout, bar, sized), url, retries, backoff)
             got = file_md5(part)
             if got == expected:
                 with atomic_write(record, 'w') as f:

@@ -138,6 +138,8 @@ def gather_sources(o):
         print(f'{url}: {len(names)} files')
         jobs += [(url + n, os.path.join(o['raw_dir'], folder, n)) for n in names]
     ok, failed = download_all(jobs, o['connections'], o['timeout'], o['retries'], o['backoff'])
+    for name, error in failed:
+        print(f'error: {name}: download failed, left out: {error}', file=sys.stderr)
     return ok, failed
 
 
