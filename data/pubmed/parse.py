@@ -1,13 +1,13 @@
 """
 PubMed / MEDLINE XML -> records, one file at a time, streaming (memory does not grow with file size).
 
-    records, deletes, books = parse_file('pubmed24n0001.xml.gz', with_meta=False)
+    for kind, value in iter_file('pubmed24n0001.xml.gz'):   # ('record', {...}), ('delete', pmid), ...
 
 Both PubmedArticleSet (2017+) and MedlineCitationSet (older) files carry the same MedlineCitation
 element, so that is what we extract; PubmedBookArticle has none and is only counted. A record is a
 dict {'pmid', 'title', 'abstract', 'language'} (+ 'authors', 'journal', 'publication_date',
-'affiliations' with with_meta=True); `abstract` is '' when there is none. `deletes` lists the PMIDs
-of the file's DeleteCitation blocks. A corrupt file raises; the caller decides what to do.
+'affiliations' with with_meta=True); `abstract` is '' when there is none. A corrupt file raises;
+the caller decides what to do.
 """
 import gzip
 
@@ -103,11 +103,10 @@ def record_of(citation, with_meta):
     return record
 
 
-def parse_file(path, with_meta=False):
-    """All MedlineCitation records of one file in document order, the DeleteCitation PMIDs, and the
-    number of PubmedBookArticle records. Raises (EOFError, OSError, zlib.error, XMLSyntaxError,
-    ValueError) on a corrupt or truncated file."""
-    records, deletes, books, bad = [], [], 0, 0
+def iter_file(path, with_meta=False):
+    """Yield ('record', dict), ('delete', pmid), ('book', None) and ('no_pmid', None) in document order.
+    Raises (EOFError, OSError, zlib.error, XMLSyntaxError, ValueError) on a corrupt or truncated file,
+    possibly after yielding some of it: callers must not keep anything of a file that raised."""
     with open_xml(path) as f:
         # hardened: no entity expansion, no DTD, no network (NCBI files reference an http DTD)
         events = etree.iterparse(f, events=('end',), tag=TAGS, resolve_entities=False, load_dtd=False,
@@ -115,14 +114,13 @@ def parse_file(path, with_meta=False):
         for _, el in events:
             if el.tag == 'MedlineCitation':
                 record = record_of(el, with_meta)
-                if record is None:
-                    bad += 1
-                else:
-                    records.append(record)
+                yield ('record', record) if record else ('no_pmid', None)
             elif el.tag == 'DeleteCitation':
-                deletes.extend(int(p.text) for p in el.iterfind('PMID') if (p.text or '').strip().isdigit() and len(p.text.strip()) <= 10)
+                for p in el.iterfind('PMID'):
+                    pmid = (p.text or '').strip()
+                    yield ('delete', int(pmid)) if pmid.isdigit() and len(pmid) <= 10 else ('no_pmid', None)
             elif el.tag == 'PubmedBookArticle':
-                books += 1
+                yield 'book', None
             el.clear()
             while el.getprevious() is not None:  # drop finished siblings: constant memory
                 del el.getparent()[0]
@@ -130,4 +128,16 @@ def parse_file(path, with_meta=False):
     if root is None or root.tag not in ('PubmedArticleSet', 'MedlineCitationSet'):
         raise ValueError(f'not PubMed XML: root element is <{getattr(root, "tag", None)}>, '
                          'expected <PubmedArticleSet> or <MedlineCitationSet>')
-    return records, deletes, {'book': books, 'no_pmid': bad}
+
+
+def parse_file(path, with_meta=False):
+    """The whole file at once: (records, deleted PMIDs, {'book': n, 'no_pmid': n})."""
+    records, deletes, counts = [], [], {'book': 0, 'no_pmid': 0}
+    for kind, value in iter_file(path, with_meta):
+        if kind == 'record':
+            records.append(value)
+        elif kind == 'delete':
+            deletes.append(value)
+        else:
+            counts[kind] += 1
+    return records, deletes, counts

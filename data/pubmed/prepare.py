@@ -36,7 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))  # repo root: configu
 from configurator import configure  # noqa: E402
 from tokenizer import EOT, encoding_from_spec, gpt2_spec, token_byte_lengths, train_bpe, vocab_size_of  # noqa: E402
 from download import atomic_write, download_all, file_md5, list_files, natural_key  # noqa: E402
-from parse import parse_file  # noqa: E402
+from parse import iter_file  # noqa: E402
 
 DEFAULTS = {
     'input': '',             # local .xml/.xml.gz files (a folder, searched recursively, or a glob): no network
@@ -61,6 +61,7 @@ DEFAULTS = {
 # settings that change the outputs (recorded in meta; paths and parallelism do not change them)
 OUTPUT_SETTINGS = ('tokenizer', 'vocab_size', 'bpe_train_chars', 'val_fraction', 'languages', 'max_files', 'updates')
 PARSE_VERSION = 1  # bump when parse.py's output changes: invalidates cache/parsed
+CHUNK = 1024  # records per pickle in the parse cache, documents per tokenizer batch
 PICKLE = 4
 
 
@@ -154,30 +155,52 @@ def pmid_hashes(pmids):
 
 
 def write_parsed(path, cache, with_meta):
-    records, deletes, counts = parse_file(path, with_meta)
-    codes = [','.join(r['language']) for r in records]
-    languages = sorted(set(codes))
-    pmids = np.array([r['pmid'] for r in records], dtype=np.int64)
-    split_hash, sample_hash = pmid_hashes(pmids)
-    header = {'pmid': pmids, 'deletes': np.array(deletes, dtype=np.int64), 'counts': counts,
-              'chars': np.array([len(document(r)) if r['abstract'] else 0 for r in records], dtype=np.int64),
-              'languages': languages, 'language': np.array([languages.index(c) for c in codes], dtype=np.int32),
-              'split_hash': split_hash, 'sample_hash': sample_hash}
+    """Stream one file's records into its cache, CHUNK records per pickle, then the header: the
+    per-record arrays the merge needs, found through the file's last 8 bytes."""
+    pmids, chars, codes, deletes, counts, chunk = [], [], [], [], {'book': 0, 'no_pmid': 0}, []
     with atomic_write(cache) as f:
+        for kind, value in iter_file(path, with_meta):
+            if kind == 'record':
+                pmids.append(value['pmid'])
+                chars.append(len(document(value)) if value['abstract'] else 0)
+                codes.append(','.join(value['language']))
+                chunk.append(value)
+                if len(chunk) == CHUNK:
+                    pickle.dump(chunk, f, PICKLE)
+                    chunk = []
+            elif kind == 'delete':
+                deletes.append(value)
+            else:
+                counts[kind] += 1
+        pickle.dump(chunk, f, PICKLE)
+        languages = sorted(set(codes))
+        index = {code: i for i, code in enumerate(languages)}
+        split_hash, sample_hash = pmid_hashes(pmids)
+        header = {'pmid': np.array(pmids, dtype=np.int64), 'deletes': np.array(deletes, dtype=np.int64),
+                  'counts': counts, 'chars': np.array(chars, dtype=np.int64), 'languages': languages,
+                  'language': np.array([index[c] for c in codes], dtype=np.int32),
+                  'split_hash': split_hash, 'sample_hash': sample_hash}
+        header_at = f.tell()
         pickle.dump(header, f, PICKLE)
-        pickle.dump(records, f, PICKLE)
-    return len(records)
+        f.write(header_at.to_bytes(8, 'little'))
+    return len(pmids)
 
 
 def read_header(cache):
     with open(cache, 'rb') as f:
+        f.seek(-8, os.SEEK_END)
+        f.seek(int.from_bytes(f.read(8), 'little'))
         return pickle.load(f)
 
 
-def read_records(cache):
+def iter_records(cache):
+    """A cached file's records in document order, one chunk in memory at a time."""
     with open(cache, 'rb') as f:
-        pickle.load(f)
-        return pickle.load(f)
+        f.seek(-8, os.SEEK_END)
+        header_at = int.from_bytes(f.read(8), 'little')
+        f.seek(0)
+        while f.tell() < header_at:
+            yield from pickle.load(f)
 
 
 def describe(e):
@@ -225,6 +248,7 @@ def parse_all(sources, o):
 # 3. merge: which record of which file ends up where (0 = dropped, 1 = train, 2 = val)
 
 DROPPED, TRAIN, VAL = 0, 1, 2
+SPLITS = {TRAIN: 'train', VAL: 'val'}
 
 
 def language_mask(header, wanted):
@@ -288,10 +312,9 @@ def build_tokenizer(parsed, plans, o):
     key = short_hash(o['vocab_size'], *[(p['cache'], s.tobytes()) for p, s in zip(parsed, samples)])
     cache = os.path.join(o['out_dir'], 'cache', f'bpe.{key}.pkl')
     if not os.path.exists(cache):
-        def texts():  # one file in memory at a time
+        def texts():
             for p, sample in zip(parsed, samples):
-                records = read_records(p['cache'])
-                yield from (document(records[j]) for j in np.flatnonzero(sample))
+                yield from (document(r) for r, chosen in zip(iter_records(p['cache']), sample) if chosen)
         n_chars = sum(int(read_header(p['cache'])['chars'][s].sum()) for p, s in zip(parsed, samples))
         print(f'training a {o["vocab_size"]}-token BPE on {n_chars:,} characters of the train split ...', flush=True)
         with atomic_write(cache) as f:
@@ -313,18 +336,30 @@ def init_encoder(spec):
 
 
 def tokenize_task(task):
+    """Worker: one file's kept documents -> train and val token arrays, each document + <|endoftext|>."""
     parsed_cache, plan, out = task
     if not os.path.exists(out):
         enc, eot, dtype = _encoder['enc'], _encoder['eot'], _encoder['dtype']
-        records, arrays = read_records(parsed_cache), {}
-        for split, code in (('train', TRAIN), ('val', VAL)):
-            texts = [document(records[j]) for j in np.flatnonzero(plan == code)]
-            ids = [t + [eot] for t in enc.encode_ordinary_batch(texts, num_threads=1)]
-            arrays[split] = np.fromiter(chain.from_iterable(ids), dtype=dtype, count=sum(map(len, ids)))
-            arrays[f'{split}_docs'] = np.int64(len(texts))
-            arrays[f'{split}_bytes'] = np.int64(sum(len(t.encode()) for t in texts))
+        texts, arrays, stats = {TRAIN: [], VAL: []}, {TRAIN: [], VAL: []}, Counter()
+
+        def flush(split):
+            ids = enc.encode_ordinary_batch(texts[split], num_threads=1)
+            arrays[split].append(np.fromiter(chain.from_iterable(t + [eot] for t in ids), dtype=dtype,
+                                             count=sum(len(t) + 1 for t in ids)))
+            texts[split].clear()
+        for record, split in zip(iter_records(parsed_cache), plan):
+            if split != DROPPED:
+                text = document(record)
+                texts[split].append(text)
+                stats[f'{SPLITS[split]}_docs'] += 1
+                stats[f'{SPLITS[split]}_bytes'] += len(text.encode())
+                if len(texts[split]) == CHUNK:
+                    flush(split)
+        for split in (TRAIN, VAL):
+            flush(split)
         with atomic_write(out) as f:
-            np.savez(f, **arrays)
+            np.savez(f, train=np.concatenate(arrays[TRAIN]), val=np.concatenate(arrays[VAL]),
+                     **{k: stats[k] for k in ('train_docs', 'train_bytes', 'val_docs', 'val_bytes')})
     with np.load(out) as z:
         return {k: int(z[k]) if k.endswith(('_docs', '_bytes')) else len(z[k]) for k in z.files}
 
@@ -359,10 +394,10 @@ def write_bins(shards, out_dir):
 def write_jsonl(parsed, plans, path):
     with atomic_write(path, 'w') as f:
         for p, plan in zip(parsed, plans):
-            records = read_records(p['cache'])
-            for j in np.flatnonzero(plan != DROPPED):
-                r = records[j]
-                f.write(json.dumps({'pmid': r['pmid'], 'split': 'val' if plan[j] == VAL else 'train',
+            for r, split in zip(iter_records(p['cache']), plan):
+                if split == DROPPED:
+                    continue
+                f.write(json.dumps({'pmid': r['pmid'], 'split': 'val' if split == VAL else 'train',
                                     'title': r['title'], 'abstract': r['abstract'], 'authors': r['authors'],
                                     'journal': r['journal'], 'publication_date': r['publication_date'],
                                     'affiliations': r['affiliations'], 'language': r['language']},
