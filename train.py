@@ -82,7 +82,7 @@ max_seconds = 0.0
 decay_lr = True
 schedule = 'cosine'             # 'cosine' or 'wsd'
 warmup_iters = 2000
-lr_decay_iters = 600000         # the decay spans this many iterations, or the max_tokens/max_seconds budget
+lr_decay_iters = 0              # the decay spans this many iterations (0 = max_iters), or max_tokens / max_seconds
 min_lr = 6e-5                   # the floor, as lr of AdamW; every group decays by the same factor
 cooldown_frac = 0.2             # wsd: the last fraction of training decays linearly to min_lr
 # system
@@ -416,7 +416,7 @@ def main():
     first_iter, last_eval_seconds = iter_num, train_seconds
     log_seconds, log_iters = 0.0, 0
     while True:
-        progress = iter_num / lr_decay_iters
+        progress = iter_num / (lr_decay_iters or max_iters)
         if max_tokens:
             progress = max(progress, tokens_seen / max_tokens)
         if max_seconds:

@@ -1,0 +1,127 @@
+import math
+
+import pytest
+import torch
+
+from model import GPT, GPTConfig, load_checkpoint, model_from_checkpoint, save_checkpoint
+
+V, T, C, L = 64, 16, 32, 2
+SWITCHES = {
+    'gpt2': {},
+    'no_bias': dict(bias=False),
+    'dropout': dict(dropout=0.1),
+    'rotary': dict(pos='rotary'),
+    'rmsnorm': dict(norm='rmsnorm'),
+    'swiglu': dict(mlp='swiglu'),
+    'relu2': dict(mlp='relu2'),
+    'qk_norm': dict(qk_norm=True),
+    'untied': dict(tie_embeddings=False),
+    'softcap': dict(logit_softcap=2.0),
+    'zero_init_proj': dict(zero_init_proj=True),
+    'modern': dict(pos='rotary', norm='rmsnorm', mlp='relu2', qk_norm=True, tie_embeddings=False, bias=False,
+                   logit_softcap=15.0, zero_init_proj=True),
+}
+
+
+@pytest.fixture(scope='module', autouse=True)
+def one_thread():  # tiny models: threads only fight over a busy machine's cores
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny(**switches):
+    torch.manual_seed(0)
+    return GPT(GPTConfig(block_size=T, vocab_size=V, n_layer=L, n_head=2, n_embd=C, **switches))
+
+
+def fixed_batch():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(0, V, (4, T), generator=g)
+    return x, torch.randint(0, V, (4, T), generator=g)
+
+
+def train_steps(model, steps, lr=3e-3):
+    opt, = model.configure_optimizers(0.0, lr, (0.9, 0.95), 'cpu')
+    x, y = fixed_batch()
+    losses = []
+    for _ in range(steps):
+        _, loss = model(x, y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(loss.item())
+    return losses
+
+
+@pytest.mark.parametrize('name', SWITCHES)
+def test_every_switch_starts_at_ln_vocab_and_trains(name):
+    model = tiny(**SWITCHES[name])
+    losses = train_steps(model, 25)
+    assert losses[0] == pytest.approx(math.log(V), abs=0.05)
+    assert losses[-1] < losses[0] - 0.5
+
+
+def test_switches_change_the_architecture():
+    names = {k: {n for n, _ in tiny(**s).named_parameters()} for k, s in SWITCHES.items()}
+    assert 'transformer.wpe.weight' in names['gpt2'] and 'transformer.wpe.weight' not in names['rotary']
+    assert 'transformer.h.0.attn.q_norm.weight' in names['qk_norm'] - names['gpt2']
+    assert not any(n.endswith('.bias') for n in names['no_bias'])
+    assert not any(n.endswith('ln_1.bias') for n in names['rmsnorm'])  # RMSNorm has no bias
+    assert tiny(mlp='swiglu').transformer.h[0].mlp.c_fc.weight.shape == (2 * 128, C)  # 2 x 64*ceil(8C/3/64)
+    untied = tiny(tie_embeddings=False)
+    assert untied.lm_head.weight is not untied.transformer.wte.weight
+    tied = tiny()
+    assert tied.lm_head.weight is tied.transformer.wte.weight
+    zero = tiny(zero_init_proj=True)
+    assert all(torch.all(p == 0) for n, p in zero.named_parameters() if n.endswith('c_proj.weight'))
+    x, _ = fixed_batch()
+    big = tiny(logit_softcap=2.0)
+    big.lm_head.weight.data *= 100
+    logits, _ = big(x, x)
+    assert logits.abs().max() <= 2.0 and logits.abs().max() > 1.9
+    relu2, gelu = tiny(mlp='relu2'), tiny()
+    assert not torch.allclose(relu2(x, x)[0], gelu(x, x)[0])
+
+
+def test_tiny_model_overfits_a_fixed_batch():
+    losses = train_steps(tiny(), 150, lr=1e-2)
+    assert losses[-1] < 0.2
+
+
+def test_parameter_count_and_flops_by_hand():
+    model = tiny()
+    per_layer = 2 * C + (3 * C * C + 3 * C) + (C * C + C) + 2 * C + (4 * C * C + 4 * C) + (4 * C * C + C)
+    n = V * C + L * per_layer + 2 * C  # tied head, learned positions excluded
+    assert model.num_params() == n
+    assert model.num_params(non_embedding=False) == n + T * C
+    assert model.flops_per_token() == 6 * n + 12 * L * C * T
+    assert model.flops_per_token(8) == 6 * n + 12 * L * C * 8
+    untied = tiny(tie_embeddings=False, pos='rotary')
+    assert untied.num_params() == n  # the untied token table is an embedding (a lookup); the head is counted
+    assert untied.num_params(non_embedding=False) == n + V * C
+
+
+def test_adamw_decays_matrices_only_and_muon_takes_hidden_matrices():
+    model = tiny(tie_embeddings=False)
+    adamw, = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), 'cpu')
+    decay, no_decay = adamw.param_groups
+    assert decay['weight_decay'] == 0.1 and no_decay['weight_decay'] == 0.0
+    assert all(p.dim() == 2 for p in decay['params']) and all(p.dim() == 1 for p in no_decay['params'])
+    assert len(decay['params']) + len(no_decay['params']) == len(list(model.parameters()))
+    adamw, muon = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), 'cpu', optimizer='muon', muon_lr=0.05)
+    hidden = {id(p) for n, p in model.named_parameters() if n.startswith('transformer.h.') and p.dim() == 2}
+    assert {id(p) for p in muon.param_groups[0]['params']} == hidden
+    assert {id(p) for g in adamw.param_groups for p in g['params']}.isdisjoint(hidden)
+    assert muon.param_groups[0]['base_lr'] == 0.05 and adamw.param_groups[0]['base_lr'] == 1e-3
+
+
+def test_checkpoint_of_a_compiled_model_loads(tmp_path):
+    model = tiny(pos='rotary')
+    compiled = torch.compile(model)  # state_dict keys gain '_orig_mod.'; no compilation happens until a call
+    assert all(k.startswith('_orig_mod.') for k in compiled.state_dict())
+    save_checkpoint({'model': compiled.state_dict(), 'model_args': vars(model.config)}, tmp_path / 'c.pt')
+    loaded = model_from_checkpoint(load_checkpoint(tmp_path / 'c.pt'))
+    x, _ = fixed_batch()
+    assert torch.equal(loaded(x)[0], model(x)[0])
