@@ -35,7 +35,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))  # repo root: configurator, tokenizer
 from configurator import configure  # noqa: E402
 from tokenizer import EOT, encoding_from_spec, gpt2_spec, token_byte_lengths, train_bpe, vocab_size_of  # noqa: E402
-from download import atomic_write, download_all, file_md5, list_files, natural_key  # noqa: E402
+from download import DownloadError, atomic_write, download_all, file_md5, list_files, natural_key  # noqa: E402
 from parse import iter_file  # noqa: E402
 
 DEFAULTS = {
@@ -133,7 +133,10 @@ def gather_sources(o):
     jobs = []
     for folder in ('baseline', 'updatefiles') if o['updates'] else ('baseline',):
         url = o['base_url'].rstrip('/') + f'/{folder}/'
-        names = list_files(url, o['timeout'], o['retries'], o['backoff'])
+        try:
+            names = list_files(url, o['timeout'], o['retries'], o['backoff'])
+        except (DownloadError, OSError) as e:  # requests' errors are OSErrors
+            fail(f'cannot list {url}: {e}\n(no network? prepare local files with --input=DIR)')
         if folder == 'baseline' and o['max_files']:
             names = names[:o['max_files']]
         print(f'{url}: {len(names)} files')
