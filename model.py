@@ -256,12 +256,13 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def generate_stream(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None,
-                        use_cache=True, generator=None):
+                        use_cache=True, generator=None, n_vocab=None):
         """Yield the next token (B, 1) max_new_tokens times. The model sees a window of at most block_size
         tokens: a longer prompt keeps its last block_size; once the window is full it slides by half a
         block (the last block_size // 2 tokens are re-read, once), so the cache keeps paying off past
         block_size and the plain path (use_cache=False, full recompute each step) sees exactly the same
-        tokens, for learned and rotary positions alike."""
+        tokens, for learned and rotary positions alike. n_vocab: sample only ids below it (the rows a
+        vocabulary padded for fast matmuls adds are no tokens)."""
         block = self.config.block_size
         start = max(0, idx.size(1) - block)  # first token of the window
         cache = None
@@ -275,7 +276,7 @@ class GPT(nn.Module):
                 logits, _ = self(idx[:, start:], cache=cache)
             else:
                 logits, _ = self(idx[:, -1:], cache=cache)
-            next_token = sample_next(logits[:, -1, :], temperature, top_k, top_p, generator)
+            next_token = sample_next(logits[:, -1, :n_vocab], temperature, top_k, top_p, generator)
             idx = torch.cat((idx, next_token), dim=1)
             yield next_token
 
@@ -340,6 +341,10 @@ def load_checkpoint(path, map_location='cpu'):
 
 
 def model_from_checkpoint(ckpt):
-    model = GPT(GPTConfig(**ckpt['model_args']))
-    model.load_state_dict(ckpt['model'])
+    """The GPT a checkpoint holds, or CheckpointError when its arguments or weights don't fit this model.py."""
+    try:
+        model = GPT(GPTConfig(**ckpt['model_args']))
+        model.load_state_dict(ckpt['model'])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f'checkpoint does not fit this model.py ({type(e).__name__}: {str(e).splitlines()[0]})')
     return model

@@ -1,0 +1,126 @@
+"""
+Generate text from a trained checkpoint. Everything needed is in the checkpoint (weights, model
+arguments, tokenizer): no data directory, no network.
+
+    python sample.py --prompt="Metformin is" --num_samples=3 --max_new_tokens=200
+    python sample.py --ckpt=out/best.pt --prompt=FILE:abstract.txt --temperature=0
+
+The first sample streams to stdout as it is generated; all samples are generated as one batch.
+The same seed gives the same output.
+"""
+import codecs
+import os
+import sys
+from contextlib import nullcontext
+
+import torch
+
+from configurator import config_from_globals, configure
+from model import CheckpointError, load_checkpoint, model_from_checkpoint
+from tokenizer import EOT, encoding_from_spec
+
+out_dir = 'out'
+ckpt = ''                  # checkpoint file; '' = out_dir/ckpt.pt
+prompt = ''                # the text to continue, or FILE:path.txt; '' = start from <|endoftext|>
+num_samples = 1
+max_new_tokens = 200
+temperature = 0.8          # 0 = greedy
+top_k = 200                # sample among the k likeliest tokens; 0 = all
+top_p = 1.0                # nucleus: the smallest set of tokens reaching this probability; 1.0 = off
+seed = 1337
+device = 'auto'            # 'auto' (cuda if present), 'cpu', 'cuda', 'cuda:1', 'mps'
+dtype = 'auto'             # 'auto' (bf16 if supported, else fp16 on GPU; fp32 elsewhere), 'float32', 'bfloat16', 'float16'
+stop_at_eot = True         # a sample ends at <|endoftext|>
+SEPARATOR = '\n' + '-' * 40 + '\n'
+
+
+def fail(message, code=1):
+    print(f'error: {message}', file=sys.stderr)
+    sys.exit(code)
+
+
+def check_options(c):
+    problems = [(c['num_samples'] < 1, '--num_samples must be at least 1'),
+                (c['max_new_tokens'] < 0, '--max_new_tokens must be 0 or more'),
+                (c['temperature'] < 0, '--temperature must be 0 (greedy) or more'),
+                (c['top_k'] < 0, '--top_k must be 0 (off) or more'),
+                (not 0 < c['top_p'] <= 1, '--top_p must be in (0, 1]'),
+                (c['dtype'] not in ('auto', 'float32', 'bfloat16', 'float16'), '--dtype must be auto, float32, bfloat16 or float16')]
+    for bad, message in problems:
+        if bad:
+            fail(message, 2)
+
+
+def read_prompt(text):
+    if not text.startswith('FILE:'):
+        return text
+    try:
+        with open(text[5:], encoding='utf-8') as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        fail(f'cannot read the prompt file {text[5:]}: {e}', 2)
+
+
+def device_and_autocast(device, dtype):
+    dev = torch.device('cuda' if device == 'auto' and torch.cuda.is_available() else 'cpu' if device == 'auto' else device)
+    if dtype == 'auto':
+        dtype = 'float32' if dev.type != 'cuda' else 'bfloat16' if torch.cuda.is_bf16_supported() else 'float16'
+    ptdtype = getattr(torch, dtype)
+    return dev, nullcontext() if ptdtype == torch.float32 else torch.autocast(device_type=dev.type, dtype=ptdtype)
+
+
+def main():
+    c = configure(config_from_globals(globals()))
+    check_options(c)
+    path = c['ckpt'] or os.path.join(c['out_dir'], 'ckpt.pt')
+    dev, autocast = device_and_autocast(c['device'], c['dtype'])
+    try:
+        checkpoint = load_checkpoint(path, map_location=dev)
+        if 'tokenizer' not in checkpoint:
+            raise CheckpointError(f'{path}: no tokenizer stored in the checkpoint')
+        model = model_from_checkpoint(checkpoint)
+    except CheckpointError as e:
+        fail(str(e))
+    enc = encoding_from_spec(checkpoint['tokenizer'])
+    model.eval().to(dev)
+    block = model.config.block_size
+
+    text = read_prompt(c['prompt'])
+    ids = enc.encode(text, allowed_special='all') if text else [enc.eot_token]
+    if len(ids) > block:
+        print(f'note: the prompt is {len(ids)} tokens, the context {block}: keeping its last {block}', file=sys.stderr)
+        ids = ids[-block:]
+        text = enc.decode(ids) if text else ''
+    if min(len(ids), block) + c['max_new_tokens'] > block:
+        print(f'note: generating past the context of {block} tokens: the window slides by half a context '
+              f'once it is full', file=sys.stderr)
+
+    torch.manual_seed(c['seed'])
+    generator = torch.Generator(dev).manual_seed(c['seed'])
+    x = torch.tensor([ids] * c['num_samples'], dtype=torch.long, device=dev)
+    stream = model.generate_stream(x, c['max_new_tokens'], temperature=c['temperature'], top_k=c['top_k'] or None,
+                                   top_p=c['top_p'], generator=generator, n_vocab=enc.n_vocab)
+    generated, done = [], torch.zeros(c['num_samples'], dtype=torch.bool, device=dev)
+    first = codecs.getincrementaldecoder('utf-8')(errors='replace')  # tokens may split a UTF-8 character
+    sys.stdout.write(text)
+    with autocast:
+        for token in stream:
+            generated.append(token)
+            if not done[0] and not (c['stop_at_eot'] and token[0, 0] == enc.eot_token):
+                sys.stdout.write(first.decode(enc.decode_single_token_bytes(token[0, 0].item())))
+                sys.stdout.flush()
+            if c['stop_at_eot']:
+                done |= token[:, 0] == enc.eot_token
+                if done.all():
+                    break
+    sys.stdout.write(first.decode(b'', final=True))
+    rows = torch.cat(generated, dim=1).tolist() if generated else [[] for _ in range(c['num_samples'])]
+    for row in rows[1:]:
+        if c['stop_at_eot'] and enc.eot_token in row:
+            row = row[:row.index(enc.eot_token)]
+        sys.stdout.write(SEPARATOR + text + enc.decode(row))
+    sys.stdout.write('\n')
+
+
+if __name__ == '__main__':
+    main()
