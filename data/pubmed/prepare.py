@@ -319,7 +319,7 @@ def build_tokenizer(parsed, plans, o):
             for p, sample in zip(parsed, samples):
                 yield from (document(r) for r, chosen in zip(iter_records(p['cache']), sample) if chosen)
         n_chars = sum(int(read_header(p['cache'])['chars'][s].sum()) for p, s in zip(parsed, samples))
-        print(f'training a {o["vocab_size"]}-token BPE on {n_chars:,} characters of the train split ...', flush=True)
+        print(f'training a {o["vocab_size"]}-token BPE on {n_chars:,} characters of the train split ...', file=sys.stderr)
         with atomic_write(cache) as f:
             pickle.dump(train_bpe(texts(), o['vocab_size']), f, PICKLE)
     with open(cache, 'rb') as f:  # always the unpickled copy: meta.pkl's bytes must not depend on the path taken
