@@ -306,9 +306,17 @@ def document(record):
     return f"{record['title']}\n{record['abstract']}" if record['title'] else record['abstract']
 
 
+def load_gpt2():
+    try:
+        return gpt2_spec()
+    except (OSError, ValueError) as e:  # requests' errors are OSErrors
+        fail(f"cannot load tiktoken's GPT-2 files ({type(e).__name__}): tiktoken downloads them once; offline, "
+             'set TIKTOKEN_CACHE_DIR to a folder that holds them (e.g. a copy of ../shared/tiktoken-cache)')
+
+
 def build_tokenizer(parsed, plans, o):
     if o['tokenizer'] == 'gpt2':
-        return gpt2_spec()
+        return load_gpt2()
     train_chars = sum(int(read_header(p['cache'])['chars'][plan == TRAIN].sum()) for p, plan in zip(parsed, plans))
     below = np.uint64(min(int(min(1.0, o['bpe_train_chars'] / max(train_chars, 1)) * 2.0 ** 64), 2 ** 64 - 1))
     samples = [(plan == TRAIN) & (read_header(p['cache'])['sample_hash'] <= below) for p, plan in zip(parsed, plans)]
@@ -450,6 +458,8 @@ def print_summary(meta, counts, n_files, elapsed):
 def main(argv=None):
     t0 = time.time()
     o = parse_options(argv)
+    if o['tokenizer'] == 'gpt2':
+        load_gpt2()  # fail now rather than after the parse
     os.makedirs(o['out_dir'], exist_ok=True)
     sources, failed_downloads = gather_sources(o)
     parsed, corrupt = parse_all(sources, o)
