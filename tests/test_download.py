@@ -35,7 +35,7 @@ def md5_line(name, data):
 
 
 class Server:
-    """files: {'/pubmed/baseline/x.xml.gz': bytes}; faults: {path: ['500' | 'drop' | 'slow' | 'corrupt', ...]}
+    """files: {'/pubmed/baseline/x.xml.gz': bytes}; faults: {path: ['500' | 'drop' | 'slow' | 'corrupt' | 'norange']}
     consumed one per request. Listings, .md5 companions, README.txt and *_stats.html come for free."""
 
     def __init__(self, files, faults=None):
@@ -67,6 +67,8 @@ class Server:
                 if fault == 'corrupt':
                     data = bytes([data[0] ^ 0xFF]) + data[1:]
                 start = int(self.headers['Range'][6:].split('-')[0]) if self.headers.get('Range') else 0
+                if fault == 'norange':  # a server that ignores Range sends the whole file again
+                    start = 0
                 if start >= len(data) and start:
                     return self.send_error(416)
                 try:
@@ -166,6 +168,15 @@ def test_verified_files_are_never_fetched_again_and_parts_resume(tmp_path):
         assert len(s.log) == n  # not even the .md5 is asked for again
     assert failed == failed2 == [] and ok == ok2
     assert (tmp_path / 'b.xml.gz').read_bytes() == files['/pubmed/baseline/b.xml.gz']
+
+
+def test_part_is_restarted_when_the_server_ignores_range(tmp_path):
+    data = blob(5)
+    (tmp_path / 'd.xml.gz.part').write_bytes(data[:50_000])
+    with Server({'/pubmed/baseline/d.xml.gz': data}, {'/pubmed/baseline/d.xml.gz': ['norange']}) as s:
+        ok, failed = download_all([(s.url + '/pubmed/baseline/d.xml.gz', str(tmp_path / 'd.xml.gz'))], **FAST)
+        assert s.requests('/pubmed/baseline/d.xml.gz') == ['bytes=50000-']
+    assert failed == [] and (tmp_path / 'd.xml.gz').read_bytes() == data
 
 
 def test_corrupt_part_from_a_killed_run_is_fetched_again(tmp_path):
