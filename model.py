@@ -174,6 +174,29 @@ class GPT(nn.Module):
             if name.endswith('c_proj.weight'):  # GPT-2's scaled init of residual projections
                 nn.init.zeros_(p) if config.zero_init_proj else nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * config.n_layer))
 
+    @classmethod
+    def from_pretrained(cls, name_or_dir):
+        """OpenAI's GPT-2 ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl') or a local Hugging Face GPT-2
+        directory, through transformers: from its cache (no network) when there, else downloaded once.
+        CheckpointError when the weights can't be had or are not GPT-2's architecture."""
+        hf = load_hf_gpt2(name_or_dir)
+        c = hf.config
+        unsupported = [(c.activation_function not in ('gelu_new', 'gelu_pytorch_tanh'), f'activation_function={c.activation_function!r}'),
+                       (c.scale_attn_by_inverse_layer_idx, 'scale_attn_by_inverse_layer_idx=True'),
+                       (c.n_inner not in (None, 4 * c.n_embd), f'n_inner={c.n_inner}')]
+        for bad, what in unsupported:
+            if bad:
+                raise CheckpointError(f'{name_or_dir}: {what} is not the GPT-2 this model.py implements')
+        config = GPTConfig(block_size=c.n_positions, vocab_size=c.vocab_size, n_layer=c.n_layer, n_head=c.n_head,
+                           n_embd=c.n_embd, tie_embeddings=c.tie_word_embeddings)
+        model = cls(config)
+        theirs = hf.state_dict()
+        with torch.no_grad():
+            for name, p in model.state_dict().items():
+                w = theirs[name].t() if name.endswith(HF_GPT2_TRANSPOSED) else theirs[name]
+                p.copy_(w)
+        return model
+
     def _init_weights(self, module):
         if isinstance(module, nn.Linear):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
@@ -283,6 +306,32 @@ class GPT(nn.Module):
     def generate(self, idx, max_new_tokens, **kwargs):
         """The prompt followed by max_new_tokens generated tokens (see generate_stream)."""
         return torch.cat([idx, *self.generate_stream(idx, max_new_tokens, **kwargs)], dim=1)
+
+
+# Hugging Face's GPT-2 stores these as Conv1D, (in, out): the transpose of nn.Linear's (out, in)
+HF_GPT2_TRANSPOSED = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight')
+
+
+def load_hf_gpt2(name_or_dir):
+    """transformers' GPT2LMHeadModel: the local cache first, then (unless HF_HUB_OFFLINE) a download."""
+    try:
+        from transformers import AutoConfig, GPT2LMHeadModel
+    except ImportError:
+        raise CheckpointError(f'init from {name_or_dir!r} needs transformers: pip install transformers')
+    last_error = None
+    for local_only in (True, False):
+        try:
+            config = AutoConfig.from_pretrained(name_or_dir, local_files_only=local_only)
+            if config.model_type != 'gpt2':
+                raise CheckpointError(f'{name_or_dir}: a {config.model_type!r} model, not GPT-2')
+            return GPT2LMHeadModel.from_pretrained(name_or_dir, config=config, local_files_only=local_only)
+        except OSError as e:  # not in the cache, no network, or not a model directory
+            last_error = e
+            if os.path.isdir(name_or_dir):
+                break
+    raise CheckpointError(f'cannot load GPT-2 weights {name_or_dir!r}: not in the Hugging Face cache and not '
+                          f'downloadable here ({str(last_error).splitlines()[0]}). Fetch them once with network '
+                          f'access (any from_pretrained call fills the cache), or pass a local GPT-2 directory')
 
 
 def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None):

@@ -50,7 +50,7 @@ def tiny_model(spec, steps=100, **model_args):
     from model import GPT, GPTConfig
     from tokenizer import encoding_from_spec, vocab_size_of
     torch.manual_seed(0)
-    args = dict(block_size=32, vocab_size=vocab_size_of(spec), n_layer=2, n_head=2, n_embd=32, **model_args)
+    args = {**dict(block_size=32, vocab_size=vocab_size_of(spec), n_layer=2, n_head=2, n_embd=32), **model_args}
     model = GPT(GPTConfig(**args))
     data = torch.tensor(encoding_from_spec(spec).encode_ordinary(TINY_TEXT))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)

@@ -1,0 +1,143 @@
+"""Hugging Face interchange: export_hf.py writes directories transformers loads with no custom code and
+the same logits and token ids as ours; GPT.from_pretrained reads Hugging Face GPT-2 weights exactly."""
+import gzip
+import html
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import PUBMED_CORPUS, REPO, need, tiny_model, tiny_spec
+from export_hf import ExportError, export, hf_tokenizer, target_architecture
+from model import GPT, CheckpointError, GPTConfig, load_checkpoint, save_checkpoint
+from tokenizer import EOT, encoding_from_spec, gpt2_spec, train_bpe, vocab_size_of
+
+transformers = pytest.importorskip('transformers')
+
+EXPORTABLE = {  # name: (model args, the class transformers must load)
+    'gpt2': ({}, 'GPT2LMHeadModel'),
+    'gpt2-nobias-untied': (dict(bias=False, tie_embeddings=False), 'GPT2LMHeadModel'),
+    'llama': (dict(pos='rotary', norm='rmsnorm', mlp='swiglu', bias=False, rope_base=500.0), 'LlamaForCausalLM'),
+    'llama-bias-untied': (dict(pos='rotary', norm='rmsnorm', mlp='swiglu', tie_embeddings=False), 'LlamaForCausalLM'),
+    'qwen3': (dict(pos='rotary', norm='rmsnorm', mlp='swiglu', qk_norm=True, bias=False), 'Qwen3ForCausalLM'),
+}
+
+
+@pytest.fixture(scope='module', autouse=True)
+def one_thread():  # tiny models: threads only fight over a busy machine's cores
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope='module')
+def spec():
+    return tiny_spec()
+
+
+def checkpoint_of(spec, path, **model_args):
+    """A trained tiny model whose vocabulary is padded past the tokenizer's (300 -> 320), saved as train.py does."""
+    model, args = tiny_model(spec, steps=20, vocab_size=320, **model_args)
+    save_checkpoint({'model': model.state_dict(), 'model_args': args, 'tokenizer': spec}, path)
+    return model
+
+
+def export_cli(ckpt, out):
+    return subprocess.run([sys.executable, 'export_hf.py', f'--ckpt={ckpt}', f'--out={out}'], cwd=REPO,
+                          capture_output=True, text=True, timeout=300, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+
+
+@pytest.mark.parametrize('name', list(EXPORTABLE))
+def test_export_then_load_gives_our_logits_and_token_ids(name, spec, tmp_path):
+    args, cls = EXPORTABLE[name]
+    model = checkpoint_of(spec, tmp_path / 'ckpt.pt', **args)
+    export(load_checkpoint(tmp_path / 'ckpt.pt'), tmp_path / 'hf')
+    assert (tmp_path / 'hf' / 'model.safetensors').is_file()
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / 'hf').eval()
+    tok = transformers.AutoTokenizer.from_pretrained(tmp_path / 'hf')
+    assert type(hf).__name__ == cls and hf.config.vocab_size == vocab_size_of(spec) == 300
+    text = 'Aspirin reduces the risk of myocardial infarction in older adults. Metformin lowers'
+    ids = encoding_from_spec(spec).encode_ordinary(text)
+    assert tok(text)['input_ids'] == ids and tok.eos_token_id == 299
+    x = torch.tensor([ids[:32]])
+    ours, _ = model(x, x)  # with targets: logits at every position
+    with torch.no_grad():
+        theirs = hf(x).logits
+    torch.testing.assert_close(theirs, ours[..., :300], atol=1e-4, rtol=0)
+
+
+def test_export_cli_writes_a_directory_and_refuses_relu2_naming_the_switch(spec, tmp_path):
+    checkpoint_of(spec, tmp_path / 'ok.pt', pos='rotary', norm='rmsnorm', mlp='swiglu', bias=False)
+    checkpoint_of(spec, tmp_path / 'relu2.pt', pos='rotary', norm='rmsnorm', mlp='relu2', bias=False)
+    ok, refused = export_cli(tmp_path / 'ok.pt', tmp_path / 'hf'), export_cli(tmp_path / 'relu2.pt', tmp_path / 'no')
+    assert ok.returncode == 0 and 'llama' in ok.stdout, ok.stderr
+    config = json.loads((tmp_path / 'hf' / 'config.json').read_text())
+    assert config['architectures'] == ['LlamaForCausalLM'] and config['rms_norm_eps'] == 1e-6
+    assert json.loads((tmp_path / 'hf' / 'tokenizer_config.json').read_text())['tokenizer_class'] == 'PreTrainedTokenizerFast'
+    assert refused.returncode == 1 and refused.stderr.count('\n') == 1
+    assert "mlp='relu2' has no standard Hugging Face equivalent" in refused.stderr
+    assert not (tmp_path / 'no').exists()
+
+
+@pytest.mark.parametrize('args, switch', [
+    (dict(logit_softcap=30.0), 'logit_softcap=30.0'),
+    (dict(norm='rmsnorm'), "norm='rmsnorm'"),
+    (dict(mlp='swiglu'), "mlp='swiglu'"),
+    (dict(qk_norm=True), 'qk_norm=True'),
+    (dict(pos='rotary'), "norm='layernorm'"),
+    (dict(pos='rotary', norm='rmsnorm'), "mlp='gelu'"),
+    (dict(pos='rotary', norm='rmsnorm', mlp='swiglu', qk_norm=True, bias=True), 'bias=True'),
+])
+def test_combinations_without_a_standard_equivalent_are_refused_by_name(args, switch):
+    with pytest.raises(ExportError, match=re.escape(switch)):
+        target_architecture(GPTConfig(n_layer=1, n_head=2, n_embd=32, **args))
+
+
+def abstracts(n):
+    xml = gzip.open(need(PUBMED_CORPUS / 'pubmedcorpus-0001.xml.gz'), 'rt', encoding='utf-8').read()
+    found = re.findall(r'<AbstractText[^>]*>(.*?)</AbstractText>', xml, re.S)
+    return [html.unescape(re.sub(r'<[^>]+>', '', a)) for a in found[:n]]
+
+
+@pytest.mark.parametrize('which', ['bpe', 'gpt2'])
+def test_exported_tokenizer_gives_tiktokens_ids_on_real_abstracts(which):
+    texts = abstracts(600)
+    spec = train_bpe(texts[:300], 2000) if which == 'bpe' else gpt2_spec()
+    enc, tok = encoding_from_spec(spec), hf_tokenizer(spec, 1024)
+    held_out = texts[300:] + ['<|endoftext|> a “quoted” naïve 1234567 test\n\n\tend  ']
+    for text in held_out:
+        ids = enc.encode(text, allowed_special='all')
+        assert tok(text)['input_ids'] == ids, text
+        assert tok.decode(ids) == text
+    assert tok(EOT)['input_ids'] == [spec['special_tokens'][EOT]]
+
+
+@pytest.mark.parametrize('tied', [True, False])
+def test_gpt2_import_gives_transformers_own_logits(tmp_path, tied):
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(n_layer=2, n_head=2, n_embd=32, n_positions=64, vocab_size=300,
+                                     tie_word_embeddings=tied)
+    hf = transformers.GPT2LMHeadModel(config).eval()
+    with torch.no_grad():  # every weight random, biases and norms too, so a wrong mapping shows
+        for p in hf.parameters():
+            p.normal_(0.0, 0.1)
+    hf.save_pretrained(tmp_path)
+    model = GPT.from_pretrained(str(tmp_path))
+    assert model.config.tie_embeddings == tied and model.config.block_size == 64
+    x = torch.randint(300, (2, 64))
+    with torch.no_grad():
+        theirs = hf(x).logits
+    ours, _ = model(x, x)
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
+
+
+def test_gpt2_import_refuses_a_model_that_is_not_gpt2(spec, tmp_path):
+    checkpoint_of(spec, tmp_path / 'ckpt.pt', pos='rotary', norm='rmsnorm', mlp='swiglu', bias=False)
+    export(load_checkpoint(tmp_path / 'ckpt.pt'), tmp_path / 'hf')
+    with pytest.raises(CheckpointError, match="a 'llama' model, not GPT-2"):
+        GPT.from_pretrained(str(tmp_path / 'hf'))
