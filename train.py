@@ -14,6 +14,7 @@ gradient_accumulation_steps counts micro-batches per optimizer step summed over 
 the same command trains the same way on 1 or 8 GPUs: the global batch of step k is the same set of
 windows for any split of (processes x micro-steps per process).
 """
+import dataclasses
 import json
 import math
 import os
@@ -33,7 +34,9 @@ from model import GPT, CheckpointError, GPTConfig, load_checkpoint, model_from_c
 
 # I/O
 out_dir = 'out'
-init_from = 'scratch'           # 'scratch' or 'resume' (from out_dir/ckpt.pt)
+init_from = 'scratch'           # 'scratch', 'resume' (from out_dir/ckpt.pt), or GPT-2's weights for continued
+                                # pretraining on --tokenizer=gpt2 data: 'gpt2', 'gpt2-medium', 'gpt2-large',
+                                # 'gpt2-xl' (Hugging Face cache or download) or a local Hugging Face GPT-2 directory
 eval_interval = 2000            # evaluate every this many iterations (0 = only at the start and end)
 eval_interval_seconds = 0.0     # and/or whenever this much training time passed since the last eval (0 = off)
 eval_iters = 200                # the fixed val set is eval_iters * batch_size windows
@@ -94,7 +97,8 @@ peak_flops = 0.0                # FLOP/s of one device for MFU; 0 = known GPU ta
 
 MODEL_KEYS = ('n_layer', 'n_head', 'n_embd', 'block_size', 'dropout', 'bias', 'pos', 'norm', 'mlp', 'qk_norm',
               'tie_embeddings', 'logit_softcap', 'zero_init_proj')
-CHOICES = {'init_from': ('scratch', 'resume'), 'optimizer': ('adamw', 'muon'), 'schedule': ('cosine', 'wsd'),
+GPT2_NAMES = ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl')
+CHOICES = {'optimizer': ('adamw', 'muon'), 'schedule': ('cosine', 'wsd'),
            'dtype': ('auto', 'float32', 'bfloat16', 'float16')}
 # dense bf16/fp16 tensor-core peaks (FLOP/s); the first name contained in torch.cuda.get_device_name() wins
 GPU_PEAK_FLOPS = (('H100 NVL', 835e12), ('H100 PCIe', 756e12), ('H100', 989e12), ('H200', 989e12),
@@ -172,18 +176,20 @@ def bits_per_byte(nats_on_text, text_bytes):
 
 
 def measure_matmul_peak(device, dtype, seconds=0.5):
-    """FLOP/s of a large square matmul on this device, as the MFU denominator where no table applies."""
+    """FLOP/s of a large square matmul on this device, as the MFU denominator where no table applies.
+    The fastest of repeated runs: on a shared machine the other processes only ever slow it down."""
     n = 1024 if device.type == 'cpu' else 8192
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
     a @ b
     sync()
-    count, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
+    best, start = float('inf'), time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        t0 = time.perf_counter()
         a @ b
-        count += 1
         sync()
-    return 2 * n ** 3 * count / (time.perf_counter() - t0)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n ** 3 / best
 
 
 def device_peak_flops(device, ptdtype):
@@ -227,6 +233,9 @@ def check_config(config):
     for key, allowed in CHOICES.items():
         if config[key] not in allowed:
             fail(f"{key}={config[key]!r}: expected one of {', '.join(allowed)}", 2)
+    if config['init_from'] not in ('scratch', 'resume', *GPT2_NAMES) and not os.path.isdir(config['init_from']):
+        fail(f"init_from={config['init_from']!r}: expected scratch, resume, {', '.join(GPT2_NAMES)} "
+             f"or a Hugging Face GPT-2 directory", 2)
     try:
         GPTConfig(**{k: config[k] for k in MODEL_KEYS})
     except ValueError as e:
@@ -288,15 +297,27 @@ def main():
     if master:
         os.makedirs(out_dir, exist_ok=True)
 
-    # model: init_from = 'scratch' builds it from the config, 'resume' from ckpt.pt
+    # model: init_from = 'scratch' builds it from the config, 'resume' from ckpt.pt, else from GPT-2's weights
     torch.manual_seed(seed)  # the same initial weights on every rank
     if init_from == 'scratch':
         model_args = {k: config[k] for k in MODEL_KEYS}
         model_args['vocab_size'] = 64 * math.ceil(meta['vocab_size'] / 64)  # rounded up for fast matmuls
         gpt = GPT(GPTConfig(**model_args))
-    else:  # resume
+    elif init_from == 'resume':
         model_args = ckpt['model_args']
         gpt = model_from_checkpoint(ckpt)
+    else:  # GPT-2's weights read GPT-2's tokens only
+        if meta['tokenizer']['name'] != 'gpt2' or meta['vocab_size'] != 50257:
+            fail(f"init_from={init_from!r} needs data tokenized with GPT-2's tokenizer, but {folder} has a "
+                 f"{meta['tokenizer']['name']!r} tokenizer of {meta['vocab_size']} tokens: prepare it with --tokenizer=gpt2")
+        try:
+            gpt = GPT.from_pretrained(init_from, block_size=block_size, dropout=dropout)
+        except CheckpointError as e:
+            fail(str(e))
+        model_args = dataclasses.asdict(gpt.config)
+        ignored = [f'{k}={config[k]!r}' for k in MODEL_KEYS if config[k] != model_args[k]]
+        if master and ignored:
+            print(f'note: init_from={init_from!r} fixes the architecture; ignoring {", ".join(ignored)}')
     if model_args['vocab_size'] < meta['vocab_size']:
         fail(f"the model's vocabulary ({model_args['vocab_size']}) is smaller than the data's ({meta['vocab_size']})")
     gpt.to(dev)
@@ -372,9 +393,9 @@ def main():
     peak = peak_flops or device_peak_flops(dev, ptdtype)
 
     metrics_path = os.path.join(out_dir, 'metrics.jsonl')
-    if master and init_from == 'scratch' and not eval_only:
+    if master and init_from != 'resume' and not eval_only:
         if os.path.exists(ckpt_path):
-            print(f'note: starting from scratch in {out_dir}: its ckpt.pt will be overwritten at the first evaluation')
+            print(f'note: starting a new run in {out_dir}: its ckpt.pt will be overwritten at the first evaluation')
         open(metrics_path, 'w').close()
     run = None
     if master and wandb_log:

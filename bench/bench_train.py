@@ -1,0 +1,99 @@
+"""
+Training throughput and MFU on CPU for config/train_pubmed_cpu.py: fp32, torch.compile off and on.
+
+    python bench/bench_train.py                       # ~1-2 minutes
+    python bench/bench_train.py --steps=50 --config=config/train_pubmed_cpu.py --vocab_size=8192
+
+Times the exact optimizer step of train.py (forward, backward, grad clip, AdamW/Muon step) on random
+tokens of the config's shape (token values do not change the cost). MFU = model FLOPs per token x
+tokens/s / peak, where the peak is a large fp32 matmul measured in the same run, as train.py does.
+Prints one JSON line per figure, then the ops that take the time (torch.profiler, compile off).
+"""
+import json
+import os
+import sys
+import time
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, _ROOT)
+import torch  # noqa: E402
+
+import train  # noqa: E402
+from configurator import config_from_globals, configure  # noqa: E402
+from model import GPT, GPTConfig  # noqa: E402
+
+config = 'config/train_pubmed_cpu.py'
+vocab_size = 8192                # the data's vocabulary (config/train_pubmed_cpu.py expects a BPE of 8k)
+steps = 20                       # timed steps per setting
+warmup = 3                       # untimed steps first (compilation happens here)
+peak_seconds = 2.0               # how long to measure the matmul peak
+profile = True                   # print the top ops of one step
+
+
+def emit(name, value, unit, **extra):
+    print(json.dumps({'name': name, 'value': value, 'unit': unit, **extra}), flush=True)
+
+
+def make_step(c, compiled):
+    torch.manual_seed(0)
+    args = {k: c[k] for k in train.MODEL_KEYS}
+    gpt = GPT(GPTConfig(vocab_size=vocab_size, **args))
+    optimizers = gpt.configure_optimizers(c['weight_decay'], c['learning_rate'], (c['beta1'], c['beta2']), 'cpu',
+                                          optimizer=c['optimizer'], muon_lr=c['muon_lr'], muon_momentum=c['muon_momentum'])
+    model = torch.compile(gpt) if compiled else gpt
+    x = torch.randint(0, vocab_size, (c['batch_size'], c['block_size']))
+    y = torch.randint(0, vocab_size, (c['batch_size'], c['block_size']))
+
+    def step():
+        for _ in range(c['gradient_accumulation_steps']):
+            _, loss = model(x, y)
+            (loss / c['gradient_accumulation_steps']).backward()
+        if c['grad_clip']:
+            torch.nn.utils.clip_grad_norm_(gpt.parameters(), c['grad_clip'])
+        for opt in optimizers:
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+    return gpt, step
+
+
+def time_steps(step, n):
+    t0 = time.perf_counter()
+    for _ in range(n):
+        step()
+    return (time.perf_counter() - t0) / n
+
+
+def main():
+    c = configure(config_from_globals(vars(train)), [os.path.join(_ROOT, config)])
+    tokens_per_step = c['batch_size'] * c['block_size'] * c['gradient_accumulation_steps']
+    peak = train.measure_matmul_peak(torch.device('cpu'), torch.float32, seconds=peak_seconds)
+    emit('cpu_fp32_matmul_peak', round(peak / 1e9, 2), 'GFLOP/s', threads=torch.get_num_threads())
+    results = {}
+    for compiled in (False, True):
+        tag = 'compile_on' if compiled else 'compile_off'
+        gpt, step = make_step(c, compiled)
+        t0 = time.perf_counter()
+        for _ in range(warmup):
+            step()
+        warm = time.perf_counter() - t0
+        dt = time_steps(step, steps)
+        tokens_per_s = tokens_per_step / dt
+        mfu = gpt.flops_per_token(c['block_size']) * tokens_per_s / peak
+        results[tag] = tokens_per_s
+        base = {'baseline': round(results['compile_off'], 1), 'ratio': round(tokens_per_s / results['compile_off'], 3)} if compiled else {}
+        emit(f'train_cpu_tokens_per_s_{tag}', round(tokens_per_s, 1), 'tokens/s', **base)
+        emit(f'train_cpu_ms_per_step_{tag}', round(1000 * dt, 2), 'ms', warmup_s=round(warm, 1))
+        emit(f'train_cpu_mfu_{tag}', round(mfu, 4), 'fraction', target=0.45,
+             flops_per_token=gpt.flops_per_token(c['block_size']), params=gpt.num_params())
+        if profile and not compiled:
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+                step()
+            ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+            total = sum(e.self_cpu_time_total for e in ops)
+            top = [[e.key, round(e.self_cpu_time_total / total, 3)] for e in ops[:8]]
+            emit('train_cpu_top_ops_compile_off', top, 'share of step time')
+
+
+if __name__ == '__main__':
+    globals().update(configure(config_from_globals(globals())))
+    main()
