@@ -175,10 +175,11 @@ class GPT(nn.Module):
                 nn.init.zeros_(p) if config.zero_init_proj else nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * config.n_layer))
 
     @classmethod
-    def from_pretrained(cls, name_or_dir):
+    def from_pretrained(cls, name_or_dir, block_size=None, dropout=0.0):
         """OpenAI's GPT-2 ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl') or a local Hugging Face GPT-2
         directory, through transformers: from its cache (no network) when there, else downloaded once.
-        CheckpointError when the weights can't be had or are not GPT-2's architecture."""
+        block_size keeps the first positions of the position table. CheckpointError when the weights
+        can't be had or are not GPT-2's architecture."""
         hf = load_hf_gpt2(name_or_dir)
         c = hf.config
         unsupported = [(c.activation_function not in ('gelu_new', 'gelu_pytorch_tanh'), f'activation_function={c.activation_function!r}'),
@@ -187,14 +188,17 @@ class GPT(nn.Module):
         for bad, what in unsupported:
             if bad:
                 raise CheckpointError(f'{name_or_dir}: {what} is not the GPT-2 this model.py implements')
-        config = GPTConfig(block_size=c.n_positions, vocab_size=c.vocab_size, n_layer=c.n_layer, n_head=c.n_head,
+        block_size = block_size or c.n_positions
+        if block_size > c.n_positions:
+            raise CheckpointError(f'block_size={block_size}: {name_or_dir} has only {c.n_positions} positions')
+        config = GPTConfig(block_size=block_size, dropout=dropout, vocab_size=c.vocab_size, n_layer=c.n_layer, n_head=c.n_head,
                            n_embd=c.n_embd, tie_embeddings=c.tie_word_embeddings)
         model = cls(config)
         theirs = hf.state_dict()
         with torch.no_grad():
             for name, p in model.state_dict().items():
                 w = theirs[name].t() if name.endswith(HF_GPT2_TRANSPOSED) else theirs[name]
-                p.copy_(w)
+                p.copy_(w[:block_size] if name == 'transformer.wpe.weight' else w)
         return model
 
     def _init_weights(self, module):

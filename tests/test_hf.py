@@ -141,3 +141,58 @@ def test_gpt2_import_refuses_a_model_that_is_not_gpt2(spec, tmp_path):
     export(load_checkpoint(tmp_path / 'ckpt.pt'), tmp_path / 'hf')
     with pytest.raises(CheckpointError, match="a 'llama' model, not GPT-2"):
         GPT.from_pretrained(str(tmp_path / 'hf'))
+
+
+def gpt2_data(path):
+    """A prepared data folder of GPT-2 tokens (as prepare.py --tokenizer=gpt2 writes it)."""
+    import pickle
+
+    import numpy as np
+
+    from conftest import TINY_TEXT
+    from tokenizer import token_byte_lengths
+    spec = gpt2_spec()
+    ids = encoding_from_spec(spec).encode_ordinary(TINY_TEXT) + [50256]
+    path.mkdir()
+    for split in ('train', 'val'):
+        np.array(ids, dtype=np.uint16).tofile(path / f'{split}.bin')
+    meta = {'vocab_size': 50257, 'dtype': 'uint16', 'tokenizer': spec, 'eot_token': 50256,
+            'token_bytes': token_byte_lengths(spec), 'train_tokens': len(ids), 'val_tokens': len(ids)}
+    with open(path / 'meta.pkl', 'wb') as f:
+        pickle.dump(meta, f)
+    return path
+
+
+def test_train_init_from_gpt2_weights_and_its_clear_errors(tmp_path, tiny_data):
+    torch.manual_seed(0)
+    hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=2, n_head=2, n_embd=32, n_positions=64))
+    hf.save_pretrained(tmp_path / 'gpt2-local')
+    data = gpt2_data(tmp_path / 'data')
+    train = [sys.executable, 'train.py', f'--data_dir={data}', '--block_size=32', '--batch_size=2',
+             '--gradient_accumulation_steps=1', '--max_iters=1', '--eval_iters=1', '--learning_rate=1e-9', '--min_lr=1e-10',
+             '--compile=False', '--device=cpu']
+    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'HF_HUB_OFFLINE': '1', 'HF_HOME': str(tmp_path / 'hf-home')}
+    runs = {'local': [f'--init_from={tmp_path / "gpt2-local"}', f'--out_dir={tmp_path / "out"}'],
+            'offline': ['--init_from=gpt2', f'--out_dir={tmp_path / "out2"}'],
+            'bpe-data': [f'--init_from={tmp_path / "gpt2-local"}', f'--out_dir={tmp_path / "out3"}', f'--data_dir={tiny_data}']}
+    procs = {k: subprocess.Popen(train + args, cwd=REPO, env=env, text=True, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE) for k, args in runs.items()}
+    done = {k: p.communicate(timeout=600) + (p.returncode,) for k, p in procs.items()}
+
+    out, err, code = done['local']
+    assert code == 0, err
+    assert 'ignoring n_layer=12, n_head=12, n_embd=768' in out
+    ckpt = load_checkpoint(tmp_path / 'out' / 'ckpt.pt')  # one step at lr 1e-9: GPT-2's weights, 32 positions
+    assert ckpt['model_args']['block_size'] == 32 and ckpt['model_args']['n_layer'] == 2
+    theirs = hf.state_dict()
+    same = lambda ours, hf: torch.testing.assert_close(ours, hf, atol=1e-6, rtol=0)
+    same(ckpt['model']['transformer.wpe.weight'], theirs['transformer.wpe.weight'][:32])
+    same(ckpt['model']['transformer.h.1.attn.c_attn.weight'], theirs['transformer.h.1.attn.c_attn.weight'].t())
+
+    out, err, code = done['offline']
+    assert code == 1 and err.count('\n') == 1
+    assert "error: cannot load GPT-2 weights 'gpt2': not in the Hugging Face cache" in err
+
+    out, err, code = done['bpe-data']
+    assert code == 1 and err.count('\n') == 1
+    assert "needs data tokenized with GPT-2's tokenizer" in err and '--tokenizer=gpt2' in err
