@@ -9,6 +9,10 @@ Train a GPT on the token memmaps that data/pubmed/prepare.py writes.
 Every module-level value below is a `--key=value` option (see configurator.py). Training stops at
 the first budget reached: max_iters, max_tokens, max_seconds. Time budgets count training time only:
 evaluation and checkpoint writing are excluded, so runs with different eval settings compare.
+The learning rate warms up over warmup_iters, then decays with the progress of the run: the largest
+fraction used of lr_decay_iters (or max_iters), max_tokens and max_seconds, so a run bounded by time
+or tokens still ends its schedule at min_lr exactly when it stops. Every parameter group (AdamW's and
+Muon's) follows the same factor of its own base lr. (Time-driven schedules are not bit-reproducible.)
 
 gradient_accumulation_steps counts micro-batches per optimizer step summed over all processes, so
 the same command trains the same way on 1 or 8 GPUs: the global batch of step k is the same set of
