@@ -7,6 +7,14 @@ from model import GPT, GPTConfig
 from muon import Muon, orthogonalize
 
 
+@pytest.fixture(scope='module', autouse=True)
+def one_thread():  # tiny models: threads only fight over a busy machine's cores
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize('shape', [(128, 64), (64, 128), (384, 128)])
 def test_orthogonalize_brings_singular_values_near_one(shape):
     g = torch.Generator().manual_seed(0)

@@ -18,6 +18,14 @@ TINY = ['--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=32', '--batch_
         '--min_lr=1e-3', '--peak_flops=1e12']
 
 
+@pytest.fixture(scope='module', autouse=True)
+def one_thread():  # tiny models: threads only fight over a busy machine's cores
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def run_train(data, out, *args):
     """train.py in this process, as `python train.py ...` would run it."""
     argv = sys.argv
@@ -186,7 +194,7 @@ def test_bits_per_byte_hand_computed():
 
 def test_wandb_offline_writes_its_run_files(tiny_data, tmp_path):
     out = tmp_path / 'out'
-    env = {**os.environ, 'WANDB_MODE': 'offline', 'WANDB_SILENT': 'true'}
+    env = {**os.environ, 'WANDB_MODE': 'offline', 'WANDB_SILENT': 'true', 'OMP_NUM_THREADS': '1'}
     r = subprocess.run([sys.executable, 'train.py', f'--data_dir={tiny_data}', f'--out_dir={out}', *TINY, '--max_iters=2',
                         '--wandb_log=True', '--wandb_run_name=t'], cwd=REPO, env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
