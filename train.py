@@ -19,6 +19,7 @@ the same command trains the same way on 1 or 8 GPUs: the global batch of step k 
 windows for any split of (processes x micro-steps per process).
 """
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -123,13 +124,18 @@ def open_tokens(data_dir, split, dtype):
     return np.memmap(os.path.join(data_dir, f'{split}.bin'), dtype=dtype, mode='r')
 
 
+@functools.lru_cache(maxsize=2)  # the current epoch's order (and the next one's at the boundary)
+def epoch_order(seed, epoch, n_windows):
+    return np.random.default_rng([seed, epoch]).permutation(n_windows)
+
+
 def window_ids(first, count, n_windows, seed):
     """Windows at positions first .. first+count-1 of the stream of per-epoch permutations."""
     positions = np.arange(first, first + count)
     epochs = positions // n_windows
     ids = np.empty(count, dtype=np.int64)
     for epoch in np.unique(epochs):
-        order = np.random.default_rng([seed, int(epoch)]).permutation(n_windows)
+        order = epoch_order(seed, int(epoch), n_windows)
         mask = epochs == epoch
         ids[mask] = order[positions[mask] % n_windows]
     return ids

@@ -28,6 +28,7 @@ steps = 20                       # timed steps per setting
 warmup = 3                       # untimed steps first (compilation happens here)
 peak_seconds = 2.0               # how long to measure the matmul peak
 profile = True                   # print the top ops of one step
+threads = 0                      # torch threads (0 = torch's default: one per core)
 
 
 def emit(name, value, unit, **extra):
@@ -65,6 +66,8 @@ def time_steps(step, n):
 
 def main():
     c = configure(config_from_globals(vars(train)), [os.path.join(_ROOT, config)])
+    if threads:
+        torch.set_num_threads(threads)
     tokens_per_step = c['batch_size'] * c['block_size'] * c['gradient_accumulation_steps']
     peak = train.measure_matmul_peak(torch.device('cpu'), torch.float32, seconds=peak_seconds)
     emit('cpu_fp32_matmul_peak', round(peak / 1e9, 2), 'GFLOP/s', threads=torch.get_num_threads())
