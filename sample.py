@@ -62,7 +62,14 @@ def read_prompt(text):
 
 
 def device_and_autocast(device, dtype):
-    dev = torch.device('cuda' if device == 'auto' and torch.cuda.is_available() else 'cpu' if device == 'auto' else device)
+    if device == 'auto':
+        device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        fail(f'--device={device}: not a device (cpu, cuda, cuda:1, mps)', 2)
+    if dev.type == 'cuda' and not torch.cuda.is_available():
+        fail(f'--device={device}: CUDA is not available here (use --device=cpu or auto)', 2)
     if dtype == 'auto':
         dtype = 'float32' if dev.type != 'cuda' else 'bfloat16' if torch.cuda.is_bf16_supported() else 'float16'
     ptdtype = getattr(torch, dtype)

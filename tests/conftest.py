@@ -25,6 +25,16 @@ def pytest_configure(config):
     os.environ.setdefault('WANDB_MODE', 'offline')
 
 
+@pytest.fixture(scope='module')
+def one_thread():
+    """Tiny models run fastest on one thread: more only fight over a busy machine's cores."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def need(path):
     """Skip (with the reason) when a piece of ../shared is not there."""
     if not Path(path).exists():

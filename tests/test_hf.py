@@ -26,13 +26,7 @@ EXPORTABLE = {  # name: (model args, the class transformers must load)
     'qwen3': (dict(pos='rotary', norm='rmsnorm', mlp='swiglu', qk_norm=True, bias=False), 'Qwen3ForCausalLM'),
 }
 
-
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():  # tiny models: threads only fight over a busy machine's cores
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 @pytest.fixture(scope='module')

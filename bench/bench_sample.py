@@ -1,0 +1,82 @@
+"""
+Generation speed with and without the KV cache, in the same run: tokens/s for max_new_tokens new
+tokens at batch 1 and batch 8, on the model of config/train_pubmed_cpu.py (random weights: speed does
+not depend on them). 512 new tokens is past that model's 128-token context, so the sliding window
+(a re-read of half a context every half context) is part of what is measured.
+
+    python bench/bench_sample.py
+    python bench/bench_sample.py --n_layer=6 --n_head=6 --n_embd=384 --block_size=256 --batch_sizes=1
+
+Prints one JSON line per figure; the cached line carries the uncached one as baseline and the speedup
+as ratio. Each figure is the best of `repeats` interleaved runs (the others on a busy machine only slow it).
+"""
+import dataclasses
+import json
+import os
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from configurator import config_from_globals, configure  # noqa: E402
+from model import GPT, GPTConfig  # noqa: E402
+
+config = 'config/train_pubmed_cpu.py'  # model arguments are read from this training config
+vocab_size = 8192                      # the vocabulary that config expects (prepare.py --vocab_size=8192)
+n_layer = 0                            # > 0: override the config's model size
+n_head = 0
+n_embd = 0
+block_size = 0
+prompt_tokens = 16
+max_new_tokens = 512
+batch_sizes = '1,8'
+repeats = 3
+threads = 0                            # torch threads; 0 = torch's default
+seed = 1337
+
+
+def model_args(path):
+    """GPTConfig fields set in a training config file (the other keys there are training options)."""
+    scope = {}
+    with open(path) as f:
+        exec(compile(f.read(), path, 'exec'), {}, scope)
+    return {f.name: scope[f.name] for f in dataclasses.fields(GPTConfig) if f.name in scope}
+
+
+def seconds_to_generate(model, prompt, use_cache):
+    t0 = time.perf_counter()
+    for _ in model.generate_stream(prompt, max_new_tokens, temperature=0, use_cache=use_cache):
+        pass
+    return time.perf_counter() - t0
+
+
+def main():
+    globals().update(configure(config_from_globals(globals())))
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    path = config if os.path.isfile(config) else os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), config)
+    sizes = {k: v for k, v in (('n_layer', n_layer), ('n_head', n_head), ('n_embd', n_embd), ('block_size', block_size)) if v}
+    args = {**model_args(path), **sizes, 'vocab_size': vocab_size, 'dropout': 0.0}
+    model = GPT(GPTConfig(**args)).eval()
+    c = model.config
+    shape = f'{c.n_layer}x{c.n_embd}, block {c.block_size}, vocab {c.vocab_size}, {model.num_params() / 1e6:.2f}M params'
+    for batch in [int(b) for b in batch_sizes.split(',')]:
+        prompt = torch.randint(vocab_size, (batch, prompt_tokens))
+        seconds_to_generate(model, prompt[:, :4], True)  # warm-up
+        best = {True: float('inf'), False: float('inf')}
+        for _ in range(repeats):
+            for use_cache in (True, False):
+                best[use_cache] = min(best[use_cache], seconds_to_generate(model, prompt, use_cache))
+        rate = {k: batch * max_new_tokens / s for k, s in best.items()}
+        note = f'{max_new_tokens} new tokens after {prompt_tokens}, greedy, {torch.get_num_threads()} threads; {shape}'
+        print(json.dumps({'name': f'sample_tokens_per_s_batch{batch}_no_cache', 'value': round(rate[False], 1),
+                          'unit': 'tokens/s', 'note': note}), flush=True)
+        print(json.dumps({'name': f'sample_tokens_per_s_batch{batch}_kv_cache', 'value': round(rate[True], 1),
+                          'unit': 'tokens/s', 'baseline': round(rate[False], 1),
+                          'ratio': round(rate[True] / rate[False], 2), 'note': note}), flush=True)
+
+
+if __name__ == '__main__':
+    main()
