@@ -23,12 +23,7 @@ SWITCHES = {
 }
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():  # tiny models: threads only fight over a busy machine's cores
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')  # tiny models
 
 
 def tiny(**switches):

@@ -7,12 +7,7 @@ from model import GPT, GPTConfig
 from muon import Muon, orthogonalize
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():  # tiny models: threads only fight over a busy machine's cores
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')  # tiny models
 
 
 @pytest.mark.parametrize('shape', [(128, 64), (64, 128), (384, 128)])

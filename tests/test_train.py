@@ -18,12 +18,7 @@ TINY = ['--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=32', '--batch_
         '--min_lr=1e-3', '--peak_flops=1e12']
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():  # tiny models: threads only fight over a busy machine's cores
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')  # tiny models
 
 
 def run_train(data, out, *args):
@@ -100,9 +95,10 @@ def test_resume_continues_bitwise_exactly(optimizer, tiny_data, tmp_path):
     assert records(tmp_path / 'resumed', 'eval')[-1]['val_loss'] == records(tmp_path / 'straight', 'eval')[-1]['val_loss']
 
 
-def test_torchrun_two_processes_follow_one_process(tiny_data, tmp_path):
+@pytest.mark.parametrize('optimizer', ['adamw', 'muon'])
+def test_torchrun_two_processes_follow_one_process(optimizer, tiny_data, tmp_path):
     """gradient_accumulation_steps counts micro-batches over all ranks: 2 x 1 and 1 x 2 see the same windows."""
-    args = [f'--data_dir={tiny_data}', *TINY, '--max_iters=6', '--eval_interval=3', '--dropout=0.0']
+    args = [f'--data_dir={tiny_data}', *TINY, '--max_iters=6', '--eval_interval=3', f'--optimizer={optimizer}']
     env = {**os.environ, 'OMP_NUM_THREADS': '1'}
     subprocess.run([sys.executable, 'train.py', *args, f'--out_dir={tmp_path / "one"}'], cwd=REPO, env=env,
                    check=True, capture_output=True)
