@@ -7,6 +7,9 @@ Training throughput and MFU on CPU for config/train_pubmed_cpu.py: fp32, torch.c
 Times the exact optimizer step of train.py (forward, backward, grad clip, AdamW/Muon step) on random
 tokens of the config's shape (token values do not change the cost). MFU = model FLOPs per token x
 tokens/s / peak, where the peak is a large fp32 matmul measured in the same run, as train.py does.
+Compile off and on (and the matmul peak) are timed in alternating rounds, step by step; the figures
+use the fastest step and peak (other processes on a shared machine only ever slow them down) and
+also give the median.
 Prints one JSON line per figure, then the ops that take the time (torch.profiler, compile off).
 """
 import json
@@ -24,7 +27,7 @@ from model import GPT, GPTConfig  # noqa: E402
 
 config = 'config/train_pubmed_cpu.py'
 vocab_size = 8192                # the data's vocabulary (config/train_pubmed_cpu.py expects a BPE of 8k)
-steps = 20                       # timed steps per setting
+steps = 20                       # timed steps per setting (alternating rounds)
 warmup = 3                       # untimed steps first (compilation happens here)
 peak_seconds = 2.0               # how long to measure the matmul peak
 profile = True                   # print the top ops of one step
@@ -57,44 +60,43 @@ def make_step(c, compiled):
     return gpt, step
 
 
-def time_steps(step, n):
-    t0 = time.perf_counter()
-    for _ in range(n):
-        step()
-    return (time.perf_counter() - t0) / n
-
-
 def main():
     c = configure(config_from_globals(vars(train)), [os.path.join(_ROOT, config)])
     if threads:
         torch.set_num_threads(threads)
     tokens_per_step = c['batch_size'] * c['block_size'] * c['gradient_accumulation_steps']
     peak = train.measure_matmul_peak(torch.device('cpu'), torch.float32, seconds=peak_seconds)
-    emit('cpu_fp32_matmul_peak', round(peak / 1e9, 2), 'GFLOP/s', threads=torch.get_num_threads())
-    results = {}
-    for compiled in (False, True):
-        tag = 'compile_on' if compiled else 'compile_off'
-        gpt, step = make_step(c, compiled)
+    settings = {'compile_off': make_step(c, False), 'compile_on': make_step(c, True)}
+    times = {tag: [] for tag in settings}
+    for tag, (_, step) in settings.items():
         t0 = time.perf_counter()
         for _ in range(warmup):
             step()
-        warm = time.perf_counter() - t0
-        dt = time_steps(step, steps)
-        tokens_per_s = tokens_per_step / dt
-        mfu = gpt.flops_per_token(c['block_size']) * tokens_per_s / peak
-        results[tag] = tokens_per_s
-        base = {'baseline': round(results['compile_off'], 1), 'ratio': round(tokens_per_s / results['compile_off'], 3)} if compiled else {}
-        emit(f'train_cpu_tokens_per_s_{tag}', round(tokens_per_s, 1), 'tokens/s', **base)
-        emit(f'train_cpu_ms_per_step_{tag}', round(1000 * dt, 2), 'ms', warmup_s=round(warm, 1))
-        emit(f'train_cpu_mfu_{tag}', round(mfu, 4), 'fraction', target=0.45,
-             flops_per_token=gpt.flops_per_token(c['block_size']), params=gpt.num_params())
-        if profile and not compiled:
-            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-                step()
-            ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
-            total = sum(e.self_cpu_time_total for e in ops)
-            top = [[e.key, round(e.self_cpu_time_total / total, 3)] for e in ops[:8]]
-            emit('train_cpu_top_ops_compile_off', top, 'share of step time')
+        emit(f'train_cpu_warmup_{tag}', round(time.perf_counter() - t0, 1), 's', steps=warmup)
+    for _ in range(steps):  # alternate, so the steps and the peak see the same machine
+        for tag, (_, step) in settings.items():
+            t0 = time.perf_counter()
+            step()
+            times[tag].append(time.perf_counter() - t0)
+        peak = max(peak, train.measure_matmul_peak(torch.device('cpu'), torch.float32, seconds=0.2))
+    emit('cpu_fp32_matmul_peak', round(peak / 1e9, 2), 'GFLOP/s', threads=torch.get_num_threads())
+    for tag, (gpt, step) in settings.items():
+        best, median = min(times[tag]), sorted(times[tag])[len(times[tag]) // 2]
+        tokens_per_s = tokens_per_step / best
+        flops = gpt.flops_per_token(c['block_size'])
+        off = tokens_per_step / min(times['compile_off'])
+        base = {'baseline': round(off, 1), 'ratio': round(tokens_per_s / off, 3)} if tag == 'compile_on' else {}
+        emit(f'train_cpu_tokens_per_s_{tag}', round(tokens_per_s, 1), 'tokens/s', **base,
+             median=round(tokens_per_step / median, 1))
+        emit(f'train_cpu_mfu_{tag}', round(flops * tokens_per_s / peak, 4), 'fraction', target=0.45,
+             median=round(flops * tokens_per_step / median / peak, 4), flops_per_token=flops, params=gpt.num_params())
+    if profile:
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            settings['compile_off'][1]()
+        ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+        total = sum(e.self_cpu_time_total for e in ops)
+        top = [[e.key, round(e.self_cpu_time_total / total, 3)] for e in ops[:8]]
+        emit('train_cpu_top_ops_compile_off', top, 'share of step time')
 
 
 if __name__ == '__main__':
