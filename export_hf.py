@@ -67,37 +67,37 @@ def hf_config(c, target, n_vocab, eot, mlp_hidden):
 
 def gpt2_state_dict(sd, c):
     """Ours -> GPT2LMHeadModel: the same names, Conv1D weights transposed, zeros where we have no bias."""
-    out = {}
+    hf = {}
     for i in range(c.n_layer):
         for name, size in (('ln_1', c.n_embd), ('ln_2', c.n_embd), ('attn.c_attn', 3 * c.n_embd),
                            ('attn.c_proj', c.n_embd), ('mlp.c_fc', 4 * c.n_embd), ('mlp.c_proj', c.n_embd)):
             key = f'transformer.h.{i}.{name}'
-            out[f'{key}.bias'] = sd.get(f'{key}.bias', torch.zeros(size))
-    out['transformer.ln_f.bias'] = sd.get('transformer.ln_f.bias', torch.zeros(c.n_embd))
+            hf[f'{key}.bias'] = sd.get(f'{key}.bias', torch.zeros(size))
+    hf['transformer.ln_f.bias'] = sd.get('transformer.ln_f.bias', torch.zeros(c.n_embd))
     for key, w in sd.items():
-        out[key] = w.t() if key.endswith(HF_GPT2_TRANSPOSED) else w
-    return out
+        hf[key] = w.t() if key.endswith(HF_GPT2_TRANSPOSED) else w
+    return hf
 
 
 def llama_state_dict(sd, c):
     """Ours -> Llama / Qwen3 names: c_attn splits into q, k, v; c_fc into gate and up (in that order)."""
-    out = {'model.embed_tokens.weight': sd['transformer.wte.weight'], 'model.norm.weight': sd['transformer.ln_f.weight'],
+    hf = {'model.embed_tokens.weight': sd['transformer.wte.weight'], 'model.norm.weight': sd['transformer.ln_f.weight'],
            'lm_head.weight': sd['lm_head.weight']}
     for i in range(c.n_layer):
         ours, theirs = f'transformer.h.{i}.', f'model.layers.{i}.'
-        out[theirs + 'input_layernorm.weight'] = sd[ours + 'ln_1.weight']
-        out[theirs + 'post_attention_layernorm.weight'] = sd[ours + 'ln_2.weight']
+        hf[theirs + 'input_layernorm.weight'] = sd[ours + 'ln_1.weight']
+        hf[theirs + 'post_attention_layernorm.weight'] = sd[ours + 'ln_2.weight']
         for kind in ('weight', 'bias') if c.bias else ('weight',):
             q, k, v = sd[f'{ours}attn.c_attn.{kind}'].split(c.n_embd)
             gate, up = sd[f'{ours}mlp.c_fc.{kind}'].chunk(2)
-            out.update({f'{theirs}self_attn.q_proj.{kind}': q, f'{theirs}self_attn.k_proj.{kind}': k,
+            hf.update({f'{theirs}self_attn.q_proj.{kind}': q, f'{theirs}self_attn.k_proj.{kind}': k,
                         f'{theirs}self_attn.v_proj.{kind}': v, f'{theirs}self_attn.o_proj.{kind}': sd[f'{ours}attn.c_proj.{kind}'],
                         f'{theirs}mlp.gate_proj.{kind}': gate, f'{theirs}mlp.up_proj.{kind}': up,
                         f'{theirs}mlp.down_proj.{kind}': sd[f'{ours}mlp.c_proj.{kind}']})
         if c.qk_norm:
-            out[theirs + 'self_attn.q_norm.weight'] = sd[ours + 'attn.q_norm.weight']
-            out[theirs + 'self_attn.k_norm.weight'] = sd[ours + 'attn.k_norm.weight']
-    return out
+            hf[theirs + 'self_attn.q_norm.weight'] = sd[ours + 'attn.q_norm.weight']
+            hf[theirs + 'self_attn.k_norm.weight'] = sd[ours + 'attn.k_norm.weight']
+    return hf
 
 
 def bytes_to_unicode():
@@ -149,6 +149,8 @@ def hf_tokenizer(spec, max_length):
 def export(checkpoint, out_dir):
     """Write the HF model directory for a loaded checkpoint; ExportError when it has no standard equivalent."""
     import transformers
+    if 'tokenizer' not in checkpoint:
+        raise CheckpointError('no tokenizer stored in the checkpoint')
     model = model_from_checkpoint(checkpoint)
     c, spec = model.config, checkpoint['tokenizer']
     target = target_architecture(c)
@@ -179,6 +181,11 @@ def export(checkpoint, out_dir):
 
 def main():
     c = configure(config_from_globals(globals()))
+    try:
+        import transformers  # noqa: F401
+    except ImportError:
+        print('error: export_hf.py needs transformers: pip install transformers', file=sys.stderr)
+        sys.exit(1)
     try:
         target = export(load_checkpoint(c['ckpt']), c['out'])
     except (CheckpointError, ExportError) as e:
