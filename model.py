@@ -182,7 +182,8 @@ class GPT(nn.Module):
         can't be had or are not GPT-2's architecture."""
         hf = load_hf_gpt2(name_or_dir)
         c = hf.config
-        unsupported = [(c.activation_function not in ('gelu_new', 'gelu_pytorch_tanh'), f'activation_function={c.activation_function!r}'),
+        unsupported = [(c.activation_function not in ('gelu_new', 'gelu_pytorch_tanh'),
+                        f'activation_function={c.activation_function!r}'),
                        (c.scale_attn_by_inverse_layer_idx, 'scale_attn_by_inverse_layer_idx=True'),
                        (c.n_inner not in (None, 4 * c.n_embd), f'n_inner={c.n_inner}')]
         for bad, what in unsupported:
@@ -191,8 +192,8 @@ class GPT(nn.Module):
         block_size = block_size or c.n_positions
         if block_size > c.n_positions:
             raise CheckpointError(f'block_size={block_size}: {name_or_dir} has only {c.n_positions} positions')
-        config = GPTConfig(block_size=block_size, dropout=dropout, vocab_size=c.vocab_size, n_layer=c.n_layer, n_head=c.n_head,
-                           n_embd=c.n_embd, tie_embeddings=c.tie_word_embeddings)
+        config = GPTConfig(block_size=block_size, vocab_size=c.vocab_size, n_layer=c.n_layer, n_head=c.n_head,
+                           n_embd=c.n_embd, dropout=dropout, tie_embeddings=c.tie_word_embeddings)
         model = cls(config)
         theirs = hf.state_dict()
         with torch.no_grad():
