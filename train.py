@@ -443,11 +443,11 @@ def main():
         print(f'{gpt.num_params() / 1e6:.2f}M parameters, {tokens_per_step:,} tokens per step on {world} process(es), '
               f'device {dev}, {str(ptdtype).removeprefix("torch.")}, peak {peak / 1e12:.3f} TFLOP/s per device')
 
-    min_ratio = min_lr / learning_rate
+    min_ratio = min_lr / learning_rate if learning_rate else 0.0
     first_iter, last_eval_seconds = iter_num, train_seconds
     log_seconds, log_iters = 0.0, 0
     while True:
-        progress = iter_num / (lr_decay_iters or max_iters)
+        progress = iter_num / max(1, lr_decay_iters or max_iters)
         if max_tokens:
             progress = max(progress, tokens_seen / max_tokens)
         if max_seconds:

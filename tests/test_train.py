@@ -162,6 +162,14 @@ def test_max_tokens_and_eval_only(tiny_data, tmp_path):
     assert len(records(out, 'train')) == 4
 
 
+def test_zero_learning_rate_and_zero_max_iters_are_valid_runs(tiny_data, tmp_path):
+    run_train(tiny_data, tmp_path / 'a', '--learning_rate=0', '--max_iters=3', '--eval_interval=0')
+    lrs = [r['lr'] for r in records(tmp_path / 'a', 'train')]
+    assert lrs == [0.0, 0.0, 0.0]
+    run_train(tiny_data, tmp_path / 'b', '--max_iters=0')  # evaluation only, no step
+    assert [r['iter'] for r in records(tmp_path / 'b')] == [0]
+
+
 def test_lr_schedules():
     cosine = [train.lr_multiplier(it, it / 10, 2, 'cosine', 0.1, 0.2) for it in range(11)]
     assert cosine[:2] == [1 / 3, 2 / 3] and cosine[2] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(0.2 * math.pi)))
