@@ -54,21 +54,21 @@ DEFAULTS = {
     'out_root': str(REPO / 'bench' / 'results' / 'speedrun'),
     'threads': 0,               # torch threads per run (OMP_NUM_THREADS; 0 = torch's default, all cores)
     'reuse': False,             # keep a finished run made by the same command instead of training again
-    'plot': 'speedrun.png',     # written in out_root ('' = no plot)
+    'plot': 'auto',             # PNG in out_root: 'auto' = speedrun[_same_tokenizer][_ablate].png, '' = none
 }
-# One lever of the candidate switched back at a time: (name, train.py override).
+# One lever of the candidate switched at a time: (name, train.py override or None, data: None = the candidate's).
 ABLATIONS = (
-    ('pubmed_bpe->gpt2_tokens', None),  # the candidate recipe on GPT-2 tokens (see same_tokenizer)
-    ('rotary->learned_pos', '--pos=learned'),
-    ('rmsnorm->layernorm', '--norm=layernorm'),
-    ('qk_norm->off', '--qk_norm=False'),
-    ('relu2->gelu', '--mlp=gelu'),
-    ('relu2->swiglu', '--mlp=swiglu'),
-    ('untied->tied_head', '--tie_embeddings=True'),
-    ('zero_init_proj->off', '--zero_init_proj=False'),
-    ('softcap->off', '--logit_softcap=0'),
-    ('muon->adamw', '--optimizer=adamw'),
-    ('wsd->cosine', '--schedule=cosine'),
+    ('rotary->learned_pos', '--pos=learned', None),
+    ('rmsnorm->layernorm', '--norm=layernorm', None),
+    ('qk_norm->off', '--qk_norm=False', None),
+    ('relu2->gelu', '--mlp=gelu', None),
+    ('relu2->swiglu', '--mlp=swiglu', None),
+    ('untied->tied_head', '--tie_embeddings=True', None),
+    ('zero_init_proj->off', '--zero_init_proj=False', None),
+    ('no_softcap->softcap_15', '--logit_softcap=15', None),
+    ('muon->adamw', '--optimizer=adamw', None),
+    ('wsd->cosine', '--schedule=cosine', None),
+    ('bpe_8k->bpe_16k', None, 'bpe16384'),
 )
 
 
@@ -231,19 +231,18 @@ def main(argv=None):
         reference = final
         if ablate_budget != budget:  # compare ablations with the candidate at the same budget
             reference = curve(train(o, f'{cand_name}@{ablate_budget:g}s', o['candidate'], bpe, ablate_budget, cand_overrides))[-1][1]
-        for lever, override in ABLATIONS:
-            if override is None and o['same_tokenizer']:
-                continue
+        for lever, override, data in ABLATIONS:
             name = f'ablate[{lever}]'
-            data, extra = (gpt2, []) if override is None else (bpe, [override])
-            points = curve(train(o, name, o['candidate'], data, ablate_budget, cand_overrides + extra))
+            folder = prepared(dict(o, vocab_size=int(data[3:])), 'bpe') if data else bpe
+            points = curve(train(o, name, o['candidate'], folder, ablate_budget, cand_overrides + ([override] if override else [])))
             curves[name] = points
             t = time_to_reach(points, target)
             figure(f'{name}_final_val_bpb', round(points[-1][1], 5), 'bits/byte', baseline=round(reference, 5),
-                   ratio=round(points[-1][1] / reference, 4), budget_s=ablate_budget, override=override or 'data=gpt2',
+                   ratio=round(points[-1][1] / reference, 4), budget_s=ablate_budget, change=override or f'data={data}',
                    seconds_to_baseline_bpb=None if t is None else round(t, 1))
     if o['plot']:
-        plot(Path(o['out_root']) / o['plot'], curves, target)
+        auto = 'speedrun' + '_same_tokenizer' * o['same_tokenizer'] + '_ablate' * o['ablate'] + '.png'
+        plot(Path(o['out_root']) / (auto if o['plot'] == 'auto' else o['plot']), curves, target)
 
 
 if __name__ == '__main__':
