@@ -352,24 +352,23 @@ def head_losses(x, weight, targets, softcap, rows, grads=None):
     also writes the gradient of their sum into them."""
     losses = torch.empty(x.size(0), device=x.device, dtype=torch.float32)
     for i in range(0, x.size(0), rows):
-        xi, counted = x[i:i + rows], targets[i:i + rows] != -1
+        xi, counted = x[i:i + rows], (targets[i:i + rows] != -1)[:, None]
         target = targets[i:i + rows].clamp(min=0)[:, None]
         if softcap:  # dividing x, not the logits, saves a pass over them
             capped = torch.tanh(((xi / softcap) @ weight.t()).float())
             logits = softcap * capped
         else:
             logits = (xi @ weight.t()).float()
-        lse = torch.logsumexp(logits, dim=-1)
-        losses[i:i + rows] = torch.where(counted, lse - logits.gather(1, target).squeeze(1), 0.0)
+        logp = torch.log_softmax(logits, dim=-1)
+        losses[i:i + rows] = torch.where(counted, -logp.gather(1, target), 0.0).squeeze(1)
         if grads is not None:
-            dlogits = torch.exp(logits - lse[:, None])  # softmax, minus one at the target
+            dlogits = logp.exp_()  # softmax, minus one at the target
             dlogits.scatter_add_(1, target, torch.full_like(target, -1, dtype=dlogits.dtype))
-            dlogits *= counted[:, None]
-            if softcap:
-                dlogits *= 1 - capped * capped
-            dlogits = dlogits.to(weight.dtype)
-            grads[0][i:i + rows] = dlogits @ weight
-            grads[1].add_(dlogits.t() @ xi)
+            if softcap:  # tanh' = 1 - tanh^2
+                dlogits.addcmul_(dlogits * capped, capped, value=-1)
+            dlogits = dlogits.to(weight.dtype)  # ignored rows are zeroed on the small side of the matmuls
+            grads[0][i:i + rows] = (dlogits @ weight) * counted
+            grads[1].add_(dlogits.t() @ (xi * counted))
     return losses
 
 
