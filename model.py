@@ -230,8 +230,9 @@ class GPT(nn.Module):
         angles = torch.cat((angles, angles), dim=-1)
         return angles.cos()[None, None], angles.sin()[None, None]
 
-    def forward(self, idx, targets=None, cache=None, reduction='mean'):
-        """Logits (B, T, vocab) and, given targets, the cross-entropy (ignore_index=-1)."""
+    def forward(self, idx, targets=None, cache=None, reduction='mean', all_logits=False):
+        """Given targets: (None, cross-entropy with ignore_index=-1), computed without storing the (B, T, vocab)
+        logits (chunked_cross_entropy). Else (logits, None): of the last position, or of every one with all_logits."""
         B, T = idx.size()
         start = cache.pos if cache is not None else 0
         x = self.transformer.wte(idx)
@@ -248,15 +249,14 @@ class GPT(nn.Module):
         x = self.transformer.ln_f(x)
         if cache is not None:
             cache.pos += T
-        if targets is None:  # inference: only the last position is needed
-            x = x[:, [-1], :]
-        logits = self.lm_head(x).float()
+        if targets is not None:
+            loss = chunked_cross_entropy(x.view(B * T, -1), self.lm_head.weight, targets.view(-1),
+                                         self.config.logit_softcap, reduction)
+            return None, loss
+        logits = self.lm_head(x if all_logits else x[:, [-1], :]).float()
         if self.config.logit_softcap:
             logits = self.config.logit_softcap * torch.tanh(logits / self.config.logit_softcap)
-        if targets is None:
-            return logits, None
-        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1, reduction=reduction)
-        return logits, loss
+        return logits, None
 
     def configure_optimizers(self, weight_decay, learning_rate, betas, device_type,
                              optimizer='adamw', muon_lr=0.02, muon_momentum=0.95):
@@ -311,6 +311,66 @@ class GPT(nn.Module):
     def generate(self, idx, max_new_tokens, **kwargs):
         """The prompt followed by max_new_tokens generated tokens (see generate_stream)."""
         return torch.cat([idx, *self.generate_stream(idx, max_new_tokens, **kwargs)], dim=1)
+
+
+# ----------------------------------------------------------------------------------------------
+# The loss: for a small model the head dominates a step, and its (tokens x vocab) logits are too big
+# for the cache, so every elementwise pass over them (softcap, log-softmax and their backward) runs
+# at memory speed. Here they are computed a few hundred rows at a time and stay in cache.
+
+def chunked_cross_entropy(x, weight, targets, softcap=0.0, reduction='mean', rows=256):
+    """F.cross_entropy(logits, targets, ignore_index=-1, reduction=reduction) of the logits x @ weight.T
+    (x: (N, C), weight: (vocab, C)), capped to softcap * tanh(logits / softcap) if softcap, computed
+    `rows` rows at a time. The gradients are computed in the same pass; reduction='none' is for evaluation."""
+    if not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)):
+        losses = head_losses(x, weight, targets, softcap, rows)
+        return {'none': losses, 'sum': losses.sum(), 'mean': losses.sum() / (targets != -1).sum()}[reduction]
+    if reduction not in ('mean', 'sum'):
+        raise ValueError(f"reduction={reduction!r} with gradients: expected 'mean' or 'sum' ('none' is for evaluation)")
+    loss = SummedHeadLoss.apply(x, weight, targets, softcap, rows)
+    return loss / (targets != -1).sum() if reduction == 'mean' else loss
+
+
+class SummedHeadLoss(torch.autograd.Function):
+    """The summed loss of head_losses; its gradients come out of the forward pass, chunk by chunk."""
+
+    @staticmethod
+    def forward(ctx, x, weight, targets, softcap, rows):
+        grads = torch.empty_like(x), torch.zeros_like(weight, dtype=torch.float32)
+        loss = head_losses(x, weight, targets, softcap, rows, grads).sum()
+        ctx.save_for_backward(*grads)
+        ctx.weight_dtype = weight.dtype
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        grad_x, grad_weight = ctx.saved_tensors
+        return grad_x * grad_loss, (grad_weight * grad_loss).to(ctx.weight_dtype), None, None, None
+
+
+def head_losses(x, weight, targets, softcap, rows, grads=None):
+    """Cross-entropy (nats, float32) of each row, 0 where the target is -1. With grads=(grad_x, grad_weight),
+    also writes the gradient of their sum into them."""
+    losses = torch.empty(x.size(0), device=x.device, dtype=torch.float32)
+    for i in range(0, x.size(0), rows):
+        xi, counted = x[i:i + rows], (targets[i:i + rows] != -1)[:, None]
+        target = targets[i:i + rows].clamp(min=0)[:, None]
+        if softcap:  # dividing x, not the logits, saves a pass over them
+            capped = torch.tanh(((xi / softcap) @ weight.t()).float())
+            logits = softcap * capped
+        else:
+            logits = (xi @ weight.t()).float()
+        logp = torch.log_softmax(logits, dim=-1)
+        losses[i:i + rows] = torch.where(counted, -logp.gather(1, target), 0.0).squeeze(1)
+        if grads is not None:
+            dlogits = logp.exp_()  # softmax, minus one at the target
+            dlogits.scatter_add_(1, target, torch.full_like(target, -1, dtype=dlogits.dtype))
+            if softcap:  # tanh' = 1 - tanh^2
+                dlogits.addcmul_(dlogits * capped, capped, value=-1)
+            dlogits = dlogits.to(weight.dtype)  # ignored rows are zeroed on the small side of the matmuls
+            grads[0][i:i + rows] = (dlogits @ weight) * counted
+            grads[1].add_(dlogits.t() @ (xi * counted))
+    return losses
 
 
 # Hugging Face's GPT-2 stores these as Conv1D, (in, out): the transpose of nn.Linear's (out, in)

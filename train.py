@@ -186,9 +186,11 @@ def bits_per_byte(nats_on_text, text_bytes):
 
 
 def measure_matmul_peak(device, dtype, seconds=0.5):
-    """FLOP/s of a large square matmul on this device, as the MFU denominator where no table applies.
-    The fastest of repeated runs: on a shared machine the other processes only ever slow it down."""
-    n = 1024 if device.type == 'cpu' else 8192
+    """FLOP/s of a square matmul on this device, as the MFU denominator where no table applies.
+    The fastest of repeated runs: on a shared machine the other processes only ever slow it down. On CPU
+    n=512 (1.4 ms on 2 cores) so some runs see every core free: a busy machine rarely lets a 1024 matmul
+    (~25 ms) have all of them, and then the "peak" falls below one core's rate and inflates MFU."""
+    n = 512 if device.type == 'cpu' else 8192
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
     a @ b

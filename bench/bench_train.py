@@ -11,6 +11,8 @@ Compile off and on (and the matmul peak) are timed in alternating rounds, step b
 use the fastest step and peak (other processes on a shared machine only ever slow them down) and
 also give the median.
 Prints one JSON line per figure, then the ops that take the time (torch.profiler, compile off).
+On a machine other jobs keep busy, --threads=1 gives the per-core figure (step and peak on one thread):
+two threads then wait on each other's descheduled halves and the step can take 10x longer.
 """
 import json
 import os

@@ -59,7 +59,7 @@ def test_export_then_load_gives_our_logits_and_token_ids(name, spec, tmp_path):
     ids = encoding_from_spec(spec).encode_ordinary(text)
     assert tok(text)['input_ids'] == ids and tok.eos_token_id == 299
     x = torch.tensor([ids[:32]])
-    ours, _ = model(x, x)  # with targets: logits at every position
+    ours, _ = model(x, all_logits=True)
     with torch.no_grad():
         theirs = hf(x).logits
     torch.testing.assert_close(theirs, ours[..., :300], atol=1e-4, rtol=0)
@@ -126,7 +126,7 @@ def test_gpt2_import_gives_transformers_own_logits(tmp_path, tied):
     x = torch.randint(300, (2, 64))
     with torch.no_grad():
         theirs = hf(x).logits
-    ours, _ = model(x, x)
+    ours, _ = model(x, all_logits=True)
     torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
 
 

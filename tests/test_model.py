@@ -3,7 +3,9 @@ import math
 import pytest
 import torch
 
-from model import GPT, GPTConfig, load_checkpoint, model_from_checkpoint, save_checkpoint
+from torch.nn import functional as F
+
+from model import GPT, GPTConfig, chunked_cross_entropy, load_checkpoint, model_from_checkpoint, save_checkpoint
 
 V, T, C, L = 64, 16, 32, 2
 SWITCHES = {
@@ -74,10 +76,10 @@ def test_switches_change_the_architecture():
     x, _ = fixed_batch()
     big = tiny(logit_softcap=2.0)
     big.lm_head.weight.data *= 100
-    logits, _ = big(x, x)
+    logits, _ = big(x, all_logits=True)
     assert logits.abs().max() <= 2.0 and logits.abs().max() > 1.9
     relu2, gelu = tiny(mlp='relu2'), tiny()
-    assert not torch.allclose(relu2(x, x)[0], gelu(x, x)[0])
+    assert not torch.allclose(relu2(x, all_logits=True)[0], gelu(x, all_logits=True)[0])
 
 
 def test_tiny_model_overfits_a_fixed_batch():
@@ -120,3 +122,46 @@ def test_checkpoint_of_a_compiled_model_loads(tmp_path):
     loaded = model_from_checkpoint(load_checkpoint(tmp_path / 'c.pt'))
     x, _ = fixed_batch()
     assert torch.equal(loaded(x)[0], model(x)[0])
+
+
+@pytest.mark.parametrize('softcap', [0.0, 2.0])
+def test_chunked_loss_equals_cross_entropy_of_the_full_logits_values_and_gradients(softcap):
+    g = torch.Generator().manual_seed(0)
+    x, w = torch.randn(50, C, generator=g), torch.randn(V, C, generator=g)  # 50 rows: chunks of 16 and a last of 2
+    targets = torch.randint(0, V, (50,), generator=g)
+    targets[[3, 20, 49]] = -1
+
+    def plain(x, w, reduction):
+        logits = x @ w.t()
+        logits = softcap * torch.tanh(logits / softcap) if softcap else logits
+        return F.cross_entropy(logits, targets, ignore_index=-1, reduction=reduction)
+
+    for reduction in ('mean', 'sum'):
+        grads = []
+        for loss_of in (plain, lambda x, w, r: chunked_cross_entropy(x, w, targets, softcap, r, rows=16)):
+            xg, wg = x.clone().requires_grad_(), w.clone().requires_grad_()
+            loss = loss_of(xg, wg, reduction)
+            (2.5 * loss).backward()  # a scaled loss, as gradient accumulation makes it
+            grads.append((loss.detach(), xg.grad, wg.grad))
+        for ours, theirs in zip(grads[1], grads[0]):
+            torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        per_token = chunked_cross_entropy(x, w, targets, softcap, 'none', rows=16)
+    torch.testing.assert_close(per_token, plain(x, w, 'none'), rtol=1e-5, atol=1e-6)
+    assert per_token[[3, 20, 49]].tolist() == [0.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match="'none' is for evaluation"):
+        chunked_cross_entropy(x.requires_grad_(), w, targets, softcap, 'none')
+
+
+def test_compiled_model_gives_the_same_loss_and_gradients():
+    model, x, y = tiny(**SWITCHES['modern']), *fixed_batch()
+    losses, grads = [], []
+    for m in (model, torch.compile(model)):
+        model.zero_grad()
+        loss = m(x, y)[1]
+        loss.backward()
+        losses.append(loss.item())
+        grads.append([p.grad.clone() for p in model.parameters()])
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+    for ours, theirs in zip(*grads):
+        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-6)
