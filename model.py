@@ -250,8 +250,9 @@ class GPT(nn.Module):
         if cache is not None:
             cache.pos += T
         if targets is not None:
+            rows = 256 if x.device.type == 'cpu' else 8192  # chunks that fit a CPU cache; few, large kernels on GPU
             loss = chunked_cross_entropy(x.view(B * T, -1), self.lm_head.weight, targets.view(-1),
-                                         self.config.logit_softcap, reduction)
+                                         self.config.logit_softcap, reduction, rows)
             return None, loss
         logits = self.lm_head(x if all_logits else x[:, [-1], :]).float()
         if self.config.logit_softcap:
