@@ -178,7 +178,7 @@ def compare(name, points, target, base_seconds):
     return None if t is None else t / base_seconds
 
 
-def plot(path, curves, target):
+def plot(path, curves, target, threads):
     try:
         import matplotlib
         matplotlib.use('Agg')
@@ -194,7 +194,7 @@ def plot(path, curves, target):
     ax.axhline(target, color='grey', linestyle='--', linewidth=1, label='baseline final')
     lo = min(b for points in curves.values() for _, b in points)
     ax.set_ylim(lo - 0.05, max(target + 0.8, lo + 0.5))
-    ax.set_xlabel('training seconds (2 CPU cores, evaluation excluded)')
+    ax.set_xlabel(f"training seconds ({f'{threads} thread(s), ' if threads else ''}evaluation excluded)")
     ax.set_ylabel('val bits per byte')
     ax.set_title('PubMed speedrun: val bpb vs training time')
     ax.grid(alpha=0.3)
@@ -242,7 +242,7 @@ def main(argv=None):
                    seconds_to_baseline_bpb=None if t is None else round(t, 1))
     if o['plot']:
         auto = 'speedrun' + '_same_tokenizer' * o['same_tokenizer'] + '_ablate' * o['ablate'] + '.png'
-        plot(Path(o['out_root']) / (auto if o['plot'] == 'auto' else o['plot']), curves, target)
+        plot(Path(o['out_root']) / (auto if o['plot'] == 'auto' else o['plot']), curves, target, o['threads'])
 
 
 if __name__ == '__main__':
