@@ -1,9 +1,11 @@
 # GPT-2-small class model on all of PubMed, for GPU nodes:
 #   python data/pubmed/prepare.py                                   # full baseline, BPE of 32,768 tokens
 #   torchrun --standalone --nproc_per_node=8 train.py config/train_pubmed.py
-# The CPU recipe (config/train_pubmed_cpu.py) at 12 layers x 768, 1024-token context: rotary, RMSNorm,
-# ReLU^2, QK-norm, untied head, zero-init projections, logit softcap, Muon + AdamW, warmup-stable-decay.
-# Learning rates are carried over from the small model, not tuned at this scale.
+# The CPU speedrun recipe (config/train_pubmed_cpu.py, bench/speedrun.py) at 12 layers x 768, 1024-token
+# context: rotary, RMSNorm, ReLU^2, QK-norm, untied head, zero-init projections, Muon + AdamW,
+# warmup-stable-decay. One difference: the logit softcap stays on here, where torch.compile fuses its
+# tanh into the loss; on CPU its extra memory-bound passes over the logits cost more time than it saved.
+# Learning rates are not tuned at this scale (the CPU model's AdamW lr of 1e-2 is for a 128-wide model).
 #
 # Expected speed. The model has N = 110.1M non-embedding parameters (135.3M in all) and costs
 # F = 6N + 12 * n_layer * n_embd * block_size = 0.774 GFLOP per token, so
