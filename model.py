@@ -9,6 +9,7 @@ F.scaled_dot_product_attention (flash attention on GPUs). Generation uses a prea
 import inspect
 import math
 import os
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -313,6 +314,15 @@ class GPT(nn.Module):
         """The prompt followed by max_new_tokens generated tokens (see generate_stream)."""
         return torch.cat([idx, *self.generate_stream(idx, max_new_tokens, **kwargs)], dim=1)
 
+
+
+def precision(device, dtype='auto'):
+    """(torch dtype, autocast context) for a device and a dtype name: 'auto' is bf16 where the GPU
+    supports it, else fp16 on GPU, and fp32 elsewhere; fp32 runs without autocast."""
+    if dtype == 'auto':
+        dtype = 'float32' if device.type != 'cuda' else 'bfloat16' if torch.cuda.is_bf16_supported() else 'float16'
+    ptdtype = getattr(torch, dtype)
+    return ptdtype, nullcontext() if ptdtype == torch.float32 else torch.autocast(device_type=device.type, dtype=ptdtype)
 
 # ----------------------------------------------------------------------------------------------
 # The loss: for a small model the head dominates a step, and its (tokens x vocab) logits are too big

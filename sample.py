@@ -11,12 +11,11 @@ The same seed gives the same output.
 import codecs
 import os
 import sys
-from contextlib import nullcontext
 
 import torch
 
 from configurator import config_from_globals, configure
-from model import CheckpointError, load_checkpoint, model_from_checkpoint
+from model import CheckpointError, load_checkpoint, model_from_checkpoint, precision
 from tokenizer import EOT, encoding_from_spec
 
 out_dir = 'out'
@@ -70,10 +69,7 @@ def device_and_autocast(device, dtype):
         fail(f'--device={device}: not a device (cpu, cuda, cuda:1, mps)', 2)
     if dev.type == 'cuda' and not torch.cuda.is_available():
         fail(f'--device={device}: CUDA is not available here (use --device=cpu or auto)', 2)
-    if dtype == 'auto':
-        dtype = 'float32' if dev.type != 'cuda' else 'bfloat16' if torch.cuda.is_bf16_supported() else 'float16'
-    ptdtype = getattr(torch, dtype)
-    return dev, nullcontext() if ptdtype == torch.float32 else torch.autocast(device_type=dev.type, dtype=ptdtype)
+    return dev, precision(dev, dtype)[1]
 
 
 def main():

@@ -35,7 +35,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from configurator import config_from_globals, configure
-from model import GPT, CheckpointError, GPTConfig, load_checkpoint, model_from_checkpoint, save_checkpoint
+from model import GPT, CheckpointError, GPTConfig, load_checkpoint, model_from_checkpoint, precision, save_checkpoint
 
 # I/O
 out_dir = 'out'
@@ -299,10 +299,7 @@ def main():
         torch.cuda.set_device(dev)
     if ddp:
         dist.init_process_group(backend='nccl' if dev.type == 'cuda' else 'gloo')
-    ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}.get(dtype)
-    if ptdtype is None:  # auto
-        ptdtype = torch.float32 if dev.type != 'cuda' else torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    autocast = nullcontext() if ptdtype == torch.float32 else torch.autocast(device_type=dev.type, dtype=ptdtype)
+    ptdtype, autocast = precision(dev, dtype)
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     config = {k: globals()[k] for k in config_from_globals(globals())}
