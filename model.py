@@ -164,9 +164,13 @@ class GPT(nn.Module):
         if config.pos == 'learned':
             self.transformer.wpe = nn.Embedding(config.block_size, config.n_embd)
         else:
+            # cos and sin of every position's rotary angles, computed once: a decode step only slices them
             head_dim = config.n_embd // config.n_head
             inv_freq = 1.0 / (config.rope_base ** (torch.arange(0, head_dim, 2).float() / head_dim))
-            self.register_buffer('inv_freq', inv_freq, persistent=False)
+            angles = torch.outer(torch.arange(config.block_size, dtype=torch.float32), inv_freq)
+            angles = torch.cat((angles, angles), dim=-1)
+            self.register_buffer('rope_cos', angles.cos(), persistent=False)
+            self.register_buffer('rope_sin', angles.sin(), persistent=False)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.transformer.wte.weight = self.lm_head.weight
@@ -225,12 +229,6 @@ class GPT(nn.Module):
         c, T = self.config, seq_len or self.config.block_size
         return 6 * self.num_params() + 12 * c.n_layer * c.n_embd * T
 
-    def rope(self, start, T, device):
-        positions = torch.arange(start, start + T, device=device, dtype=torch.float32)
-        angles = torch.outer(positions, self.inv_freq.to(device))
-        angles = torch.cat((angles, angles), dim=-1)
-        return angles.cos()[None, None], angles.sin()[None, None]
-
     def forward(self, idx, targets=None, cache=None, reduction='mean', all_logits=False):
         """Given targets: (None, cross-entropy with ignore_index=-1), computed without storing the (B, T, vocab)
         logits (chunked_cross_entropy). Else (logits, None): of the last position, or of every one with all_logits."""
@@ -238,12 +236,11 @@ class GPT(nn.Module):
         start = cache.pos if cache is not None else 0
         x = self.transformer.wte(idx)
         rope = None
+        assert start + T <= self.config.block_size, f'sequence of {start + T} exceeds block_size {self.config.block_size}'
         if self.config.pos == 'learned':
-            assert start + T <= self.config.block_size, f'sequence of {start + T} exceeds block_size {self.config.block_size}'
             x = x + self.transformer.wpe(torch.arange(start, start + T, device=idx.device))
         else:
-            rope = self.rope(start, T, idx.device)
-            rope = tuple(r.to(x.dtype) for r in rope)
+            rope = self.rope_cos[start:start + T].to(x.dtype), self.rope_sin[start:start + T].to(x.dtype)
         x = self.transformer.drop(x)
         for i, block in enumerate(self.transformer.h):
             x = block(x, rope, cache, i)
@@ -255,7 +252,7 @@ class GPT(nn.Module):
             loss = chunked_cross_entropy(x.view(B * T, -1), self.lm_head.weight, targets.view(-1),
                                          self.config.logit_softcap, reduction, rows)
             return None, loss
-        logits = self.lm_head(x if all_logits else x[:, [-1], :]).float()
+        logits = self.lm_head(x if all_logits else x[:, -1:, :]).float()
         if self.config.logit_softcap:
             logits = self.config.logit_softcap * torch.tanh(logits / self.config.logit_softcap)
         return logits, None
