@@ -60,6 +60,7 @@ data_dir = ''                   # any folder with those files; wins over dataset
 batch_size = 12                 # windows per micro-batch
 block_size = 1024
 gradient_accumulation_steps = 40  # micro-batches per step, summed over all processes
+align_windows = False           # training windows start where documents start (see window_starts), not every block_size
 # model (GPTConfig; on resume the checkpoint's values are used)
 n_layer = 12
 n_head = 12
@@ -118,10 +119,26 @@ def fail(message, code=1):
 
 
 # ---------------------------------------------------------------------------------------------
-# data: windows of block_size + 1 tokens, non-overlapping, visited in a seeded random order per epoch
+# data: windows of block_size + 1 tokens, visited in a seeded random order per epoch
 
 def open_tokens(data_dir, split, dtype):
     return np.memmap(os.path.join(data_dir, f'{split}.bin'), dtype=dtype, mode='r')
+
+
+def window_starts(tokens, block, eot=None):
+    """Offsets of the windows: every block tokens (non-overlapping); or, given the <|endoftext|> id that
+    ends each document, aligned to documents: a window at the <|endoftext|> before each document (so the
+    first target is its first token) and every block tokens after it that is still inside the document."""
+    last = len(tokens) - block - 1  # a window reads block + 1 tokens
+    if eot is None:
+        return np.arange(0, last + 1, block)
+    chunk = 1 << 26  # scan a large memmap piece by piece
+    ends = np.concatenate([np.flatnonzero(tokens[i:i + chunk] == eot) + i for i in range(0, len(tokens), chunk)])
+    origins = np.concatenate(([0], ends[:-1]))
+    counts = np.maximum(1, -(-(ends - origins) // block))  # windows per document: ceil(length / block)
+    nth = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)  # 0, 1, .. within each document
+    starts = np.repeat(origins, counts) + nth * block
+    return starts[starts <= last]
 
 
 @functools.lru_cache(maxsize=2)  # the current epoch's order (and the next one's at the boundary)
@@ -141,9 +158,9 @@ def window_ids(first, count, n_windows, seed):
     return ids
 
 
-def read_windows(tokens, ids, block):
-    """(x, y) int64 tensors of shape (len(ids), block) from windows starting at ids * block."""
-    rows = np.stack([tokens[i * block: i * block + block + 1] for i in ids]).astype(np.int64)
+def read_windows(tokens, starts, block):
+    """(x, y) int64 tensors of shape (len(starts), block) from the windows at these offsets."""
+    rows = np.stack([tokens[s: s + block + 1] for s in starts]).astype(np.int64)
     rows = torch.from_numpy(rows)
     return rows[:, :-1].contiguous(), rows[:, 1:].contiguous()
 
@@ -359,13 +376,12 @@ def main():
         model = DDP(model, device_ids=[local_rank] if dev.type == 'cuda' else None)
 
     # data
-    train_tokens = open_tokens(folder, 'train', meta['dtype'])
-    n_train_windows = (len(train_tokens) - 1) // block
-    val_tokens = open_tokens(folder, 'val', meta['dtype'])
-    n_val_windows = (len(val_tokens) - 1) // block
-    if n_train_windows < 1 or n_val_windows < 1:
+    train_tokens, val_tokens = open_tokens(folder, 'train', meta['dtype']), open_tokens(folder, 'val', meta['dtype'])
+    if min(len(train_tokens), len(val_tokens)) <= block:
         fail(f'{folder}: train.bin and val.bin need more than block_size={block} tokens each')
-    val_ids = eval_window_ids(n_val_windows, eval_iters * batch_size)[rank::world]
+    train_starts = window_starts(train_tokens, block, meta['eot_token'] if align_windows else None)
+    val_starts = window_starts(val_tokens, block)  # the same fixed val windows whatever align_windows says
+    val_starts = val_starts[eval_window_ids(len(val_starts), eval_iters * batch_size)][rank::world]
     token_bytes = torch.tensor(meta['token_bytes'] + [0] * (model_args['vocab_size'] - len(meta['token_bytes'])), device=dev)
     micro_windows = batch_size * gradient_accumulation_steps  # windows per optimizer step, all ranks
     tokens_per_step = micro_windows * block
@@ -378,15 +394,15 @@ def main():
     def train_batch(micro):
         """Micro-step `micro` of this rank in the current step: micro-batches are dealt to ranks in turn."""
         first = windows_seen + (micro * world + rank) * batch_size
-        ids = window_ids(first, batch_size, n_train_windows, seed)
-        return to_device(*read_windows(open_tokens(folder, 'train', meta['dtype']), ids, block))
+        ids = window_ids(first, batch_size, len(train_starts), seed)
+        return to_device(*read_windows(open_tokens(folder, 'train', meta['dtype']), train_starts[ids], block))
 
     @torch.no_grad()
     def evaluate():
         model.eval()
         sums = torch.zeros(4, dtype=torch.float64, device=dev)
-        for i in range(0, len(val_ids), batch_size):
-            x, y = to_device(*read_windows(val_tokens, val_ids[i:i + batch_size], block))
+        for i in range(0, len(val_starts), batch_size):
+            x, y = to_device(*read_windows(val_tokens, val_starts[i:i + batch_size], block))
             with autocast:
                 _, nats = model(x, y, reduction='none')
             sums += loss_sums(nats.double(), y, token_bytes)
@@ -428,7 +444,7 @@ def main():
         ckpt = {'model': gpt.state_dict(), 'model_args': model_args, 'optimizer': [o.state_dict() for o in optimizers],
                 'iter_num': iter_num, 'tokens_seen': tokens_seen, 'train_seconds': train_seconds,
                 'best_val_loss': best_val_loss, 'config': config, 'rng': rngs,
-                'loader': {'windows_seen': windows_seen, 'seed': seed, 'block_size': block},
+                'loader': {'windows_seen': windows_seen, 'seed': seed, 'block_size': block, 'align_windows': align_windows},
                 'tokenizer': meta['tokenizer'], 'token_bytes': meta['token_bytes']}
         if scaler.is_enabled():
             ckpt['scaler'] = scaler.state_dict()

@@ -49,6 +49,7 @@ DEFAULTS = {
     'candidate_overrides': '',  # extra train.py options for the candidate (and its ablations), e.g. "--mlp=gelu"
     'ablate': False,            # also train the candidate with each lever of ABLATIONS switched off
     'ablate_budget_s': 0.0,     # training seconds per ablation run (0 = budget_s)
+    'levers': '',               # with ablate: only the ABLATIONS whose names contain one of these comma-separated words
     'input': str(REPO.parent / 'shared' / 'data' / 'pubmed-corpus'),  # PubMed XML for prepare.py
     'data_root': str(REPO / 'bench' / 'results' / 'speedrun-data'),  # prepared data, one folder per tokenizer
     'out_root': str(REPO / 'bench' / 'results' / 'speedrun'),
@@ -69,6 +70,8 @@ ABLATIONS = (
     ('muon->adamw', '--optimizer=adamw', None),
     ('wsd->cosine', '--schedule=cosine', None),
     ('bpe_8k->bpe_16k', None, 'bpe16384'),
+    ('fixed_windows->doc_aligned', '--align_windows=True', None),
+    ('eager->compile', '--compile=True', None),
 )
 
 
@@ -208,6 +211,9 @@ def main(argv=None):
     o = configure(DEFAULTS, argv)
     if min(o['budget_s'], o['eval_every_s'], o['baseline_eval_every_s']) <= 0:
         fail('--budget_s, --eval_every_s and --baseline_eval_every_s must be positive', 2)
+    unknown = [w for w in o['levers'].split(',') if w and not any(w in lever for lever, _, _ in ABLATIONS)]
+    if unknown:
+        fail(f"--levers: no lever named like {', '.join(unknown)} (levers: {', '.join(l for l, _, _ in ABLATIONS)})", 2)
     for key in ('baseline', 'candidate'):
         if not (REPO / o[key]).is_file():
             fail(f"--{key}={o[key]}: no such config file (relative to {REPO})", 2)
@@ -231,7 +237,10 @@ def main(argv=None):
         reference = final
         if ablate_budget != budget:  # compare ablations with the candidate at the same budget
             reference = curve(train(o, f'{cand_name}@{ablate_budget:g}s', o['candidate'], bpe, ablate_budget, cand_overrides))[-1][1]
+        words = [w for w in o['levers'].split(',') if w]
         for lever, override, data in ABLATIONS:
+            if words and not any(w in lever for w in words):
+                continue
             name = f'ablate[{lever}]'
             folder = prepared(dict(o, vocab_size=int(data[3:])), 'bpe') if data else bpe
             points = curve(train(o, name, o['candidate'], folder, ablate_budget, cand_overrides + ([override] if override else [])))

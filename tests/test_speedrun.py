@@ -81,6 +81,21 @@ def test_bench_trains_both_prints_curves_time_to_target_and_plot(tiny_setup):
     assert [f for f in again if f['name'] == 'baseline_final_val_bpb'] == by_name['baseline_final_val_bpb']
 
 
+def test_ablate_runs_only_the_named_levers(tiny_setup):
+    figures, err = run_bench(tiny_setup, '--reuse=True', '--plot=', '--ablate=True', '--levers=doc_aligned')
+    ablations = [f for f in figures if f['name'].startswith('ablate[')]
+    assert [f['name'] for f in ablations] == ['ablate[fixed_windows->doc_aligned]_final_val_bpb']
+    assert ablations[0]['change'] == '--align_windows=True' and ablations[0]['budget_s'] == 1.5
+    assert '--align_windows=True' in (tiny_setup / 'out' / 'ablate[fixed_windows->doc_aligned]' / 'run.json').read_text()
+
+
+def test_unknown_lever_is_a_usage_error(tiny_setup):
+    done = subprocess.run([sys.executable, str(REPO / 'bench' / 'speedrun.py'), '--ablate=True', '--levers=muon,warp_drive',
+                           f'--data_root={tiny_setup / "data"}'], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert 'no lever named like warp_drive' in done.stderr and 'eager->compile' in done.stderr
+
+
 def test_missing_data_without_input_is_a_clear_error(tmp_path):
     done = subprocess.run([sys.executable, str(REPO / 'bench' / 'speedrun.py'), f'--data_root={tmp_path}',
                            f'--input={tmp_path / "nowhere"}', f'--out_root={tmp_path / "out"}'],

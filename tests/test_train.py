@@ -188,6 +188,28 @@ def test_windows_are_a_permutation_per_epoch():
     assert list(train.window_ids(13, 9, 10, seed=7)) == list(ids[13:22])  # any slice of the same stream
 
 
+def test_window_starts_fixed_and_aligned_to_documents():
+    E = 9  # <|endoftext|>: documents of 5, 2 and 7 tokens, then one of 3
+    tokens = np.array([1, 2, 3, 4, E, 5, E, 1, 2, 3, 4, 5, 6, E, 7, 8, E], dtype=np.uint16)
+    assert list(train.window_starts(tokens, 3)) == [0, 3, 6, 9, 12]  # (17 - 1) // 3 windows, every 3 tokens
+    # each document: its preceding <|endoftext|> (the stream's start for the first), then every 3 tokens
+    # inside it; a window needs 4 tokens, so none starts after offset 13
+    assert list(train.window_starts(tokens, 3, eot=E)) == [0, 3, 4, 6, 9, 12, 13]
+    x, y = train.read_windows(tokens, train.window_starts(tokens, 3, eot=E)[[1, 3]], 3)
+    assert x.tolist() == [[4, E, 5], [E, 1, 2]] and y.tolist() == [[E, 5, E], [1, 2, 3]]
+
+
+def test_aligned_windows_train_and_resume_exactly(tiny_data, tmp_path):
+    args = ['--align_windows=True', '--lr_decay_iters=6']
+    run_train(tiny_data, tmp_path / 'a', *args, '--max_iters=6')
+    run_train(tiny_data, tmp_path / 'b', *args, '--max_iters=3')
+    run_train(tiny_data, tmp_path / 'b', *args, '--max_iters=6', '--init_from=resume')
+    run_train(tiny_data, tmp_path / 'c', '--lr_decay_iters=6', '--max_iters=6')
+    losses = {run: [r['loss'] for r in records(tmp_path / run, 'train')] for run in 'abc'}
+    assert losses['a'] == losses['b'] and len(losses['a']) == 6
+    assert losses['c'] != losses['a']  # other windows than the fixed grid
+
+
 def test_bits_per_byte_hand_computed():
     token_bytes = torch.tensor([1, 2, 3, 0])  # token 3 is <|endoftext|>: no bytes
     nats = torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=torch.float64)
