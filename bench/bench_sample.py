@@ -9,6 +9,8 @@ not depend on them). 512 new tokens is past that model's 128-token context, so t
 
 Prints one JSON line per figure; the cached line carries the uncached one as baseline and the speedup
 as ratio. Each figure is the best of `repeats` interleaved runs (the others on a busy machine only slow it).
+A third line is the ceiling of any cache: the same number of forward passes over a single position
+(no attention to past positions at all), the least work one decoded token can cost in this model.py.
 """
 import dataclasses
 import json
@@ -51,6 +53,14 @@ def seconds_to_generate(model, prompt, use_cache):
     return time.perf_counter() - t0
 
 
+def seconds_for_one_position_forwards(model, prompt):
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        for _ in range(max_new_tokens):
+            model(prompt[:, -1:])
+    return time.perf_counter() - t0
+
+
 def main():
     globals().update(configure(config_from_globals(globals())))
     if threads:
@@ -65,10 +75,11 @@ def main():
     for batch in [int(b) for b in batch_sizes.split(',')]:
         prompt = torch.randint(vocab_size, (batch, prompt_tokens))
         seconds_to_generate(model, prompt[:, :4], True)  # warm-up
-        best = {True: float('inf'), False: float('inf')}
+        best = {True: float('inf'), False: float('inf'), 'floor': float('inf')}
         for _ in range(repeats):
             for use_cache in (True, False):
                 best[use_cache] = min(best[use_cache], seconds_to_generate(model, prompt, use_cache))
+            best['floor'] = min(best['floor'], seconds_for_one_position_forwards(model, prompt))
         rate = {k: batch * max_new_tokens / s for k, s in best.items()}
         note = f'{max_new_tokens} new tokens after {prompt_tokens}, greedy, {torch.get_num_threads()} threads; {shape}'
         print(json.dumps({'name': f'sample_tokens_per_s_batch{batch}_no_cache', 'value': round(rate[False], 1),
@@ -76,6 +87,10 @@ def main():
         print(json.dumps({'name': f'sample_tokens_per_s_batch{batch}_kv_cache', 'value': round(rate[True], 1),
                           'unit': 'tokens/s', 'baseline': round(rate[False], 1),
                           'ratio': round(rate[True] / rate[False], 2), 'note': note}), flush=True)
+        print(json.dumps({'name': f'sample_tokens_per_s_batch{batch}_one_position_ceiling', 'value': round(rate['floor'], 1),
+                          'unit': 'tokens/s', 'baseline': round(rate[False], 1), 'ratio': round(rate['floor'] / rate[False], 2),
+                          'note': 'a forward of one position per token, no sampling: the most any KV cache could reach; ' + note}),
+              flush=True)
 
 
 if __name__ == '__main__':

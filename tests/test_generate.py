@@ -86,3 +86,22 @@ def test_sample_next_top_k_top_p_and_greedy():
     assert many(top_p=0.5) == {1}          # p(1) = 0.64 already reaches 0.5
     assert many(top_p=0.8) == {1, 2}       # p(1) + p(2) = 0.88
     assert many() == {0, 1, 2, 3, 4}
+
+
+def test_bench_sample_prints_cache_speedup_and_ceiling_per_batch_size():
+    import json
+    import subprocess
+    import sys
+    from conftest import REPO
+    done = subprocess.run([sys.executable, str(REPO / 'bench' / 'bench_sample.py'), '--n_layer=1', '--n_head=2', '--n_embd=32',
+                           '--block_size=16', '--vocab_size=64', '--max_new_tokens=40', '--batch_sizes=1,2', '--repeats=1',
+                           '--threads=1'], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    figures = {f['name']: f for f in map(json.loads, done.stdout.splitlines())}
+    for b in (1, 2):
+        plain = figures[f'sample_tokens_per_s_batch{b}_no_cache']['value']
+        for kind in ('kv_cache', 'one_position_ceiling'):
+            f = figures[f'sample_tokens_per_s_batch{b}_{kind}']
+            assert f['baseline'] == plain and f['ratio'] == pytest.approx(f['value'] / plain, abs=0.01)
+    assert '1x32, block 16, vocab 64' in figures['sample_tokens_per_s_batch1_kv_cache']['note']
+    assert len(figures) == 6
