@@ -134,7 +134,7 @@ def window_starts(tokens, block, eot=None):
         return np.arange(0, last + 1, block)
     chunk = 1 << 26  # scan a large memmap piece by piece
     ends = np.concatenate([np.flatnonzero(tokens[i:i + chunk] == eot) + i for i in range(0, len(tokens), chunk)])
-    origins = np.concatenate(([0], ends[:-1]))
+    origins = np.concatenate(([0], ends))[:-1]  # the <|endoftext|> before each document (0 for the first)
     counts = np.maximum(1, -(-(ends - origins) // block))  # windows per document: ceil(length / block)
     nth = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)  # 0, 1, .. within each document
     starts = np.repeat(origins, counts) + nth * block
@@ -380,6 +380,8 @@ def main():
     if min(len(train_tokens), len(val_tokens)) <= block:
         fail(f'{folder}: train.bin and val.bin need more than block_size={block} tokens each')
     train_starts = window_starts(train_tokens, block, meta['eot_token'] if align_windows else None)
+    if not len(train_starts):
+        fail(f"{folder}: align_windows=True found no <|endoftext|> (id {meta['eot_token']}) in train.bin to align to")
     val_starts = window_starts(val_tokens, block)  # the same fixed val windows whatever align_windows says
     val_starts = val_starts[eval_window_ids(len(val_starts), eval_iters * batch_size)][rank::world]
     token_bytes = torch.tensor(meta['token_bytes'] + [0] * (model_args['vocab_size'] - len(meta['token_bytes'])), device=dev)

@@ -197,6 +197,7 @@ def test_window_starts_fixed_and_aligned_to_documents():
     assert list(train.window_starts(tokens, 3, eot=E)) == [0, 3, 4, 6, 9, 12, 13]
     x, y = train.read_windows(tokens, train.window_starts(tokens, 3, eot=E)[[1, 3]], 3)
     assert x.tolist() == [[4, E, 5], [E, 1, 2]] and y.tolist() == [[E, 5, E], [1, 2, 3]]
+    assert len(train.window_starts(tokens[:4], 3, eot=E)) == 0  # no document end: nothing to align to
 
 
 def test_aligned_windows_train_and_resume_exactly(tiny_data, tmp_path):
