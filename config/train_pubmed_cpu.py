@@ -9,7 +9,7 @@
 out_dir = 'out-pubmed-cpu'
 device = 'cpu'
 dtype = 'float32'
-compile = False                # see bench/bench_train.py for what compile buys on CPU
+compile = False                # its ~20 s compile counts in a time budget: loses at 90 s, about even at 300 s (README)
 
 # model: 4 layers x 128 wide, 128-token context (~1.3M parameters with the 8k head)
 n_layer = 4
