@@ -20,6 +20,7 @@ windows for any split of (processes x micro-steps per process).
 """
 import dataclasses
 import functools
+import gc
 import json
 import math
 import os
@@ -550,7 +551,10 @@ def main():
 
     if run is not None:
         run.finish()
-    if ddp:
+    if ddp:  # DDP's reducer holds on to the process group: free it first, or gloo sometimes aborts at exit
+        dist.barrier()
+        del model
+        gc.collect()
         dist.destroy_process_group()
 
 
