@@ -320,7 +320,7 @@ def main():
     ptdtype, autocast = precision(dev, dtype)
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
-    config = {k: globals()[k] for k in config_from_globals(globals())}
+    config = config_from_globals(globals())
     if master:
         os.makedirs(out_dir, exist_ok=True)
 
@@ -398,7 +398,7 @@ def main():
         """Micro-step `micro` of this rank in the current step: micro-batches are dealt to ranks in turn."""
         first = windows_seen + (micro * world + rank) * batch_size
         ids = window_ids(first, batch_size, len(train_starts), seed)
-        return to_device(*read_windows(open_tokens(folder, 'train', meta['dtype']), train_starts[ids], block))
+        return to_device(*read_windows(train_tokens, train_starts[ids], block))
 
     @torch.no_grad()
     def evaluate():
@@ -442,8 +442,8 @@ def main():
         """The checkpoint dict; called on every rank (the RNG states are gathered), written by rank 0."""
         rngs = [rng_state(dev)]
         if ddp:
-            rngs = [None] * world
-            dist.all_gather_object(rngs, rng_state(dev))
+            mine, rngs = rngs[0], [None] * world
+            dist.all_gather_object(rngs, mine)
         ckpt = {'model': gpt.state_dict(), 'model_args': model_args, 'optimizer': [o.state_dict() for o in optimizers],
                 'iter_num': iter_num, 'tokens_seen': tokens_seen, 'train_seconds': train_seconds,
                 'best_val_loss': best_val_loss, 'config': config, 'rng': rngs,
