@@ -110,8 +110,13 @@ def configure(defaults, argv=None):
     try:
         return parse_args(defaults, argv)
     except ConfigError as e:
-        print(f'error: {e}', file=sys.stderr)
-        sys.exit(2)
+        fail(e, 2)
+
+
+def fail(message, code=1):
+    """The scripts' way out: one `error:` line on stderr and a non-zero exit code (2 = bad usage)."""
+    print(f'error: {message}', file=sys.stderr)
+    sys.exit(code)
 
 
 def config_from_globals(scope):

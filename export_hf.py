@@ -14,11 +14,10 @@ The padded vocabulary rows (vocab_size rounded up for fast matmuls) are dropped:
 """
 import json
 import os
-import sys
 
 import torch
 
-from configurator import config_from_globals, configure
+from configurator import config_from_globals, configure, fail
 from model import HF_GPT2_TRANSPOSED, CheckpointError, load_checkpoint, model_from_checkpoint
 from tokenizer import EOT, vocab_size_of
 
@@ -184,13 +183,11 @@ def main():
     try:
         import transformers  # noqa: F401
     except ImportError:
-        print('error: export_hf.py needs transformers: pip install transformers', file=sys.stderr)
-        sys.exit(1)
+        fail('export_hf.py needs transformers: pip install transformers')
     try:
         target = export(load_checkpoint(c['ckpt']), c['out'])
     except (CheckpointError, ExportError) as e:
-        print(f'error: cannot export {c["ckpt"]}: {e}', file=sys.stderr)
-        sys.exit(1)
+        fail(f'cannot export {c["ckpt"]}: {e}')
     print(f'wrote {target} model and tokenizer to {os.path.abspath(c["out"])}')
 
 

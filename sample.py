@@ -14,7 +14,7 @@ import sys
 
 import torch
 
-from configurator import config_from_globals, configure
+from configurator import config_from_globals, configure, fail
 from model import CheckpointError, load_checkpoint, model_from_checkpoint, precision
 from tokenizer import EOT, encoding_from_spec
 
@@ -31,11 +31,6 @@ device = 'auto'            # 'auto' (cuda if present), 'cpu', 'cuda', 'cuda:1', 
 dtype = 'auto'             # 'auto' (bf16 if supported, else fp16 on GPU; fp32 elsewhere), 'float32', 'bfloat16', 'float16'
 stop_at_eot = True         # a sample ends at <|endoftext|>
 SEPARATOR = '\n' + '-' * 40 + '\n'
-
-
-def fail(message, code=1):
-    print(f'error: {message}', file=sys.stderr)
-    sys.exit(code)
 
 
 def check_options(c):

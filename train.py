@@ -26,7 +26,6 @@ import math
 import os
 import pickle
 import random
-import sys
 import time
 from contextlib import nullcontext
 
@@ -35,7 +34,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from configurator import config_from_globals, configure
+from configurator import config_from_globals, configure, fail
 from model import GPT, CheckpointError, GPTConfig, load_checkpoint, model_from_checkpoint, precision, save_checkpoint
 
 # I/O
@@ -112,11 +111,6 @@ GPU_PEAK_FLOPS = (('H100 NVL', 835e12), ('H100 PCIe', 756e12), ('H100', 989e12),
                   ('B200', 2250e12), ('A100', 312e12), ('A800', 312e12), ('L40S', 362e12), ('L4', 121e12),
                   ('A10G', 70e12), ('A10', 125e12), ('V100', 125e12), ('T4', 65e12),
                   ('RTX 4090', 165e12), ('RTX 3090', 71e12))
-
-
-def fail(message, code=1):
-    print(f'error: {message}', file=sys.stderr)
-    sys.exit(code)
 
 
 # ---------------------------------------------------------------------------------------------

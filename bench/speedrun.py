@@ -36,7 +36,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from configurator import configure  # noqa: E402
+from configurator import configure, fail  # noqa: E402
 
 DEFAULTS = {
     'budget_s': 600.0,          # training seconds per run (evaluation not counted)
@@ -73,11 +73,6 @@ ABLATIONS = (
     ('fixed_windows->doc_aligned', '--align_windows=True', None),
     ('eager->compile', '--compile=True', None),
 )
-
-
-def fail(message, code=1):
-    print(f'error: {message}', file=sys.stderr)
-    sys.exit(code)
 
 
 def figure(name, value, unit, **extra):

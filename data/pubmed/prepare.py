@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))  # repo root: configurator, tokenizer
-from configurator import configure  # noqa: E402
+from configurator import configure, fail  # noqa: E402
 from tokenizer import EOT, encoding_from_spec, gpt2_spec, token_byte_lengths, train_bpe, vocab_size_of  # noqa: E402
 from download import DownloadError, atomic_write, download_all, file_md5, list_files, natural_key  # noqa: E402
 from parse import iter_file  # noqa: E402
@@ -63,11 +63,6 @@ OUTPUT_SETTINGS = ('tokenizer', 'vocab_size', 'bpe_train_chars', 'val_fraction',
 PARSE_VERSION = 1  # bump when parse.py's output changes: invalidates cache/parsed
 CHUNK = 1024  # records per pickle in the parse cache, documents per tokenizer batch
 PICKLE = 4
-
-
-def fail(message, code=1):
-    print(f'error: {message}', file=sys.stderr)
-    sys.exit(code)
 
 
 def parse_options(argv):
