@@ -16,7 +16,7 @@ import torch
 
 from configurator import config_from_globals, configure, fail
 from model import CheckpointError, load_checkpoint, model_from_checkpoint, precision
-from tokenizer import EOT, encoding_from_spec
+from tokenizer import encoding_from_spec
 
 out_dir = 'out'
 ckpt = ''                  # checkpoint file; '' = out_dir/ckpt.pt
@@ -73,7 +73,7 @@ def main():
     path = c['ckpt'] or os.path.join(c['out_dir'], 'ckpt.pt')
     dev, autocast = device_and_autocast(c['device'], c['dtype'])
     try:
-        checkpoint = load_checkpoint(path, map_location=dev)
+        checkpoint = load_checkpoint(path)  # on the CPU: only the weights go to the device, once
         if 'tokenizer' not in checkpoint:
             raise CheckpointError(f'{path}: no tokenizer stored in the checkpoint')
         model = model_from_checkpoint(checkpoint)
@@ -88,12 +88,11 @@ def main():
     if len(ids) > block:
         print(f'note: the prompt is {len(ids)} tokens, the context {block}: keeping its last {block}', file=sys.stderr)
         ids = ids[-block:]
-        text = enc.decode(ids) if text else ''
-    if min(len(ids), block) + c['max_new_tokens'] > block:
+        text = enc.decode(ids)
+    if len(ids) + c['max_new_tokens'] > block:
         print(f'note: generating past the context of {block} tokens: the window slides by half a context '
               f'once it is full', file=sys.stderr)
 
-    torch.manual_seed(c['seed'])
     generator = torch.Generator(dev).manual_seed(c['seed'])
     x = torch.tensor([ids] * c['num_samples'], dtype=torch.long, device=dev)
     stream = model.generate_stream(x, c['max_new_tokens'], temperature=c['temperature'], top_k=c['top_k'] or None,
@@ -104,13 +103,13 @@ def main():
     with autocast:
         for token in stream:
             generated.append(token)
-            if not done[0] and not (c['stop_at_eot'] and token[0, 0] == enc.eot_token):
-                sys.stdout.write(first.decode(enc.decode_single_token_bytes(token[0, 0].item())))
-                sys.stdout.flush()
             if c['stop_at_eot']:
                 done |= token[:, 0] == enc.eot_token
-                if done.all():
-                    break
+            if not done[0]:
+                sys.stdout.write(first.decode(enc.decode_single_token_bytes(token[0, 0].item())))
+                sys.stdout.flush()
+            if done.all():
+                break
     sys.stdout.write(first.decode(b'', final=True))
     rows = torch.cat(generated, dim=1).tolist() if generated else [[] for _ in range(c['num_samples'])]
     for row in rows[1:]:
