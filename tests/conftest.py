@@ -53,6 +53,12 @@ def tiny_spec():
     return train_bpe([TINY_TEXT], 300)
 
 
+@pytest.fixture(scope='session')
+def spec():
+    """The BPE of TINY_TEXT, trained once for the whole session."""
+    return tiny_spec()
+
+
 def tiny_model(spec, steps=100, **model_args):
     """A 2-layer model trained `steps` steps on TINY_TEXT: its logits are far apart, so greedy choices
     are not decided by float noise."""

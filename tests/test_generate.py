@@ -3,7 +3,7 @@ architecture switch, also past block_size where the window slides."""
 import pytest
 import torch
 
-from conftest import tiny_model, tiny_spec
+from conftest import tiny_model
 from model import KVCache, sample_next
 from tokenizer import encoding_from_spec
 
@@ -17,11 +17,6 @@ ARCHS = {
 }
 
 pytestmark = pytest.mark.usefixtures('one_thread')
-
-
-@pytest.fixture(scope='module')
-def spec():
-    return tiny_spec()
 
 
 @pytest.fixture(scope='module', params=list(ARCHS))

@@ -11,9 +11,9 @@ import sys
 import pytest
 import torch
 
-from conftest import PUBMED_CORPUS, REPO, need, tiny_model, tiny_spec
+from conftest import PUBMED_CORPUS, REPO, need, write_tiny_checkpoint
 from export_hf import ExportError, export, hf_tokenizer, target_architecture
-from model import GPT, CheckpointError, GPTConfig, load_checkpoint, save_checkpoint
+from model import GPT, CheckpointError, GPTConfig, load_checkpoint
 from tokenizer import EOT, encoding_from_spec, gpt2_spec, train_bpe, vocab_size_of
 
 transformers = pytest.importorskip('transformers')
@@ -29,16 +29,9 @@ EXPORTABLE = {  # name: (model args, the class transformers must load)
 pytestmark = pytest.mark.usefixtures('one_thread')
 
 
-@pytest.fixture(scope='module')
-def spec():
-    return tiny_spec()
-
-
 def checkpoint_of(spec, path, **model_args):
     """A trained tiny model whose vocabulary is padded past the tokenizer's (300 -> 320), saved as train.py does."""
-    model, args = tiny_model(spec, steps=20, vocab_size=320, **model_args)
-    save_checkpoint({'model': model.state_dict(), 'model_args': args, 'tokenizer': spec}, path)
-    return model
+    return write_tiny_checkpoint(path, spec, steps=20, vocab_size=320, **model_args)
 
 
 def export_cli(ckpt, out):

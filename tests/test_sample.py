@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO, tiny_spec, write_tiny_checkpoint
+from conftest import REPO, write_tiny_checkpoint
 from model import GPT, GPTConfig, save_checkpoint
 from tokenizer import EOT, encoding_from_spec, vocab_size_of
 
@@ -28,11 +28,6 @@ def run_all(arg_lists):
         out, err = proc.communicate(timeout=300)
         results.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
     return results
-
-
-@pytest.fixture(scope='module')
-def spec():
-    return tiny_spec()
 
 
 @pytest.fixture(scope='module')
