@@ -12,7 +12,6 @@ as ratio. Each figure is the best of `repeats` interleaved runs (the others on a
 A third line is the ceiling of any cache: the same number of forward passes over a single position
 (no attention to past positions at all), the least work one decoded token can cost in this model.py.
 """
-import dataclasses
 import json
 import os
 import sys
@@ -20,7 +19,9 @@ import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, _ROOT)
+import train  # noqa: E402
 from configurator import config_from_globals, configure  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
 
@@ -36,14 +37,6 @@ batch_sizes = '1,8'
 repeats = 3
 threads = 0                            # torch threads; 0 = torch's default
 seed = 1337
-
-
-def model_args(path):
-    """GPTConfig fields set in a training config file (the other keys there are training options)."""
-    scope = {}
-    with open(path) as f:
-        exec(compile(f.read(), path, 'exec'), {}, scope)
-    return {f.name: scope[f.name] for f in dataclasses.fields(GPTConfig) if f.name in scope}
 
 
 def seconds_to_generate(model, prompt, use_cache):
@@ -66,9 +59,10 @@ def main():
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    path = config if os.path.isfile(config) else os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), config)
+    path = config if os.path.isfile(config) else os.path.join(_ROOT, config)
+    training = configure(config_from_globals(vars(train)), [path])  # train.py's options as that config sets them
     sizes = {k: v for k, v in (('n_layer', n_layer), ('n_head', n_head), ('n_embd', n_embd), ('block_size', block_size)) if v}
-    args = {**model_args(path), **sizes, 'vocab_size': vocab_size, 'dropout': 0.0}
+    args = {**{k: training[k] for k in train.MODEL_KEYS}, **sizes, 'vocab_size': vocab_size, 'dropout': 0.0}
     model = GPT(GPTConfig(**args)).eval()
     c = model.config
     shape = f'{c.n_layer}x{c.n_embd}, block {c.block_size}, vocab {c.vocab_size}, {model.num_params() / 1e6:.2f}M params'

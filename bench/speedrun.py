@@ -168,12 +168,11 @@ def report(name, records):
 
 
 def compare(name, points, target, base_seconds):
-    """The time `name` needs to reach target bpb, as a JSON figure; returns the ratio or None."""
+    """Print the time `name` needs to reach target bpb, and its ratio to base_seconds, as a JSON figure."""
     t = time_to_reach(points, target)
     figure(f'{name}_seconds_to_baseline_bpb', None if t is None else round(t, 1), 's', baseline=round(base_seconds, 1),
            ratio=None if t is None else round(t / base_seconds, 3), target_bpb=round(target, 5),
            note=None if t is not None else f'not reached in {points[-1][0]:.0f} s (final bpb {points[-1][1]:.4f})')
-    return None if t is None else t / base_seconds
 
 
 def plot(path, curves, target, threads):
@@ -206,7 +205,8 @@ def main(argv=None):
     o = configure(DEFAULTS, argv)
     if min(o['budget_s'], o['eval_every_s'], o['baseline_eval_every_s']) <= 0:
         fail('--budget_s, --eval_every_s and --baseline_eval_every_s must be positive', 2)
-    unknown = [w for w in o['levers'].split(',') if w and not any(w in lever for lever, _, _ in ABLATIONS)]
+    words = [w for w in o['levers'].split(',') if w]
+    unknown = [w for w in words if not any(w in lever for lever, _, _ in ABLATIONS)]
     if unknown:
         fail(f"--levers: no lever named like {', '.join(unknown)} (levers: {', '.join(l for l, _, _ in ABLATIONS)})", 2)
     for key in ('baseline', 'candidate'):
@@ -232,7 +232,6 @@ def main(argv=None):
         reference = final
         if ablate_budget != budget:  # compare ablations with the candidate at the same budget
             reference = curve(train(o, f'{cand_name}@{ablate_budget:g}s', o['candidate'], bpe, ablate_budget, cand_overrides))[-1][1]
-        words = [w for w in o['levers'].split(',') if w]
         for lever, override, data in ABLATIONS:
             if words and not any(w in lever for w in words):
                 continue
