@@ -87,15 +87,21 @@ def meta_of(article):
             'publication_date': publication_date(article), 'affiliations': [a for a in affiliations if a]}
 
 
+def pmid_of(text):
+    """The PMID as an int, or None unless it is 1-10 digits (PMIDs index an array in the merge)."""
+    pmid = (text or '').strip()
+    return int(pmid) if pmid.isdigit() and len(pmid) <= 10 else None
+
+
 def record_of(citation, with_meta):
     """A MedlineCitation element -> record dict, or None when it has no usable PMID."""
-    pmid = (citation.findtext('PMID') or '').strip()
-    if not (pmid.isdigit() and len(pmid) <= 10):  # PMIDs index an array in the merge
+    pmid = pmid_of(citation.findtext('PMID'))
+    if pmid is None:
         return None
     article = citation.find('Article')
     if article is None:
         article = etree.Element('Article')  # an empty stand-in: no title, no abstract
-    record = {'pmid': int(pmid), 'title': text_of(article.find('ArticleTitle')),
+    record = {'pmid': pmid, 'title': text_of(article.find('ArticleTitle')),
               'abstract': abstract_of(article),
               'language': [normalise(l.text or '').lower() for l in article.iterfind('Language')]}
     if with_meta:
@@ -117,8 +123,8 @@ def iter_file(path, with_meta=False):
                 yield ('record', record) if record else ('no_pmid', None)
             elif el.tag == 'DeleteCitation':
                 for p in el.iterfind('PMID'):
-                    pmid = (p.text or '').strip()
-                    yield ('delete', int(pmid)) if pmid.isdigit() and len(pmid) <= 10 else ('no_pmid', None)
+                    pmid = pmid_of(p.text)
+                    yield ('no_pmid', None) if pmid is None else ('delete', pmid)
             elif el.tag == 'PubmedBookArticle':
                 yield 'book', None
             el.clear()

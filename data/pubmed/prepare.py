@@ -98,7 +98,8 @@ def short_hash(*parts):
 
 
 def pool_imap(fn, items, workers, initializer=None, initargs=()):
-    """Ordered map over items, in this process for 1 worker, else in a process pool."""
+    """Ordered map over a list, in this process for 1 worker, else in a pool of at most one process per item."""
+    workers = min(workers, len(items))
     if workers <= 1:
         if initializer:
             initializer(*initargs)
@@ -230,7 +231,7 @@ def parse_all(sources, o):
     os.makedirs(cache_dir, exist_ok=True)
     tasks = [(path, md5, cache_dir, bool(o['export_jsonl'])) for path, md5 in sources]
     parsed, bad, records = [], [], 0
-    bar = tqdm(pool_imap(parse_task, tasks, min(o['workers'], len(tasks))), total=len(tasks), unit='file', desc='parse')
+    bar = tqdm(pool_imap(parse_task, tasks, o['workers']), total=len(tasks), unit='file', desc='parse')
     for result in bar:
         if result['error']:
             tqdm.write(f"error: {result['path']}: corrupt or unreadable, left out: {result['error']}", file=sys.stderr)
@@ -335,10 +336,15 @@ def build_tokenizer(parsed, plans, o):
 _encoder = {}
 
 
+def token_dtype(vocab_size):
+    """The dtype name of train.bin/val.bin: 2 bytes a token while the ids fit."""
+    return 'uint16' if vocab_size <= 2 ** 16 else 'uint32'
+
+
 def init_encoder(spec):
     _encoder['enc'] = encoding_from_spec(spec)
     _encoder['eot'] = spec['special_tokens'][EOT]
-    _encoder['dtype'] = np.uint16 if vocab_size_of(spec) <= 2 ** 16 else np.uint32
+    _encoder['dtype'] = np.dtype(token_dtype(vocab_size_of(spec)))
 
 
 def tokenize_task(task):
@@ -367,7 +373,15 @@ def tokenize_task(task):
             np.savez(f, train=np.concatenate(arrays[TRAIN]), val=np.concatenate(arrays[VAL]),
                      **{k: stats[k] for k in ('train_docs', 'train_bytes', 'val_docs', 'val_bytes')})
     with np.load(out) as z:
-        return {k: int(z[k]) if k.endswith(('_docs', '_bytes')) else len(z[k]) for k in z.files}
+        return {k: int(z[k]) if k.endswith(('_docs', '_bytes')) else stored_length(z, k) for k in z.files}
+
+
+def stored_length(npz, key):
+    """The length of array `key` of an open .npz, from its header: the tokens are not read just to count them."""
+    with npz.zip.open(f'{key}.npy') as f:
+        version = np.lib.format.read_magic(f)
+        header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        return header(f)[0][0]
 
 
 def tokenize_all(parsed, plans, spec, o):
@@ -378,7 +392,7 @@ def tokenize_all(parsed, plans, spec, o):
     tasks = [(p['cache'], plan, os.path.join(token_dir, f"{os.path.basename(p['cache'])[:-4]}.{short_hash(spec_key, plan.tobytes())}.npz"))
              for p, plan in zip(parsed, plans)]
     totals, bar = Counter(), tqdm(total=len(tasks), unit='file', desc='tokenize')
-    for stats in pool_imap(tokenize_task, tasks, min(o['workers'], len(tasks)), init_encoder, (spec,)):
+    for stats in pool_imap(tokenize_task, tasks, o['workers'], init_encoder, (spec,)):
         totals.update(stats)
         bar.update()
         bar.set_postfix(tokens=f"{totals['train'] + totals['val']:,}")
@@ -412,7 +426,7 @@ def write_jsonl(parsed, plans, path):
 
 def write_meta(spec, totals, counts, parsed, bad, o):
     vocab_size = vocab_size_of(spec)
-    meta = {'vocab_size': vocab_size, 'dtype': 'uint16' if vocab_size <= 2 ** 16 else 'uint32',
+    meta = {'vocab_size': vocab_size, 'dtype': token_dtype(vocab_size),
             'tokenizer': spec, 'eot_token': spec['special_tokens'][EOT], 'token_bytes': token_byte_lengths(spec),
             'train_tokens': totals['train'], 'val_tokens': totals['val'],
             'train_docs': totals['train_docs'], 'val_docs': totals['val_docs'],
