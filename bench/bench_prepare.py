@@ -106,7 +106,7 @@ def bench_tokenizer(o, tmp):
     parsed, _ = prepare.parse_all(prepare.gather_sources(opts)[0], opts)
     plans, _ = prepare.merge(parsed, opts)
     t0 = time.perf_counter()
-    spec = prepare.build_tokenizer(parsed, plans, opts)
+    spec = prepare.train_tokenizer(parsed, plans, opts)
     emit('bpe_train_s', time.perf_counter() - t0, 's')
     for workers in sorted({1, o['workers']}):
         shutil.rmtree(tmp / 'tok' / 'cache' / 'tokens', ignore_errors=True)

@@ -310,19 +310,19 @@ def load_gpt2():
              'set TIKTOKEN_CACHE_DIR to a folder that holds them (e.g. a copy of ../shared/tiktoken-cache)')
 
 
-def build_tokenizer(parsed, plans, o):
-    if o['tokenizer'] == 'gpt2':
-        return load_gpt2()
-    train_chars = sum(int(read_header(p['cache'])['chars'][plan == TRAIN].sum()) for p, plan in zip(parsed, plans))
+def train_tokenizer(parsed, plans, o):
+    """The BPE of a sample of about bpe_train_chars characters of the train split (cached by sample)."""
+    headers = [read_header(p['cache']) for p in parsed]
+    train_chars = sum(int(h['chars'][plan == TRAIN].sum()) for h, plan in zip(headers, plans))
     below = np.uint64(min(int(min(1.0, o['bpe_train_chars'] / max(train_chars, 1)) * 2.0 ** 64), 2 ** 64 - 1))
-    samples = [(plan == TRAIN) & (read_header(p['cache'])['sample_hash'] <= below) for p, plan in zip(parsed, plans)]
+    samples = [(plan == TRAIN) & (h['sample_hash'] <= below) for h, plan in zip(headers, plans)]
     key = short_hash(o['vocab_size'], *[(p['cache'], s.tobytes()) for p, s in zip(parsed, samples)])
     cache = os.path.join(o['out_dir'], 'cache', f'bpe.{key}.pkl')
     if not os.path.exists(cache):
         def texts():
             for p, sample in zip(parsed, samples):
                 yield from (document(r) for r, chosen in zip(iter_records(p['cache']), sample) if chosen)
-        n_chars = sum(int(read_header(p['cache'])['chars'][s].sum()) for p, s in zip(parsed, samples))
+        n_chars = sum(int(h['chars'][s].sum()) for h, s in zip(headers, samples))
         print(f'training a {o["vocab_size"]}-token BPE on {n_chars:,} characters of the train split ...', file=sys.stderr)
         with atomic_write(cache) as f:
             pickle.dump(train_bpe(texts(), o['vocab_size']), f, PICKLE)
@@ -467,8 +467,7 @@ def print_summary(meta, counts, n_files, elapsed):
 def main(argv=None):
     t0 = time.time()
     o = parse_options(argv)
-    if o['tokenizer'] == 'gpt2':
-        load_gpt2()  # fail now rather than after the parse
+    spec = load_gpt2() if o['tokenizer'] == 'gpt2' else None  # fails now rather than after the parse
     os.makedirs(o['out_dir'], exist_ok=True)
     sources, failed_downloads = gather_sources(o)
     parsed, corrupt = parse_all(sources, o)
@@ -481,7 +480,7 @@ def main(argv=None):
         fail(f'the {"val" if train_docs else "train"} split is empty ({train_docs} train, {val_docs} val '
              f'documents): use more input files or a {"larger" if train_docs else "smaller"} --val_fraction; '
              'nothing written')
-    spec = build_tokenizer(parsed, plans, o)
+    spec = spec or train_tokenizer(parsed, plans, o)
     shards, totals = tokenize_all(parsed, plans, spec, o)
     if o['export_jsonl']:
         write_jsonl(parsed, plans, o['export_jsonl'])
