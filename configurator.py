@@ -41,8 +41,7 @@ def coerce(key, raw, default):
             value = ast.literal_eval(raw)
         except (ValueError, SyntaxError):
             value = None
-        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
+        value = widen_int(value, default)
         if type(value) is not type(default):
             raise ConfigError(f"--{key}={raw}: expected {type(default).__name__} (default is {default!r})")
         return value
@@ -56,12 +55,18 @@ def coerce(key, raw, default):
     raise ConfigError(f"--{key}: cannot set a key of type {type(default).__name__} from the command line")
 
 
-def check_type(key, value, default, where):
-    """Values assigned in a config file must keep the key's type (int for float is fine)."""
-    if default is None or value is None or isinstance(value, type(default)):
-        return value
+def widen_int(value, default):
+    """An int given for a float key is that float (bools are not ints here)."""
     if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    return value
+
+
+def check_type(key, value, default, where):
+    """Values assigned in a config file must keep the key's type (int for float is fine)."""
+    value = widen_int(value, default)
+    if default is None or value is None or isinstance(value, type(default)):
+        return value
     raise ConfigError(f"{key} = {value!r}{where}: expected {type(default).__name__} (default is {default!r})")
 
 
