@@ -1,5 +1,7 @@
 import os
+import pickle
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -12,6 +14,18 @@ SHARED = Path(os.environ.get('PUBMED_SHARED', REPO.parent / 'shared'))
 PUBMED_XML = SHARED / 'data' / 'pubmed-xml'
 PUBMED_CORPUS = SHARED / 'data' / 'pubmed-corpus'
 FIXTURES = REPO / 'tests' / 'fixtures'
+PREPARE = str(REPO / 'data' / 'pubmed' / 'prepare.py')
+
+
+def run_prepare(*args, timeout=300):
+    """data/pubmed/prepare.py in its own process, as a user runs it."""
+    return subprocess.run([sys.executable, PREPARE, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def load_meta(out):
+    """meta.pkl of a prepared data folder."""
+    with open(Path(out) / 'meta.pkl', 'rb') as f:
+        return pickle.load(f)
 
 
 def pytest_configure(config):

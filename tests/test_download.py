@@ -2,9 +2,7 @@
 faults: 500s, a connection dropped mid-file, a slow response, a corrupted body (MD5 mismatch)."""
 import gzip
 import hashlib
-import pickle
 import random
-import subprocess
 import sys
 import threading
 import time
@@ -12,12 +10,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from conftest import FIXTURES, REPO
+from conftest import FIXTURES, REPO, load_meta, run_prepare
 
 sys.path.insert(0, str(REPO / 'data' / 'pubmed'))
 from download import download_all, parse_listing, parse_md5  # noqa: E402
 
-PREPARE = str(REPO / 'data' / 'pubmed' / 'prepare.py')
 FAST = dict(timeout=0.5, retries=3, backoff=0.01)  # keep the retries quick
 SLOW = 1.5  # seconds a 'slow' response stalls: longer than FAST's timeout
 
@@ -200,8 +197,7 @@ def fixture_server_files():
 
 
 def prepare(*args):
-    return subprocess.run([sys.executable, PREPARE, *args, '--vocab_size=300', '--val_fraction=0.5',
-                           '--timeout=0.5', '--backoff=0.01'], capture_output=True, text=True, timeout=300)
+    return run_prepare(*args, '--vocab_size=300', '--val_fraction=0.5', '--timeout=0.5', '--backoff=0.01')
 
 
 def test_prepare_downloads_baseline_then_updates(tmp_path):
@@ -209,8 +205,7 @@ def test_prepare_downloads_baseline_then_updates(tmp_path):
     with Server(files, {'/pubmed/baseline/pubmed99n0002.xml.gz': ['drop']}) as s:
         r = prepare(f'--base_url={s.url}/pubmed/', f'--out_dir={tmp_path}', '--updates=True')
         assert r.returncode == 0, r.stderr
-        with open(tmp_path / 'meta.pkl', 'rb') as f:
-            meta = pickle.load(f)
+        meta = load_meta(tmp_path)
         assert [f['name'] for f in meta['files']] == ['pubmed99n0001.xml.gz', 'pubmed99n0002.xml.gz', 'pubmed99n0003.xml.gz']
         assert meta['files'][2]['md5'] == hashlib.md5(files['/pubmed/updatefiles/pubmed99n0003.xml.gz']).hexdigest()
         assert meta['records']['deleted'] == 2 and meta['train_docs'] + meta['val_docs'] == 9
@@ -229,5 +224,4 @@ def test_prepare_max_files_and_a_file_that_never_verifies(tmp_path):
         assert not any('pubmed99n0002' in p for p, _ in s.log)
         r = prepare(f'--base_url={s.url}/pubmed/', f'--out_dir={tmp_path / "two"}')
     assert r.returncode == 1 and 'pubmed99n0002.xml.gz' in r.stderr and 'MD5 mismatch' in r.stderr
-    with open(tmp_path / 'two' / 'meta.pkl', 'rb') as f:
-        assert [f['name'] for f in pickle.load(f)['files']] == ['pubmed99n0001.xml.gz']
+    assert [f['name'] for f in load_meta(tmp_path / 'two')['files']] == ['pubmed99n0001.xml.gz']

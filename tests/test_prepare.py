@@ -3,7 +3,6 @@ import gzip
 import hashlib
 import json
 import os
-import pickle
 import shutil
 import signal
 import subprocess
@@ -13,13 +12,11 @@ import time
 import numpy as np
 import pytest
 
-from conftest import FIXTURES, PUBMED_CORPUS, PUBMED_XML, REPO, need
+from conftest import FIXTURES, PREPARE, PUBMED_CORPUS, PUBMED_XML, REPO, load_meta, need, run_prepare
 from tokenizer import encoding_from_spec
 
 sys.path.insert(0, str(REPO / 'data' / 'pubmed'))
 from parse import parse_file  # noqa: E402
-
-PREPARE = str(REPO / 'data' / 'pubmed' / 'prepare.py')
 
 # every document the fixtures pubmed99n0001-0003 must produce, in output order
 EXPECTED = {
@@ -42,10 +39,6 @@ def in_val(pmid, fraction):
     return int.from_bytes(digest[:8], 'little') < fraction * 2 ** 64
 
 
-def run(*args, timeout=300):
-    return subprocess.run([sys.executable, PREPARE, *args], capture_output=True, text=True, timeout=timeout)
-
-
 def fixture_input(tmp_path, names=('pubmed99n0001.xml', 'pubmed99n0002.xml', 'pubmed99n0003.xml'), gz=('pubmed99n0002.xml',)):
     """Fixtures copied to a folder; those in `gz` gzipped, to cover both kinds of file."""
     folder = tmp_path / 'in'
@@ -57,11 +50,6 @@ def fixture_input(tmp_path, names=('pubmed99n0001.xml', 'pubmed99n0002.xml', 'pu
         else:
             (folder / name).write_bytes(data)
     return folder
-
-
-def load_meta(out):
-    with open(out / 'meta.pkl', 'rb') as f:
-        return pickle.load(f)
 
 
 def documents(out, split):
@@ -142,7 +130,7 @@ def test_real_samples_all_parse_except_the_truncated_one():
 
 def test_prepare_fixtures_end_to_end(tmp_path):
     folder, out = fixture_input(tmp_path), tmp_path / 'out'
-    r = run(f'--input={folder}', f'--out_dir={out}', '--vocab_size=300', '--val_fraction=0.5', '--workers=2',
+    r = run_prepare(f'--input={folder}', f'--out_dir={out}', '--vocab_size=300', '--val_fraction=0.5', '--workers=2',
             f'--export_jsonl={tmp_path / "docs.jsonl"}')
     assert r.returncode == 0, r.stderr
     order = list(EXPECTED)  # file order, then record order within a file
@@ -175,7 +163,7 @@ def test_languages_option_is_case_insensitive_and_accepts_all(tmp_path):
     folder = fixture_input(tmp_path)
     for languages, extra in (('ENG,fre', [106]), ('all', [106])):
         out = tmp_path / languages
-        r = run(f'--input={folder}', f'--out_dir={out}', '--vocab_size=300', '--val_fraction=0.5',
+        r = run_prepare(f'--input={folder}', f'--out_dir={out}', '--vocab_size=300', '--val_fraction=0.5',
                 f'--languages={languages}', '--workers=1')
         assert r.returncode == 0, r.stderr
         assert load_meta(out)['train_docs'] + load_meta(out)['val_docs'] == 9 + len(extra)
@@ -184,7 +172,7 @@ def test_languages_option_is_case_insensitive_and_accepts_all(tmp_path):
 
 def test_gpt2_tokenizer(tmp_path):
     folder, out = fixture_input(tmp_path), tmp_path / 'out'
-    r = run(f'--input={folder}', f'--out_dir={out}', '--tokenizer=gpt2', '--val_fraction=0.5')
+    r = run_prepare(f'--input={folder}', f'--out_dir={out}', '--tokenizer=gpt2', '--val_fraction=0.5')
     assert r.returncode == 0, r.stderr
     meta = load_meta(out)
     assert (meta['vocab_size'], meta['eot_token'], meta['dtype']) == (50257, 50256, 'uint16')
@@ -195,7 +183,7 @@ def test_corrupt_file_is_reported_and_left_out(tmp_path):
     folder = fixture_input(tmp_path, names=('pubmed99n0001.xml', 'pubmed99n0002.xml', 'pubmed99n0003.xml',
                                             'pubmed99n0004.xml'), gz=())
     out = tmp_path / 'out'
-    r = run(f'--input={folder}', f'--out_dir={out}', '--vocab_size=300', '--val_fraction=0.5')
+    r = run_prepare(f'--input={folder}', f'--out_dir={out}', '--vocab_size=300', '--val_fraction=0.5')
     assert r.returncode == 1
     assert 'pubmed99n0004.xml' in r.stderr and 'malformed or truncated XML' in r.stderr
     assert 'allow_bad_files' in r.stderr
@@ -203,13 +191,13 @@ def test_corrupt_file_is_reported_and_left_out(tmp_path):
     assert [f['name'] for f in meta['files']] == ['pubmed99n0001.xml', 'pubmed99n0002.xml', 'pubmed99n0003.xml']
     assert meta['bad_files'][0]['name'] == 'pubmed99n0004.xml'
     assert 'Good record in a bad file.' not in ' '.join(documents(out, 'train') + documents(out, 'val'))
-    r = run(f'--input={folder}', f'--out_dir={out}', '--vocab_size=300', '--val_fraction=0.5', '--allow_bad_files=True')
+    r = run_prepare(f'--input={folder}', f'--out_dir={out}', '--vocab_size=300', '--val_fraction=0.5', '--allow_bad_files=True')
     assert r.returncode == 0 and 'pubmed99n0004.xml' in r.stderr
 
 
 def test_real_samples_truncated_gzip_reported_rest_prepared(tmp_path):
     folder, out = need(PUBMED_XML), tmp_path / 'out'
-    r = run(f'--input={folder}', f'--out_dir={out}', '--vocab_size=300', '--val_fraction=0.05')
+    r = run_prepare(f'--input={folder}', f'--out_dir={out}', '--vocab_size=300', '--val_fraction=0.05')
     assert r.returncode == 1
     assert 'pubmed23n0001.xml.gz' in r.stderr and 'truncated gzip' in r.stderr
     meta = load_meta(out)
@@ -226,14 +214,14 @@ def test_real_samples_truncated_gzip_reported_rest_prepared(tmp_path):
 ])
 def test_bad_options_exit_2_and_write_nothing(tmp_path, args, message):
     out = tmp_path / 'out'
-    r = run(f'--out_dir={out}', '--input=' + str(FIXTURES), *args)
+    r = run_prepare(f'--out_dir={out}', '--input=' + str(FIXTURES), *args)
     assert r.returncode == 2 and message in r.stderr
     assert not out.exists()
 
 
 def test_empty_val_split_is_an_error_with_a_hint(tmp_path):
     folder, out = fixture_input(tmp_path), tmp_path / 'out'
-    r = run(f'--input={folder}', f'--out_dir={out}', '--vocab_size=300', '--val_fraction=0.0001')
+    r = run_prepare(f'--input={folder}', f'--out_dir={out}', '--vocab_size=300', '--val_fraction=0.0001')
     assert r.returncode == 1 and 'val split is empty' in r.stderr and '--val_fraction' in r.stderr
     assert not (out / 'train.bin').exists() and not (out / 'meta.pkl').exists()
 
@@ -242,7 +230,7 @@ def test_empty_val_split_is_an_error_with_a_hint(tmp_path):
 # determinism, resumability, caching
 
 def corpus_input(tmp_path, n=3):
-    """The first n pubmed-corpus files (~2,258 records each) plus the fixtures' update file."""
+    """The first n pubmed-corpus files (~2,258 records each), linked into a folder."""
     folder = tmp_path / 'corpus'
     folder.mkdir()
     for path in sorted(need(PUBMED_CORPUS).glob('*.xml.gz'))[:n]:
@@ -255,7 +243,7 @@ def test_one_and_two_workers_give_identical_bytes(tmp_path):
     results = []
     for workers in (1, 2):
         out = tmp_path / f'w{workers}'
-        r = run(f'--input={folder}', f'--out_dir={out}', '--vocab_size=400', f'--workers={workers}')
+        r = run_prepare(f'--input={folder}', f'--out_dir={out}', '--vocab_size=400', f'--workers={workers}')
         assert r.returncode == 0, r.stderr
         results.append(outputs(out))
     assert results[0] == results[1]
@@ -266,7 +254,7 @@ def test_kill_9_then_rerun_gives_identical_outputs(tmp_path):
     folder = corpus_input(tmp_path)
     args = [f'--input={folder}', '--vocab_size=400', '--workers=2']
     reference = tmp_path / 'reference'
-    assert run(*args, f'--out_dir={reference}').returncode == 0
+    assert run_prepare(*args, f'--out_dir={reference}').returncode == 0
     expected = outputs(reference)
     out = tmp_path / 'out'
     # kill at the start of parsing, after some parsed files, after some tokenized files
@@ -282,7 +270,7 @@ def test_kill_9_then_rerun_gives_identical_outputs(tmp_path):
         p.wait()
         for name in ('train.bin', 'val.bin', 'meta.pkl'):  # never half-written under the final name
             assert not (out / name).exists() or (out / name).read_bytes() == expected[name]
-    r = run(*args, f'--out_dir={out}')
+    r = run_prepare(*args, f'--out_dir={out}')
     assert r.returncode == 0, r.stderr
     assert outputs(out) == expected
 
@@ -291,10 +279,10 @@ def test_rerun_and_added_files_reuse_the_cache(tmp_path):
     folder = fixture_input(tmp_path, names=('pubmed99n0001.xml', 'pubmed99n0002.xml'), gz=())
     out = tmp_path / 'out'
     args = [f'--input={folder}', f'--out_dir={out}', '--vocab_size=300', '--val_fraction=0.5']
-    assert run(*args).returncode == 0
+    assert run_prepare(*args).returncode == 0
     parsed = {p.name: p.stat().st_mtime_ns for p in (out / 'cache' / 'parsed').iterdir()}
     shutil.copy(FIXTURES / 'pubmed99n0003.xml', folder)
-    assert run(*args).returncode == 0
+    assert run_prepare(*args).returncode == 0
     after = {p.name: p.stat().st_mtime_ns for p in (out / 'cache' / 'parsed').iterdir()}
     assert len(after) == 3 and all(after[name] == mtime for name, mtime in parsed.items())
     assert documents(out, 'train') + documents(out, 'val') != [] and load_meta(out)['records']['deleted'] == 2

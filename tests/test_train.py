@@ -74,7 +74,7 @@ def test_training_writes_metrics_and_checkpoints_and_val_loss_falls(tiny_data, t
     assert sorted(p.name for p in out.glob('*.pt')) == ['best.pt', 'ckpt.pt', 'ckpt_000000001024.pt',
                                                       'ckpt_000000002048.pt', 'ckpt_000000003072.pt']
     ckpt = load_checkpoint(out / 'ckpt.pt')
-    meta = np.load(tiny_data / 'meta.pkl', allow_pickle=True)
+    meta = train.load_meta(tiny_data)
     assert ckpt['iter_num'] == 12 and ckpt['tokens_seen'] == 12 * 256 and ckpt['best_val_loss'] == evals[-1]['val_loss']
     assert ckpt['tokenizer'] == meta['tokenizer'] and ckpt['token_bytes'] == meta['token_bytes']
     assert ckpt['loader']['windows_seen'] == 12 * 8 and ckpt['config']['learning_rate'] == 1e-2
