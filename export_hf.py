@@ -64,17 +64,15 @@ def hf_config(c, target, n_vocab, eot, mlp_hidden):
     return transformers.Qwen3Config(**llama_like)
 
 
-def gpt2_state_dict(sd, c):
-    """Ours -> GPT2LMHeadModel: the same names, Conv1D weights transposed, zeros where we have no bias."""
+def gpt2_state_dict(sd):
+    """Ours -> GPT2LMHeadModel: the same names, Conv1D weights transposed, zeros for the biases of the
+    blocks' and final norm's layers when we have none (bias=False): GPT-2 always has them."""
     hf = {}
-    for i in range(c.n_layer):
-        for name, size in (('ln_1', c.n_embd), ('ln_2', c.n_embd), ('attn.c_attn', 3 * c.n_embd),
-                           ('attn.c_proj', c.n_embd), ('mlp.c_fc', 4 * c.n_embd), ('mlp.c_proj', c.n_embd)):
-            key = f'transformer.h.{i}.{name}'
-            hf[f'{key}.bias'] = sd.get(f'{key}.bias', torch.zeros(size))
-    hf['transformer.ln_f.bias'] = sd.get('transformer.ln_f.bias', torch.zeros(c.n_embd))
     for key, w in sd.items():
         hf[key] = w.t() if key.endswith(HF_GPT2_TRANSPOSED) else w
+        bias = key.removesuffix('weight') + 'bias'
+        if key.startswith(('transformer.h.', 'transformer.ln_f.')) and key.endswith('.weight') and bias not in sd:
+            hf[bias] = torch.zeros(w.size(0))
     return hf
 
 
@@ -146,8 +144,12 @@ def hf_tokenizer(spec, max_length):
 
 
 def export(checkpoint, out_dir):
-    """Write the HF model directory for a loaded checkpoint; ExportError when it has no standard equivalent."""
-    import transformers
+    """Write the HF model directory for a loaded checkpoint; ExportError when it has no standard equivalent
+    (or transformers is not installed)."""
+    try:
+        import transformers
+    except ImportError:
+        raise ExportError('export_hf.py needs transformers: pip install transformers')
     if 'tokenizer' not in checkpoint:
         raise CheckpointError('no tokenizer stored in the checkpoint')
     model = model_from_checkpoint(checkpoint)
@@ -163,7 +165,7 @@ def export(checkpoint, out_dir):
     cls = {'gpt2': transformers.GPT2LMHeadModel, 'llama': transformers.LlamaForCausalLM,
            'qwen3': transformers.Qwen3ForCausalLM}[target]
     hf = cls(config)
-    weights = gpt2_state_dict(sd, c) if target == 'gpt2' else llama_state_dict(sd, c)
+    weights = gpt2_state_dict(sd) if target == 'gpt2' else llama_state_dict(sd, c)
     missing, unexpected = hf.load_state_dict(weights, strict=False)
     missing = [k for k in missing if not (c.tie_embeddings and k == 'lm_head.weight')]
     assert not missing and not unexpected, f'weight names do not line up: missing {missing}, unexpected {unexpected}'
@@ -180,10 +182,6 @@ def export(checkpoint, out_dir):
 
 def main():
     c = configure(config_from_globals(globals()))
-    try:
-        import transformers  # noqa: F401
-    except ImportError:
-        fail('export_hf.py needs transformers: pip install transformers')
     try:
         target = export(load_checkpoint(c['ckpt']), c['out'])
     except (CheckpointError, ExportError) as e:
