@@ -56,7 +56,7 @@ def hf_config(c, target, n_vocab, eot, mlp_hidden):
                                        activation_function='gelu_new', layer_norm_epsilon=1e-5, resid_pdrop=0.0,
                                        embd_pdrop=0.0, attn_pdrop=0.0, **common)
     llama_like = dict(hidden_size=c.n_embd, num_hidden_layers=c.n_layer, num_attention_heads=c.n_head,
-                      num_key_value_heads=c.n_head, head_dim=c.n_embd // c.n_head, intermediate_size=mlp_hidden,
+                      num_key_value_heads=c.n_head, head_dim=c.head_dim, intermediate_size=mlp_hidden,
                       hidden_act='silu', max_position_embeddings=c.block_size, rms_norm_eps=1e-6,
                       rope_theta=c.rope_base, attention_bias=c.bias, **common)
     if target == 'llama':

@@ -43,6 +43,10 @@ class GPTConfig:
         if self.n_embd % self.n_head:
             raise ValueError(f'n_embd={self.n_embd} must be a multiple of n_head={self.n_head}')
 
+    @property
+    def head_dim(self):
+        return self.n_embd // self.n_head
+
 
 class Norm(nn.Module):
     def __init__(self, dim, kind, bias):
@@ -66,7 +70,7 @@ class CausalSelfAttention(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.n_head = config.n_head
-        self.head_dim = config.n_embd // config.n_head
+        self.head_dim = config.head_dim
         self.dropout = config.dropout
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
@@ -133,8 +137,7 @@ class KVCache:
     first keys written, so autocast works). The prompt is prefilled once, then each token appends one."""
 
     def __init__(self, config, batch_size, device):
-        head_dim = config.n_embd // config.n_head
-        self.shape = (config.n_layer, batch_size, config.n_head, config.block_size, head_dim)
+        self.shape = (config.n_layer, batch_size, config.n_head, config.block_size, config.head_dim)
         self.device, self.k, self.v = device, None, None
         self.pos = 0  # positions filled so far (the position of the next token)
 
@@ -165,8 +168,7 @@ class GPT(nn.Module):
             self.transformer.wpe = nn.Embedding(config.block_size, config.n_embd)
         else:
             # cos and sin of every position's rotary angles, computed once: a decode step only slices them
-            head_dim = config.n_embd // config.n_head
-            inv_freq = 1.0 / (config.rope_base ** (torch.arange(0, head_dim, 2).float() / head_dim))
+            inv_freq = 1.0 / (config.rope_base ** (torch.arange(0, config.head_dim, 2).float() / config.head_dim))
             angles = torch.outer(torch.arange(config.block_size, dtype=torch.float32), inv_freq)
             angles = torch.cat((angles, angles), dim=-1)
             self.register_buffer('rope_cos', angles.cos(), persistent=False)
