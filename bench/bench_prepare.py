@@ -13,14 +13,12 @@ Benchmarks of the data pipeline (data/pubmed/prepare.py); every figure is one JS
   --rss_factor times as large (each copy with new PMIDs).
 """
 import gzip
-import json
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -30,6 +28,7 @@ from configurator import configure  # noqa: E402
 from tokenizer import encoding_from_spec, gpt2_spec  # noqa: E402
 import prepare  # noqa: E402
 from parse import parse_file  # noqa: E402
+from run import figure  # noqa: E402
 
 DEFAULTS = {
     'shared': str(REPO.parent / 'shared'),  # the read-only samples and corpus
@@ -42,10 +41,9 @@ DEFAULTS = {
 
 
 def emit(name, value, unit, baseline=None):
-    line = {'name': name, 'value': round(value, 4), 'unit': unit}
-    if baseline is not None:
-        line.update(baseline=round(baseline, 4), ratio=round(value / baseline, 4))
-    print(json.dumps(line), flush=True)
+    """A figure rounded to 4 places, with its ratio to baseline when there is one."""
+    compared = {} if baseline is None else {'baseline': round(baseline, 4), 'ratio': round(value / baseline, 4)}
+    figure(name, round(value, 4), unit, **compared)
 
 
 def use_private_tiktoken_cache(shared):

@@ -12,7 +12,6 @@ as ratio. Each figure is the best of `repeats` interleaved runs (the others on a
 A third line is the ceiling of any cache: the same number of forward passes over a single position
 (no attention to past positions at all), the least work one decoded token can cost in this model.py.
 """
-import json
 import os
 import sys
 import time
@@ -24,6 +23,7 @@ sys.path.insert(0, _ROOT)
 import train  # noqa: E402
 from configurator import config_from_globals, configure  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
+from run import figure  # noqa: E402
 
 config = 'config/train_pubmed_cpu.py'  # model arguments are read from this training config
 vocab_size = 8192                      # the vocabulary that config expects (prepare.py --vocab_size=8192)
@@ -76,15 +76,13 @@ def main():
             best['floor'] = min(best['floor'], seconds_for_one_position_forwards(model, prompt))
         rate = {k: batch * max_new_tokens / s for k, s in best.items()}
         note = f'{max_new_tokens} new tokens after {prompt_tokens}, greedy, {torch.get_num_threads()} threads; {shape}'
-        print(json.dumps({'name': f'sample_tokens_per_s_batch{batch}_no_cache', 'value': round(rate[False], 1),
-                          'unit': 'tokens/s', 'note': note}), flush=True)
-        print(json.dumps({'name': f'sample_tokens_per_s_batch{batch}_kv_cache', 'value': round(rate[True], 1),
-                          'unit': 'tokens/s', 'baseline': round(rate[False], 1),
-                          'ratio': round(rate[True] / rate[False], 2), 'note': note}), flush=True)
-        print(json.dumps({'name': f'sample_tokens_per_s_batch{batch}_one_position_ceiling', 'value': round(rate['floor'], 1),
-                          'unit': 'tokens/s', 'baseline': round(rate[False], 1), 'ratio': round(rate['floor'] / rate[False], 2),
-                          'note': 'a forward of one position per token, no sampling: the most any KV cache could reach; ' + note}),
-              flush=True)
+        plain = round(rate[False], 1)
+        figure(f'sample_tokens_per_s_batch{batch}_no_cache', plain, 'tokens/s', note=note)
+        figure(f'sample_tokens_per_s_batch{batch}_kv_cache', round(rate[True], 1), 'tokens/s', baseline=plain,
+               ratio=round(rate[True] / rate[False], 2), note=note)
+        figure(f'sample_tokens_per_s_batch{batch}_one_position_ceiling', round(rate['floor'], 1), 'tokens/s',
+               baseline=plain, ratio=round(rate['floor'] / rate[False], 2),
+               note='a forward of one position per token, no sampling: the most any KV cache could reach; ' + note)
 
 
 if __name__ == '__main__':

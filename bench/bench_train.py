@@ -14,7 +14,6 @@ Prints one JSON line per figure, then the ops that take the time (torch.profiler
 On a machine other jobs keep busy, --threads=1 gives the per-core figure (step and peak on one thread):
 two threads then wait on each other's descheduled halves and the step can take 10x longer.
 """
-import json
 import os
 import sys
 import time
@@ -26,6 +25,7 @@ import torch  # noqa: E402
 import train  # noqa: E402
 from configurator import config_from_globals, configure  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
+from run import figure  # noqa: E402
 
 config = 'config/train_pubmed_cpu.py'
 vocab_size = 8192                # the data's vocabulary (config/train_pubmed_cpu.py expects a BPE of 8k)
@@ -34,10 +34,6 @@ warmup = 3                       # untimed steps first (compilation happens here
 peak_seconds = 2.0               # how long to measure the matmul peak
 profile = True                   # print the top ops of one step
 threads = 0                      # torch threads (0 = torch's default: one per core)
-
-
-def emit(name, value, unit, **extra):
-    print(json.dumps({'name': name, 'value': value, 'unit': unit, **extra}), flush=True)
 
 
 def make_step(c, compiled):
@@ -74,23 +70,23 @@ def main():
         t0 = time.perf_counter()
         for _ in range(warmup):
             step()
-        emit(f'train_cpu_warmup_{tag}', round(time.perf_counter() - t0, 1), 's', steps=warmup)
+        figure(f'train_cpu_warmup_{tag}', round(time.perf_counter() - t0, 1), 's', steps=warmup)
     for _ in range(steps):  # alternate, so the steps and the peak see the same machine
         for tag, (_, step) in settings.items():
             t0 = time.perf_counter()
             step()
             times[tag].append(time.perf_counter() - t0)
         peak = max(peak, train.measure_matmul_peak(torch.device('cpu'), torch.float32, seconds=0.2))
-    emit('cpu_fp32_matmul_peak', round(peak / 1e9, 2), 'GFLOP/s', threads=torch.get_num_threads())
+    figure('cpu_fp32_matmul_peak', round(peak / 1e9, 2), 'GFLOP/s', threads=torch.get_num_threads())
     for tag, (gpt, step) in settings.items():
         best, median = min(times[tag]), sorted(times[tag])[len(times[tag]) // 2]
         tokens_per_s = tokens_per_step / best
         flops = gpt.flops_per_token(c['block_size'])
         off = tokens_per_step / min(times['compile_off'])
         base = {'baseline': round(off, 1), 'ratio': round(tokens_per_s / off, 3)} if tag == 'compile_on' else {}
-        emit(f'train_cpu_tokens_per_s_{tag}', round(tokens_per_s, 1), 'tokens/s', **base,
+        figure(f'train_cpu_tokens_per_s_{tag}', round(tokens_per_s, 1), 'tokens/s', **base,
              median=round(tokens_per_step / median, 1))
-        emit(f'train_cpu_mfu_{tag}', round(flops * tokens_per_s / peak, 4), 'fraction', target=0.45,
+        figure(f'train_cpu_mfu_{tag}', round(flops * tokens_per_s / peak, 4), 'fraction', target=0.45,
              median=round(flops * tokens_per_step / median / peak, 4), flops_per_token=flops, params=gpt.num_params())
     if profile:
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
@@ -98,7 +94,7 @@ def main():
         ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
         total = sum(e.self_cpu_time_total for e in ops)
         top = [[e.key, round(e.self_cpu_time_total / total, 3)] for e in ops[:8]]
-        emit('train_cpu_top_ops_compile_off', top, 'share of step time')
+        figure('train_cpu_top_ops_compile_off', top, 'share of step time')
 
 
 if __name__ == '__main__':

@@ -8,6 +8,7 @@ Run the benchmarks and print every figure as one JSON line:
 
 Each bench/bench_<name>.py (and bench/speedrun.py) also runs on its own; see its docstring.
 """
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 SCRIPTS = {p.stem.removeprefix('bench_'): p for p in sorted(HERE.glob('bench_*.py'))}
 SCRIPTS['speedrun'] = HERE / 'speedrun.py'
+
+
+def figure(name, value, unit, **extra):
+    """Print one figure as the JSON line every benchmark writes (the scripts import this)."""
+    print(json.dumps({'name': name, 'value': value, 'unit': unit, **extra}), flush=True)
 
 
 def main(argv):

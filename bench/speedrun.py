@@ -37,6 +37,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from configurator import configure, fail  # noqa: E402
+from run import figure  # noqa: E402
 
 DEFAULTS = {
     'budget_s': 600.0,          # training seconds per run (evaluation not counted)
@@ -73,10 +74,6 @@ ABLATIONS = (
     ('fixed_windows->doc_aligned', '--align_windows=True', None),
     ('eager->compile', '--compile=True', None),
 )
-
-
-def figure(name, value, unit, **extra):
-    print(json.dumps({'name': name, 'value': value, 'unit': unit, **extra}), flush=True)
 
 
 def prepared(o, tokenizer):
