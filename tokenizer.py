@@ -8,9 +8,23 @@ with no network:
 
 BPE is trained with rustbpe (fast, parallel, GPT-4-style split pattern) and run with tiktoken.
 """
+import os
+import shutil
+
 import tiktoken
 
 EOT = '<|endoftext|>'
+
+
+def use_tiktoken_cache_copy(source, copy):
+    """Point tiktoken (TIKTOKEN_CACHE_DIR, for this process and its children) at `copy`, made once from
+    `source`, a folder of its downloaded files (e.g. ../shared/tiktoken-cache), unless TIKTOKEN_CACHE_DIR
+    is already set or source is missing. A copy, because tiktoken deletes cache files it distrusts."""
+    if os.environ.get('TIKTOKEN_CACHE_DIR') or not os.path.isdir(source):
+        return
+    if not os.path.isdir(copy):
+        shutil.copytree(source, copy)
+    os.environ['TIKTOKEN_CACHE_DIR'] = str(copy)
 
 
 def train_bpe(texts, vocab_size):

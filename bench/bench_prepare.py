@@ -25,7 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / 'data' / 'pubmed')]
 from configurator import configure  # noqa: E402
-from tokenizer import encoding_from_spec, gpt2_spec  # noqa: E402
+from tokenizer import encoding_from_spec, gpt2_spec, use_tiktoken_cache_copy  # noqa: E402
 import prepare  # noqa: E402
 from parse import parse_file  # noqa: E402
 from run import figure  # noqa: E402
@@ -44,15 +44,6 @@ def emit(name, value, unit, baseline=None):
     """A figure rounded to 4 places, with its ratio to baseline when there is one."""
     compared = {} if baseline is None else {'baseline': round(baseline, 4), 'ratio': round(value / baseline, 4)}
     figure(name, round(value, 4), unit, **compared)
-
-
-def use_private_tiktoken_cache(shared):
-    # tiktoken deletes cache files it distrusts, so it gets a copy of the shared cache, never the original
-    if not os.environ.get('TIKTOKEN_CACHE_DIR') and (shared / 'tiktoken-cache').is_dir():
-        cache = REPO / '.pytest_cache' / 'tiktoken'
-        if not cache.is_dir():
-            shutil.copytree(shared / 'tiktoken-cache', cache)
-        os.environ['TIKTOKEN_CACHE_DIR'] = str(cache)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -168,7 +159,7 @@ def bench_rss(o, tmp):
 
 def main(argv=None):
     o = configure(DEFAULTS, argv)
-    use_private_tiktoken_cache(Path(o['shared']))
+    use_tiktoken_cache_copy(Path(o['shared']) / 'tiktoken-cache', REPO / '.pytest_cache' / 'tiktoken')
     with tempfile.TemporaryDirectory() as tmp:
         bench_parse(o, Path(tmp))
         bench_tokenizer(o, Path(tmp))

@@ -28,7 +28,6 @@ whose finished metrics were produced by the same command, e.g. the baseline of a
 import json
 import os
 import shlex
-import shutil
 import subprocess
 import sys
 import time
@@ -37,6 +36,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from configurator import configure, fail  # noqa: E402
+from tokenizer import use_tiktoken_cache_copy  # noqa: E402
 from run import figure  # noqa: E402
 
 DEFAULTS = {
@@ -85,18 +85,13 @@ def prepared(o, tokenizer):
     if not Path(o['input']).exists():
         fail(f"{folder} is not prepared and --input={o['input']} does not exist: point --input at PubMed XML "
              f"(e.g. ../shared/data/pubmed-corpus) or --data_root at prepared data")
-    env = dict(os.environ)
-    shared_cache = Path(o['input']).parent.parent / 'tiktoken-cache'
-    if tokenizer == 'gpt2' and not env.get('TIKTOKEN_CACHE_DIR') and shared_cache.is_dir():
-        cache = Path(o['data_root']) / 'tiktoken-cache'  # a copy: tiktoken deletes files it dislikes
-        if not cache.is_dir():
-            shutil.copytree(shared_cache, cache)
-        env['TIKTOKEN_CACHE_DIR'] = str(cache)
+    if tokenizer == 'gpt2':  # GPT-2's files offline, from the shared folder the default --input lies in
+        use_tiktoken_cache_copy(Path(o['input']).parent.parent / 'tiktoken-cache', Path(o['data_root']) / 'tiktoken-cache')
     args = [f"--input={o['input']}", f'--out_dir={folder}', f'--tokenizer={tokenizer}']
     if tokenizer == 'bpe':
         args.append(f"--vocab_size={o['vocab_size']}")
     print(f'preparing {folder} ...', file=sys.stderr, flush=True)
-    if subprocess.run([sys.executable, str(REPO / 'data' / 'pubmed' / 'prepare.py'), *args], env=env).returncode:
+    if subprocess.run([sys.executable, str(REPO / 'data' / 'pubmed' / 'prepare.py'), *args]).returncode:
         fail(f'prepare.py failed for {folder}')
     return folder
 

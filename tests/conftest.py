@@ -1,6 +1,5 @@
 import os
 import pickle
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -29,13 +28,8 @@ def load_meta(out):
 
 
 def pytest_configure(config):
-    # tiktoken must find GPT-2's files offline: use a private copy of the shared cache
-    # (tiktoken deletes cache files whose hash mismatches, so never point it at shared/ itself)
-    if not os.environ.get('TIKTOKEN_CACHE_DIR') and (SHARED / 'tiktoken-cache').is_dir():
-        cache = Path(config.rootpath) / '.pytest_cache' / 'tiktoken'
-        if not cache.is_dir():
-            shutil.copytree(SHARED / 'tiktoken-cache', cache)
-        os.environ['TIKTOKEN_CACHE_DIR'] = str(cache)
+    from tokenizer import use_tiktoken_cache_copy
+    use_tiktoken_cache_copy(SHARED / 'tiktoken-cache', Path(config.rootpath) / '.pytest_cache' / 'tiktoken')  # offline GPT-2
     os.environ.setdefault('WANDB_MODE', 'offline')
 
 
