@@ -9,6 +9,8 @@ with the current values in scope), `--key=value` overrides one key. Compared wit
 configurator this fixes what users trip on: an int is fine for a float key, a key whose default is
 None can be set, a value may contain '=', booleans accept True/False/true/false/1/0/yes/no.
 Any mistake is one clear line on stderr naming the key and exit code 2, before anything is written.
+A script may keep old option names working: `renamed={'old': (old default, 'new', convert)}` sets
+new = convert(old value, config so far) with a one-line note on stderr.
 """
 import ast
 import difflib
@@ -70,7 +72,14 @@ def check_type(key, value, default, where):
     raise ConfigError(f"{key} = {value!r}{where}: expected {type(default).__name__} (default is {default!r})")
 
 
-def apply_config_file(path, config, defaults):
+def rename(key, value, config, renamed):
+    """Apply the renamed option `key`: its value goes to the new key, with a note saying so."""
+    _, new, convert = renamed[key]
+    config[new] = convert(value, config)
+    print(f'note: {key} is deprecated: use {new} (here {new}={config[new]!r})', file=sys.stderr)
+
+
+def apply_config_file(path, config, defaults, renamed):
     try:
         with open(path) as f:
             source = f.read()
@@ -84,28 +93,35 @@ def apply_config_file(path, config, defaults):
     for key, value in scope.items():
         if key.startswith('_') or key in config and config[key] is value:
             continue
+        if key in renamed:
+            rename(key, check_type(key, value, renamed[key][0], f" in '{path}'"), config, renamed)
+            continue
         if key not in defaults:
             raise _unknown(key, list(defaults), f" in config file '{path}'")
         config[key] = check_type(key, value, defaults[key], f" in '{path}'")
 
 
-def parse_args(defaults, argv):
-    config = dict(defaults)
+def parse_args(defaults, argv, renamed=None):
+    config, renamed = dict(defaults), renamed or {}
     for arg in argv:
         if not arg.startswith('--'):
-            apply_config_file(arg, config, defaults)
+            apply_config_file(arg, config, defaults, renamed)
             continue
         key, eq, raw = arg[2:].partition('=')
-        if key not in defaults:
+        if key not in defaults and key not in renamed:
             raise _unknown(key, list(defaults), '')
         if not eq:
             raise ConfigError(f"--{key} needs a value: write --{key}=VALUE")
-        config[key] = coerce(key, raw, defaults[key])
+        if key in renamed:
+            rename(key, coerce(key, raw, renamed[key][0]), config, renamed)
+        else:
+            config[key] = coerce(key, raw, defaults[key])
     return config
 
 
-def configure(defaults, argv=None):
-    """Parse sys.argv (or argv) against `defaults`; on any mistake print one line and exit 2."""
+def configure(defaults, argv=None, renamed=None):
+    """Parse sys.argv (or argv) against `defaults` (and `renamed`, see above); on any mistake print one
+    line and exit 2."""
     argv = sys.argv[1:] if argv is None else argv
     if any(a in ('-h', '--help') for a in argv):
         print('options (--key=value) and their defaults:')
@@ -113,7 +129,7 @@ def configure(defaults, argv=None):
             print(f'  --{key}={value!r}')
         sys.exit(0)
     try:
-        return parse_args(defaults, argv)
+        return parse_args(defaults, argv, renamed)
     except ConfigError as e:
         fail(e, 2)
 

@@ -14,8 +14,9 @@ import sys
 
 import torch
 
+from checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, tokenizer_of
+from common import DTYPES, DeviceError, precision, resolve_device
 from configurator import config_from_globals, configure, fail
-from model import CheckpointError, load_checkpoint, model_from_checkpoint, precision
 from tokenizer import encoding_from_spec
 
 out_dir = 'out'
@@ -39,7 +40,7 @@ def check_options(c):
                 (c['temperature'] < 0, '--temperature must be 0 (greedy) or more'),
                 (c['top_k'] < 0, '--top_k must be 0 (off) or more'),
                 (not 0 < c['top_p'] <= 1, '--top_p must be in (0, 1]'),
-                (c['dtype'] not in ('auto', 'float32', 'bfloat16', 'float16'), '--dtype must be auto, float32, bfloat16 or float16')]
+                (c['dtype'] not in DTYPES, f"--dtype must be one of {', '.join(DTYPES)}")]
     for bad, message in problems:
         if bad:
             fail(message, 2)
@@ -55,31 +56,21 @@ def read_prompt(text):
         fail(f'cannot read the prompt file {text[5:]}: {e}', 2)
 
 
-def device_and_autocast(device, dtype):
-    if device == 'auto':
-        device = 'cuda' if torch.cuda.is_available() else 'cpu'
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        fail(f'--device={device}: not a device (cpu, cuda, cuda:1, mps)', 2)
-    if dev.type == 'cuda' and not torch.cuda.is_available():
-        fail(f'--device={device}: CUDA is not available here (use --device=cpu or auto)', 2)
-    return dev, precision(dev, dtype)[1]
-
-
 def main():
     c = configure(config_from_globals(globals()))
     check_options(c)
     path = c['ckpt'] or os.path.join(c['out_dir'], 'ckpt.pt')
-    dev, autocast = device_and_autocast(c['device'], c['dtype'])
+    try:
+        dev = resolve_device(c['device'])
+    except DeviceError as e:
+        fail(str(e), 2)
+    autocast = precision(dev, c['dtype'])[1]
     try:
         checkpoint = load_checkpoint(path)  # on the CPU: only the weights go to the device, once
-        if 'tokenizer' not in checkpoint:
-            raise CheckpointError(f'{path}: no tokenizer stored in the checkpoint')
+        enc = encoding_from_spec(tokenizer_of(checkpoint, path))
         model = model_from_checkpoint(checkpoint)
     except CheckpointError as e:
         fail(str(e))
-    enc = encoding_from_spec(checkpoint['tokenizer'])
     model.eval().to(dev)
     block = model.config.block_size
 

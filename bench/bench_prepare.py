@@ -23,12 +23,12 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO), str(REPO / 'data' / 'pubmed')]
+sys.path.insert(0, str(REPO))
 from configurator import configure  # noqa: E402
-from tokenizer import encoding_from_spec, gpt2_spec, use_tiktoken_cache_copy  # noqa: E402
-import prepare  # noqa: E402
-from parse import parse_file  # noqa: E402
+from data.pubmed import prepare  # noqa: E402
+from data.pubmed.parse import parse_file  # noqa: E402
 from run import figure  # noqa: E402
+from tokenizer import encoding_from_spec, gpt2_spec, use_tiktoken_cache_copy  # noqa: E402
 
 DEFAULTS = {
     'shared': str(REPO.parent / 'shared'),  # the read-only samples and corpus

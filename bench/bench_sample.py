@@ -60,9 +60,9 @@ def main():
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
     path = config if os.path.isfile(config) else os.path.join(_ROOT, config)
-    training = configure(config_from_globals(vars(train)), [path])  # train.py's options as that config sets them
+    training = train.options([path])  # train.py's options as that config sets them
     sizes = {k: v for k, v in (('n_layer', n_layer), ('n_head', n_head), ('n_embd', n_embd), ('block_size', block_size)) if v}
-    args = {**{k: training[k] for k in train.MODEL_KEYS}, **sizes, 'vocab_size': vocab_size, 'dropout': 0.0}
+    args = {**{k: training[k] for k in train.MODEL_DEFAULTS}, **sizes, 'vocab_size': vocab_size, 'dropout': 0.0}
     model = GPT(GPTConfig(**args)).eval()
     c = model.config
     shape = f'{c.n_layer}x{c.n_embd}, block {c.block_size}, vocab {c.vocab_size}, {model.num_params() / 1e6:.2f}M params'

@@ -4,8 +4,8 @@ Training throughput and MFU on CPU for config/train_pubmed_cpu.py: fp32, torch.c
     python bench/bench_train.py                       # ~1-2 minutes
     python bench/bench_train.py --steps=50 --config=config/train_pubmed_cpu.py --vocab_size=8192
 
-Times the exact optimizer step of train.py (forward, backward, grad clip, AdamW/Muon step) on random
-tokens of the config's shape (token values do not change the cost). MFU = model FLOPs per token x
+Times train.py's own optimizer step (train.train_step: forward, backward, grad clip, AdamW/Muon step)
+on random tokens of the config's shape (token values do not change the cost). MFU = model FLOPs per token x
 tokens/s / peak, where the peak is a large fp32 matmul measured in the same run, as train.py does.
 Compile off and on (and the matmul peak) are timed in alternating rounds, step by step; the figures
 use the fastest step and peak (other processes on a shared machine only ever slow them down) and
@@ -17,12 +17,14 @@ two threads then wait on each other's descheduled halves and the step can take 1
 import os
 import sys
 import time
+from contextlib import nullcontext
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _ROOT)
 import torch  # noqa: E402
 
 import train  # noqa: E402
+from common import measure_matmul_peak  # noqa: E402
 from configurator import config_from_globals, configure  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
 from run import figure  # noqa: E402
@@ -38,32 +40,23 @@ threads = 0                      # torch threads (0 = torch's default: one per c
 
 def make_step(c, compiled):
     torch.manual_seed(0)
-    args = {k: c[k] for k in train.MODEL_KEYS}
-    gpt = GPT(GPTConfig(vocab_size=vocab_size, **args))
+    gpt = GPT(GPTConfig(vocab_size=vocab_size, **{k: c[k] for k in train.MODEL_DEFAULTS}))
     optimizers = gpt.configure_optimizers(c['weight_decay'], c['learning_rate'], (c['beta1'], c['beta2']), 'cpu',
                                           optimizer=c['optimizer'], muon_lr=c['muon_lr'], muon_momentum=c['muon_momentum'])
     model = torch.compile(gpt) if compiled else gpt
-    x = torch.randint(0, vocab_size, (c['batch_size'], c['block_size']))
-    y = torch.randint(0, vocab_size, (c['batch_size'], c['block_size']))
-
-    def step():
-        for _ in range(c['gradient_accumulation_steps']):
-            _, loss = model(x, y)
-            (loss / c['gradient_accumulation_steps']).backward()
-        if c['grad_clip']:
-            torch.nn.utils.clip_grad_norm_(gpt.parameters(), c['grad_clip'])
-        for opt in optimizers:
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-    return gpt, step
+    scaler = torch.amp.GradScaler('cpu', enabled=False)  # fp32, as the CPU config trains
+    shape = (c['batch_size'], c['block_size'])
+    batches = [(torch.randint(0, vocab_size, shape), torch.randint(0, vocab_size, shape))
+               for _ in range(c['gradient_accumulation_steps'])]
+    return gpt, lambda: train.train_step(model, optimizers, scaler, batches, nullcontext(), c['grad_clip'])
 
 
 def main():
-    c = configure(config_from_globals(vars(train)), [os.path.join(_ROOT, config)])
+    c = train.options([os.path.join(_ROOT, config)])
     if threads:
         torch.set_num_threads(threads)
     tokens_per_step = c['batch_size'] * c['block_size'] * c['gradient_accumulation_steps']
-    peak = train.measure_matmul_peak(torch.device('cpu'), torch.float32, seconds=peak_seconds)
+    peak = measure_matmul_peak(torch.device('cpu'), torch.float32, seconds=peak_seconds)
     settings = {'compile_off': make_step(c, False), 'compile_on': make_step(c, True)}
     times = {tag: [] for tag in settings}
     for tag, (_, step) in settings.items():
@@ -76,7 +69,7 @@ def main():
             t0 = time.perf_counter()
             step()
             times[tag].append(time.perf_counter() - t0)
-        peak = max(peak, train.measure_matmul_peak(torch.device('cpu'), torch.float32, seconds=0.2))
+        peak = max(peak, measure_matmul_peak(torch.device('cpu'), torch.float32, seconds=0.2))
     figure('cpu_fp32_matmul_peak', round(peak / 1e9, 2), 'GFLOP/s', threads=torch.get_num_threads())
     for tag, (gpt, step) in settings.items():
         best, median = min(times[tag]), sorted(times[tag])[len(times[tag]) // 2]

@@ -54,5 +54,5 @@ max_iters = 10000              # 5.2B tokens, about one epoch of PubMed's Englis
 eval_interval = 250
 eval_iters = 100               # 1,600 fixed val windows, 1.6M tokens
 log_interval = 10
-always_save_checkpoint = True
+save_latest = True
 ckpt_every_tokens = 1_000_000_000  # keep a snapshot every 1B tokens

@@ -1,13 +1,11 @@
 import os
-import pickle
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+REPO = Path(__file__).resolve().parent.parent  # on sys.path, with bench/ (pytest.ini)
 # ../shared beside the checkout (CI) or wherever PUBMED_SHARED points
 SHARED = Path(os.environ.get('PUBMED_SHARED', REPO.parent / 'shared'))
 PUBMED_XML = SHARED / 'data' / 'pubmed-xml'
@@ -19,12 +17,6 @@ PREPARE = str(REPO / 'data' / 'pubmed' / 'prepare.py')
 def run_prepare(*args, timeout=300):
     """data/pubmed/prepare.py in its own process, as a user runs it."""
     return subprocess.run([sys.executable, PREPARE, *args], capture_output=True, text=True, timeout=timeout)
-
-
-def load_meta(out):
-    """meta.pkl of a prepared data folder."""
-    with open(Path(out) / 'meta.pkl', 'rb') as f:
-        return pickle.load(f)
 
 
 def pytest_configure(config):
@@ -67,6 +59,19 @@ def spec():
     return tiny_spec()
 
 
+def fixed_steps(model, batches, steps, lr, optimizers=None, **optimizer):
+    """`steps` of train.py's own train_step on the CPU in fp32, cycling through the (x, y) batches, with
+    the model's optimizers (AdamW, or optimizer='muon') unless given; the loss of each step."""
+    from contextlib import nullcontext
+
+    import torch
+
+    from train import train_step
+    optimizers = optimizers or model.configure_optimizers(0.0, lr, (0.9, 0.95), 'cpu', **optimizer)
+    scaler = torch.amp.GradScaler('cpu', enabled=False)
+    return [train_step(model, optimizers, scaler, [batches[i % len(batches)]], nullcontext()) for i in range(steps)]
+
+
 def tiny_model(spec, steps=100, **model_args):
     """A 2-layer model trained `steps` steps on TINY_TEXT: its logits are far apart, so greedy choices
     are not decided by float noise."""
@@ -77,24 +82,18 @@ def tiny_model(spec, steps=100, **model_args):
     args = {**dict(block_size=32, vocab_size=vocab_size_of(spec), n_layer=2, n_head=2, n_embd=32), **model_args}
     model = GPT(GPTConfig(**args))
     data = torch.tensor(encoding_from_spec(spec).encode_ordinary(TINY_TEXT))
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    for _ in range(steps):
-        i = torch.randint(len(data) - args['block_size'] - 1, (8,))
-        x = torch.stack([data[j:j + args['block_size']] for j in i])
-        y = torch.stack([data[j + 1:j + 1 + args['block_size']] for j in i])
-        _, loss = model(x, y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    starts = [torch.randint(len(data) - args['block_size'] - 1, (8,)) for _ in range(steps)]
+    batches = [(torch.stack([data[j:j + args['block_size']] for j in i]),
+                torch.stack([data[j + 1:j + 1 + args['block_size']] for j in i])) for i in starts]
+    fixed_steps(model, batches, steps, lr=1e-2, optimizers=[torch.optim.AdamW(model.parameters(), lr=1e-2)])
     return model.eval(), args
 
 
 def write_tiny_checkpoint(path, spec, **model_args):
-    from model import save_checkpoint
+    from checkpoint import make_checkpoint, save_checkpoint
     from tokenizer import token_byte_lengths
-    model, args = tiny_model(spec, **model_args)
-    save_checkpoint({'model': model.state_dict(), 'model_args': args, 'tokenizer': spec,
-                     'token_bytes': token_byte_lengths(spec), 'iter_num': 40, 'tokens_seen': 0}, path)
+    model, _ = tiny_model(spec, **model_args)
+    save_checkpoint(make_checkpoint(model, spec, token_byte_lengths(spec)), path)
     return model
 
 
@@ -102,15 +101,15 @@ WORDS = ('patients treated with the drug showed reduced tumour growth in mice wh
          'respond to therapy and blood pressure increased after surgery in children with chronic disease').split()
 
 
-def make_dataset(path, vocab_size=320, n_docs=240, seed=0):
+def make_dataset(path, vocab_size=320, n_docs=240, seed=0, spec=None):
     """A small prepared data folder per the data contract (train.bin, val.bin, meta.pkl) from seeded
-    synthetic 'abstracts' with a learnable structure, tokenized by a BPE trained on them."""
-    import pickle
+    synthetic 'abstracts' with a learnable structure, tokenized by `spec` or else a BPE trained on them."""
     import random
 
     import numpy as np
 
-    from tokenizer import EOT, encoding_from_spec, token_byte_lengths, train_bpe, vocab_size_of
+    from dataloader import token_dtype, write_meta
+    from tokenizer import EOT, encoding_from_spec, train_bpe, vocab_size_of
     rng = random.Random(seed)
     docs = []
     for _ in range(n_docs):
@@ -118,22 +117,18 @@ def make_dataset(path, vocab_size=320, n_docs=240, seed=0):
         sentences = [' '.join(WORDS[(start + k + j) % len(WORDS)] for j in range(rng.randint(4, 9))).capitalize() + '.'
                      for k in range(rng.randint(2, 5))]
         docs.append(' '.join(sentences))
-    spec = train_bpe(docs, vocab_size)
+    spec = spec or train_bpe(docs, vocab_size)
     enc = encoding_from_spec(spec)
     eot = spec['special_tokens'][EOT]
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     split = {'train': docs[: n_docs * 9 // 10], 'val': docs[n_docs * 9 // 10:]}
-    counts = {}
+    sizes = {}
     for name, part in split.items():
         ids = [t for d in part for t in enc.encode_ordinary(d) + [eot]]
-        np.array(ids, dtype=np.uint16).tofile(path / f'{name}.bin')
-        counts[name] = len(ids)
-    meta = {'vocab_size': vocab_size_of(spec), 'dtype': 'uint16', 'tokenizer': spec, 'eot_token': eot,
-            'token_bytes': token_byte_lengths(spec), 'train_tokens': counts['train'], 'val_tokens': counts['val'],
-            'train_docs': len(split['train']), 'val_docs': len(split['val']), 'files': [], 'settings': {'synthetic': seed}}
-    with open(path / 'meta.pkl', 'wb') as f:
-        pickle.dump(meta, f)
+        np.array(ids, dtype=token_dtype(vocab_size_of(spec))).tofile(path / f'{name}.bin')
+        sizes.update({f'{name}_tokens': len(ids), f'{name}_docs': len(part), f'{name}_bytes': len(''.join(part).encode())})
+    write_meta(path, spec, **sizes)
     return path
 
 

@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -27,10 +28,9 @@ def test_config_file_then_overrides_left_to_right(tmp_path):
 
 def run_cli(args, tmp_path):
     script = tmp_path / 's.py'
-    script.write_text(f'import sys; sys.path.insert(0, {str(REPO)!r})\n'
-                      'from configurator import configure\n'
-                      f'configure({DEFAULTS!r})\nopen("written", "w").write("x")\n')
-    return subprocess.run([sys.executable, str(script), *args], cwd=tmp_path, capture_output=True, text=True)
+    script.write_text(f'from configurator import configure\nconfigure({DEFAULTS!r})\nopen("written", "w").write("x")\n')
+    return subprocess.run([sys.executable, str(script), *args], cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, 'PYTHONPATH': str(REPO)})
 
 
 @pytest.mark.parametrize('args, message', [

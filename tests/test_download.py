@@ -3,17 +3,15 @@ faults: 500s, a connection dropped mid-file, a slow response, a corrupted body (
 import gzip
 import hashlib
 import random
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from conftest import FIXTURES, REPO, load_meta, run_prepare
-
-sys.path.insert(0, str(REPO / 'data' / 'pubmed'))
-from download import download_all, parse_listing, parse_md5  # noqa: E402
+from conftest import FIXTURES, run_prepare
+from data.pubmed.download import download_all, parse_listing, parse_md5
+from dataloader import load_meta
 
 FAST = dict(timeout=0.5, retries=3, backoff=0.01)  # keep the retries quick
 SLOW = 1.5  # seconds a 'slow' response stalls: longer than FAST's timeout

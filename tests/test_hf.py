@@ -1,5 +1,5 @@
 """Hugging Face interchange: export_hf.py writes directories transformers loads with no custom code and
-the same logits and token ids as ours; GPT.from_pretrained reads Hugging Face GPT-2 weights exactly."""
+the same logits and token ids as ours; hf.gpt2_from_pretrained reads Hugging Face GPT-2 weights exactly."""
 import gzip
 import html
 import json
@@ -11,9 +11,10 @@ import sys
 import pytest
 import torch
 
-from conftest import PUBMED_CORPUS, REPO, need, write_tiny_checkpoint
-from export_hf import ExportError, export, hf_tokenizer, target_architecture
-from model import GPT, CheckpointError, GPTConfig, load_checkpoint
+from conftest import PUBMED_CORPUS, REPO, make_dataset, need, write_tiny_checkpoint
+from checkpoint import CheckpointError, load_checkpoint
+from hf import ExportError, export, gpt2_from_pretrained, hf_tokenizer, target_architecture
+from model import GPTConfig
 from tokenizer import EOT, encoding_from_spec, gpt2_spec, train_bpe, vocab_size_of
 
 transformers = pytest.importorskip('transformers')
@@ -114,7 +115,7 @@ def test_gpt2_import_gives_transformers_own_logits(tmp_path, tied):
         for p in hf.parameters():
             p.normal_(0.0, 0.1)
     hf.save_pretrained(tmp_path)
-    model = GPT.from_pretrained(str(tmp_path))
+    model = gpt2_from_pretrained(str(tmp_path))
     assert model.config.tie_embeddings == tied and model.config.block_size == 64
     x = torch.randint(300, (2, 64))
     with torch.no_grad():
@@ -127,34 +128,14 @@ def test_gpt2_import_refuses_a_model_that_is_not_gpt2(spec, tmp_path):
     checkpoint_of(spec, tmp_path / 'ckpt.pt', pos='rotary', norm='rmsnorm', mlp='swiglu', bias=False)
     export(load_checkpoint(tmp_path / 'ckpt.pt'), tmp_path / 'hf')
     with pytest.raises(CheckpointError, match="a 'llama' model, not GPT-2"):
-        GPT.from_pretrained(str(tmp_path / 'hf'))
-
-
-def gpt2_data(path):
-    """A prepared data folder of GPT-2 tokens (as prepare.py --tokenizer=gpt2 writes it)."""
-    import pickle
-
-    import numpy as np
-
-    from conftest import TINY_TEXT
-    from tokenizer import token_byte_lengths
-    spec = gpt2_spec()
-    ids = encoding_from_spec(spec).encode_ordinary(TINY_TEXT) + [50256]
-    path.mkdir()
-    for split in ('train', 'val'):
-        np.array(ids, dtype=np.uint16).tofile(path / f'{split}.bin')
-    meta = {'vocab_size': 50257, 'dtype': 'uint16', 'tokenizer': spec, 'eot_token': 50256,
-            'token_bytes': token_byte_lengths(spec), 'train_tokens': len(ids), 'val_tokens': len(ids)}
-    with open(path / 'meta.pkl', 'wb') as f:
-        pickle.dump(meta, f)
-    return path
+        gpt2_from_pretrained(str(tmp_path / 'hf'))
 
 
 def test_train_init_from_gpt2_weights_and_its_clear_errors(tmp_path, tiny_data):
     torch.manual_seed(0)
     hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=2, n_head=2, n_embd=32, n_positions=64))
     hf.save_pretrained(tmp_path / 'gpt2-local')
-    data = gpt2_data(tmp_path / 'data')
+    data = make_dataset(tmp_path / 'data', spec=gpt2_spec())  # as prepare.py --tokenizer=gpt2 writes it
     train = [sys.executable, 'train.py', f'--data_dir={data}', '--block_size=32', '--batch_size=2',
              '--gradient_accumulation_steps=1', '--max_iters=1', '--eval_iters=1', '--learning_rate=1e-9', '--min_lr=1e-10',
              '--compile=False', '--device=cpu']

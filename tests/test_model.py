@@ -5,7 +5,9 @@ import torch
 
 from torch.nn import functional as F
 
-from model import GPT, GPTConfig, chunked_cross_entropy, load_checkpoint, model_from_checkpoint, save_checkpoint
+from checkpoint import load_checkpoint, make_checkpoint, model_from_checkpoint, save_checkpoint
+from conftest import fixed_steps
+from model import GPT, GPTConfig, chunked_cross_entropy
 
 V, T, C, L = 64, 16, 32, 2
 SWITCHES = {
@@ -40,16 +42,7 @@ def fixed_batch():
 
 
 def train_steps(model, steps, lr=3e-3):
-    opt, = model.configure_optimizers(0.0, lr, (0.9, 0.95), 'cpu')
-    x, y = fixed_batch()
-    losses = []
-    for _ in range(steps):
-        _, loss = model(x, y)
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-        losses.append(loss.item())
-    return losses
+    return fixed_steps(model, [fixed_batch()], steps, lr)
 
 
 @pytest.mark.parametrize('name', SWITCHES)
@@ -118,7 +111,7 @@ def test_checkpoint_of_a_compiled_model_loads(tmp_path):
     model = tiny(pos='rotary')
     compiled = torch.compile(model)  # state_dict keys gain '_orig_mod.'; no compilation happens until a call
     assert all(k.startswith('_orig_mod.') for k in compiled.state_dict())
-    save_checkpoint({'model': compiled.state_dict(), 'model_args': vars(model.config)}, tmp_path / 'c.pt')
+    save_checkpoint(make_checkpoint(compiled, {}, []), tmp_path / 'c.pt')
     loaded = model_from_checkpoint(load_checkpoint(tmp_path / 'c.pt'))
     x, _ = fixed_batch()
     assert torch.equal(loaded(x)[0], model(x)[0])

@@ -3,6 +3,7 @@ import copy
 import pytest
 import torch
 
+from conftest import fixed_steps
 from model import GPT, GPTConfig
 from muon import Muon, orthogonalize
 
@@ -38,18 +39,9 @@ def test_first_step_moves_each_matrix_by_an_orthogonal_update():
 def test_muon_training_lowers_loss_on_a_fixed_batch():
     torch.manual_seed(0)
     model = GPT(GPTConfig(block_size=16, vocab_size=64, n_layer=2, n_head=2, n_embd=32, pos='rotary', norm='rmsnorm'))
-    optimizers = model.configure_optimizers(0.0, 3e-3, (0.9, 0.95), 'cpu', optimizer='muon', muon_lr=0.02)
-    assert isinstance(optimizers[1], Muon)
+    assert isinstance(model.configure_optimizers(0.0, 3e-3, (0.9, 0.95), 'cpu', optimizer='muon')[1], Muon)
     x = torch.randint(0, 64, (4, 16))
-    y = torch.roll(x, -1, dims=1)
-    losses = []
-    for _ in range(15):
-        _, loss = model(x, y)
-        loss.backward()
-        for opt in optimizers:
-            opt.step()
-            opt.zero_grad()
-        losses.append(loss.item())
+    losses = fixed_steps(model, [(x, torch.roll(x, -1, dims=1))], 15, 3e-3, optimizer='muon', muon_lr=0.02)
     assert losses[-1] < losses[0] - 1.0
 
 

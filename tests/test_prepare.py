@@ -12,11 +12,10 @@ import time
 import numpy as np
 import pytest
 
-from conftest import FIXTURES, PREPARE, PUBMED_CORPUS, PUBMED_XML, REPO, load_meta, need, run_prepare
+from conftest import FIXTURES, PREPARE, PUBMED_CORPUS, PUBMED_XML, need, run_prepare
+from data.pubmed.parse import parse_file
+from dataloader import META_KEYS, load_meta
 from tokenizer import encoding_from_spec
-
-sys.path.insert(0, str(REPO / 'data' / 'pubmed'))
-from parse import parse_file  # noqa: E402
 
 # every document the fixtures pubmed99n0001-0003 must produce, in output order
 EXPECTED = {
@@ -145,8 +144,7 @@ def test_prepare_fixtures_end_to_end(tmp_path):
     assert meta['files'][0]['md5'] == hashlib.md5((FIXTURES / 'pubmed99n0001.xml').read_bytes()).hexdigest()
     assert meta['records'] == {'book': 1, 'delete_requests': 3, 'deleted': 2, 'language': 1, 'no_abstract': 1,
                                'no_pmid': 0, 'records': 15, 'replaced': 1}
-    assert meta['settings'] == {'tokenizer': 'bpe', 'vocab_size': 300, 'bpe_train_chars': 1_000_000_000,
-                                'val_fraction': 0.5, 'languages': 'eng', 'max_files': 0, 'updates': False}
+    assert sorted(meta) == sorted(META_KEYS)  # the data contract: dataloader.write_meta's keys, no others
     summary = json.loads((out / 'meta.json').read_text())
     assert summary['train_tokens'] == meta['train_tokens'] and summary['tokenizer']['vocab_size'] == 300
     assert '16 seen, 9 kept' in r.stdout and '1 duplicates replaced' in r.stdout and '2 deleted' in r.stdout

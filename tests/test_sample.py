@@ -6,9 +6,10 @@ import sys
 import pytest
 import torch
 
+from checkpoint import make_checkpoint, save_checkpoint
 from conftest import REPO, write_tiny_checkpoint
-from model import GPT, GPTConfig, save_checkpoint
-from tokenizer import EOT, encoding_from_spec, vocab_size_of
+from model import GPT, GPTConfig
+from tokenizer import EOT, encoding_from_spec, token_byte_lengths, vocab_size_of
 
 SEPARATOR = '\n' + '-' * 40 + '\n'
 pytestmark = pytest.mark.usefixtures('one_thread')
@@ -100,7 +101,7 @@ def test_a_sample_ends_at_endoftext_unless_told_otherwise(tmp_path, spec):
         model.transformer.ln_f.bias.fill_(1.0)
         model.lm_head.weight.zero_()
         model.lm_head.weight[eot] = 1.0
-    save_checkpoint({'model': model.state_dict(), 'model_args': args, 'tokenizer': spec}, tmp_path / 'eot.pt')
+    save_checkpoint(make_checkpoint(model, spec, token_byte_lengths(spec)), tmp_path / 'eot.pt')
     base = (f'--ckpt={tmp_path / "eot.pt"}', '--prompt=Aspirin', '--num_samples=2', '--max_new_tokens=3')
     stop, go_on = run_all([base, (*base, '--stop_at_eot=False')])
     assert stop.stdout == 'Aspirin' + SEPARATOR + 'Aspirin\n'

@@ -6,8 +6,7 @@ import pytest
 
 from conftest import REPO, make_dataset
 
-sys.path.insert(0, str(REPO / 'bench'))
-import speedrun  # noqa: E402
+import speedrun
 
 TINY = """n_layer = 1
 n_head = 2

@@ -1,7 +1,7 @@
 import json
 import math
 import os
-import runpy
+import shutil
 import subprocess
 import sys
 
@@ -10,8 +10,10 @@ import pytest
 import torch
 
 import train
-from conftest import REPO
-from model import load_checkpoint, model_from_checkpoint
+from checkpoint import load_checkpoint, model_from_checkpoint
+from conftest import FIXTURES, REPO, make_dataset
+from dataloader import TrainLoader, load_meta, read_windows, window_ids, window_starts
+from loss_eval import bits_per_byte, loss_sums
 
 TINY = ['--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=32', '--batch_size=4', '--gradient_accumulation_steps=2',
         '--eval_iters=2', '--log_interval=1', '--compile=False', '--warmup_iters=2', '--learning_rate=1e-2',
@@ -23,12 +25,7 @@ pytestmark = pytest.mark.usefixtures('one_thread')  # tiny models
 
 def run_train(data, out, *args):
     """train.py in this process, as `python train.py ...` would run it."""
-    argv = sys.argv
-    sys.argv = ['train.py', f'--data_dir={data}', f'--out_dir={out}', *TINY, *args]
-    try:
-        runpy.run_path(str(REPO / 'train.py'), run_name='__main__')
-    finally:
-        sys.argv = argv
+    train.main(train.options([f'--data_dir={data}', f'--out_dir={out}', *TINY, *args]))
 
 
 def records(out, kind=None):
@@ -74,7 +71,7 @@ def test_training_writes_metrics_and_checkpoints_and_val_loss_falls(tiny_data, t
     assert sorted(p.name for p in out.glob('*.pt')) == ['best.pt', 'ckpt.pt', 'ckpt_000000001024.pt',
                                                       'ckpt_000000002048.pt', 'ckpt_000000003072.pt']
     ckpt = load_checkpoint(out / 'ckpt.pt')
-    meta = train.load_meta(tiny_data)
+    meta = load_meta(tiny_data)
     assert ckpt['iter_num'] == 12 and ckpt['tokens_seen'] == 12 * 256 and ckpt['best_val_loss'] == evals[-1]['val_loss']
     assert ckpt['tokenizer'] == meta['tokenizer'] and ckpt['token_bytes'] == meta['token_bytes']
     assert ckpt['loader']['windows_seen'] == 12 * 8 and ckpt['config']['learning_rate'] == 1e-2
@@ -177,27 +174,27 @@ def test_lr_schedules():
     assert cosine[10] == pytest.approx(0.1) and all(a >= b for a, b in zip(cosine[2:], cosine[3:]))
     wsd = [train.lr_multiplier(it, it / 10, 2, 'wsd', 0.1, 0.2) for it in range(11)]
     assert wsd[2:9] == [1.0] * 7 and wsd[9] == pytest.approx(0.55) and wsd[10] == pytest.approx(0.1)
-    assert train.lr_multiplier(5, 0.5, 2, 'cosine', 0.1, 0.2, decay_lr=False) == 1.0
+    assert [train.lr_multiplier(it, it / 10, 2, 'constant', 0.1, 0.2) for it in range(11)] == cosine[:2] + [1.0] * 9
 
 
 def test_windows_are_a_permutation_per_epoch():
-    ids = train.window_ids(0, 30, 10, seed=7)
+    ids = window_ids(0, 30, 10, seed=7)
     for epoch in range(3):
         assert sorted(ids[10 * epoch: 10 * epoch + 10]) == list(range(10))
     assert list(ids[:10]) != list(ids[10:20])
-    assert list(train.window_ids(13, 9, 10, seed=7)) == list(ids[13:22])  # any slice of the same stream
+    assert list(window_ids(13, 9, 10, seed=7)) == list(ids[13:22])  # any slice of the same stream
 
 
 def test_window_starts_fixed_and_aligned_to_documents():
     E = 9  # <|endoftext|>: documents of 5, 2 and 7 tokens, then one of 3
     tokens = np.array([1, 2, 3, 4, E, 5, E, 1, 2, 3, 4, 5, 6, E, 7, 8, E], dtype=np.uint16)
-    assert list(train.window_starts(tokens, 3)) == [0, 3, 6, 9, 12]  # (17 - 1) // 3 windows, every 3 tokens
+    assert list(window_starts(tokens, 3)) == [0, 3, 6, 9, 12]  # (17 - 1) // 3 windows, every 3 tokens
     # each document: its preceding <|endoftext|> (the stream's start for the first), then every 3 tokens
     # inside it; a window needs 4 tokens, so none starts after offset 13
-    assert list(train.window_starts(tokens, 3, eot=E)) == [0, 3, 4, 6, 9, 12, 13]
-    x, y = train.read_windows(tokens, train.window_starts(tokens, 3, eot=E)[[1, 3]], 3)
+    assert list(window_starts(tokens, 3, eot=E)) == [0, 3, 4, 6, 9, 12, 13]
+    x, y = read_windows(tokens, window_starts(tokens, 3, eot=E)[[1, 3]], 3)
     assert x.tolist() == [[4, E, 5], [E, 1, 2]] and y.tolist() == [[E, 5, E], [1, 2, 3]]
-    assert len(train.window_starts(tokens[:4], 3, eot=E)) == 0  # no document end: nothing to align to
+    assert len(window_starts(tokens[:4], 3, eot=E)) == 0  # no document end: nothing to align to
 
 
 def test_aligned_windows_train_and_resume_exactly(tiny_data, tmp_path):
@@ -215,9 +212,9 @@ def test_bits_per_byte_hand_computed():
     token_bytes = torch.tensor([1, 2, 3, 0])  # token 3 is <|endoftext|>: no bytes
     nats = torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=torch.float64)
     targets = torch.tensor([[0, 3], [2, 1]])
-    total, count, on_text, text_bytes = train.loss_sums(nats, targets, token_bytes).tolist()
+    total, count, on_text, text_bytes = loss_sums(nats, targets, token_bytes).tolist()
     assert (total, count, on_text, text_bytes) == (10.0, 4.0, 1.0 + 3.0 + 4.0, 1 + 3 + 2)
-    assert train.bits_per_byte(on_text, text_bytes) == pytest.approx(8.0 / (math.log(2) * 6))
+    assert bits_per_byte(on_text, text_bytes) == pytest.approx(8.0 / (math.log(2) * 6))
 
 
 def test_wandb_offline_writes_its_run_files(tiny_data, tmp_path):
@@ -228,3 +225,59 @@ def test_wandb_offline_writes_its_run_files(tiny_data, tmp_path):
     assert r.returncode == 0, r.stderr[-8000:]
     runs = list((out / 'wandb').glob('offline-run-*'))
     assert len(runs) == 1 and list(runs[0].glob('*.wandb'))
+
+
+def test_loader_deals_each_steps_windows_the_same_for_any_split_of_ranks_and_micro_steps():
+    tokens = np.arange(1000, dtype=np.uint16)
+    one = TrainLoader(tokens, block=8, batch_size=3, micro_steps=4, seed=5)
+    ranks = [TrainLoader(tokens, block=8, batch_size=3, micro_steps=4, seed=5, rank=r, world=2) for r in (0, 1)]
+    for _ in range(30):  # past one epoch (124 windows, 12 a step)
+        whole = [x for x, _ in one.step_batches()]
+        split = [[x for x, _ in loader.step_batches()] for loader in ranks]
+        # micro-batch m of rank r is the stream's (m * world + r)-th: rank 0 gets 0 and 2, rank 1 gets 1 and 3
+        assert [b.tolist() for b in whole] == [b.tolist() for b in (split[0][0], split[1][0], split[0][1], split[1][1])]
+    assert one.state_dict() == {'windows_seen': 360, 'seed': 5, 'block_size': 8, 'align_windows': False}
+    resumed = TrainLoader(tokens, block=8, batch_size=3, micro_steps=4, seed=5)
+    resumed.load_state_dict(one.state_dict())
+    assert [x.tolist() for x, _ in resumed.step_batches()] == [x.tolist() for x, _ in one.step_batches()]
+
+
+OLD = ['--n_layer=1', '--n_head=2', '--n_embd=16', '--block_size=16', '--batch_size=4', '--gradient_accumulation_steps=1',
+       '--eval_iters=2', '--pos=rotary', '--norm=rmsnorm', '--mlp=swiglu', '--bias=False', '--eval_interval=30',
+       '--lr_decay_iters=40']
+
+
+def test_a_checkpoint_of_the_layout_before_evaluates_and_resumes_as_it_did(tmp_path):
+    """tests/fixtures/ckpt_v1_before_layout.pt was written by train.py before the one-job-per-file layout, on
+    make_dataset(vocab_size=300); its val loss and the losses of 4 more steps were recorded with that code."""
+    data = make_dataset(tmp_path / 'data', vocab_size=300)
+    out = tmp_path / 'out'
+    out.mkdir()
+    shutil.copy(FIXTURES / 'ckpt_v1_before_layout.pt', out / 'ckpt.pt')
+    run_train(data, out, *OLD, '--init_from=resume', '--eval_only=True')
+    assert records(out, 'eval')[-1]['val_loss'] == 3.959281325340271
+    run_train(data, out, *OLD, '--init_from=resume', '--max_iters=34', '--save_best=False')
+    assert [r['loss'] for r in records(out, 'train')] == [4.0298004150390625, 3.9604058265686035, 4.072561740875244,
+                                                           4.026118755340576]
+    assert records(out, 'eval')[-1]['val_loss'] == 3.9052813686430454
+
+
+def test_renamed_options_keep_working_with_a_note(tiny_data, tmp_path, capsys):
+    (tmp_path / 'data').symlink_to(tiny_data)
+    cwd = os.getcwd()
+    os.chdir(tmp_path)  # --dataset=X reads data/X
+    try:
+        config = train.options(['--dataset=data', '--always_save_checkpoint=False', '--decay_lr=False'])
+    finally:
+        os.chdir(cwd)
+    assert (config['data_dir'], config['save_latest'], config['schedule']) == ('data/data', False, 'constant')
+    err = capsys.readouterr().err
+    assert 'note: always_save_checkpoint is deprecated: use save_latest (here save_latest=False)' in err
+    assert "note: decay_lr is deprecated: use schedule (here schedule='constant')" in err
+    assert train.options(['--decay_lr=True', '--schedule=wsd'])['schedule'] == 'wsd'
+    cfg = tmp_path / 'old.py'
+    cfg.write_text("dataset = 'openwebtext'\nalways_save_checkpoint = False\n")  # a nanoGPT-style config file
+    config = train.options([str(cfg)])
+    assert config['data_dir'] == os.path.join('data', 'openwebtext') and config['save_latest'] is False
+    run_train(tiny_data, tmp_path / 'out', '--max_iters=2', '--always_save_checkpoint=False')
+    assert sorted(p.name for p in (tmp_path / 'out').glob('*.pt')) == ['best.pt']

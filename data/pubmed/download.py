@@ -15,10 +15,11 @@ import random
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 
 import requests
 from tqdm import tqdm
+
+from common import atomic_write
 
 CHUNK = 1 << 16  # a dropped connection loses at most this much of what was received
 
@@ -29,15 +30,6 @@ class DownloadError(Exception):
 
 class ServerError(Exception):
     """A 5xx response: worth retrying."""
-
-
-@contextmanager
-def atomic_write(path, mode='wb'):
-    """Write to a temp file and rename it over `path`, so `path` is never half-written."""
-    tmp = f'{path}.{os.getpid()}.tmp'
-    with open(tmp, mode) as f:
-        yield f
-    os.replace(tmp, path)
 
 
 def natural_key(name):

@@ -32,11 +32,13 @@ from lxml import etree
 from tqdm import tqdm
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))  # repo root: configurator, tokenizer
+sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))  # the repo root, when run as a script
+from common import atomic_write  # noqa: E402
 from configurator import configure, fail  # noqa: E402
-from tokenizer import EOT, encoding_from_spec, gpt2_spec, token_byte_lengths, train_bpe, vocab_size_of  # noqa: E402
-from download import DownloadError, atomic_write, download_all, file_md5, list_files, natural_key  # noqa: E402
-from parse import iter_file  # noqa: E402
+from data.pubmed.download import DownloadError, download_all, file_md5, list_files, natural_key  # noqa: E402
+from data.pubmed.parse import iter_file  # noqa: E402
+from dataloader import token_dtype, write_meta  # noqa: E402
+from tokenizer import EOT, encoding_from_spec, gpt2_spec, train_bpe, vocab_size_of  # noqa: E402
 
 DEFAULTS = {
     'input': '',             # local .xml/.xml.gz files (a folder, searched recursively, or a glob): no network
@@ -58,8 +60,6 @@ DEFAULTS = {
     'export_jsonl': '',      # also write one JSON line per kept document to this path
     'allow_bad_files': False,  # exit 0 even if some files were corrupt or failed to download
 }
-# settings that change the outputs (recorded in meta; paths and parallelism do not change them)
-OUTPUT_SETTINGS = ('tokenizer', 'vocab_size', 'bpe_train_chars', 'val_fraction', 'languages', 'max_files', 'updates')
 PARSE_VERSION = 1  # bump when parse.py's output changes: invalidates cache/parsed
 CHUNK = 1024  # records per pickle in the parse cache, documents per tokenizer batch
 PICKLE = 4
@@ -258,7 +258,17 @@ def language_mask(header, wanted):
 
 
 def merge(parsed, o):
-    """Walk files last to first: the first event met for a PMID (its last record or delete) wins."""
+    """Which record of which file is kept, in which split: a plan per file (DROPPED/TRAIN/VAL per record).
+
+    NCBI's rule is that the last word on a PMID counts: a record in a later file replaces earlier ones,
+    a DeleteCitation removes them. So the files are walked last to first and the first event met for a
+    PMID wins; everything older about it loses. One small array holds each PMID's state:
+        0 not met yet   1 a record won   2 a delete won   3 a delete won and removed a record
+    Example, files f1 = [record 5, record 7], f2 = [record 5, delete 7], f3 = [delete 9]:
+        f3: delete 9 wins                       state 9 = 2
+        f2: (read backwards) delete 7 wins      state 7 = 2;  record 5 wins: kept from f2, state 5 = 1
+        f1: record 7 loses to a delete          state 7 = 3;  record 5 loses to f2's: 'replaced' + 1
+    At the end 'deleted' counts the 3s (PMID 7; delete 9 removed nothing)."""
     wanted = {c.strip().lower() for c in o['languages'].split(',') if c.strip()}
     val_below = np.uint64(min(int(o['val_fraction'] * 2.0 ** 64), 2 ** 64 - 1))
     # per PMID: 0 not met yet, 1 a record won, 2 a delete won, 3 a delete won over a record
@@ -334,11 +344,6 @@ def train_tokenizer(parsed, plans, o):
 # 5. tokenize: one file -> cache/tokens/<file>.<key>.npz with its train and val tokens
 
 _encoder = {}
-
-
-def token_dtype(vocab_size):
-    """The dtype name of train.bin/val.bin: 2 bytes a token while the ids fit."""
-    return 'uint16' if vocab_size <= 2 ** 16 else 'uint32'
 
 
 def init_encoder(spec):
@@ -424,28 +429,6 @@ def write_jsonl(parsed, plans, path):
                                    ensure_ascii=False) + '\n')
 
 
-def write_meta(spec, totals, counts, parsed, bad, o):
-    vocab_size = vocab_size_of(spec)
-    meta = {'vocab_size': vocab_size, 'dtype': token_dtype(vocab_size),
-            'tokenizer': spec, 'eot_token': spec['special_tokens'][EOT], 'token_bytes': token_byte_lengths(spec),
-            'train_tokens': totals['train'], 'val_tokens': totals['val'],
-            'train_docs': totals['train_docs'], 'val_docs': totals['val_docs'],
-            'train_bytes': totals['train_bytes'], 'val_bytes': totals['val_bytes'],
-            'files': [{'name': p['name'], 'md5': p['md5']} for p in parsed],
-            'bad_files': [{'name': n, 'error': e} for n, e in bad],
-            'records': dict(sorted(counts.items())),
-            'settings': {k: o[k] for k in OUTPUT_SETTINGS}}
-    summary = {k: v for k, v in meta.items() if k not in ('tokenizer', 'token_bytes')}
-    summary['tokenizer'] = {'name': spec['name'], 'vocab_size': vocab_size, 'pattern': spec['pattern'],
-                            'special_tokens': spec['special_tokens']}
-    with atomic_write(os.path.join(o['out_dir'], 'meta.pkl')) as f:
-        pickle.dump(meta, f, PICKLE)
-    with atomic_write(os.path.join(o['out_dir'], 'meta.json'), 'w') as f:
-        json.dump(summary, f, indent=2, ensure_ascii=False)
-        f.write('\n')
-    return meta
-
-
 def print_summary(meta, counts, n_files, elapsed):
     docs = meta['train_docs'] + meta['val_docs']
     tokens = meta['train_tokens'] + meta['val_tokens'] - docs  # <|endoftext|> is not text
@@ -485,7 +468,10 @@ def main(argv=None):
     if o['export_jsonl']:
         write_jsonl(parsed, plans, o['export_jsonl'])
     write_bins(shards, o['out_dir'])
-    meta = write_meta(spec, totals, counts, parsed, bad, o)
+    sizes = {'train_tokens': totals['train'], 'val_tokens': totals['val'],
+             **{k: totals[k] for k in ('train_docs', 'val_docs', 'train_bytes', 'val_bytes')}}
+    meta = write_meta(o['out_dir'], spec, files=[{'name': p['name'], 'md5': p['md5']} for p in parsed],
+                      bad_files=[{'name': n, 'error': e} for n, e in bad], records=dict(sorted(counts.items())), **sizes)
     print_summary(meta, counts, len(sources) + len(failed_downloads), time.time() - t0)
     if bad:
         print(f"{len(bad)} bad file(s) left out: {', '.join(n for n, _ in bad)}", file=sys.stderr)

@@ -1,0 +1,98 @@
+"""
+Small pieces every script shares: writing a file so it is never half-written, and choosing the
+device, its precision and its peak FLOP/s.
+
+torch is imported inside the device functions only: data/pubmed/prepare.py writes files through
+this module and has no use for torch's few seconds of start-up.
+"""
+import os
+import time
+from contextlib import contextmanager, nullcontext
+
+# dense bf16/fp16 tensor-core peaks (FLOP/s); the first name contained in torch.cuda.get_device_name() wins
+GPU_PEAK_FLOPS = (('H100 NVL', 835e12), ('H100 PCIe', 756e12), ('H100', 989e12), ('H200', 989e12),
+                  ('B200', 2250e12), ('A100', 312e12), ('A800', 312e12), ('L40S', 362e12), ('L4', 121e12),
+                  ('A10G', 70e12), ('A10', 125e12), ('V100', 125e12), ('T4', 65e12),
+                  ('RTX 4090', 165e12), ('RTX 3090', 71e12))
+DTYPES = ('auto', 'float32', 'bfloat16', 'float16')
+
+
+@contextmanager
+def atomic_write(path, mode='wb'):
+    """Write through a temp file beside `path`, fsync it, then rename it over `path`: after a crash
+    (even kill -9 or a power cut once the rename is done) `path` holds the old content or the new,
+    whole. An exception inside the block removes the temp file and leaves `path` as it was."""
+    tmp = f'{path}.{os.getpid()}.tmp'
+    try:
+        with open(tmp, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+class DeviceError(ValueError):
+    pass
+
+
+def resolve_device(name, local_rank=0):
+    """The torch.device for a --device option: 'auto' is CUDA when present (this process's GPU under
+    torchrun), else the CPU. DeviceError when the name is no device or the device is not here."""
+    import torch
+    if name == 'auto':
+        name = 'cuda' if torch.cuda.is_available() else 'cpu'
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise DeviceError(f'--device={name}: not a device (cpu, cuda, cuda:1, mps)')
+    if device.type == 'cuda':
+        if not torch.cuda.is_available():
+            raise DeviceError(f'--device={name}: CUDA is not available here (use --device=cpu or auto)')
+        if device.index is None:
+            device = torch.device('cuda', local_rank)
+    return device
+
+
+def precision(device, dtype='auto'):
+    """(torch dtype, autocast context) for a device and a --dtype: 'auto' is bf16 where the GPU
+    supports it, else fp16 on GPU, and fp32 elsewhere; fp32 runs without autocast."""
+    import torch
+    if dtype == 'auto':
+        dtype = 'float32' if device.type != 'cuda' else 'bfloat16' if torch.cuda.is_bf16_supported() else 'float16'
+    ptdtype = getattr(torch, dtype)
+    return ptdtype, nullcontext() if ptdtype == torch.float32 else torch.autocast(device_type=device.type, dtype=ptdtype)
+
+
+def measure_matmul_peak(device, dtype, seconds=0.5):
+    """FLOP/s of a square matmul on this device, as the MFU denominator where no table applies.
+    The fastest of repeated runs: on a shared machine the other processes only ever slow it down. On CPU
+    n=512 (1.4 ms on 2 cores) so some runs see every core free: a busy machine rarely lets a 1024 matmul
+    (~25 ms) have all of them, and then the "peak" falls below one core's rate and inflates MFU."""
+    import torch
+    n = 512 if device.type == 'cpu' else 8192
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
+    a @ b
+    sync()
+    best, start = float('inf'), time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        t0 = time.perf_counter()
+        a @ b
+        sync()
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n ** 3 / best
+
+
+def device_peak_flops(device, ptdtype):
+    """Peak FLOP/s of one device: the table for known GPUs in bf16/fp16, else measured."""
+    import torch
+    if device.type == 'cuda' and ptdtype in (torch.bfloat16, torch.float16):
+        name = torch.cuda.get_device_name(device)
+        for key, flops in GPU_PEAK_FLOPS:
+            if key in name:
+                return flops
+    return measure_matmul_peak(device, ptdtype)

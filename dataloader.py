@@ -1,0 +1,157 @@
+"""
+The prepared data folder and how training reads it (numpy only: prepare.py uses this file too).
+
+A data folder holds what data/pubmed/prepare.py writes and train.py reads:
+    train.bin, val.bin   flat token ids (uint16 while the vocabulary fits, else uint32), every document
+                         followed by <|endoftext|>
+    meta.pkl             a dict of builtins (write_meta's docstring lists the keys); meta.json beside it
+                         says the same for people
+
+Training reads windows of block_size + 1 tokens (inputs and their next-token targets). Train windows
+are visited without replacement in a seeded random order per epoch; the fixed val set is spread
+evenly over val.bin and is the same at every evaluation.
+"""
+import functools
+import json
+import os
+import pickle
+
+import numpy as np
+
+from common import atomic_write
+
+META_KEYS = ('vocab_size', 'dtype', 'tokenizer', 'eot_token', 'token_bytes', 'train_tokens', 'val_tokens',
+             'train_docs', 'val_docs', 'train_bytes', 'val_bytes', 'files', 'bad_files', 'records')
+
+
+class DataError(Exception):
+    pass
+
+
+def token_dtype(vocab_size):
+    """The dtype name of train.bin/val.bin: 2 bytes a token while the ids fit."""
+    return 'uint16' if vocab_size <= 2 ** 16 else 'uint32'
+
+
+def write_meta(out_dir, spec, **facts):
+    """meta.pkl and meta.json for a data folder tokenized with `spec` (tokenizer.py). `facts`: the token,
+    document and byte counts of each split (train_tokens, val_tokens, train_docs, val_docs, train_bytes,
+    val_bytes), and where they came from (files: [{name, md5}], bad_files: [{name, error}], records:
+    {what was seen and dropped: count}). vocab_size, dtype, eot_token and token_bytes (UTF-8 length of
+    each id, 0 for special tokens: the denominator of bits per byte) follow from the spec."""
+    from tokenizer import EOT, token_byte_lengths, vocab_size_of
+    unknown = set(facts) - set(META_KEYS)
+    assert not unknown, f'not meta.pkl keys: {sorted(unknown)}'
+    vocab_size = vocab_size_of(spec)
+    meta = {'vocab_size': vocab_size, 'dtype': token_dtype(vocab_size), 'tokenizer': spec,
+            'eot_token': spec['special_tokens'][EOT], 'token_bytes': token_byte_lengths(spec),
+            'files': [], 'bad_files': [], 'records': {}, **facts}
+    summary = {k: v for k, v in meta.items() if k not in ('tokenizer', 'token_bytes')}
+    summary['tokenizer'] = {'name': spec['name'], 'vocab_size': vocab_size, 'pattern': spec['pattern'],
+                            'special_tokens': spec['special_tokens']}
+    with atomic_write(os.path.join(out_dir, 'meta.pkl')) as f:
+        pickle.dump(meta, f, 4)
+    with atomic_write(os.path.join(out_dir, 'meta.json'), 'w') as f:
+        json.dump(summary, f, indent=2, ensure_ascii=False)
+        f.write('\n')
+    return meta
+
+
+def load_meta(data_dir):
+    """meta.pkl of a prepared data folder, or DataError naming the missing file and how to make it."""
+    make = ('python data/pubmed/prepare.py' if os.path.abspath(data_dir) == os.path.abspath('data/pubmed')
+            else f'python data/pubmed/prepare.py --out_dir={data_dir}')
+    for name in ('train.bin', 'val.bin', 'meta.pkl'):
+        path = os.path.join(data_dir, name)
+        if not os.path.isfile(path):
+            raise DataError(f'{path} not found: prepare the data first with `{make}` '
+                            '(or point --data_dir at a prepared folder)')
+    with open(os.path.join(data_dir, 'meta.pkl'), 'rb') as f:
+        return pickle.load(f)
+
+
+def open_tokens(data_dir, split, meta):
+    return np.memmap(os.path.join(data_dir, f'{split}.bin'), dtype=meta['dtype'], mode='r')
+
+
+# ---------------------------------------------------------------------------------------------
+# windows
+
+def window_starts(tokens, block, eot=None):
+    """Offsets of the windows: every block tokens (non-overlapping); or, given the <|endoftext|> id that
+    ends each document, aligned to documents: a window at the <|endoftext|> before each document (so the
+    first target is its first token) and every block tokens after it that is still inside the document."""
+    last = len(tokens) - block - 1  # a window reads block + 1 tokens
+    if eot is None:
+        return np.arange(0, last + 1, block)
+    chunk = 1 << 26  # scan a large memmap piece by piece
+    ends = np.concatenate([np.flatnonzero(tokens[i:i + chunk] == eot) + i for i in range(0, len(tokens), chunk)])
+    origins = np.concatenate(([0], ends))[:-1]  # the <|endoftext|> before each document (0 for the first)
+    counts = np.maximum(1, -(-(ends - origins) // block))  # windows per document: ceil(length / block)
+    nth = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)  # 0, 1, .. within each document
+    starts = np.repeat(origins, counts) + nth * block
+    return starts[starts <= last]
+
+
+@functools.lru_cache(maxsize=2)  # the current epoch's order (and the next one's at the boundary)
+def epoch_order(seed, epoch, n_windows):
+    return np.random.default_rng([seed, epoch]).permutation(n_windows)
+
+
+def window_ids(first, count, n_windows, seed):
+    """Windows at positions first .. first+count-1 of the stream of per-epoch permutations."""
+    positions = np.arange(first, first + count)
+    epochs = positions // n_windows
+    ids = np.empty(count, dtype=np.int64)
+    for epoch in np.unique(epochs):
+        order = epoch_order(seed, int(epoch), n_windows)
+        mask = epochs == epoch
+        ids[mask] = order[positions[mask] % n_windows]
+    return ids
+
+
+def read_windows(tokens, starts, block):
+    """(x, y) int64 arrays of shape (len(starts), block) from the windows at these offsets."""
+    rows = np.stack([tokens[s: s + block + 1] for s in starts]).astype(np.int64)
+    return np.ascontiguousarray(rows[:, :-1]), np.ascontiguousarray(rows[:, 1:])
+
+
+def eval_starts(tokens, block, count):
+    """The fixed val set: `count` windows of the fixed grid, spread evenly over the tokens."""
+    starts = window_starts(tokens, block)
+    return starts[np.unique(np.linspace(0, len(starts) - 1, min(count, len(starts))).round().astype(np.int64))]
+
+
+class TrainLoader:
+    """This rank's micro-batches of each optimizer step, from one global stream of windows.
+
+    A step reads the next batch_size * micro_steps windows of the stream (micro_steps summed over all
+    ranks), dealt to ranks in turn: micro-batch m of rank r is the stream's (m * world + r)-th batch.
+    Dealing in turn rather than in blocks keeps the set of windows a step trains on the same for any
+    split of (ranks x micro-steps per rank), so 8 GPUs x 4 micro-steps and 1 GPU x 32 train alike.
+    The position in the stream is the whole state: resuming on another number of ranks works."""
+
+    def __init__(self, tokens, block, batch_size, micro_steps, seed, rank=0, world=1, eot=None):
+        assert micro_steps % world == 0, 'micro_steps counts micro-batches over all ranks'
+        self.tokens, self.block, self.batch_size, self.seed = tokens, block, batch_size, seed
+        self.micro_steps, self.rank, self.world = micro_steps, rank, world
+        self.aligned = eot is not None
+        self.starts = window_starts(tokens, block, eot)
+        self.windows_seen = 0  # windows of the stream used by the steps so far, all ranks
+
+    def step_batches(self):
+        """[(x, y)] of this rank for the next step; moves the stream past the whole step (all ranks)."""
+        batches = []
+        for micro in range(self.micro_steps // self.world):
+            first = self.windows_seen + (micro * self.world + self.rank) * self.batch_size
+            ids = window_ids(first, self.batch_size, len(self.starts), self.seed)
+            batches.append(read_windows(self.tokens, self.starts[ids], self.block))
+        self.windows_seen += self.batch_size * self.micro_steps
+        return batches
+
+    def state_dict(self):
+        return {'windows_seen': self.windows_seen, 'seed': self.seed, 'block_size': self.block,
+                'align_windows': self.aligned}
+
+    def load_state_dict(self, state):
+        self.windows_seen = state['windows_seen']
