@@ -1,11 +1,12 @@
 """
-Small pieces every script shares: writing a file so it is never half-written, and choosing the
-device, its precision and its peak FLOP/s.
+Small pieces every script shares: writing a file so it is never half-written, reading a pickle as
+data, and choosing the device, its precision and its peak FLOP/s.
 
 torch is imported inside the device functions only: data/pubmed/prepare.py writes files through
 this module and has no use for torch's few seconds of start-up.
 """
 import os
+import pickle
 import time
 from contextlib import contextmanager, nullcontext
 
@@ -33,6 +34,40 @@ def atomic_write(path, mode='wb'):
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+# what a pickle of builtins and numpy arrays refers to by name: nothing here runs code of the file's choosing
+PICKLE_DATA_CLASSES = {('numpy', 'ndarray'), ('numpy', 'dtype'), ('numpy._core.multiarray', '_reconstruct'),
+                       ('numpy.core.multiarray', '_reconstruct'), ('numpy._core.multiarray', 'scalar'),
+                       ('numpy.core.multiarray', 'scalar')}
+
+
+class DataUnpickler(pickle.Unpickler):
+    """Unpickles builtins (dicts, lists, str, bytes, numbers) and numpy arrays, and refuses anything else,
+    so a pickle from someone else (a shared meta.pkl, a cache) is read as data: a __reduce__ payload
+    never runs. The way torch.load(weights_only=True) reads checkpoints."""
+
+    def find_class(self, module, name):
+        if (module, name) in PICKLE_DATA_CLASSES:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f'it refers to {module}.{name}, which is not plain data: refused (a pickle '
+                                     'can run code when loaded; this one was not written by this project)')
+
+
+def load_data_pickle(f):
+    """The next pickle of an open binary file, read with DataUnpickler."""
+    return DataUnpickler(f).load()
+
+
+def die_with_parent():
+    """Ask Linux to end this process when its parent dies (prctl PR_SET_PDEATHSIG): a worker whose launcher
+    was killed (kill -9 of torchrun's agent, or of prepare.py) must not run on as an orphan. No-op elsewhere."""
+    try:
+        import ctypes
+        import signal
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 class DeviceError(ValueError):

@@ -6,22 +6,26 @@ A data folder holds what data/pubmed/prepare.py writes and train.py reads:
                          followed by <|endoftext|>
     meta.pkl             a dict of builtins (write_meta's docstring lists the keys); meta.json beside it
                          says the same for people
+meta.pkl is written last and records the size and hash of both token files: it is the commit record
+of the folder. load_meta reads it as data (no pickle code runs) and refuses a folder whose token
+files are not the ones it describes (a run killed between renames, a truncated copy).
 
 Training reads windows of block_size + 1 tokens (inputs and their next-token targets). Train windows
 are visited without replacement in a seeded random order per epoch; the fixed val set is spread
 evenly over val.bin and is the same at every evaluation.
 """
 import functools
+import hashlib
 import json
 import os
 import pickle
 
 import numpy as np
 
-from common import atomic_write
+from common import atomic_write, load_data_pickle
 
 META_KEYS = ('vocab_size', 'dtype', 'tokenizer', 'eot_token', 'token_bytes', 'train_tokens', 'val_tokens',
-             'train_docs', 'val_docs', 'train_bytes', 'val_bytes', 'files', 'bad_files', 'records')
+             'train_docs', 'val_docs', 'train_bytes', 'val_bytes', 'files', 'bad_files', 'records', 'token_files')
 
 
 class DataError(Exception):
@@ -38,14 +42,17 @@ def write_meta(out_dir, spec, **facts):
     document and byte counts of each split (train_tokens, val_tokens, train_docs, val_docs, train_bytes,
     val_bytes), and where they came from (files: [{name, md5}], bad_files: [{name, error}], records:
     {what was seen and dropped: count}). vocab_size, dtype, eot_token and token_bytes (UTF-8 length of
-    each id, 0 for special tokens: the denominator of bits per byte) follow from the spec."""
+    each id, 0 for special tokens: the denominator of bits per byte) follow from the spec; token_files
+    ({'train.bin': {'bytes', 'blake2b'}, 'val.bin': ...}) from the token files, already in out_dir."""
     from tokenizer import EOT, token_byte_lengths, vocab_size_of
     unknown = set(facts) - set(META_KEYS)
     assert not unknown, f'not meta.pkl keys: {sorted(unknown)}'
     vocab_size = vocab_size_of(spec)
+    token_files = {name: {'bytes': os.path.getsize(os.path.join(out_dir, name)), 'blake2b': file_hash(os.path.join(out_dir, name))}
+                   for name in ('train.bin', 'val.bin')}
     meta = {'vocab_size': vocab_size, 'dtype': token_dtype(vocab_size), 'tokenizer': spec,
             'eot_token': spec['special_tokens'][EOT], 'token_bytes': token_byte_lengths(spec),
-            'files': [], 'bad_files': [], 'records': {}, **facts}
+            'files': [], 'bad_files': [], 'records': {}, 'token_files': token_files, **facts}
     summary = {k: v for k, v in meta.items() if k not in ('tokenizer', 'token_bytes')}
     summary['tokenizer'] = {'name': spec['name'], 'vocab_size': vocab_size, 'pattern': spec['pattern'],
                             'special_tokens': spec['special_tokens']}
@@ -57,8 +64,17 @@ def write_meta(out_dir, spec, **facts):
     return meta
 
 
+def file_hash(path):
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, 'rb') as f:
+        while block := f.read(1 << 24):
+            h.update(block)
+    return h.hexdigest()
+
+
 def load_meta(data_dir):
-    """meta.pkl of a prepared data folder, or DataError naming the missing file and how to make it."""
+    """meta.pkl of a prepared data folder, after checking the token files are the ones it describes;
+    DataError naming the file, what is wrong and how to mend it."""
     make = ('python data/pubmed/prepare.py' if os.path.abspath(data_dir) == os.path.abspath('data/pubmed')
             else f'python data/pubmed/prepare.py --out_dir={data_dir}')
     for name in ('train.bin', 'val.bin', 'meta.pkl'):
@@ -66,8 +82,36 @@ def load_meta(data_dir):
         if not os.path.isfile(path):
             raise DataError(f'{path} not found: prepare the data first with `{make}` '
                             '(or point --data_dir at a prepared folder)')
-    with open(os.path.join(data_dir, 'meta.pkl'), 'rb') as f:
-        return pickle.load(f)
+    path = os.path.join(data_dir, 'meta.pkl')
+    try:
+        with open(path, 'rb') as f:
+            meta = load_data_pickle(f)
+        assert isinstance(meta, dict), f'a {type(meta).__name__}, not a dict'
+        missing = [k for k in ('vocab_size', 'dtype', 'tokenizer', 'eot_token', 'token_bytes') if k not in meta]
+        assert not missing, f"no {', '.join(missing)}"
+        itemsize = np.dtype(meta['dtype']).itemsize
+    except (pickle.UnpicklingError, EOFError, AssertionError, TypeError, ValueError, AttributeError, ImportError) as e:
+        raise DataError(f'{path}: not a readable meta.pkl ({str(e) or type(e).__name__}): prepare the folder again with `{make}`')
+    for split in ('train', 'val'):
+        check_token_file(os.path.join(data_dir, f'{split}.bin'), meta, split, itemsize, make)
+    return meta
+
+
+def check_token_file(path, meta, split, itemsize, make):
+    """DataError unless the token file has the size (and, for the small val.bin, the hash) meta.pkl records."""
+    size, name = os.path.getsize(path), os.path.basename(path)
+    recorded = meta.get('token_files', {}).get(name, {})
+    expected = recorded.get('bytes', meta[f'{split}_tokens'] * itemsize if f'{split}_tokens' in meta else None)
+    problem = None
+    if size == 0 or size % itemsize:
+        problem = f'{size} bytes: not a whole number of {meta["dtype"]} tokens' if size else 'empty'
+    elif expected is not None and size != expected:
+        problem = f'{size} bytes, but meta.pkl records {expected}'
+    elif split == 'val' and 'blake2b' in recorded and file_hash(path) != recorded['blake2b']:
+        problem = 'its content is not the one meta.pkl records'
+    if problem:
+        raise DataError(f'{path}: {problem} (truncated, or from another prepare run than meta.pkl): '
+                        f'prepare the folder again with `{make}`')
 
 
 def open_tokens(data_dir, split, meta):

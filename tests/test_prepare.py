@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import FIXTURES, PREPARE, PUBMED_CORPUS, PUBMED_XML, need, run_prepare
+from conftest import FIXTURES, PREPARE, PUBMED_CORPUS, PUBMED_XML, REPO, need, run_prepare
 from data.pubmed.parse import parse_file
 from dataloader import META_KEYS, load_meta
 from tokenizer import encoding_from_spec
@@ -284,3 +284,151 @@ def test_rerun_and_added_files_reuse_the_cache(tmp_path):
     after = {p.name: p.stat().st_mtime_ns for p in (out / 'cache' / 'parsed').iterdir()}
     assert len(after) == 3 and all(after[name] == mtime for name, mtime in parsed.items())
     assert documents(out, 'train') + documents(out, 'val') != [] and load_meta(out)['records']['deleted'] == 2
+
+
+# ------------------------------------------------------------------------------------------------
+# hostile and clumsy input
+
+def citation(pmid, title='A title.', abstract='An abstract.'):
+    return (f'<PubmedArticle><MedlineCitation><PMID Version="1">{pmid}</PMID><Article><ArticleTitle>{title}'
+            f'</ArticleTitle><Abstract><AbstractText>{abstract}</AbstractText></Abstract><Language>eng</Language>'
+            '</Article></MedlineCitation></PubmedArticle>')
+
+
+def write_xml(path, *items):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text('<?xml version="1.0" encoding="utf-8"?>\n<PubmedArticleSet>' + ''.join(items) + '</PubmedArticleSet>\n',
+                    encoding='utf-8')
+    return path
+
+
+class Payload:
+    """A pickle that, loaded with plain pickle.load, creates a marker file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f'touch {self.marker}',))
+
+
+def test_a_pickle_payload_in_meta_pkl_or_a_cache_never_runs(tmp_path):
+    import pickle
+    folder, out, marker = fixture_input(tmp_path), tmp_path / 'out', tmp_path / 'pwned'
+    args = [f'--input={folder}', f'--out_dir={out}', '--vocab_size=300', '--val_fraction=0.5']
+    assert run_prepare(*args).returncode == 0
+    expected = outputs(out)
+    # a poisoned parse cache (its header, which the merge reads) is refused and rebuilt
+    cache = sorted((out / 'cache' / 'parsed').glob('pubmed99n0001.*.pkl'))[0]
+    header_at = int.from_bytes(cache.read_bytes()[-8:], 'little')
+    cache.write_bytes(cache.read_bytes()[:header_at] + pickle.dumps(Payload(marker)) + header_at.to_bytes(8, 'little'))
+    r = run_prepare(*args)
+    assert r.returncode == 0 and 'unreadable cache' in r.stderr and 'posix.system, which is not plain data' in r.stderr
+    assert outputs(out) == expected and not marker.exists()
+    # a poisoned meta.pkl stops train.py with one line
+    (out / 'meta.pkl').write_bytes(pickle.dumps({'vocab_size': Payload(marker)}))
+    t = subprocess.run([sys.executable, str(REPO / 'train.py'), f'--data_dir={out}', f'--out_dir={tmp_path / "run"}'],
+                       capture_output=True, text=True, timeout=120)
+    assert t.returncode == 1 and t.stderr.count('\n') == 1, t.stderr
+    assert 'meta.pkl: not a readable meta.pkl' in t.stderr and 'posix.system' in t.stderr
+    assert not marker.exists() and not (tmp_path / 'run').exists()
+
+
+def test_token_files_that_meta_pkl_does_not_describe_are_refused(tmp_path):
+    folder = fixture_input(tmp_path)
+    for out, vocab in (('a', 300), ('b', 320)):
+        assert run_prepare(f'--input={folder}', f'--out_dir={tmp_path / out}', f'--vocab_size={vocab}',
+                           '--val_fraction=0.5').returncode == 0
+    assert load_meta(tmp_path / 'a')['token_files']['val.bin']['bytes'] == (tmp_path / 'a' / 'val.bin').stat().st_size
+    # what a kill between the renames of two prepare runs leaves: b's val.bin beside a's train.bin and meta.pkl
+    shutil.copy(tmp_path / 'b' / 'val.bin', tmp_path / 'a' / 'val.bin')
+    with pytest.raises(Exception, match=r'val.bin: .*(content|bytes, but meta.pkl records).*prepare the folder again'):
+        load_meta(tmp_path / 'a')
+    train = tmp_path / 'b' / 'train.bin'
+    train.write_bytes(train.read_bytes()[:-2])  # truncated by one token
+    with pytest.raises(Exception, match=r'train.bin: \d+ bytes, but meta.pkl records \d+'):
+        load_meta(tmp_path / 'b')
+    train.write_bytes(train.read_bytes()[:-1])  # and now half a token
+    with pytest.raises(Exception, match='not a whole number of uint16 tokens'):
+        load_meta(tmp_path / 'b')
+
+
+def test_stale_temp_files_are_removed_and_a_second_prepare_is_locked_out(tmp_path):
+    import fcntl
+    folder, out = fixture_input(tmp_path), tmp_path / 'out'
+    args = [f'--input={folder}', f'--out_dir={out}', '--vocab_size=300', '--val_fraction=0.5']
+    (out / 'cache' / 'tokens').mkdir(parents=True)
+    stale = [out / 'train.bin.4242.tmp', out / 'cache' / 'tokens' / 'x.npz.4242.tmp']
+    for path in stale:
+        path.write_bytes(b'left by a killed run')
+    with open(out / '.prepare.lock', 'a+') as lock:  # another prepare.py holds out_dir
+        lock.write('4242')
+        lock.flush()
+        fcntl.lockf(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        r = subprocess.run([sys.executable, PREPARE, *args], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 1 and r.stderr.count('\n') == 1
+        assert f'another prepare.py (pid 4242) is writing to {out}' in r.stderr
+        assert all(p.exists() for p in stale) and not (out / 'train.bin').exists()
+    r = run_prepare(*args)
+    assert r.returncode == 0 and 'removed 2 temp file(s) left by a killed run' in r.stderr
+    assert not any(p.exists() for p in stale)
+
+
+def test_the_bpe_says_when_it_is_smaller_than_asked_and_refuses_to_learn_nothing(tmp_path):
+    folder = fixture_input(tmp_path)
+    r = run_prepare(f'--input={folder}', f'--out_dir={tmp_path / "big"}', '--vocab_size=70000', '--val_fraction=0.5')
+    meta = load_meta(tmp_path / 'big')
+    assert r.returncode == 0 and 300 < meta['vocab_size'] < 70000
+    assert f"the BPE has {meta['vocab_size']:,} tokens, fewer than --vocab_size=70,000" in r.stderr
+    assert json.loads((tmp_path / 'big' / 'meta.json').read_text())['vocab_size'] == meta['vocab_size']
+    r = run_prepare(f'--input={folder}', f'--out_dir={tmp_path / "tiny"}', '--bpe_train_chars=1', '--val_fraction=0.5')
+    assert r.returncode == 1 and 'too small to learn any merge' in r.stderr.splitlines()[-1]
+    assert not (tmp_path / 'tiny' / 'train.bin').exists() and not (tmp_path / 'tiny' / 'meta.pkl').exists()
+
+
+def test_a_ten_digit_pmid_costs_no_memory_and_non_ascii_digits_are_no_pmid(tmp_path):
+    folder = tmp_path / 'in'
+    write_xml(folder / 'pubmed99n0001.xml', *(citation(p, abstract=f'Record {p}.') for p in range(1, 41)),
+              citation('²', abstract='Superscript two.'), citation('١٠١', abstract='Arabic-Indic 101.'))
+    write_xml(folder / 'pubmed99n0002.xml', citation('٣', abstract='Arabic-Indic 3 must not replace record 3.'),
+              '<DeleteCitation><PMID Version="1">9999999999</PMID></DeleteCitation>')
+    out = tmp_path / 'out'
+    p = subprocess.Popen([sys.executable, PREPARE, f'--input={folder}', f'--out_dir={out}', '--vocab_size=300',
+                          '--val_fraction=0.5', '--workers=1'], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(p.pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, p.stderr.read()
+    assert usage.ru_maxrss < 1_000_000  # kB: the dense array of before allocated 10 GB for this PMID
+    docs = documents(out, 'train') + documents(out, 'val')
+    assert sorted(docs) == sorted(f'A title.\nRecord {p}.' for p in range(1, 41))
+    assert load_meta(out)['records']['no_pmid'] == 3 and '3 without a valid PMID' in p.stdout.read()
+
+
+def test_a_corrupt_parse_cache_is_rebuilt_and_a_symlink_loop_counts_each_file_once(tmp_path):
+    folder, out = fixture_input(tmp_path), tmp_path / 'out'
+    os.symlink('.', folder / 'loop')  # in/loop/loop/... : the same files again and again
+    args = [f'--input={folder}', f'--out_dir={out}', '--vocab_size=300', '--val_fraction=0.5']
+    r = run_prepare(*args)
+    assert r.returncode == 0 and 'files: 3 given, 3 prepared, 0 bad' in r.stdout
+    expected = outputs(out)
+    cache = sorted((out / 'cache' / 'parsed').glob('pubmed99n0002.*.pkl'))[0]
+    cache.write_bytes(cache.read_bytes()[:100])  # truncated: its header is gone
+    r = run_prepare(*args)
+    assert r.returncode == 0 and f'{cache}: unreadable cache' in r.stderr and 'rebuilding it' in r.stderr
+    assert 'left out' not in r.stderr and outputs(out) == expected
+
+
+def test_paths_that_cannot_be_written_are_refused_before_any_work(tmp_path):
+    (tmp_path / 'afile').write_text('x')
+    cases = {f'--out_dir={tmp_path / "afile"}': 'is a file, not a folder',
+             f'--export_jsonl={tmp_path / "missing" / "docs.jsonl"}': 'its folder does not exist or is not writable'}
+    for arg, message in cases.items():
+        r = run_prepare(f'--input={FIXTURES}', f'--out_dir={tmp_path / "out"}', arg)
+        assert r.returncode == 2 and message in r.stderr and r.stderr.count('\n') == 1, r.stderr
+    assert not (tmp_path / 'out').exists()
+
+
+def test_no_document_at_all_says_why_without_a_val_fraction_hint(tmp_path):
+    folder = fixture_input(tmp_path)
+    r = run_prepare(f'--input={folder}', f'--out_dir={tmp_path / "out"}', '--languages=xyz')
+    assert r.returncode == 1 and 'no documents to keep' in r.stderr and '--languages=all' in r.stderr
+    assert 'val_fraction' not in r.stderr

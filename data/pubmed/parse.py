@@ -88,9 +88,10 @@ def meta_of(article):
 
 
 def pmid_of(text):
-    """The PMID as an int, or None unless it is 1-10 digits (PMIDs index an array in the merge)."""
+    """The PMID as an int, or None unless it is 1-10 ASCII digits ('²' and other scripts' digits are
+    digits to str.isdigit, and int() reads some of them: they would name another record)."""
     pmid = (text or '').strip()
-    return int(pmid) if pmid.isdigit() and len(pmid) <= 10 else None
+    return int(pmid) if pmid.isascii() and pmid.isdigit() and len(pmid) <= 10 else None
 
 
 def record_of(citation, with_meta):

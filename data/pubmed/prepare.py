@@ -20,6 +20,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import fcntl
 import pickle
 import sys
 import time
@@ -33,7 +34,7 @@ from tqdm import tqdm
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))  # the repo root, when run as a script
-from common import atomic_write  # noqa: E402
+from common import atomic_write, die_with_parent, load_data_pickle  # noqa: E402
 from configurator import configure, fail  # noqa: E402
 from data.pubmed.download import DownloadError, download_all, file_md5, list_files, natural_key  # noqa: E402
 from data.pubmed.parse import iter_file  # noqa: E402
@@ -60,7 +61,7 @@ DEFAULTS = {
     'export_jsonl': '',      # also write one JSON line per kept document to this path
     'allow_bad_files': False,  # exit 0 even if some files were corrupt or failed to download
 }
-PARSE_VERSION = 1  # bump when parse.py's output changes: invalidates cache/parsed
+PARSE_VERSION = 2  # bump when parse.py's output changes: invalidates cache/parsed
 CHUNK = 1024  # records per pickle in the parse cache, documents per tokenizer batch
 PICKLE = 4
 
@@ -84,10 +85,44 @@ def parse_options(argv):
         problems.append("--languages is empty: give codes such as 'eng,fre' or 'all'")
     if o['input'] and not input_files(o['input']):
         problems.append(f"--input={o['input']}: no .xml or .xml.gz files there")
+    if os.path.exists(o['out_dir']) and not os.path.isdir(o['out_dir']):
+        problems.append(f"--out_dir={o['out_dir']}: is a file, not a folder")
+    elif not writable_folder(o['out_dir']):
+        problems.append(f"--out_dir={o['out_dir']}: cannot create or write to it")
+    if o['export_jsonl'] and not writable_folder(os.path.dirname(os.path.abspath(o['export_jsonl'])), create=False):
+        problems.append(f"--export_jsonl={o['export_jsonl']}: its folder does not exist or is not writable")
     if problems:
         fail('; '.join(problems), code=2)
     o['raw_dir'] = o['raw_dir'] or os.path.join(o['out_dir'], 'raw')
     return o
+
+
+def writable_folder(path, create=True):
+    """Whether files can be written in `path` (an existing folder, or one that can be created there)."""
+    while create and not os.path.exists(path) and path != os.path.dirname(path):
+        path = os.path.dirname(os.path.abspath(path))
+    return os.path.isdir(path) and os.access(path, os.W_OK | os.X_OK)
+
+
+def lock_out_dir(out_dir):
+    """Hold out_dir for this run (released when the process ends, even by kill -9), then remove the temp
+    files of killed runs: with the lock held, no other prepare.py is writing them."""
+    lock = open(os.path.join(out_dir, '.prepare.lock'), 'a+')
+    try:  # a POSIX record lock: held by this process only, not by the workers it forks
+        fcntl.lockf(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock.seek(0)
+        fail(f"another prepare.py (pid {lock.read().strip() or '?'}) is writing to {out_dir}: wait for it to finish, "
+             'or use another --out_dir')
+    lock.truncate(0)
+    lock.write(str(os.getpid()))
+    lock.flush()
+    stale = glob.glob(os.path.join(out_dir, '*.tmp')) + glob.glob(os.path.join(out_dir, 'cache', '**', '*.tmp'), recursive=True)
+    for path in stale:
+        os.remove(path)
+    if stale:
+        print(f'removed {len(stale)} temp file(s) left by a killed run', file=sys.stderr)
+    return lock
 
 
 def short_hash(*parts):
@@ -105,8 +140,14 @@ def pool_imap(fn, items, workers, initializer=None, initargs=()):
             initializer(*initargs)
         yield from map(fn, items)
         return
-    with multiprocessing.Pool(workers, initializer, initargs) as pool:
+    with multiprocessing.Pool(workers, worker_init, (initializer, initargs)) as pool:
         yield from pool.imap(fn, items)
+
+
+def worker_init(initializer, initargs):
+    die_with_parent()  # a killed prepare.py takes its workers with it
+    if initializer:
+        initializer(*initargs)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -118,6 +159,7 @@ def input_files(pattern):
     else:
         paths = glob.glob(pattern, recursive=True)
     paths = [p for p in paths if os.path.isfile(p) and p.endswith(('.xml', '.xml.gz'))]
+    paths = {os.path.realpath(p): p for p in sorted(paths, reverse=True)}.values()  # each file once, however linked
     return sorted(paths, key=lambda p: (natural_key(os.path.basename(p)), p))
 
 
@@ -189,7 +231,7 @@ def read_header(cache):
     with open(cache, 'rb') as f:
         f.seek(-8, os.SEEK_END)
         f.seek(int.from_bytes(f.read(8), 'little'))
-        return pickle.load(f)
+        return load_data_pickle(f)
 
 
 def iter_records(cache):
@@ -199,7 +241,18 @@ def iter_records(cache):
         header_at = int.from_bytes(f.read(8), 'little')
         f.seek(0)
         while f.tell() < header_at:
-            yield from pickle.load(f)
+            yield from load_data_pickle(f)
+
+
+def cached_records(cache):
+    """The number of records of a readable parse cache; None (the file removed, to be rebuilt) when it is
+    not readable: a cache is ours to rebuild, never a reason to drop its input file."""
+    try:
+        return len(read_header(cache)['pmid'])
+    except Exception as e:
+        print(f'note: {cache}: unreadable cache ({type(e).__name__}: {e}): rebuilding it', file=sys.stderr)
+        os.remove(cache)
+        return None
 
 
 def describe(e):
@@ -220,7 +273,9 @@ def parse_task(task):
         md5 = md5 or file_md5(path)
         stem = name.split('.')[0]
         cache = os.path.join(cache_dir, f'{stem}.{md5[:16]}.{short_hash(PARSE_VERSION, with_meta)}.pkl')
-        n = len(read_header(cache)['pmid']) if os.path.exists(cache) else write_parsed(path, cache, with_meta)
+        n = cached_records(cache) if os.path.exists(cache) else None
+        if n is None:
+            n = write_parsed(path, cache, with_meta)
         return {'name': name, 'md5': md5, 'cache': cache, 'records': n, 'error': None}
     except Exception as e:  # a corrupt file is reported with its name, the others go on
         return {'name': name, 'path': path, 'error': describe(e)}
@@ -271,18 +326,20 @@ def merge(parsed, o):
     At the end 'deleted' counts the 3s (PMID 7; delete 9 removed nothing)."""
     wanted = {c.strip().lower() for c in o['languages'].split(',') if c.strip()}
     val_below = np.uint64(min(int(o['val_fraction'] * 2.0 ** 64), 2 ** 64 - 1))
-    # per PMID: 0 not met yet, 1 a record won, 2 a delete won, 3 a delete won over a record
-    state = np.zeros(0, dtype=np.int8)
+    # every PMID met, sorted: a PMID's state lives at its index here, so memory grows with the number of
+    # PMIDs, not with the largest one (a single 10-digit PMID would otherwise cost gigabytes)
+    met = [np.unique(np.concatenate([h['pmid'], h['deletes']])) for h in (read_header(p['cache']) for p in parsed)]
+    ids = np.unique(np.concatenate(met))
+    state = np.zeros(len(ids), dtype=np.int8)
     counts, plans = Counter(), [None] * len(parsed)
     for i in reversed(range(len(parsed))):
         h = read_header(parsed[i]['cache'])
-        pmid, deletes = h['pmid'], h['deletes']
+        deletes = h['deletes']
         counts.update(h['counts'])
-        counts['records'] += len(pmid)
+        counts['records'] += len(h['pmid'])
         counts['delete_requests'] += len(deletes)
-        events = np.concatenate([pmid, deletes])[::-1]  # within a file deletes come after the records
-        if events.size and events.max() >= len(state):
-            state = np.concatenate([state, np.zeros(int(events.max()) + 1 - len(state), dtype=np.int8)])
+        pmid = np.searchsorted(ids, h['pmid'])  # indices into state from here on
+        events = np.concatenate([pmid, np.searchsorted(ids, deletes)])[::-1]  # within a file deletes come after the records
         _, first = np.unique(events, return_index=True)
         wins = np.zeros(len(events), dtype=bool)
         wins[first] = True
@@ -320,6 +377,18 @@ def load_gpt2():
              'set TIKTOKEN_CACHE_DIR to a folder that holds them (e.g. a copy of ../shared/tiktoken-cache)')
 
 
+def check_bpe_size(spec, o):
+    """A BPE stops merging when its sample has no pair left to merge: say so, and refuse one with no merge."""
+    size = vocab_size_of(spec)
+    if size <= 256 + len(spec['special_tokens']):
+        fail(f"the BPE sample is too small to learn any merge (--bpe_train_chars={o['bpe_train_chars']}, "
+             f"{o['vocab_size']} tokens asked): give it more text; nothing written")
+    if size < o['vocab_size']:
+        print(f"note: the BPE has {size:,} tokens, fewer than --vocab_size={o['vocab_size']:,}: its sample had no more "
+              'pairs to merge (more text, or a larger --bpe_train_chars, gives more); meta.pkl records the real size',
+              file=sys.stderr)
+
+
 def train_tokenizer(parsed, plans, o):
     """The BPE of a sample of about bpe_train_chars characters of the train split (cached by sample)."""
     headers = [read_header(p['cache']) for p in parsed]
@@ -328,16 +397,22 @@ def train_tokenizer(parsed, plans, o):
     samples = [(plan == TRAIN) & (h['sample_hash'] <= below) for h, plan in zip(headers, plans)]
     key = short_hash(o['vocab_size'], *[(p['cache'], s.tobytes()) for p, s in zip(parsed, samples)])
     cache = os.path.join(o['out_dir'], 'cache', f'bpe.{key}.pkl')
-    if not os.path.exists(cache):
-        def texts():
-            for p, sample in zip(parsed, samples):
-                yield from (document(r) for r, chosen in zip(iter_records(p['cache']), sample) if chosen)
-        n_chars = sum(int(h['chars'][s].sum()) for h, s in zip(headers, samples))
-        print(f'training a {o["vocab_size"]}-token BPE on {n_chars:,} characters of the train split ...', file=sys.stderr)
-        with atomic_write(cache) as f:
-            pickle.dump(train_bpe(texts(), o['vocab_size']), f, PICKLE)
-    with open(cache, 'rb') as f:  # always the unpickled copy: meta.pkl's bytes must not depend on the path taken
-        return pickle.load(f)
+    if os.path.exists(cache):  # always the unpickled copy: meta.pkl's bytes must not depend on the path taken
+        try:
+            with open(cache, 'rb') as f:
+                return load_data_pickle(f)
+        except Exception as e:
+            print(f'note: {cache}: unreadable cache ({type(e).__name__}: {e}): training the BPE again', file=sys.stderr)
+
+    def texts():
+        for p, sample in zip(parsed, samples):
+            yield from (document(r) for r, chosen in zip(iter_records(p['cache']), sample) if chosen)
+    n_chars = sum(int(h['chars'][s].sum()) for h, s in zip(headers, samples))
+    print(f'training a {o["vocab_size"]}-token BPE on {n_chars:,} characters of the train split ...', file=sys.stderr)
+    with atomic_write(cache) as f:
+        pickle.dump(train_bpe(texts(), o['vocab_size']), f, PICKLE)
+    with open(cache, 'rb') as f:
+        return load_data_pickle(f)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -436,7 +511,7 @@ def print_summary(meta, counts, n_files, elapsed):
         f"files: {n_files} given, {len(meta['files'])} prepared, {len(meta['bad_files'])} bad",
         f"records: {counts['records'] + counts['book'] + counts['no_pmid']:,} seen, {docs:,} kept; dropped: "
         f"{counts['no_abstract']:,} without abstract, {counts['language']:,} other language, "
-        f"{counts['book']:,} books, {counts['no_pmid']:,} without PMID",
+        f"{counts['book']:,} books, {counts['no_pmid']:,} without a valid PMID",
         f"PMIDs: {counts['replaced']:,} duplicates replaced by a later version, {counts['deleted']:,} deleted "
         f"({counts['delete_requests']:,} delete requests)",
         f"train: {meta['train_docs']:,} docs, {meta['train_tokens']:,} tokens; "
@@ -452,6 +527,7 @@ def main(argv=None):
     o = parse_options(argv)
     spec = load_gpt2() if o['tokenizer'] == 'gpt2' else None  # fails now rather than after the parse
     os.makedirs(o['out_dir'], exist_ok=True)
+    lock = lock_out_dir(o['out_dir'])  # noqa: F841 (held until the process ends)
     sources, failed_downloads = gather_sources(o)
     parsed, corrupt = parse_all(sources, o)
     bad = failed_downloads + corrupt
@@ -459,11 +535,16 @@ def main(argv=None):
         fail('no file could be prepared' + (f' ({len(bad)} bad)' if bad else ''))
     plans, counts = merge(parsed, o)
     train_docs, val_docs = sum(int((p == TRAIN).sum()) for p in plans), sum(int((p == VAL).sum()) for p in plans)
+    if not train_docs and not val_docs:
+        fail(f"no documents to keep: none of the {counts['records']:,} records has an abstract in a kept language "
+             f"(--languages={o['languages']}; --languages=all keeps every one); nothing written")
     if not train_docs or not val_docs:
         fail(f'the {"val" if train_docs else "train"} split is empty ({train_docs} train, {val_docs} val '
              f'documents): use more input files or a {"larger" if train_docs else "smaller"} --val_fraction; '
              'nothing written')
-    spec = spec or train_tokenizer(parsed, plans, o)
+    if spec is None:
+        spec = train_tokenizer(parsed, plans, o)
+        check_bpe_size(spec, o)
     shards, totals = tokenize_all(parsed, plans, spec, o)
     if o['export_jsonl']:
         write_jsonl(parsed, plans, o['export_jsonl'])
