@@ -36,6 +36,13 @@ def atomic_write(path, mode='wb'):
         raise
 
 
+def writable_folder(path, create=True):
+    """Whether files can be written in `path` (an existing folder, or one that can be created there)."""
+    while create and not os.path.exists(path) and path != os.path.dirname(path):
+        path = os.path.dirname(os.path.abspath(path))
+    return os.path.isdir(path) and os.access(path, os.W_OK | os.X_OK)
+
+
 # what a pickle of builtins and numpy arrays refers to by name: nothing here runs code of the file's choosing
 PICKLE_DATA_CLASSES = {('numpy', 'ndarray'), ('numpy', 'dtype'), ('numpy._core.multiarray', '_reconstruct'),
                        ('numpy.core.multiarray', '_reconstruct'), ('numpy._core.multiarray', 'scalar'),
@@ -89,6 +96,12 @@ def resolve_device(name, local_rank=0):
             raise DeviceError(f'--device={name}: CUDA is not available here (use --device=cpu or auto)')
         if device.index is None:
             device = torch.device('cuda', local_rank)
+        if device.index >= torch.cuda.device_count():
+            raise DeviceError(f'--device={name}: this machine has {torch.cuda.device_count()} GPU(s)')
+    if device.type == 'mps' and not torch.backends.mps.is_available():
+        raise DeviceError(f'--device={name}: MPS (Apple GPUs) is not available here (use --device=cpu or auto)')
+    if device.type not in ('cpu', 'cuda', 'mps'):
+        raise DeviceError(f'--device={name}: not supported here (cpu, cuda, cuda:1, mps)')
     return device
 
 

@@ -72,14 +72,15 @@ def check_type(key, value, default, where):
     raise ConfigError(f"{key} = {value!r}{where}: expected {type(default).__name__} (default is {default!r})")
 
 
-def rename(key, value, config, renamed):
+def rename(key, value, config, renamed, given):
     """Apply the renamed option `key`: its value goes to the new key, with a note saying so."""
     _, new, convert = renamed[key]
     config[new] = convert(value, config)
+    given.add(new)
     print(f'note: {key} is deprecated: use {new} (here {new}={config[new]!r})', file=sys.stderr)
 
 
-def apply_config_file(path, config, defaults, renamed):
+def apply_config_file(path, config, defaults, renamed, given):
     try:
         with open(path) as f:
             source = f.read()
@@ -94,18 +95,19 @@ def apply_config_file(path, config, defaults, renamed):
         if key.startswith('_') or key in config and config[key] is value:
             continue
         if key in renamed:
-            rename(key, check_type(key, value, renamed[key][0], f" in '{path}'"), config, renamed)
+            rename(key, check_type(key, value, renamed[key][0], f" in '{path}'"), config, renamed, given)
             continue
         if key not in defaults:
             raise _unknown(key, list(defaults), f" in config file '{path}'")
         config[key] = check_type(key, value, defaults[key], f" in '{path}'")
+        given.add(key)
 
 
-def parse_args(defaults, argv, renamed=None):
-    config, renamed = dict(defaults), renamed or {}
+def parse_args(defaults, argv, renamed=None, given=None):
+    config, renamed, given = dict(defaults), renamed or {}, set() if given is None else given
     for arg in argv:
         if not arg.startswith('--'):
-            apply_config_file(arg, config, defaults, renamed)
+            apply_config_file(arg, config, defaults, renamed, given)
             continue
         key, eq, raw = arg[2:].partition('=')
         if key not in defaults and key not in renamed:
@@ -113,15 +115,16 @@ def parse_args(defaults, argv, renamed=None):
         if not eq:
             raise ConfigError(f"--{key} needs a value: write --{key}=VALUE")
         if key in renamed:
-            rename(key, coerce(key, raw, renamed[key][0]), config, renamed)
+            rename(key, coerce(key, raw, renamed[key][0]), config, renamed, given)
         else:
             config[key] = coerce(key, raw, defaults[key])
+            given.add(key)
     return config
 
 
-def configure(defaults, argv=None, renamed=None):
+def configure(defaults, argv=None, renamed=None, given=None):
     """Parse sys.argv (or argv) against `defaults` (and `renamed`, see above); on any mistake print one
-    line and exit 2."""
+    line and exit 2. `given`, a set, receives the keys that argv set (on the command line or in a file)."""
     argv = sys.argv[1:] if argv is None else argv
     if any(a in ('-h', '--help') for a in argv):
         print('options (--key=value) and their defaults:')
@@ -129,7 +132,7 @@ def configure(defaults, argv=None, renamed=None):
             print(f'  --{key}={value!r}')
         sys.exit(0)
     try:
-        return parse_args(defaults, argv, renamed)
+        return parse_args(defaults, argv, renamed, given)
     except ConfigError as e:
         fail(e, 2)
 

@@ -169,16 +169,23 @@ def eval_starts(tokens, block, count):
 class TrainLoader:
     """This rank's micro-batches of each optimizer step, from one global stream of windows.
 
-    A step reads the next batch_size * micro_steps windows of the stream (micro_steps summed over all
-    ranks), dealt to ranks in turn: micro-batch m of rank r is the stream's (m * world + r)-th batch.
-    Dealing in turn rather than in blocks keeps the set of windows a step trains on the same for any
-    split of (ranks x micro-steps per rank), so 8 GPUs x 4 micro-steps and 1 GPU x 32 train alike.
-    The position in the stream is the whole state: resuming on another number of ranks works."""
+    A step trains on the next batch_size * micro_steps windows of the stream (micro_steps: micro-batches
+    per step, summed over all ranks). They are cut into micro-batches dealt to ranks in turn: micro-batch
+    m of rank r is the stream's (m * world + r)-th. Dealing in turn rather than in blocks keeps the set
+    of windows a step trains on the same for any split of (ranks x micro-steps per rank), so 8 GPUs x 4
+    micro-steps and 1 GPU x 32 train alike. When the ranks do not divide micro_steps (2 processes, 1
+    micro-step), the micro-batches shrink instead: each rank trains its share of the step's windows in
+    the fewest equal micro-batches of at most batch_size. The position in the stream is the whole
+    state: resuming on another number of ranks works."""
 
     def __init__(self, tokens, block, batch_size, micro_steps, seed, rank=0, world=1, eot=None):
-        assert micro_steps % world == 0, 'micro_steps counts micro-batches over all ranks'
-        self.tokens, self.block, self.batch_size, self.seed = tokens, block, batch_size, seed
-        self.micro_steps, self.rank, self.world = micro_steps, rank, world
+        windows = batch_size * micro_steps  # per step, all ranks
+        if windows % world:
+            raise ValueError(uneven_split_message(batch_size, micro_steps, world))
+        share = windows // world
+        self.micro_steps = next(m for m in range(1, share + 1) if share % m == 0 and share // m <= batch_size)
+        self.micro_batch = share // self.micro_steps
+        self.tokens, self.block, self.seed, self.rank, self.world = tokens, block, seed, rank, world
         self.aligned = eot is not None
         self.starts = window_starts(tokens, block, eot)
         self.windows_seen = 0  # windows of the stream used by the steps so far, all ranks
@@ -186,11 +193,11 @@ class TrainLoader:
     def step_batches(self):
         """[(x, y)] of this rank for the next step; moves the stream past the whole step (all ranks)."""
         batches = []
-        for micro in range(self.micro_steps // self.world):
-            first = self.windows_seen + (micro * self.world + self.rank) * self.batch_size
-            ids = window_ids(first, self.batch_size, len(self.starts), self.seed)
+        for micro in range(self.micro_steps):
+            first = self.windows_seen + (micro * self.world + self.rank) * self.micro_batch
+            ids = window_ids(first, self.micro_batch, len(self.starts), self.seed)
             batches.append(read_windows(self.tokens, self.starts[ids], self.block))
-        self.windows_seen += self.batch_size * self.micro_steps
+        self.windows_seen += self.micro_batch * self.micro_steps * self.world
         return batches
 
     def state_dict(self):
@@ -199,3 +206,15 @@ class TrainLoader:
 
     def load_state_dict(self, state):
         self.windows_seen = state['windows_seen']
+
+
+def uneven_split_message(batch_size, micro_steps, world):
+    """What to do when world processes cannot share the step's batch_size x micro_steps windows equally."""
+    windows = batch_size * micro_steps
+    counts = [n for n in range(1, 2 * world + 1) if windows % n == 0]
+    below, above = max(n for n in counts if n < world), [n for n in counts if n > world][:1]
+    steps = [m for m in range(1, 2 * micro_steps + world) if batch_size * m % world == 0]
+    nearest = sorted(steps, key=lambda m: abs(m - micro_steps))[:2]
+    return (f'{world} processes cannot share a step of batch_size x gradient_accumulation_steps = {batch_size} x '
+            f'{micro_steps} = {windows} windows equally: run {" or ".join(map(str, [below, *above]))} processes, or '
+            f'set gradient_accumulation_steps to {" or ".join(map(str, sorted(nearest)))} (the global batch changes then)')

@@ -36,12 +36,23 @@ class GPTConfig:
     rope_base: float = 10000.0
 
     def __post_init__(self):
+        """ValueError naming the first field that cannot make a model."""
         choices = {'pos': ('learned', 'rotary'), 'norm': ('layernorm', 'rmsnorm'), 'mlp': ('gelu', 'swiglu', 'relu2')}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ValueError(f"{key}={getattr(self, key)!r}: expected one of {', '.join(allowed)}")
-        if self.n_embd % self.n_head:
-            raise ValueError(f'n_embd={self.n_embd} must be a multiple of n_head={self.n_head}')
+        for key in ('block_size', 'vocab_size', 'n_layer', 'n_head', 'n_embd'):
+            if getattr(self, key) < 1:
+                raise ValueError(f'{key}={getattr(self, key)}: must be at least 1')
+        problems = [(self.n_embd % self.n_head, f'n_embd={self.n_embd} must be a multiple of n_head={self.n_head}'),
+                    (self.pos == 'rotary' and self.head_dim % 2, f'pos=rotary needs an even head size, and '
+                     f'n_embd / n_head = {self.n_embd} / {self.n_head} = {self.head_dim} is odd'),
+                    (not 0 <= self.dropout < 1, f'dropout={self.dropout}: must be in [0, 1)'),
+                    (self.logit_softcap < 0, f'logit_softcap={self.logit_softcap}: must be 0 (off) or more'),
+                    (self.rope_base <= 0, f'rope_base={self.rope_base}: must be positive')]
+        for bad, message in problems:
+            if bad:
+                raise ValueError(message)
 
     @property
     def head_dim(self):

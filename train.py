@@ -26,14 +26,17 @@ import math
 import os
 import time
 from contextlib import nullcontext
+from datetime import timedelta
 from types import SimpleNamespace
 
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from checkpoint import CheckpointError, load_checkpoint, make_checkpoint, model_from_checkpoint, save_checkpoint
-from common import DTYPES, DeviceError, device_peak_flops, precision, resolve_device
+from checkpoint import (CheckpointError, check_resumable, first_line, load_checkpoint, make_checkpoint,
+                        model_from_checkpoint, save_checkpoint)
+from common import (DTYPES, DeviceError, atomic_write, device_peak_flops, die_with_parent, precision, resolve_device,
+                    writable_folder)
 from configurator import config_from_globals, configure, fail
 from dataloader import DataError, TrainLoader, eval_starts, load_meta, open_tokens, read_windows
 from loss_eval import evaluate
@@ -54,6 +57,8 @@ eval_only = False               # evaluate once and exit
 save_latest = True              # write ckpt.pt, the state --init_from=resume continues from, at every evaluation
 save_best = True                # write best.pt whenever val loss improves
 ckpt_every_tokens = 0           # > 0: also keep snapshots ckpt_<tokens seen>.pt every this many tokens
+overwrite = False               # a new run into an out_dir that holds a previous run's files replaces them (else refused)
+allow_config_change = False     # resume even with a batch, context, seed or window alignment that differs from the run's
 # wandb
 wandb_log = False
 wandb_project = 'pubmed-gpt'
@@ -89,6 +94,7 @@ dtype = 'auto'                  # 'auto' (bf16 if supported, else fp16 on GPU; f
 compile = True
 seed = 1337
 peak_flops = 0.0                # FLOP/s of one device for MFU; 0 = known GPU table, else a measured matmul peak
+dist_timeout = 600.0            # seconds a process waits for the others (torchrun) before it stops and names the straggler
 # -----------------------------------------------------------------------------------------------
 
 MODEL_DEFAULTS = {f.name: f.default for f in dataclasses.fields(GPTConfig) if f.name != 'vocab_size'}
@@ -99,26 +105,75 @@ RENAMED = {  # old option names (nanoGPT's, or this project's before) that keep 
 }
 GPT2_NAMES = ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl')
 CHOICES = {'optimizer': ('adamw', 'muon'), 'schedule': ('cosine', 'wsd', 'constant'), 'dtype': DTYPES}
+AT_LEAST_ONE = ('batch_size', 'gradient_accumulation_steps', 'eval_iters', 'log_interval')
+NOT_NEGATIVE = ('eval_interval', 'eval_interval_seconds', 'ckpt_every_tokens', 'learning_rate', 'muon_lr', 'weight_decay',
+                'grad_clip', 'max_iters', 'max_tokens', 'max_seconds', 'warmup_iters', 'lr_decay_iters', 'min_lr',
+                'seed', 'peak_flops')
+# resuming: options whose change would not continue the run's data stream exactly, and those never taken from it
+EXACT_RESUME_KEYS = ('batch_size', 'gradient_accumulation_steps', 'seed', 'align_windows')
+NOT_RESUMED = ('out_dir', 'init_from', 'eval_only', 'overwrite', 'allow_config_change')
 
 
 def options(argv=None):
     """This run's options: the defaults above, then config files and --key=value from argv (default
-    sys.argv). A mistake that a run would only hit later is one line and exit 2, before anything is written."""
-    config = configure({**config_from_globals(globals()), **MODEL_DEFAULTS}, argv, RENAMED)
-    for key, allowed in CHOICES.items():
-        if config[key] not in allowed:
-            fail(f"{key}={config[key]!r}: expected one of {', '.join(allowed)}", 2)
-    if config['init_from'] not in ('scratch', 'resume', *GPT2_NAMES) and not os.path.isdir(config['init_from']):
-        fail(f"init_from={config['init_from']!r}: expected scratch, resume, {', '.join(GPT2_NAMES)} "
-             f"or a Hugging Face GPT-2 directory", 2)
-    try:
-        GPTConfig(**{k: config[k] for k in MODEL_DEFAULTS})
-    except ValueError as e:
-        fail(str(e), 2)
-    for key in ('batch_size', 'block_size', 'gradient_accumulation_steps', 'eval_iters', 'log_interval'):
-        if config[key] < 1:
-            fail(f'{key}={config[key]}: must be at least 1', 2)
+    sys.argv); on resume the checkpoint's run fills in what argv does not set. A mistake that a run would
+    only hit later is one line and exit 2, before anything is written."""
+    defaults, given = {**config_from_globals(globals()), **MODEL_DEFAULTS}, set()
+    config = configure(defaults, argv, RENAMED, given)
+    if config['init_from'] == 'resume':
+        config = with_resumed_run(config, given)
+    check_options(config)
     return config
+
+
+def with_resumed_run(config, given):
+    """The options of the run ckpt.pt continues: its own, except where argv says otherwise (noted). A change
+    that breaks the exact continuation of its data stream is refused unless allow_config_change."""
+    try:  # mmap: only the config is read, not the weights
+        stored = torch.load(os.path.join(config['out_dir'], 'ckpt.pt'), mmap=True, weights_only=True)['config']
+    except Exception:  # no checkpoint, or not a readable one: main() says which
+        return config
+    kept = {k: v for k, v in stored.items() if k in config and k not in NOT_RESUMED}
+    changed = sorted(k for k in kept if k in given and config[k] != kept[k])
+    breaking = [k for k in changed if k in EXACT_RESUME_KEYS]
+    if breaking and not config['allow_config_change']:
+        fail(f"{', '.join(f'--{k}={config[k]!r}' for k in breaking)}: the run in {config['out_dir']} has "
+             f"{', '.join(f'{k}={kept[k]!r}' for k in breaking)}; resuming with another would not continue its data "
+             'stream exactly (leave it out, or pass --allow_config_change=True)', 2)
+    for k in changed:
+        if k in MODEL_DEFAULTS:
+            print(f"note: ignoring --{k}={config[k]!r}: resuming keeps the checkpoint's model ({k}={kept[k]!r})")
+        else:
+            print(f'note: resuming with {k}={config[k]!r} (the run had {kept[k]!r})')
+    return {**config, **{k: v for k, v in kept.items() if k not in given or k in MODEL_DEFAULTS}}
+
+
+def check_options(c):
+    """Exit 2 with one line on the first option no run can use."""
+    for key, allowed in CHOICES.items():
+        if c[key] not in allowed:
+            fail(f"{key}={c[key]!r}: expected one of {', '.join(allowed)}", 2)
+    if c['init_from'] not in ('scratch', 'resume', *GPT2_NAMES):
+        if not os.path.isdir(c['init_from']):
+            fail(f"init_from={c['init_from']!r}: expected scratch, resume, {', '.join(GPT2_NAMES)} "
+                 f"or a Hugging Face GPT-2 directory", 2)
+        if not os.path.isfile(os.path.join(c['init_from'], 'config.json')):
+            fail(f"init_from={c['init_from']!r}: not a Hugging Face model folder (it has no config.json)", 2)
+    try:
+        GPTConfig(**{k: c[k] for k in MODEL_DEFAULTS})
+        resolve_device(c['device'])
+    except (ValueError, DeviceError) as e:
+        fail(str(e), 2)
+    problems = [(c[k] < 1, f'{k}={c[k]}: must be at least 1') for k in AT_LEAST_ONE]
+    problems += [(c[k] < 0, f'{k}={c[k]}: must be 0 or more') for k in NOT_NEGATIVE]
+    problems += [(not 0 <= c[k] < 1, f'{k}={c[k]}: must be in [0, 1)') for k in ('beta1', 'beta2', 'muon_momentum')]
+    problems += [(not 0 <= c['cooldown_frac'] <= 1, f"cooldown_frac={c['cooldown_frac']}: must be in [0, 1]"),
+                 (c['dist_timeout'] <= 0, f"dist_timeout={c['dist_timeout']}: must be positive"),
+                 (os.path.exists(c['out_dir']) and not os.path.isdir(c['out_dir']), f"out_dir={c['out_dir']}: is a file"),
+                 (not writable_folder(c['out_dir']), f"out_dir={c['out_dir']}: cannot create or write to it")]
+    for bad, message in problems:
+        if bad:
+            fail(message, 2)
 
 
 def lr_multiplier(it, progress, warmup_iters, schedule, min_ratio, cooldown_frac):
@@ -198,11 +253,67 @@ def set_rng_state(state, device):
 
 def training_checkpoint(raw_model, meta, optimizers, scaler, loader, config, device, **progress):
     """The checkpoint to resume from (checkpoint.py); progress: iter_num, train_seconds, best_val_loss.
-    A collective under DDP: every rank's RNG state goes in it."""
+    A collective under DDP: every rank's RNG state goes in it. Exits rather than checkpoint a blown-up model."""
     scaler_state = {'scaler': scaler.state_dict()} if scaler.is_enabled() else {}
-    return make_checkpoint(raw_model, meta['tokenizer'], meta['token_bytes'], optimizer=[o.state_dict() for o in optimizers],
-                           tokens_seen=loader.windows_seen * loader.block, config=config, rng=rng_states(device),
-                           loader=loader.state_dict(), **scaler_state, **progress)
+    try:
+        return make_checkpoint(raw_model, meta['tokenizer'], meta['token_bytes'], optimizer=[o.state_dict() for o in optimizers],
+                               tokens_seen=loader.windows_seen * loader.block, config=config, rng=rng_states(device),
+                               loader=loader.state_dict(), **scaler_state, **progress)
+    except CheckpointError as e:
+        fail(f"{e} after iter {progress['iter_num']}: stopping without writing it; the checkpoints in "
+             f"{config['out_dir']} are untouched (try a lower learning_rate, grad_clip=1.0 or dtype=float32)")
+
+
+def previous_run(out_dir):
+    """The files of a previous run in out_dir, which a new run would replace."""
+    if not os.path.isdir(out_dir):
+        return []
+    names = sorted(os.listdir(out_dir))
+    return [n for n in names if n in ('ckpt.pt', 'best.pt') or (n.startswith('ckpt_') and n.endswith('.pt'))
+            or (n == 'metrics.jsonl' and os.path.getsize(os.path.join(out_dir, n)))]
+
+
+def keep_metrics_until(path, iter_num):
+    """Drop the records after iter_num (and a last line cut short by a kill) from metrics.jsonl: a resumed
+    run logs those iterations again, so each is in the file once."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        lines = f.readlines()
+    kept = []
+    for line in lines:
+        try:
+            if json.loads(line)['iter'] <= iter_num:
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):
+            pass
+    if kept != lines:
+        with atomic_write(path, 'w') as f:
+            f.writelines(kept)
+
+
+# progress of each rank in torchrun's key-value store: when a collective times out, the ranks that waited
+# name the ones that never arrived
+def progress_store():
+    return dist.TCPStore(os.environ['MASTER_ADDR'], int(os.environ['MASTER_PORT']), is_master=False,
+                         timeout=timedelta(seconds=30))
+
+
+def stall_report(error, timeout):
+    """The one line a rank prints when it waited dist_timeout seconds for the others."""
+    rank, world = int(os.environ['RANK']), int(os.environ['WORLD_SIZE'])
+    try:
+        store = progress_store()
+        store.set(f'pubmed-gpt/timed_out/{rank}', '1')
+        time.sleep(2)  # the other waiting ranks time out at about the same moment
+        stalled = [r for r in range(world) if not store.check([f'pubmed-gpt/timed_out/{r}'])]
+        last = {r: store.get(f'pubmed-gpt/iter/{r}').decode() if store.check([f'pubmed-gpt/iter/{r}']) else 'none'
+                for r in stalled}
+        who = ', '.join(f'rank {r} (its last step: iter {last[r]})' for r in stalled) or 'none found'
+    except Exception:
+        who = 'unknown (torchrun\'s store is not reachable)'
+    return (f'rank {rank}: waited {timeout:g} s (--dist_timeout) for the other processes; stalled or dead: {who} '
+            f'[{first_line(error)}]')
 
 
 def record(path, wandb_run, rec):
@@ -220,23 +331,26 @@ def main(config):
     ddp = int(os.environ.get('RANK', -1)) != -1
     rank, local_rank, world = (int(os.environ[k]) for k in ('RANK', 'LOCAL_RANK', 'WORLD_SIZE')) if ddp else (0, 0, 1)
     master = rank == 0
-    if c.gradient_accumulation_steps % world:
-        fail(f'gradient_accumulation_steps={c.gradient_accumulation_steps} must be a multiple of the {world} processes', 2)
     try:
         meta = load_meta(c.data_dir)
         ckpt = load_checkpoint(os.path.join(c.out_dir, 'ckpt.pt')) if c.init_from == 'resume' else None
+        if ckpt is not None:
+            check_resumable(ckpt, meta, os.path.join(c.out_dir, 'ckpt.pt'), c.data_dir)
         dev = resolve_device(c.device, local_rank)
     except (DataError, CheckpointError, DeviceError) as e:
         fail(str(e))
+    if c.init_from != 'resume' and not c.eval_only and not c.overwrite and previous_run(c.out_dir):
+        fail(f"{c.out_dir} holds a previous run ({', '.join(previous_run(c.out_dir))}): continue it with --init_from=resume, "
+             'train into another --out_dir, or pass --overwrite=True to replace it', 2)
     if dev.type == 'cuda':
         torch.cuda.set_device(dev)
     if ddp:
-        dist.init_process_group(backend='nccl' if dev.type == 'cuda' else 'gloo')
+        die_with_parent()  # if torchrun's agent is killed, its workers must not train on as orphans
+        dist.init_process_group(backend='nccl' if dev.type == 'cuda' else 'gloo', timeout=timedelta(seconds=c.dist_timeout))
+        store = progress_store()
     ptdtype, autocast = precision(dev, c.dtype)
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
-    if master:
-        os.makedirs(c.out_dir, exist_ok=True)
 
     # the model: built from the options, read from ckpt.pt, or GPT-2's weights
     torch.manual_seed(c.seed)  # the same initial weights on every rank
@@ -269,10 +383,17 @@ def main(config):
     train_tokens, val_tokens = open_tokens(c.data_dir, 'train', meta), open_tokens(c.data_dir, 'val', meta)
     if min(len(train_tokens), len(val_tokens)) <= block:
         fail(f'{c.data_dir}: train.bin and val.bin need more than block_size={block} tokens each')
-    loader = TrainLoader(train_tokens, block, c.batch_size, c.gradient_accumulation_steps, c.seed, rank, world,
-                         eot=meta['eot_token'] if c.align_windows else None)
+    try:
+        loader = TrainLoader(train_tokens, block, c.batch_size, c.gradient_accumulation_steps, c.seed, rank, world,
+                             eot=meta['eot_token'] if c.align_windows else None)
+    except ValueError as e:
+        fail(str(e), 2)
     if not len(loader.starts):
         fail(f"{c.data_dir}: align_windows=True found no <|endoftext|> (id {meta['eot_token']}) in train.bin to align to")
+    if master and loader.micro_batch != c.batch_size:
+        print(f'note: each of the {world} processes trains {loader.micro_batch * loader.micro_steps} windows a step, '
+              f'in {loader.micro_steps} micro-batch(es) of {loader.micro_batch}: the global batch of batch_size x '
+              f'gradient_accumulation_steps = {c.batch_size * c.gradient_accumulation_steps} windows, split {world} ways')
     val_starts = eval_starts(val_tokens, block, c.eval_iters * c.batch_size)[rank::world]
     token_bytes = torch.tensor(meta['token_bytes'] + [0] * (raw_model.config.vocab_size - len(meta['token_bytes'])), device=dev)
     tokens_per_step = c.batch_size * c.gradient_accumulation_steps * block  # all ranks
@@ -306,11 +427,16 @@ def main(config):
     # logging: MFU is model FLOPs per second over the peak of all devices
     flops_per_token = raw_model.flops_per_token(block)
     peak = c.peak_flops or device_peak_flops(dev, ptdtype)
+    # out_dir: touched only now that every option, the data and the model have been checked
     metrics_path = os.path.join(c.out_dir, 'metrics.jsonl')
-    if master and c.init_from != 'resume' and not c.eval_only:
-        if os.path.exists(os.path.join(c.out_dir, 'ckpt.pt')):
-            print(f'note: starting a new run in {c.out_dir}: its ckpt.pt will be overwritten at the first evaluation')
-        open(metrics_path, 'w').close()
+    if master:
+        os.makedirs(c.out_dir, exist_ok=True)
+        if c.init_from == 'resume':
+            keep_metrics_until(metrics_path, iter_num)  # what a killed run logged after its checkpoint comes again
+        elif not c.eval_only:
+            for name in previous_run(c.out_dir):  # only with --overwrite=True (checked above)
+                os.remove(os.path.join(c.out_dir, name))
+            open(metrics_path, 'w').close()
     wandb_run = None
     if master and c.wandb_log:
         import wandb
@@ -323,6 +449,8 @@ def main(config):
     first_iter, last_eval_seconds = iter_num, train_seconds
     log_seconds, log_iters = 0.0, 0
     while True:
+        if ddp:
+            store.set(f'pubmed-gpt/iter/{rank}', str(iter_num))
         tokens_seen = loader.windows_seen * block
         progress = iter_num / max(1, c.lr_decay_iters or c.max_iters)
         if c.max_tokens:
@@ -354,7 +482,8 @@ def main(config):
             if not c.eval_only and iter_num > 0 and (c.save_latest or (improved and c.save_best)):
                 ckpt = training_checkpoint(raw_model, meta, optimizers, scaler, loader, config, dev, iter_num=iter_num,
                                            train_seconds=train_seconds, best_val_loss=best_val_loss)
-                for name, wanted in (('ckpt.pt', c.save_latest), ('best.pt', improved and c.save_best)):
+                # best.pt first: a kill between the two leaves ckpt.pt behind it, and the resumed run writes best.pt again
+                for name, wanted in (('best.pt', improved and c.save_best), ('ckpt.pt', c.save_latest)):
                     if master and wanted:
                         save_checkpoint(ckpt, os.path.join(c.out_dir, name))
         if done:
@@ -403,4 +532,10 @@ def main(config):
 
 
 if __name__ == '__main__':
-    main(options())
+    config = options()
+    try:
+        main(config)
+    except RuntimeError as e:  # under torchrun: a collective that waited dist_timeout for a stalled process
+        if 'RANK' not in os.environ or 'timed out' not in str(e).lower():
+            raise
+        fail(stall_report(e, config['dist_timeout']))

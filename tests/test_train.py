@@ -2,8 +2,10 @@ import json
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -92,22 +94,96 @@ def test_resume_continues_bitwise_exactly(optimizer, tiny_data, tmp_path):
     assert records(tmp_path / 'resumed', 'eval')[-1]['val_loss'] == records(tmp_path / 'straight', 'eval')[-1]['val_loss']
 
 
-@pytest.mark.parametrize('optimizer', ['adamw', 'muon'])
-def test_torchrun_two_processes_follow_one_process(optimizer, tiny_data, tmp_path):
-    """gradient_accumulation_steps counts micro-batches over all ranks: 2 x 1 and 1 x 2 see the same windows."""
-    args = [f'--data_dir={tiny_data}', *TINY, '--max_iters=6', '--eval_interval=3', f'--optimizer={optimizer}']
+@pytest.mark.parametrize('optimizer, accumulation', [('adamw', 2), ('muon', 2), ('adamw', 1)])
+def test_torchrun_two_processes_follow_one_process(optimizer, accumulation, tiny_data, tmp_path):
+    """gradient_accumulation_steps counts micro-batches over all ranks: 2 x 1 and 1 x 2 see the same windows; with one
+    micro-batch a step (the CPU config's), each of 2 processes trains half of it."""
+    args = [f'--data_dir={tiny_data}', *TINY, '--max_iters=6', '--eval_interval=3', f'--optimizer={optimizer}',
+            f'--gradient_accumulation_steps={accumulation}']
     env = {**os.environ, 'OMP_NUM_THREADS': '1'}
     subprocess.run([sys.executable, 'train.py', *args, f'--out_dir={tmp_path / "one"}'], cwd=REPO, env=env,
                    check=True, capture_output=True)
     r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', 'train.py',
                         *args, f'--out_dir={tmp_path / "two"}'], cwd=REPO, env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-8000:]
+    if accumulation == 1:
+        assert 'each of the 2 processes trains 2 windows a step, in 1 micro-batch(es) of 2' in r.stdout
     one, two = records(tmp_path / 'one'), records(tmp_path / 'two')
     assert [(r['kind'], r['iter']) for r in two] == [(r['kind'], r['iter']) for r in one]
     for a, b in zip(one, two):
         key = 'loss' if a['kind'] == 'train' else 'val_loss'
         assert b[key] == pytest.approx(a[key], rel=1e-5)
     assert a['val_bpb'] == pytest.approx(b['val_bpb'], rel=1e-5)
+
+
+def test_a_split_no_process_count_can_share_names_the_ones_that_can(tiny_data, tmp_path):
+    r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=3', 'train.py',
+                        f'--data_dir={tiny_data}', f'--out_dir={tmp_path / "out"}', *TINY],
+                       cwd=REPO, env={**os.environ, 'OMP_NUM_THREADS': '1'}, capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0
+    assert ('3 processes cannot share a step of batch_size x gradient_accumulation_steps = 4 x 2 = 8 windows equally: '
+            'run 2 or 4 processes, or set gradient_accumulation_steps to 3') in r.stderr
+
+
+def workers_of(agent_pid):
+    """{rank: pid} of the processes torchrun (the agent, in process agent_pid) started."""
+    found = {}
+    for entry in os.listdir('/proc'):
+        try:
+            if entry.isdigit() and int(open(f'/proc/{entry}/stat').read().rsplit(')', 1)[1].split()[1]) == agent_pid:
+                env = dict(v.split('=', 1) for v in open(f'/proc/{entry}/environ').read().split('\0') if '=' in v)
+                if 'RANK' in env:
+                    found[int(env['RANK'])] = int(entry)
+        except OSError:
+            pass
+    return found
+
+
+def alive(pid):
+    try:
+        return open(f'/proc/{pid}/stat').read().rsplit(')', 1)[1].split()[0] != 'Z'
+    except OSError:
+        return False
+
+
+def start_long_torchrun(data, out):
+    """A 2-process run that trains until stopped; returns once both ranks have taken a few steps."""
+    proc = subprocess.Popen([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', 'train.py',
+                             f'--data_dir={data}', f'--out_dir={out}', *TINY, '--max_iters=1000000', '--eval_interval=0',
+                             '--dist_timeout=5', '--save_latest=False', '--save_best=False'], cwd=REPO,
+                            env={**os.environ, 'OMP_NUM_THREADS': '1'}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not ((out / 'metrics.jsonl').exists() and len(records(out, 'train')) >= 3):
+        time.sleep(0.1)
+    workers = workers_of(proc.pid)
+    assert sorted(workers) == [0, 1], proc.stderr.read() if proc.poll() is not None else workers
+    return proc, workers
+
+
+def test_a_stalled_rank_is_named_after_dist_timeout(tiny_data, tmp_path):
+    proc, workers = start_long_torchrun(tiny_data, tmp_path / 'out')
+    os.kill(workers[1], signal.SIGSTOP)  # rank 1 stalls (a hung GPU, a stuck filesystem)
+    try:
+        deadline = time.time() + 60
+        while alive(workers[0]) and time.time() < deadline:
+            time.sleep(0.2)
+        assert not alive(workers[0])
+    finally:
+        os.kill(workers[1], signal.SIGCONT)
+        proc.kill() if proc.poll() is None and time.time() > deadline else None
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert 'error: rank 0: waited 5 s (--dist_timeout) for the other processes; stalled or dead: rank 1 (its last step: iter' in err
+
+
+def test_workers_exit_when_torchrun_is_killed(tiny_data, tmp_path):
+    proc, workers = start_long_torchrun(tiny_data, tmp_path / 'out')
+    os.kill(proc.pid, signal.SIGKILL)  # the agent dies; its workers must not train on as orphans
+    proc.communicate()
+    deadline = time.time() + 30
+    while any(alive(pid) for pid in workers.values()) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not any(alive(pid) for pid in workers.values())
 
 
 def test_crash_during_save_leaves_previous_checkpoint(tiny_data, tmp_path, monkeypatch):
@@ -281,3 +357,144 @@ def test_renamed_options_keep_working_with_a_note(tiny_data, tmp_path, capsys):
     assert config['data_dir'] == os.path.join('data', 'openwebtext') and config['save_latest'] is False
     run_train(tiny_data, tmp_path / 'out', '--max_iters=2', '--always_save_checkpoint=False')
     assert sorted(p.name for p in (tmp_path / 'out').glob('*.pt')) == ['best.pt']
+
+
+# ------------------------------------------------------------------------------------------------
+# hardening: nothing lost, nothing silently wrong, one line for every mistake
+
+def test_a_new_run_never_replaces_a_previous_one_unless_told(tiny_data, tmp_path, capsys):
+    out = tmp_path / 'out'
+    run_train(tiny_data, out, '--max_iters=2', '--ckpt_every_tokens=256')
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    for args in (['--max_iters=0'], ['--max_iters=5'], ['--learning_rate=1e-5']):
+        with pytest.raises(SystemExit) as e:
+            run_train(tiny_data, out, *args)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.count('\n') == 1
+        assert f'{out} holds a previous run (best.pt, ckpt.pt, ckpt_000000000256.pt, ckpt_000000000512.pt, metrics.jsonl)' in err
+        assert '--init_from=resume' in err and '--overwrite=True' in err
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    run_train(tiny_data, out, '--max_iters=1', '--overwrite=True')
+    assert sorted(p.name for p in out.iterdir()) == ['best.pt', 'ckpt.pt', 'metrics.jsonl']
+    assert [r['iter'] for r in records(out)] == [0, 1, 1]
+
+
+def test_a_kill_between_best_and_ckpt_leaves_them_agreeing_and_metrics_hold_each_iteration_once(tiny_data, tmp_path,
+                                                                                                 monkeypatch):
+    out, args = tmp_path / 'out', ['--max_iters=4', '--eval_interval=2']
+    real_save, saves = train.save_checkpoint, []
+
+    def killed_at_the_fourth_save(ckpt, path):
+        saves.append(os.path.basename(path))
+        if len(saves) == 4:  # iter 4: the second of its two files
+            raise KeyboardInterrupt('killed between the two checkpoint files')
+        real_save(ckpt, path)
+
+    monkeypatch.setattr(train, 'save_checkpoint', killed_at_the_fourth_save)
+    with pytest.raises(KeyboardInterrupt):
+        run_train(tiny_data, out, *args)
+    monkeypatch.setattr(train, 'save_checkpoint', real_save)
+    run_train(tiny_data, out, *args, '--init_from=resume')
+    best, latest = load_checkpoint(out / 'best.pt'), load_checkpoint(out / 'ckpt.pt')
+    final = records(out, 'eval')[-1]['val_loss']
+    assert best['iter_num'] == latest['iter_num'] == 4 and best['best_val_loss'] == latest['best_val_loss'] == final
+    assert [(r['kind'], r['iter']) for r in records(out)] == [('eval', 0), ('train', 1), ('train', 2), ('eval', 2),
+                                                              ('train', 3), ('train', 4), ('eval', 4)]
+
+
+def test_no_checkpoint_of_a_blown_up_model_is_written_and_sample_refuses_one(tiny_data, tmp_path, capsys):
+    out = tmp_path / 'out'
+    with pytest.raises(SystemExit) as e:  # the first step's loss is finite; the weights after it are not
+        run_train(tiny_data, out, '--learning_rate=1e39', '--grad_clip=0', '--warmup_iters=0', '--max_iters=5',
+                  '--eval_interval=0', '--ckpt_every_tokens=256')
+    err = capsys.readouterr().err
+    assert e.value.code == 1 and 'the weights are not finite (inf or nan) after iter 1: stopping without writing it' in err
+    assert not list(out.glob('*.pt'))
+    run_train(tiny_data, out, '--max_iters=1', '--overwrite=True')
+    ckpt = torch.load(out / 'ckpt.pt', weights_only=True)
+    ckpt['model']['lm_head.weight'][0, 0] = float('nan')
+    torch.save(ckpt, out / 'nan.pt')
+    r = subprocess.run([sys.executable, 'sample.py', f'--ckpt={out / "nan.pt"}'], cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 1 and r.stderr.count('\n') == 1 and 'weights are not finite' in r.stderr
+
+
+def test_resume_takes_the_runs_own_options_and_refuses_changes_that_break_it(tiny_data, tmp_path, capsys):
+    run_train(tiny_data, tmp_path / 'straight', '--max_iters=8', '--lr_decay_iters=8', '--eval_interval=0')
+    run_train(tiny_data, tmp_path / 'resumed', '--max_iters=4', '--lr_decay_iters=8', '--eval_interval=0')
+    capsys.readouterr()
+    # the command line a user types to resume: none of the run's options repeated
+    train.main(train.options([f'--out_dir={tmp_path / "resumed"}', '--init_from=resume', '--max_iters=8', '--n_layer=3']))
+    out = capsys.readouterr().out
+    assert 'note: resuming with max_iters=8 (the run had 4)' in out
+    assert "note: ignoring --n_layer=3: resuming keeps the checkpoint's model (n_layer=2)" in out
+    assert [r['loss'] for r in records(tmp_path / 'resumed', 'train')] == [r['loss'] for r in records(tmp_path / 'straight', 'train')]
+    for arg, was in (('--batch_size=8', 'batch_size=4'), ('--seed=1', 'seed=1337'), ('--align_windows=True', 'align_windows=False'),
+                     ('--gradient_accumulation_steps=4', 'gradient_accumulation_steps=2')):
+        with pytest.raises(SystemExit) as e:
+            train.options([f'--out_dir={tmp_path / "resumed"}', '--init_from=resume', arg])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and was in err and '--allow_config_change=True' in err and err.count('\n') == 1
+    config = train.options([f'--out_dir={tmp_path / "resumed"}', '--init_from=resume', '--batch_size=8',
+                            '--allow_config_change=True'])
+    assert config['batch_size'] == 8 and 'resuming with batch_size=8 (the run had 4)' in capsys.readouterr().out
+
+
+def test_resume_on_data_of_another_tokenizer_is_refused(tiny_data, tmp_path, capsys):
+    other = make_dataset(tmp_path / 'other', vocab_size=300)
+    run_train(tiny_data, tmp_path / 'out', '--max_iters=2')
+    with pytest.raises(SystemExit) as e:
+        run_train(other, tmp_path / 'out', '--max_iters=4', '--init_from=resume')
+    err = capsys.readouterr().err
+    assert e.value.code == 1 and err.count('\n') == 1
+    assert f'{other} is tokenized with another tokenizer (bpe, 300 tokens, #' in err and 'than the run in' in err
+
+
+@pytest.mark.parametrize('arg, message', [
+    ('--grad_clip=-1', 'grad_clip=-1.0: must be 0 or more'),
+    ('--weight_decay=-0.1', 'weight_decay=-0.1: must be 0 or more'),
+    ('--learning_rate=-1e-3', 'learning_rate=-0.001: must be 0 or more'),
+    ('--beta2=1.0', 'beta2=1.0: must be in [0, 1)'),
+    ('--dropout=1.0', 'dropout=1.0: must be in [0, 1)'),
+    ('--n_head=0', 'n_head=0: must be at least 1'),
+    ('--pos=rotary', 'pos=rotary needs an even head size, and n_embd / n_head = 30 / 10 = 3 is odd'),
+    ('--seed=-1', 'seed=-1: must be 0 or more'),
+    ('--device=cuda', 'CUDA is not available here'),
+    ('--device=mps', 'MPS (Apple GPUs) is not available here'),
+    ('--dist_timeout=0', 'dist_timeout=0.0: must be positive'),
+])
+def test_every_option_no_run_can_use_is_one_line_and_exit_2(arg, message, tiny_data, tmp_path, capsys):
+    extra = ['--n_embd=30', '--n_head=10'] if arg == '--pos=rotary' else []
+    with pytest.raises(SystemExit) as e:
+        run_train(tiny_data, tmp_path / 'out', *extra, arg)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and message in err and err.count('\n') == 1, err
+    assert not (tmp_path / 'out').exists()
+
+
+def test_checkpoints_and_paths_that_cannot_be_used_are_one_line(tiny_data, tmp_path, capsys):
+    out = tmp_path / 'out'
+    run_train(tiny_data, out, '--max_iters=1')
+    good = torch.load(out / 'ckpt.pt', weights_only=True)
+    cases = {'empty': (b'', 'not a readable checkpoint'),
+             'no optimizer': ({k: v for k, v in good.items() if k != 'optimizer'}, 'not a checkpoint to resume from (no optimizer)'),
+             'bad rng': ({**good, 'rng': [{'torch': torch.zeros(3)}]}, 'its random state (rng) is not one torch wrote'),
+             'other shape': ({**good, 'model_args': {**good['model_args'], 'n_embd': 64}}, 'does not fit this model.py')}
+    for name, (content, message) in cases.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        if isinstance(content, bytes):
+            (folder / 'ckpt.pt').write_bytes(content)
+        else:
+            torch.save(content, folder / 'ckpt.pt')
+        with pytest.raises(SystemExit) as e:
+            run_train(tiny_data, folder, '--init_from=resume')
+        err = capsys.readouterr().err
+        assert e.value.code == 1 and message in err and err.count('\n') == 1 and 'weights_only' not in err, (name, err)
+    (tmp_path / 'a_file').write_text('x')
+    (tmp_path / 'not_hf').mkdir()
+    for args, message in ((['--out_dir=' + str(tmp_path / 'a_file')], 'is a file'),
+                          (['--init_from=' + str(tmp_path / 'not_hf')], 'not a Hugging Face model folder (it has no config.json)')):
+        with pytest.raises(SystemExit) as e:
+            train.options([f'--data_dir={tiny_data}', *args])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and message in err and err.count('\n') == 1, err

@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))  # the repo root, when run as a script
-from common import atomic_write, die_with_parent, load_data_pickle  # noqa: E402
+from common import atomic_write, die_with_parent, load_data_pickle, writable_folder  # noqa: E402
 from configurator import configure, fail  # noqa: E402
 from data.pubmed.download import DownloadError, download_all, file_md5, list_files, natural_key  # noqa: E402
 from data.pubmed.parse import iter_file  # noqa: E402
@@ -95,13 +95,6 @@ def parse_options(argv):
         fail('; '.join(problems), code=2)
     o['raw_dir'] = o['raw_dir'] or os.path.join(o['out_dir'], 'raw')
     return o
-
-
-def writable_folder(path, create=True):
-    """Whether files can be written in `path` (an existing folder, or one that can be created there)."""
-    while create and not os.path.exists(path) and path != os.path.dirname(path):
-        path = os.path.dirname(os.path.abspath(path))
-    return os.path.isdir(path) and os.access(path, os.W_OK | os.X_OK)
 
 
 def lock_out_dir(out_dir):
