@@ -173,7 +173,10 @@ def merges_from_ranks(tokens):
 
 
 def hf_tokenizer(spec, max_length):
-    """A transformers fast tokenizer equal to tiktoken on the spec: same split regex, same BPE, same ids."""
+    """A transformers fast tokenizer equal to tiktoken on the spec: same split regex, same BPE, same ids.
+    A literal '<|endoftext|>' in text is text, as in train.bin (prepare.py encodes documents as ordinary
+    text): split_special_tokens keeps transformers from reading it as the end-of-text id, which only the
+    code that joins documents puts in (bos/eos_token_id still name it)."""
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
     byte_char = bytes_to_unicode()
@@ -189,7 +192,8 @@ def hf_tokenizer(spec, max_length):
     tok.decoder = decoders.ByteLevel()
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in spec['special_tokens']])
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=EOT, eos_token=EOT, unk_token=EOT,
-                                   model_max_length=max_length, clean_up_tokenization_spaces=False)
+                                   model_max_length=max_length, clean_up_tokenization_spaces=False,
+                                   split_special_tokens=True)
 
 
 def export(checkpoint, out_dir):

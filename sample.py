@@ -21,7 +21,7 @@ from tokenizer import encoding_from_spec
 
 out_dir = 'out'
 ckpt = ''                  # checkpoint file; '' = out_dir/ckpt.pt
-prompt = ''                # the text to continue, or FILE:path.txt; '' = start from <|endoftext|>
+prompt = ''                # the text to continue, or FILE:path.txt; '' = start from <|endoftext|> (the start of a document)
 num_samples = 1
 max_new_tokens = 200
 temperature = 0.8          # 0 = greedy
@@ -37,7 +37,8 @@ SEPARATOR = '\n' + '-' * 40 + '\n'
 def check_options(c):
     problems = [(c['num_samples'] < 1, '--num_samples must be at least 1'),
                 (c['max_new_tokens'] < 0, '--max_new_tokens must be 0 or more'),
-                (c['temperature'] < 0, '--temperature must be 0 (greedy) or more'),
+                (c['temperature'] < 0 or 0 < c['temperature'] < 1e-4,
+                 f"--temperature={c['temperature']}: must be 0 (greedy) or at least 1e-4 (below, logits / temperature overflow)"),
                 (c['top_k'] < 0, '--top_k must be 0 (off) or more'),
                 (not 0 < c['top_p'] <= 1, '--top_p must be in (0, 1]'),
                 (c['dtype'] not in DTYPES, f"--dtype must be one of {', '.join(DTYPES)}")]
@@ -75,7 +76,7 @@ def main():
     block = model.config.block_size
 
     text = read_prompt(c['prompt'])
-    ids = enc.encode(text, allowed_special='all') if text else [enc.eot_token]
+    ids = enc.encode_ordinary(text) if text else [enc.eot_token]  # '<|endoftext|>' typed in a prompt is text, as in train.bin
     if len(ids) > block:
         print(f'note: the prompt is {len(ids)} tokens, the context {block}: keeping its last {block}', file=sys.stderr)
         ids = ids[-block:]

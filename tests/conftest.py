@@ -35,6 +35,18 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(scope='session')
+def gpt2():
+    """tiktoken's GPT-2 spec; skips, saying why, when its files are neither in the cache nor downloadable
+    (a fresh clone without ../shared and without network)."""
+    from tokenizer import gpt2_spec
+    try:
+        return gpt2_spec()
+    except Exception as e:
+        pytest.skip(f"tiktoken's GPT-2 files are not at hand ({type(e).__name__}): put ../shared beside the checkout, "
+                    'set PUBMED_SHARED, or TIKTOKEN_CACHE_DIR to a folder holding them')
+
+
 def need(path):
     """Skip (with the reason) when a piece of ../shared is not there."""
     if not Path(path).exists():

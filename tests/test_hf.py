@@ -15,7 +15,7 @@ from conftest import PUBMED_CORPUS, REPO, make_dataset, need, write_tiny_checkpo
 from checkpoint import CheckpointError, load_checkpoint
 from hf import ExportError, export, gpt2_from_pretrained, hf_tokenizer, target_architecture
 from model import GPTConfig
-from tokenizer import EOT, encoding_from_spec, gpt2_spec, train_bpe, vocab_size_of
+from tokenizer import EOT, encoding_from_spec, train_bpe, vocab_size_of
 
 transformers = pytest.importorskip('transformers')
 
@@ -93,16 +93,17 @@ def abstracts(n):
 
 
 @pytest.mark.parametrize('which', ['bpe', 'gpt2'])
-def test_exported_tokenizer_gives_tiktokens_ids_on_real_abstracts(which):
+def test_exported_tokenizer_gives_tiktokens_ids_on_real_abstracts(which, request):
     texts = abstracts(600)
-    spec = train_bpe(texts[:300], 2000) if which == 'bpe' else gpt2_spec()
+    spec = train_bpe(texts[:300], 2000) if which == 'bpe' else request.getfixturevalue('gpt2')
     enc, tok = encoding_from_spec(spec), hf_tokenizer(spec, 1024)
     held_out = texts[300:] + ['<|endoftext|> a “quoted” naïve 1234567 test\n\n\tend  ']
-    for text in held_out:
-        ids = enc.encode(text, allowed_special='all')
+    for text in held_out:  # a literal <|endoftext|> is text, as prepare.py writes it into train.bin
+        ids = enc.encode_ordinary(text)
         assert tok(text)['input_ids'] == ids, text
         assert tok.decode(ids) == text
-    assert tok(EOT)['input_ids'] == [spec['special_tokens'][EOT]]
+    assert tok.eos_token_id == tok.bos_token_id == tok.convert_tokens_to_ids(EOT) == spec['special_tokens'][EOT]
+    assert len(tok(EOT)['input_ids']) > 1
 
 
 @pytest.mark.parametrize('tied', [True, False])
@@ -131,11 +132,11 @@ def test_gpt2_import_refuses_a_model_that_is_not_gpt2(spec, tmp_path):
         gpt2_from_pretrained(str(tmp_path / 'hf'))
 
 
-def test_train_init_from_gpt2_weights_and_its_clear_errors(tmp_path, tiny_data):
+def test_train_init_from_gpt2_weights_and_its_clear_errors(tmp_path, tiny_data, gpt2):
     torch.manual_seed(0)
     hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=2, n_head=2, n_embd=32, n_positions=64))
     hf.save_pretrained(tmp_path / 'gpt2-local')
-    data = make_dataset(tmp_path / 'data', spec=gpt2_spec())  # as prepare.py --tokenizer=gpt2 writes it
+    data = make_dataset(tmp_path / 'data', spec=gpt2)  # as prepare.py --tokenizer=gpt2 writes it
     train = [sys.executable, 'train.py', f'--data_dir={data}', '--block_size=32', '--batch_size=2',
              '--gradient_accumulation_steps=1', '--max_iters=1', '--eval_iters=1', '--learning_rate=1e-9', '--min_lr=1e-10',
              '--compile=False', '--device=cpu']
@@ -164,3 +165,25 @@ def test_train_init_from_gpt2_weights_and_its_clear_errors(tmp_path, tiny_data):
     out, err, code = done['bpe-data']
     assert code == 1 and err.count('\n') == 1
     assert "needs data tokenized with GPT-2's tokenizer" in err and '--tokenizer=gpt2' in err
+
+
+def test_export_refuses_a_folder_with_files_replaces_it_on_request_and_writes_one_permission(spec, tmp_path):
+    checkpoint_of(spec, tmp_path / 'ckpt.pt', pos='rotary', norm='rmsnorm', mlp='swiglu', bias=False)
+    out = tmp_path / 'hf'
+    out.mkdir()
+    (out / 'pytorch_model.bin').write_bytes(b'stale weights of another model')
+    (out / 'model.safetensors.index.json').write_text('{}')
+    refused = export_cli(tmp_path / 'ckpt.pt', out)
+    assert refused.returncode == 2 and refused.stderr.count('\n') == 1 and '--overwrite=True' in refused.stderr
+    assert sorted(p.name for p in out.iterdir()) == ['model.safetensors.index.json', 'pytorch_model.bin']
+    r = subprocess.run([sys.executable, 'export_hf.py', f'--ckpt={tmp_path / "ckpt.pt"}', f'--out={out}', '--overwrite=True'],
+                       cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ['config.json', 'generation_config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']
+    assert len({(out / n).stat().st_mode for n in names}) == 1
+    assert not list(tmp_path.glob('*.tmp'))
+    for arg, message in (('--out=', '--out is empty'), (f'--out={tmp_path / "ckpt.pt"}', 'is a file, not a folder')):
+        r = subprocess.run([sys.executable, 'export_hf.py', f'--ckpt={tmp_path / "ckpt.pt"}', arg], cwd=REPO,
+                           capture_output=True, text=True)
+        assert r.returncode == 2 and message in r.stderr and r.stderr.count('\n') == 1

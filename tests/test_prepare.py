@@ -168,7 +168,7 @@ def test_languages_option_is_case_insensitive_and_accepts_all(tmp_path):
         assert any(d.startswith('[A French article.]') for d in documents(out, 'train') + documents(out, 'val'))
 
 
-def test_gpt2_tokenizer(tmp_path):
+def test_gpt2_tokenizer(tmp_path, gpt2):
     folder, out = fixture_input(tmp_path), tmp_path / 'out'
     r = run_prepare(f'--input={folder}', f'--out_dir={out}', '--tokenizer=gpt2', '--val_fraction=0.5')
     assert r.returncode == 0, r.stderr
@@ -415,6 +415,10 @@ def test_a_corrupt_parse_cache_is_rebuilt_and_a_symlink_loop_counts_each_file_on
     r = run_prepare(*args)
     assert r.returncode == 0 and f'{cache}: unreadable cache' in r.stderr and 'rebuilding it' in r.stderr
     assert 'left out' not in r.stderr and outputs(out) == expected
+    shard = sorted((out / 'cache' / 'tokens').glob('pubmed99n0001.*.npz'))[0]
+    shard.write_bytes(shard.read_bytes()[:50])  # a corrupt token cache
+    r = run_prepare(*args)
+    assert r.returncode == 0 and f'{shard}: unreadable cache' in r.stderr and outputs(out) == expected
 
 
 def test_paths_that_cannot_be_written_are_refused_before_any_work(tmp_path):
@@ -432,3 +436,24 @@ def test_no_document_at_all_says_why_without_a_val_fraction_hint(tmp_path):
     r = run_prepare(f'--input={folder}', f'--out_dir={tmp_path / "out"}', '--languages=xyz')
     assert r.returncode == 1 and 'no documents to keep' in r.stderr and '--languages=all' in r.stderr
     assert 'val_fraction' not in r.stderr
+
+
+def test_a_literal_endoftext_in_an_abstract_is_text_not_a_document_end(tmp_path):
+    folder, out = tmp_path / 'in', tmp_path / 'out'
+    write_xml(folder / 'pubmed99n0001.xml', *(citation(p) for p in range(1, 30)),
+              citation(30, abstract='The string &lt;|endoftext|&gt; is only text here.'))
+    r = run_prepare(f'--input={folder}', f'--out_dir={out}', '--vocab_size=300', '--val_fraction=0.5')
+    assert r.returncode == 0, r.stderr
+    docs = documents(out, 'train') + documents(out, 'val')  # split at the end-of-text ids
+    assert len(docs) == 30 and 'A title.\nThe string <|endoftext|> is only text here.' in docs
+
+
+def test_gpt2_tests_skip_with_the_reason_on_a_fresh_clone_offline(tmp_path):
+    """No ../shared, an empty tiktoken cache, and every download refused: the GPT-2 tests skip, none fails."""
+    env = {**os.environ, 'PUBMED_SHARED': str(tmp_path / 'no-shared'), 'TIKTOKEN_CACHE_DIR': str(tmp_path / 'empty-cache'),
+           'HTTPS_PROXY': 'http://127.0.0.1:9', 'HTTP_PROXY': 'http://127.0.0.1:9', 'NO_PROXY': ''}
+    r = subprocess.run([sys.executable, '-m', 'pytest', '-q', '-rs', '-p', 'no:cacheprovider', 'tests/test_tokenizer.py',
+                        'tests/test_prepare.py::test_gpt2_tokenizer'], cwd=REPO, env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:]
+    assert '2 passed, 2 skipped' in r.stdout and "tiktoken's GPT-2 files are not at hand" in r.stdout

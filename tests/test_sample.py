@@ -124,6 +124,17 @@ def test_bad_checkpoints_are_one_clear_line_and_non_zero(tmp_path, trained):
 
 
 def test_bad_options_exit_2(trained):
-    cases = {'--top_p=0': '--top_p', '--prompt=FILE:/nonexistent.txt': 'prompt file', '--device=banana': 'not a device'}
+    cases = {'--top_p=0': '--top_p', '--prompt=FILE:/nonexistent.txt': 'prompt file', '--device=banana': 'not a device',
+             '--temperature=1e-40': 'must be 0 (greedy) or at least 1e-4', '--device=mps': 'MPS (Apple GPUs) is not available',
+             '--device=cuda:1': 'CUDA is not available here'}
     for r, message in zip(run_all([(f'--ckpt={trained[0]}', arg) for arg in cases]), cases.values()):
         assert r.returncode == 2 and message in r.stderr and r.stderr.count('\n') == 1, r.stderr
+
+
+def test_a_literal_endoftext_in_a_prompt_is_text_as_in_train_bin(trained, spec):
+    path, model = trained
+    prompt = 'Aspirin <|endoftext|> reduces'
+    r = run(f'--ckpt={path}', f'--prompt={prompt}', '--temperature=0', '--max_new_tokens=8')
+    ids = encoding_from_spec(spec).encode_ordinary(prompt)
+    assert encoding_from_spec(spec).eot_token not in ids
+    assert r.returncode == 0 and r.stdout == greedy_text(model, spec, ids, 8) + '\n'

@@ -2,7 +2,7 @@ import pickle
 
 import torch
 
-from tokenizer import EOT, encoding_from_spec, gpt2_spec, token_byte_lengths, train_bpe, vocab_size_of
+from tokenizer import EOT, encoding_from_spec, token_byte_lengths, train_bpe, vocab_size_of
 
 TEXTS = ['Metformin lowers blood glucose in patients with type 2 diabetes.',
          'The protein kinase phosphorylates the receptor in vitro.'] * 50
@@ -24,8 +24,8 @@ def test_spec_survives_pickle_and_weights_only_torch_load(tmp_path):
     assert loaded == spec == pickle.loads(pickle.dumps(spec))
 
 
-def test_gpt2_spec_matches_tiktoken_and_byte_lengths():
-    spec = gpt2_spec()
+def test_gpt2_spec_matches_tiktoken_and_byte_lengths(gpt2):
+    spec = gpt2
     enc = encoding_from_spec(spec)
     assert enc.n_vocab == 50257 and enc.encode('Hello world') == [15496, 995]
     lengths = token_byte_lengths(spec)

@@ -14,16 +14,17 @@ it stopped and gives byte-identical outputs, whatever --workers is:
   5. tokenize   one worker per file -> cache/tokens/<file>.<key>.npz
   6. write      concatenate in file order, temp file + rename
 """
+import fcntl
 import glob
 import gzip
 import hashlib
 import json
 import multiprocessing
 import os
-import fcntl
 import pickle
 import sys
 import time
+import zipfile
 import zlib
 from collections import Counter
 from itertools import chain
@@ -423,29 +424,39 @@ def init_encoder(spec):
 def tokenize_task(task):
     """Worker: one file's kept documents -> train and val token arrays, each document + <|endoftext|>."""
     parsed_cache, plan, out = task
-    if not os.path.exists(out):
-        enc, eot, dtype = _encoder['enc'], _encoder['eot'], _encoder['dtype']
-        texts, arrays, stats = {TRAIN: [], VAL: []}, {TRAIN: [], VAL: []}, Counter()
+    if os.path.exists(out):
+        try:
+            return shard_stats(out)
+        except Exception as e:  # a cache is ours to rebuild
+            print(f'note: {out}: unreadable cache ({type(e).__name__}: {e}): rebuilding it', file=sys.stderr)
+            os.remove(out)
+    enc, eot, dtype = _encoder['enc'], _encoder['eot'], _encoder['dtype']
+    texts, arrays, stats = {TRAIN: [], VAL: []}, {TRAIN: [], VAL: []}, Counter()
 
-        def flush(split):
-            ids = enc.encode_ordinary_batch(texts[split], num_threads=1)
-            arrays[split].append(np.fromiter(chain.from_iterable(t + [eot] for t in ids), dtype=dtype,
-                                             count=sum(len(t) + 1 for t in ids)))
-            texts[split].clear()
-        for record, split in zip(iter_records(parsed_cache), plan):
-            if split != DROPPED:
-                text = document(record)
-                texts[split].append(text)
-                stats[f'{SPLITS[split]}_docs'] += 1
-                stats[f'{SPLITS[split]}_bytes'] += len(text.encode())
-                if len(texts[split]) == CHUNK:
-                    flush(split)
-        for split in (TRAIN, VAL):
-            flush(split)
-        with atomic_write(out) as f:
-            np.savez(f, train=np.concatenate(arrays[TRAIN]), val=np.concatenate(arrays[VAL]),
-                     **{k: stats[k] for k in ('train_docs', 'train_bytes', 'val_docs', 'val_bytes')})
-    with np.load(out) as z:
+    def flush(split):
+        ids = enc.encode_ordinary_batch(texts[split], num_threads=1)  # a literal <|endoftext|> in a text is text
+        arrays[split].append(np.fromiter(chain.from_iterable(t + [eot] for t in ids), dtype=dtype,
+                                         count=sum(len(t) + 1 for t in ids)))
+        texts[split].clear()
+    for record, split in zip(iter_records(parsed_cache), plan):
+        if split != DROPPED:
+            text = document(record)
+            texts[split].append(text)
+            stats[f'{SPLITS[split]}_docs'] += 1
+            stats[f'{SPLITS[split]}_bytes'] += len(text.encode())
+            if len(texts[split]) == CHUNK:
+                flush(split)
+    for split in (TRAIN, VAL):
+        flush(split)
+    with atomic_write(out) as f:
+        np.savez(f, train=np.concatenate(arrays[TRAIN]), val=np.concatenate(arrays[VAL]),
+                 **{k: stats[k] for k in ('train_docs', 'train_bytes', 'val_docs', 'val_bytes')})
+    return shard_stats(out)
+
+
+def shard_stats(path):
+    """Token, document and byte counts of a token shard, from its headers (the tokens are not read)."""
+    with np.load(path) as z:
         return {k: int(z[k]) if k.endswith(('_docs', '_bytes')) else stored_length(z, k) for k in z.files}
 
 
@@ -479,9 +490,13 @@ def tokenize_all(parsed, plans, spec, o):
 def write_bins(shards, out_dir):
     with atomic_write(os.path.join(out_dir, 'train.bin')) as train, atomic_write(os.path.join(out_dir, 'val.bin')) as val:
         for shard in shards:
-            with np.load(shard) as z:
-                z['train'].tofile(train)
-                z['val'].tofile(val)
+            try:
+                with np.load(shard) as z:
+                    z['train'].tofile(train)
+                    z['val'].tofile(val)
+            except (OSError, ValueError, zipfile.BadZipFile) as e:
+                os.remove(shard)
+                fail(f'{shard}: unreadable cache ({type(e).__name__}: {e}): removed; run the same command again to rebuild it')
 
 
 def write_jsonl(parsed, plans, path):
