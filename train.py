@@ -407,13 +407,16 @@ def main(config):
     if ckpt is not None:
         if len(ckpt['optimizer']) != len(optimizers):
             fail(f"{c.out_dir}/ckpt.pt was trained with optimizer={ckpt['config']['optimizer']!r}: resume with the same optimizer")
-        for opt, state in zip(optimizers, ckpt['optimizer']):
-            base_lrs = [g['base_lr'] for g in opt.param_groups]
-            opt.load_state_dict(state)
-            for g, base in zip(opt.param_groups, base_lrs):  # the lr of this run's config counts
-                g['base_lr'] = base
-        if 'scaler' in ckpt:
-            scaler.load_state_dict(ckpt['scaler'])
+        try:
+            for opt, state in zip(optimizers, ckpt['optimizer']):
+                base_lrs = [g['base_lr'] for g in opt.param_groups]
+                opt.load_state_dict(state)
+                for g, base in zip(opt.param_groups, base_lrs):  # the lr of this run's config counts
+                    g['base_lr'] = base
+            if 'scaler' in ckpt:
+                scaler.load_state_dict(ckpt['scaler'])
+        except (ValueError, KeyError, TypeError, RuntimeError) as e:
+            fail(f'{c.out_dir}/ckpt.pt: its optimizer state does not fit the model ({type(e).__name__}: {first_line(e)})')
         iter_num, train_seconds, best_val_loss = ckpt['iter_num'], ckpt['train_seconds'], ckpt['best_val_loss']
         loader.load_state_dict(ckpt['loader'])
         if len(ckpt['rng']) == world:  # on another number of processes only dropout's stream differs

@@ -108,7 +108,7 @@ def train(o, name, config, data_dir, budget_s, overrides=(), eval_every_s=None):
            f'--max_seconds={budget_s}', '--max_iters=1000000000', '--max_tokens=0', '--lr_decay_iters=0',
            '--eval_interval=0', f"--eval_interval_seconds={eval_every_s or o['eval_every_s']}", '--eval_iters=1000000',
            '--log_interval=50', '--save_latest=False', '--save_best=False', '--ckpt_every_tokens=0',
-           '--wandb_log=False', '--init_from=scratch', *overrides]
+           '--wandb_log=False', '--init_from=scratch', '--overwrite=True', *overrides]
     stamp, metrics = out_dir / 'run.json', out_dir / 'metrics.jsonl'
     run = {'cmd': cmd[1:], 'threads': o['threads']}
     if o['reuse'] and stamp.exists() and metrics.exists() and json.loads(stamp.read_text()) == run:

@@ -14,8 +14,8 @@ else
 fi
 echo "== 1/3 prepare: ${PUBMED_INPUT:-first $files NCBI baseline file(s)} -> $demo/data"
 python data/pubmed/prepare.py "${source_args[@]}" --out_dir="$demo/data" --vocab_size=8192
-echo "== 2/3 train config/train_pubmed_cpu.py for $seconds s -> $demo/out"
-python train.py config/train_pubmed_cpu.py --data_dir="$demo/data" --out_dir="$demo/out" \
+echo "== 2/3 train config/train_pubmed_cpu.py for $seconds s -> $demo/out (a re-run of the demo replaces its last run)"
+python train.py config/train_pubmed_cpu.py --data_dir="$demo/data" --out_dir="$demo/out" --overwrite=True \
   --max_seconds="$seconds"
 echo "== 3/3 sample two abstracts"
 python sample.py --out_dir="$demo/out" --num_samples=2 --max_new_tokens=120 --seed=1 \
