@@ -58,7 +58,7 @@ save_latest = True              # write ckpt.pt, the state --init_from=resume co
 save_best = True                # write best.pt whenever val loss improves
 ckpt_every_tokens = 0           # > 0: also keep snapshots ckpt_<tokens seen>.pt every this many tokens
 overwrite = False               # a new run into an out_dir that holds a previous run's files replaces them (else refused)
-allow_config_change = False     # resume even with a batch, context, seed or window alignment that differs from the run's
+allow_config_change = False     # resume even with a batch, accumulation, seed or window alignment other than the run's
 # wandb
 wandb_log = False
 wandb_project = 'pubmed-gpt'

@@ -334,23 +334,38 @@ def test_a_pickle_payload_in_meta_pkl_or_a_cache_never_runs(tmp_path):
     assert not marker.exists() and not (tmp_path / 'run').exists()
 
 
+KILLED_AFTER_RENAME = """
+import os, runpy, signal, sys
+rename = os.replace
+def rename_then_die(src, dst):
+    rename(src, dst)
+    if os.path.basename(dst) == os.environ['KILL_AFTER']:
+        os.kill(os.getpid(), signal.SIGKILL)  # a real kill -9, right after that output is in place
+os.replace = rename_then_die
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name='__main__')
+"""
+
+
 def test_token_files_that_meta_pkl_does_not_describe_are_refused(tmp_path):
-    folder = fixture_input(tmp_path)
-    for out, vocab in (('a', 300), ('b', 320)):
-        assert run_prepare(f'--input={folder}', f'--out_dir={tmp_path / out}', f'--vocab_size={vocab}',
-                           '--val_fraction=0.5').returncode == 0
-    assert load_meta(tmp_path / 'a')['token_files']['val.bin']['bytes'] == (tmp_path / 'a' / 'val.bin').stat().st_size
-    # what a kill between the renames of two prepare runs leaves: b's val.bin beside a's train.bin and meta.pkl
-    shutil.copy(tmp_path / 'b' / 'val.bin', tmp_path / 'a' / 'val.bin')
+    folder, out = fixture_input(tmp_path), tmp_path / 'out'
+    assert run_prepare(f'--input={folder}', f'--out_dir={out}', '--vocab_size=300', '--val_fraction=0.5').returncode == 0
+    assert load_meta(out)['token_files']['val.bin']['bytes'] == (out / 'val.bin').stat().st_size
+    # a second prepare with another vocabulary, killed between its renames: its val.bin beside the first's train.bin and meta.pkl
+    killed = subprocess.run([sys.executable, '-c', KILLED_AFTER_RENAME, PREPARE, f'--input={folder}', f'--out_dir={out}',
+                             '--vocab_size=320', '--val_fraction=0.5'], env={**os.environ, 'KILL_AFTER': 'val.bin'},
+                            capture_output=True)
+    assert killed.returncode == -signal.SIGKILL
     with pytest.raises(Exception, match=r'val.bin: .*(content|bytes, but meta.pkl records).*prepare the folder again'):
-        load_meta(tmp_path / 'a')
-    train = tmp_path / 'b' / 'train.bin'
+        load_meta(out)
+    assert run_prepare(f'--input={folder}', f'--out_dir={out}', '--vocab_size=320', '--val_fraction=0.5').returncode == 0
+    train = out / 'train.bin'
     train.write_bytes(train.read_bytes()[:-2])  # truncated by one token
     with pytest.raises(Exception, match=r'train.bin: \d+ bytes, but meta.pkl records \d+'):
-        load_meta(tmp_path / 'b')
+        load_meta(out)
     train.write_bytes(train.read_bytes()[:-1])  # and now half a token
     with pytest.raises(Exception, match='not a whole number of uint16 tokens'):
-        load_meta(tmp_path / 'b')
+        load_meta(out)
 
 
 def test_stale_temp_files_are_removed_and_a_second_prepare_is_locked_out(tmp_path):

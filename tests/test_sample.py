@@ -1,4 +1,5 @@
 """sample.py as users run it: a real subprocess on a real checkpoint."""
+import datetime
 import os
 import subprocess
 import sys
@@ -116,10 +117,15 @@ def test_bad_checkpoints_are_one_clear_line_and_non_zero(tmp_path, trained):
     alien = tmp_path / 'alien.pt'
     ckpt = torch.load(trained[0], weights_only=True)
     save_checkpoint({**ckpt, 'model_args': {**ckpt['model_args'], 'n_layer': 3}}, alien)
+    foreign = tmp_path / 'foreign.pt'
+    torch.save({'model': {}, 'made': datetime.date(2024, 1, 1)}, foreign)  # an object torch's data loader refuses
+    empty = tmp_path / 'empty.pt'
+    empty.write_bytes(b'')
     cases = {tmp_path / 'missing.pt': 'no such checkpoint', corrupt: 'not a readable checkpoint',
-             old: 'format version 0', alien: 'does not fit this model.py'}
+             old: 'format version 0', alien: 'does not fit this model.py', empty: 'not a readable checkpoint',
+             foreign: 'not a checkpoint of this project: it holds objects other than tensors and plain data'}
     for r, message in zip(run_all([(f'--ckpt={path}', '--prompt=Aspirin') for path in cases]), cases.values()):
-        assert r.returncode == 1 and r.stdout == ''
+        assert r.returncode == 1 and r.stdout == '' and 'weights_only' not in r.stderr
         assert r.stderr.count('\n') == 1 and r.stderr.startswith('error: ') and message in r.stderr, r.stderr
 
 

@@ -379,22 +379,27 @@ def test_a_new_run_never_replaces_a_previous_one_unless_told(tiny_data, tmp_path
     assert [r['iter'] for r in records(out)] == [0, 1, 1]
 
 
-def test_a_kill_between_best_and_ckpt_leaves_them_agreeing_and_metrics_hold_each_iteration_once(tiny_data, tmp_path,
-                                                                                                 monkeypatch):
-    out, args = tmp_path / 'out', ['--max_iters=4', '--eval_interval=2']
-    real_save, saves = train.save_checkpoint, []
+KILLED_AT_SAVE = """
+import os, signal, sys
+import train
+real_save, saves = train.save_checkpoint, []
+def save_then_maybe_die(ckpt, path):
+    saves.append(path)
+    if len(saves) == int(os.environ['KILL_AT_SAVE']):
+        os.kill(os.getpid(), signal.SIGKILL)  # a real kill -9: no cleanup of any kind runs
+    real_save(ckpt, path)
+train.save_checkpoint = save_then_maybe_die
+train.main(train.options(sys.argv[1:]))
+"""
 
-    def killed_at_the_fourth_save(ckpt, path):
-        saves.append(os.path.basename(path))
-        if len(saves) == 4:  # iter 4: the second of its two files
-            raise KeyboardInterrupt('killed between the two checkpoint files')
-        real_save(ckpt, path)
 
-    monkeypatch.setattr(train, 'save_checkpoint', killed_at_the_fourth_save)
-    with pytest.raises(KeyboardInterrupt):
-        run_train(tiny_data, out, *args)
-    monkeypatch.setattr(train, 'save_checkpoint', real_save)
-    run_train(tiny_data, out, *args, '--init_from=resume')
+def test_a_kill_between_best_and_ckpt_leaves_them_agreeing_and_metrics_hold_each_iteration_once(tiny_data, tmp_path):
+    out = tmp_path / 'out'
+    args = [f'--data_dir={tiny_data}', f'--out_dir={out}', *TINY, '--max_iters=4', '--eval_interval=2']
+    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'KILL_AT_SAVE': '4'}  # iter 4: between its two checkpoint files
+    killed = subprocess.run([sys.executable, '-c', KILLED_AT_SAVE, *args], cwd=REPO, env=env, capture_output=True)
+    assert killed.returncode == -signal.SIGKILL
+    run_train(tiny_data, out, '--max_iters=4', '--eval_interval=2', '--init_from=resume')
     best, latest = load_checkpoint(out / 'best.pt'), load_checkpoint(out / 'ckpt.pt')
     final = records(out, 'eval')[-1]['val_loss']
     assert best['iter_num'] == latest['iter_num'] == 4 and best['best_val_loss'] == latest['best_val_loss'] == final
