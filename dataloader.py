@@ -44,14 +44,14 @@ def write_meta(out_dir, spec, **facts):
     {what was seen and dropped: count}). vocab_size, dtype, eot_token and token_bytes (UTF-8 length of
     each id, 0 for special tokens: the denominator of bits per byte) follow from the spec; token_files
     ({'train.bin': {'bytes', 'blake2b'}, 'val.bin': ...}) from the token files, already in out_dir."""
-    from tokenizer import EOT, token_byte_lengths, vocab_size_of
+    from tokenizer import eot_id, token_byte_lengths, vocab_size_of
     unknown = set(facts) - set(META_KEYS)
     assert not unknown, f'not meta.pkl keys: {sorted(unknown)}'
     vocab_size = vocab_size_of(spec)
     token_files = {name: {'bytes': os.path.getsize(os.path.join(out_dir, name)), 'blake2b': file_hash(os.path.join(out_dir, name))}
                    for name in ('train.bin', 'val.bin')}
     meta = {'vocab_size': vocab_size, 'dtype': token_dtype(vocab_size), 'tokenizer': spec,
-            'eot_token': spec['special_tokens'][EOT], 'token_bytes': token_byte_lengths(spec),
+            'eot_token': eot_id(spec), 'token_bytes': token_byte_lengths(spec),
             'files': [], 'bad_files': [], 'records': {}, 'token_files': token_files, **facts}
     summary = {k: v for k, v in meta.items() if k not in ('tokenizer', 'token_bytes')}
     summary['tokenizer'] = {'name': spec['name'], 'vocab_size': vocab_size, 'pattern': spec['pattern'],

@@ -1,15 +1,21 @@
 """
-Hugging Face interchange, both directions: GPT-2 weights in (gpt2_from_pretrained), any exportable
-checkpoint out (export) as a directory transformers loads with no custom code (AutoModelForCausalLM,
-AutoTokenizer), for lm-evaluation-harness, vLLM and friends. model.py does not know transformers exists.
+Hugging Face interchange, both directions; model.py does not know transformers exists.
 
-The export maps the architecture to the standard one that computes exactly the same function:
-    pos=learned, norm=layernorm, mlp=gelu                 -> GPT2LMHeadModel (bias=False: zero biases)
-    pos=rotary, norm=rmsnorm, mlp=swiglu                  -> LlamaForCausalLM
-    pos=rotary, norm=rmsnorm, mlp=swiglu, qk_norm=True    -> Qwen3ForCausalLM (bias=False)
-Anything else is refused, naming the switch. Weights go to model.safetensors (float32), the tokenizer
-to tokenizer.json (byte-level BPE rebuilt from the checkpoint's tokenizer: the same ids as ours).
-The padded vocabulary rows (vocab_size rounded up for fast matmuls) are dropped: they are no tokens.
+In: from_pretrained() reads a local Hugging Face folder (config.json + weights) of GPT-2, Llama
+(Llama 3.x, SmolLM2, TinyLlama...), Qwen2, Qwen3 or Arcee, or OpenAI's GPT-2 by name ('gpt2', ...,
+from the Hugging Face cache), into our GPT computing the same function; its tokenizer converts with
+tokenizer.spec_from_hf_folder. Out: export() writes a checkpoint as a folder transformers loads with
+no custom code (AutoModelForCausalLM, AutoTokenizer), for lm-evaluation-harness, vLLM and friends.
+
+    ours                                                        Hugging Face
+    pos=learned  norm=layernorm mlp=gelu                        GPT2LMHeadModel (bias=False: zero biases)
+    pos=rotary   norm=rmsnorm   mlp=swiglu                      LlamaForCausalLM
+    pos=rotary   norm=rmsnorm   mlp=swiglu  qkv_bias=True       Qwen2ForCausalLM (bias=False)
+    pos=rotary   norm=rmsnorm   mlp=swiglu  qk_norm=True        Qwen3ForCausalLM (bias=False)
+    pos=rotary   norm=rmsnorm   mlp=relu2                       ArceeForCausalLM (a Llama with a ReLU² MLP)
+Grouped-query attention, head size, MLP width, norm eps, rope base and Llama 3's rope scaling carry
+over both ways. Anything else (a logit softcap, ReLU² with QK-norm, ...) is refused, naming the switch.
+Exported weights are float32 model.safetensors; the vocabulary padding train.py adds is dropped.
 """
 import json
 import os
@@ -18,102 +24,62 @@ import torch
 
 from checkpoint import CheckpointError, model_from_checkpoint, tokenizer_of
 from model import GPT, GPTConfig
-from tokenizer import EOT, vocab_size_of
+from tokenizer import EOT, bytes_to_unicode, eot_id, vocab_size_of
 
+GPT2_NAMES = ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl')
+LLAMA_FAMILY = {'llama': 'LlamaForCausalLM', 'qwen2': 'Qwen2ForCausalLM', 'qwen3': 'Qwen3ForCausalLM',
+                'arcee': 'ArceeForCausalLM'}
 # Hugging Face's GPT-2 stores these as Conv1D, (in, out): the transpose of nn.Linear's (out, in)
 HF_GPT2_TRANSPOSED = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight')
-
-
-def load_hf_gpt2(name_or_dir):
-    """transformers' GPT2LMHeadModel: the local cache first, then (unless HF_HUB_OFFLINE) a download."""
-    try:
-        from transformers import AutoConfig, GPT2LMHeadModel
-    except ImportError:
-        raise CheckpointError(f'init from {name_or_dir!r} needs transformers: pip install transformers')
-    last_error = None
-    for local_only in (True, False):
-        try:
-            config = AutoConfig.from_pretrained(name_or_dir, local_files_only=local_only)
-            if config.model_type != 'gpt2':
-                raise CheckpointError(f'{name_or_dir}: a {config.model_type!r} model, not GPT-2')
-            return GPT2LMHeadModel.from_pretrained(name_or_dir, config=config, local_files_only=local_only)
-        except OSError as e:  # not in the cache, no network, or not a model directory
-            last_error = e
-            if os.path.isdir(name_or_dir):
-                break
-    raise CheckpointError(f'cannot load GPT-2 weights {name_or_dir!r}: not in the Hugging Face cache and not '
-                          f'downloadable here ({str(last_error).splitlines()[0]}). Fetch them once with network '
-                          f'access (any from_pretrained call fills the cache), or pass a local GPT-2 directory')
-
-
-def gpt2_from_pretrained(name_or_dir, block_size=None, dropout=0.0):
-    """OpenAI's GPT-2 ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl') or a local Hugging Face GPT-2
-    directory as our GPT, through transformers: from its cache (no network) when there, else downloaded
-    once. block_size keeps the first positions of the position table. CheckpointError when the weights
-    can't be had or are not GPT-2's architecture."""
-    hf = load_hf_gpt2(name_or_dir)
-    c = hf.config
-    unsupported = [(c.activation_function not in ('gelu_new', 'gelu_pytorch_tanh'),
-                    f'activation_function={c.activation_function!r}'),
-                   (c.scale_attn_by_inverse_layer_idx, 'scale_attn_by_inverse_layer_idx=True'),
-                   (c.n_inner not in (None, 4 * c.n_embd), f'n_inner={c.n_inner}')]
-    for bad, what in unsupported:
-        if bad:
-            raise CheckpointError(f'{name_or_dir}: {what} is not the GPT-2 this model.py implements')
-    block_size = block_size or c.n_positions
-    if block_size > c.n_positions:
-        raise CheckpointError(f'block_size={block_size}: {name_or_dir} has only {c.n_positions} positions')
-    config = GPTConfig(block_size=block_size, vocab_size=c.vocab_size, n_layer=c.n_layer, n_head=c.n_head,
-                       n_embd=c.n_embd, dropout=dropout, tie_embeddings=c.tie_word_embeddings)
-    model = GPT(config)
-    theirs = hf.state_dict()
-    with torch.no_grad():
-        for name, p in model.state_dict().items():
-            w = theirs[name].t() if name.endswith(HF_GPT2_TRANSPOSED) else theirs[name]
-            p.copy_(w[:block_size] if name == 'transformer.wpe.weight' else w)
-    return model
 
 
 class ExportError(Exception):
     pass
 
 
-def target_architecture(c):
-    """'gpt2', 'llama' or 'qwen3' for a GPTConfig, or ExportError naming the switch that has no equivalent."""
-    if c.logit_softcap:
-        raise ExportError(f'logit_softcap={c.logit_softcap} has no standard Hugging Face equivalent '
-                          f'(GPT-2, Llama and Qwen3 do not cap logits)')
-    if c.pos == 'learned':
-        target, needs = 'gpt2', {'norm': 'layernorm', 'mlp': 'gelu', 'qk_norm': False}
-    elif c.qk_norm:
-        target, needs = 'qwen3', {'norm': 'rmsnorm', 'mlp': 'swiglu', 'bias': False}
-    else:
-        target, needs = 'llama', {'norm': 'rmsnorm', 'mlp': 'swiglu'}
-    for key, value in needs.items():
-        if getattr(c, key) != value:
-            raise ExportError(f'{key}={getattr(c, key)!r} has no standard Hugging Face equivalent with pos={c.pos!r}'
-                              f'{" and qk_norm=True" if target == "qwen3" else ""}: the closest architecture, '
-                              f'{target}, needs {key}={value!r}')
-    return target
+# ------------------------------------------------------------------------------------------------
+# names: ours <-> Llama family. Our fused matrices are theirs side by side: c_attn = [q; k; v] and,
+# for SwiGLU, c_fc = [gate; up].
+
+def llama_names(c, target):
+    """[(our name, [their names], the sizes our tensor splits into along dim 0)] of every weight."""
+    names = [('transformer.wte.weight', ['model.embed_tokens.weight'], None),
+             ('transformer.ln_f.weight', ['model.norm.weight'], None)]
+    if not c.tie_embeddings:
+        names.append(('lm_head.weight', ['lm_head.weight'], None))
+    q, kv = c.n_head * c.head_dim, c.n_kv_head * c.head_dim
+    for i in range(c.n_layer):
+        ours, theirs = f'transformer.h.{i}.', f'model.layers.{i}.'
+        names += [(ours + 'ln_1.weight', [theirs + 'input_layernorm.weight'], None),
+                  (ours + 'ln_2.weight', [theirs + 'post_attention_layernorm.weight'], None)]
+        attn_kinds = ('weight', 'bias') if c.bias or c.qkv_bias else ('weight',)
+        names += [(f'{ours}attn.c_attn.{k}', [f'{theirs}self_attn.{p}_proj.{k}' for p in 'qkv'], [q, kv, kv])
+                  for k in attn_kinds]
+        kinds = ('weight', 'bias') if c.bias else ('weight',)
+        names += [(f'{ours}attn.c_proj.{k}', [f'{theirs}self_attn.o_proj.{k}'], None) for k in kinds]
+        if c.mlp == 'swiglu':
+            names += [(f'{ours}mlp.c_fc.{k}', [f'{theirs}mlp.gate_proj.{k}', f'{theirs}mlp.up_proj.{k}'],
+                       [c.mlp_hidden, c.mlp_hidden]) for k in kinds]
+        else:
+            names += [(f'{ours}mlp.c_fc.{k}', [f'{theirs}mlp.up_proj.{k}'], None) for k in kinds]
+        names += [(f'{ours}mlp.c_proj.{k}', [f'{theirs}mlp.down_proj.{k}'], None) for k in kinds]
+        if c.qk_norm:
+            names += [(f'{ours}attn.{n}.weight', [f'{theirs}self_attn.{n}.weight'], None) for n in ('q_norm', 'k_norm')]
+    return names
 
 
-def hf_config(c, target, n_vocab, eot, mlp_hidden):
-    import transformers
-    common = dict(vocab_size=n_vocab, tie_word_embeddings=c.tie_embeddings, bos_token_id=eot, eos_token_id=eot)
-    if target == 'gpt2':
-        return transformers.GPT2Config(n_positions=c.block_size, n_embd=c.n_embd, n_layer=c.n_layer, n_head=c.n_head,
-                                       activation_function='gelu_new', layer_norm_epsilon=1e-5, resid_pdrop=0.0,
-                                       embd_pdrop=0.0, attn_pdrop=0.0, **common)
-    llama_like = dict(hidden_size=c.n_embd, num_hidden_layers=c.n_layer, num_attention_heads=c.n_head,
-                      num_key_value_heads=c.n_head, head_dim=c.head_dim, intermediate_size=mlp_hidden,
-                      hidden_act='silu', max_position_embeddings=c.block_size, rms_norm_eps=1e-6,
-                      rope_theta=c.rope_base, attention_bias=c.bias, **common)
-    if target == 'llama':
-        return transformers.LlamaConfig(mlp_bias=c.bias, **llama_like)
-    return transformers.Qwen3Config(**llama_like)
+def to_llama_names(sd, c, target):
+    out = {}
+    for ours, theirs, sizes in llama_names(c, target):
+        out.update(zip(theirs, sd[ours].split(sizes) if sizes else [sd[ours]]))
+    return out
 
 
-def gpt2_state_dict(sd):
+def from_llama_names(sd, c, target):
+    return {ours: torch.cat([sd[t] for t in theirs]) for ours, theirs, _ in llama_names(c, target)}
+
+
+def to_gpt2_names(sd):
     """Ours -> GPT2LMHeadModel: the same names, Conv1D weights transposed, zeros for the biases of the
     blocks' and final norm's layers when we have none (bias=False): GPT-2 always has them."""
     hf = {}
@@ -125,40 +91,147 @@ def gpt2_state_dict(sd):
     return hf
 
 
-def llama_state_dict(sd, c):
-    """Ours -> Llama / Qwen3 names: c_attn splits into q, k, v; c_fc into gate and up (in that order)."""
-    hf = {'model.embed_tokens.weight': sd['transformer.wte.weight'], 'model.norm.weight': sd['transformer.ln_f.weight'],
-           'lm_head.weight': sd['lm_head.weight']}
-    for i in range(c.n_layer):
-        ours, theirs = f'transformer.h.{i}.', f'model.layers.{i}.'
-        hf[theirs + 'input_layernorm.weight'] = sd[ours + 'ln_1.weight']
-        hf[theirs + 'post_attention_layernorm.weight'] = sd[ours + 'ln_2.weight']
-        for kind in ('weight', 'bias') if c.bias else ('weight',):
-            q, k, v = sd[f'{ours}attn.c_attn.{kind}'].split(c.n_embd)
-            gate, up = sd[f'{ours}mlp.c_fc.{kind}'].chunk(2)
-            hf.update({f'{theirs}self_attn.q_proj.{kind}': q, f'{theirs}self_attn.k_proj.{kind}': k,
-                        f'{theirs}self_attn.v_proj.{kind}': v, f'{theirs}self_attn.o_proj.{kind}': sd[f'{ours}attn.c_proj.{kind}'],
-                        f'{theirs}mlp.gate_proj.{kind}': gate, f'{theirs}mlp.up_proj.{kind}': up,
-                        f'{theirs}mlp.down_proj.{kind}': sd[f'{ours}mlp.c_proj.{kind}']})
-        if c.qk_norm:
-            hf[theirs + 'self_attn.q_norm.weight'] = sd[ours + 'attn.q_norm.weight']
-            hf[theirs + 'self_attn.k_norm.weight'] = sd[ours + 'attn.k_norm.weight']
-    return hf
+# ------------------------------------------------------------------------------------------------
+# in
+
+def load_hf_model(name_or_dir):
+    """transformers' model of a local folder or hub name: the local cache first, then (unless
+    HF_HUB_OFFLINE) a download. CheckpointError when it cannot be had or is of another family."""
+    try:
+        from transformers import AutoConfig, AutoModelForCausalLM
+    except ImportError:
+        raise CheckpointError(f'init from {name_or_dir!r} needs transformers: pip install transformers')
+    last_error = None
+    for local_only in (True, False):
+        try:
+            config = AutoConfig.from_pretrained(name_or_dir, local_files_only=local_only)
+            if config.model_type not in ('gpt2', *LLAMA_FAMILY):
+                raise CheckpointError(f"{name_or_dir}: a {config.model_type!r} model; this project imports GPT-2, "
+                                      f"{', '.join(LLAMA_FAMILY.values())}")
+            return AutoModelForCausalLM.from_pretrained(name_or_dir, config=config, local_files_only=local_only,
+                                                        dtype=torch.float32)
+        except OSError as e:  # not in the cache, no network, or not a model directory
+            last_error = e
+            if os.path.isdir(name_or_dir):
+                break
+    raise CheckpointError(f'cannot load {name_or_dir!r}: not in the Hugging Face cache and not downloadable here '
+                          f'({str(last_error).splitlines()[0]}). Fetch it once with network access (any from_pretrained '
+                          f'call fills the cache, or huggingface-cli download NAME --local-dir DIR), or pass a local folder')
 
 
-def bytes_to_unicode():
-    """GPT-2's map from the 256 byte values to printable characters: byte-level BPE vocabularies are strings of these."""
-    printable = [*range(ord('!'), ord('~') + 1), *range(ord('¡'), ord('¬') + 1), *range(ord('®'), ord('ÿ') + 1)]
-    others = [b for b in range(256) if b not in printable]
-    return {**{b: chr(b) for b in printable}, **{b: chr(256 + n) for n, b in enumerate(others)}}
+def config_from_hf(c, block_size=None, dropout=0.0):
+    """Our GPTConfig for a transformers config; CheckpointError naming what does not map."""
+    if c.model_type == 'gpt2':
+        unsupported = [(c.activation_function not in ('gelu_new', 'gelu_pytorch_tanh'), f'activation_function={c.activation_function!r}'),
+                       (c.scale_attn_by_inverse_layer_idx, 'scale_attn_by_inverse_layer_idx=True'),
+                       (c.n_inner not in (None, 4 * c.n_embd), f'n_inner={c.n_inner}')]
+        positions, args = c.n_positions, dict(n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd, norm_eps=c.layer_norm_epsilon)
+    else:
+        rope = dict(getattr(c, 'rope_parameters', None) or {})
+        attention_bias, mlp_bias = getattr(c, 'attention_bias', False), getattr(c, 'mlp_bias', False)
+        act = 'relu2' if c.model_type == 'arcee' else 'silu'
+        unsupported = [(c.hidden_act != act, f'hidden_act={c.hidden_act!r}'),
+                       (rope.get('rope_type', 'default') not in ('default', 'llama3'), f"rope_type={rope.get('rope_type')!r}"),
+                       (getattr(c, 'use_sliding_window', False), 'use_sliding_window=True'),
+                       (getattr(c, 'pretraining_tp', 1) != 1, f'pretraining_tp={getattr(c, "pretraining_tp", 1)}'),
+                       (c.model_type != 'qwen2' and attention_bias != mlp_bias,
+                        f'attention_bias={attention_bias} with mlp_bias={mlp_bias}')]
+        scaling = {k: rope[k] for k in ('factor', 'low_freq_factor', 'high_freq_factor', 'original_max_position_embeddings')} \
+            if rope.get('rope_type') == 'llama3' else None
+        positions = c.max_position_embeddings
+        args = dict(n_layer=c.num_hidden_layers, n_head=c.num_attention_heads, n_embd=c.hidden_size,
+                    n_kv_head=c.num_key_value_heads or c.num_attention_heads,
+                    head_dim=getattr(c, 'head_dim', None) or c.hidden_size // c.num_attention_heads,
+                    mlp_hidden=c.intermediate_size, pos='rotary', norm='rmsnorm', mlp='relu2' if c.model_type == 'arcee' else 'swiglu',
+                    qk_norm=c.model_type == 'qwen3', qkv_bias=c.model_type == 'qwen2',
+                    bias=attention_bias and c.model_type != 'qwen2', norm_eps=c.rms_norm_eps,
+                    rope_base=float(rope.get('rope_theta', getattr(c, 'rope_theta', 10000.0))), rope_scaling=scaling)
+    for bad, what in unsupported:
+        if bad:
+            raise CheckpointError(f'{c.model_type}: {what} is not something model.py computes')
+    block_size = block_size or positions
+    if block_size > positions:
+        raise CheckpointError(f'block_size={block_size}: the model has only {positions} positions')
+    return GPTConfig(block_size=block_size, vocab_size=c.vocab_size, dropout=dropout,
+                     tie_embeddings=c.tie_word_embeddings, **args)
+
+
+def from_pretrained(name_or_dir, block_size=None, dropout=0.0):
+    """Our GPT with the weights of a Hugging Face model (see the table above). block_size: the context to
+    train with (GPT-2 keeps that many rows of its position table). CheckpointError when it can't be had
+    or does not map."""
+    hf = load_hf_model(name_or_dir)
+    config = config_from_hf(hf.config, block_size, dropout)
+    model = GPT(config)
+    theirs = {k: v for k, v in hf.state_dict().items() if not k.endswith('.attn.bias')}  # old GPT-2 mask buffers
+    if config.pos == 'learned':
+        ours = {k: theirs[k].t() if k.endswith(HF_GPT2_TRANSPOSED) else theirs[k] for k in model.state_dict()}
+        ours['transformer.wpe.weight'] = ours['transformer.wpe.weight'][:config.block_size]
+    else:
+        ours = from_llama_names(theirs, config, hf.config.model_type)
+        if config.tie_embeddings:
+            ours['lm_head.weight'] = ours['transformer.wte.weight']
+    model.load_state_dict(ours)
+    return model
+
+
+# ------------------------------------------------------------------------------------------------
+# out
+
+def target_architecture(c):
+    """The model_type of the standard architecture computing what a GPTConfig does, or ExportError naming
+    the switch that has none."""
+    if c.logit_softcap:
+        raise ExportError(f'logit_softcap={c.logit_softcap} has no standard Hugging Face equivalent '
+                          f'(GPT-2, Llama, Qwen and Arcee do not cap logits)')
+    if c.pos == 'learned':
+        target = 'gpt2'
+        needs = {'norm': 'layernorm', 'mlp': 'gelu', 'qk_norm': False, 'qkv_bias': False, 'n_kv_head': c.n_head,
+                 'head_dim': c.n_embd // c.n_head, 'mlp_hidden': 4 * c.n_embd, 'norm_eps': 1e-5, 'rope_scaling': None}
+    elif c.mlp == 'relu2':
+        target, needs = 'arcee', {'norm': 'rmsnorm', 'qk_norm': False, 'qkv_bias': False}
+    elif c.qk_norm:
+        target, needs = 'qwen3', {'norm': 'rmsnorm', 'mlp': 'swiglu', 'bias': False, 'qkv_bias': False}
+    elif c.qkv_bias:
+        target, needs = 'qwen2', {'norm': 'rmsnorm', 'mlp': 'swiglu', 'bias': False}
+    else:
+        target, needs = 'llama', {'norm': 'rmsnorm', 'mlp': 'swiglu'}
+    for key, value in needs.items():
+        if getattr(c, key) != value:
+            raise ExportError(f'{key}={getattr(c, key)!r} has no standard Hugging Face equivalent with pos={c.pos!r}'
+                              f' and mlp={c.mlp!r}: the closest architecture, {target}, needs {key}={value!r}')
+    return target
+
+
+def hf_config(c, target, n_vocab, eot):
+    import transformers
+    common = dict(vocab_size=n_vocab, tie_word_embeddings=c.tie_embeddings, bos_token_id=eot, eos_token_id=eot)
+    if target == 'gpt2':
+        return transformers.GPT2Config(n_positions=c.block_size, n_embd=c.n_embd, n_layer=c.n_layer, n_head=c.n_head,
+                                       activation_function='gelu_new', layer_norm_epsilon=c.norm_eps, resid_pdrop=0.0,
+                                       embd_pdrop=0.0, attn_pdrop=0.0, **common)
+    rope = {'rope_type': 'llama3', **c.rope_scaling} if c.rope_scaling else {'rope_type': 'default'}
+    llama_like = dict(hidden_size=c.n_embd, num_hidden_layers=c.n_layer, num_attention_heads=c.n_head,
+                      num_key_value_heads=c.n_kv_head, head_dim=c.head_dim, intermediate_size=c.mlp_hidden,
+                      max_position_embeddings=c.block_size, rms_norm_eps=c.norm_eps,
+                      rope_parameters={**rope, 'rope_theta': c.rope_base}, **common)
+    if target == 'llama':
+        return transformers.LlamaConfig(hidden_act='silu', attention_bias=c.bias, mlp_bias=c.bias, **llama_like)
+    if target == 'arcee':
+        return transformers.ArceeConfig(hidden_act='relu2', attention_bias=c.bias, mlp_bias=c.bias, **llama_like)
+    if target == 'qwen2':
+        return transformers.Qwen2Config(hidden_act='silu', **llama_like)
+    return transformers.Qwen3Config(hidden_act='silu', attention_bias=False, **llama_like)
 
 
 def merges_from_ranks(tokens):
     """BPE merges in rank order. A token's merge is found by running BPE on its bytes with the lower-ranked
     tokens only: it ends in exactly the two parts tiktoken joins last."""
-    ranks = {b: i for i, b in enumerate(tokens)}
+    ranks = {b: i for i, b in enumerate(tokens) if b is not None}
     merges = []
     for rank, token in enumerate(tokens):
+        if token is None or len(token) < 2:
+            continue
         parts = [bytes([b]) for b in token]
         while len(parts) > 2:
             pairs = [(ranks.get(parts[j] + parts[j + 1], rank), j) for j in range(len(parts) - 1)]
@@ -166,9 +239,8 @@ def merges_from_ranks(tokens):
             if best >= rank:
                 break
             parts[j:j + 2] = [parts[j] + parts[j + 1]]
-        if len(token) > 1:
-            assert len(parts) == 2, f'token {rank} ({token!r}) is not the merge of two lower-ranked tokens'
-            merges.append(tuple(parts))
+        assert len(parts) == 2, f'token {rank} ({token!r}) is not the merge of two lower-ranked tokens'
+        merges.append(tuple(parts))
     return merges
 
 
@@ -177,28 +249,32 @@ def hf_tokenizer(spec, max_length):
     A literal '<|endoftext|>' in text is text, as in train.bin (prepare.py encodes documents as ordinary
     text): split_special_tokens keeps transformers from reading it as the end-of-text id, which only the
     code that joins documents puts in (bos/eos_token_id still name it)."""
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
     byte_char = bytes_to_unicode()
     as_str = lambda b: ''.join(byte_char[x] for x in b)
-    vocab = {as_str(b): i for i, b in enumerate(spec['tokens'])}
+    vocab = {as_str(b): i for i, b in enumerate(spec['tokens']) if b is not None}
     vocab.update(spec['special_tokens'])
     merges = [(as_str(a), as_str(b)) for a, b in merges_from_ranks(spec['tokens'])]
     # ignore_merges: a piece that is itself a token is that token, as in tiktoken
     tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, ignore_merges=True))
+    if spec.get('normalizer') == 'NFC':
+        tok.normalizer = normalizers.NFC()
     tok.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.Split(Regex(spec['pattern']), behavior='isolated', invert=False),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     tok.decoder = decoders.ByteLevel()
-    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in spec['special_tokens']])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=EOT, eos_token=EOT, unk_token=EOT,
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False)
+                            for t, _ in sorted(spec['special_tokens'].items(), key=lambda item: item[1])])
+    eot = spec.get('eot', EOT)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=eot, eos_token=eot, unk_token=eot,
                                    model_max_length=max_length, clean_up_tokenization_spaces=False,
                                    split_special_tokens=True)
 
 
 def export(checkpoint, out_dir):
     """Write the HF model directory for a loaded checkpoint; ExportError when it has no standard equivalent
-    (or transformers is not installed)."""
+    (or transformers is not installed). Returns the architecture's model_type."""
     try:
         import transformers
     except ImportError:
@@ -208,16 +284,11 @@ def export(checkpoint, out_dir):
     c = model.config
     target = target_architecture(c)
     n_vocab = vocab_size_of(spec)
-    eot = spec['special_tokens'][EOT]
     sd = {k: v.float() for k, v in model.state_dict().items()}
     for key in ('transformer.wte.weight', 'lm_head.weight'):
         sd[key] = sd[key][:n_vocab]
-    mlp_hidden = sd['transformer.h.0.mlp.c_proj.weight'].size(1)
-    config = hf_config(c, target, n_vocab, eot, mlp_hidden)
-    cls = {'gpt2': transformers.GPT2LMHeadModel, 'llama': transformers.LlamaForCausalLM,
-           'qwen3': transformers.Qwen3ForCausalLM}[target]
-    hf = cls(config)
-    weights = gpt2_state_dict(sd) if target == 'gpt2' else llama_state_dict(sd, c)
+    hf = getattr(transformers, LLAMA_FAMILY.get(target, 'GPT2LMHeadModel'))(hf_config(c, target, n_vocab, eot_id(spec)))
+    weights = to_gpt2_names(sd) if target == 'gpt2' else to_llama_names(sd, c, target)
     missing, unexpected = hf.load_state_dict(weights, strict=False)
     missing = [k for k in missing if not (c.tie_embeddings and k == 'lm_head.weight')]
     assert not missing and not unexpected, f'weight names do not line up: missing {missing}, unexpected {unexpected}'

@@ -11,6 +11,7 @@ checkpoint.py's, Hugging Face weights hf.py's, devices and precision common.py's
 """
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -34,9 +35,16 @@ class GPTConfig:
     logit_softcap: float = 0.0     # 0 = off, else logits = c * tanh(logits / c)
     zero_init_proj: bool = False   # output projections start at zero: every block starts as identity
     rope_base: float = 10000.0
+    # the switches open models need (hf.py imports Llama, Qwen2, Qwen3); 0 / None = derived as noted
+    n_kv_head: int = 0             # key/value heads, fewer than n_head for grouped-query attention; 0 = n_head
+    head_dim: int = 0              # size of each head; 0 = n_embd // n_head
+    mlp_hidden: int = 0            # MLP width; 0 = 4 * n_embd, or 64 * ceil(8 * n_embd / 3 / 64) for swiglu
+    qkv_bias: bool = False         # biases on the query, key and value projections only (Qwen2)
+    norm_eps: float = 0.0          # 0 = 1e-5 for layernorm (GPT-2), 1e-6 for rmsnorm
+    rope_scaling: Optional[dict] = None  # Llama 3.1+'s: {factor, low_freq_factor, high_freq_factor, original_max_position_embeddings}
 
     def __post_init__(self):
-        """ValueError naming the first field that cannot make a model."""
+        """ValueError naming the first field that cannot make a model; then the derived fields are filled in."""
         choices = {'pos': ('learned', 'rotary'), 'norm': ('layernorm', 'rmsnorm'), 'mlp': ('gelu', 'swiglu', 'relu2')}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
@@ -44,32 +52,52 @@ class GPTConfig:
         for key in ('block_size', 'vocab_size', 'n_layer', 'n_head', 'n_embd'):
             if getattr(self, key) < 1:
                 raise ValueError(f'{key}={getattr(self, key)}: must be at least 1')
-        problems = [(self.n_embd % self.n_head, f'n_embd={self.n_embd} must be a multiple of n_head={self.n_head}'),
-                    (self.pos == 'rotary' and self.head_dim % 2, f'pos=rotary needs an even head size, and '
-                     f'n_embd / n_head = {self.n_embd} / {self.n_head} = {self.head_dim} is odd'),
+        problems = [(not self.head_dim and self.n_embd % self.n_head, f'n_embd={self.n_embd} must be a multiple of n_head={self.n_head}'),
+                    (min(self.n_kv_head, self.head_dim, self.mlp_hidden, self.norm_eps) < 0,
+                     'n_kv_head, head_dim, mlp_hidden and norm_eps must be 0 (derived) or more'),
+                    (self.n_head % (self.n_kv_head or self.n_head), f'n_head={self.n_head} must be a multiple of n_kv_head={self.n_kv_head}'),
+                    (self.pos == 'rotary' and (self.head_dim or self.n_embd // self.n_head) % 2, f'pos=rotary needs an even '
+                     f'head size, and n_embd / n_head = {self.n_embd} / {self.n_head} = {self.n_embd // self.n_head} is odd'),
                     (not 0 <= self.dropout < 1, f'dropout={self.dropout}: must be in [0, 1)'),
                     (self.logit_softcap < 0, f'logit_softcap={self.logit_softcap}: must be 0 (off) or more'),
                     (self.rope_base <= 0, f'rope_base={self.rope_base}: must be positive')]
         for bad, message in problems:
             if bad:
                 raise ValueError(message)
+        self.n_kv_head = self.n_kv_head or self.n_head
+        self.head_dim = self.head_dim or self.n_embd // self.n_head
+        # swiglu has two input matrices: 2/3 the width keeps the parameter count of GELU's
+        self.mlp_hidden = self.mlp_hidden or (64 * math.ceil(8 * self.n_embd / 3 / 64) if self.mlp == 'swiglu' else 4 * self.n_embd)
+        self.norm_eps = self.norm_eps or (1e-5 if self.norm == 'layernorm' else 1e-6)
 
-    @property
-    def head_dim(self):
-        return self.n_embd // self.n_head
+
+def rope_frequencies(config):
+    """The rotary angle per position step of each pair of a head's dimensions; with Llama 3's scaling, the
+    low frequencies are divided by `factor` and the middle ones blended (as transformers computes them)."""
+    hd = config.head_dim
+    inv_freq = 1.0 / (config.rope_base ** (torch.arange(0, hd, 2).float() / hd))
+    if not config.rope_scaling:
+        return inv_freq
+    r = config.rope_scaling
+    factor, low, high, old = r['factor'], r['low_freq_factor'], r['high_freq_factor'], r['original_max_position_embeddings']
+    wavelen = 2 * math.pi / inv_freq
+    scaled = torch.where(wavelen > old / low, inv_freq / factor, inv_freq)
+    smooth = (old / wavelen - low) / (high - low)
+    medium = (wavelen >= old / high) & (wavelen <= old / low)
+    return torch.where(medium, (1 - smooth) * scaled / factor + smooth * scaled, scaled)
 
 
 class Norm(nn.Module):
-    def __init__(self, dim, kind, bias):
+    def __init__(self, dim, kind, bias, eps):
         super().__init__()
-        self.kind = kind
+        self.kind, self.eps = kind, eps
         self.weight = nn.Parameter(torch.ones(dim))
         self.bias = nn.Parameter(torch.zeros(dim)) if bias and kind == 'layernorm' else None
 
     def forward(self, x):
         if self.kind == 'rmsnorm':
-            return F.rms_norm(x, self.weight.shape, self.weight, eps=1e-6)
-        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, 1e-5)
+            return F.rms_norm(x, self.weight.shape, self.weight, eps=self.eps)
+        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
 
 
 def rotate_half(x):
@@ -80,21 +108,23 @@ def rotate_half(x):
 class CausalSelfAttention(nn.Module):
     def __init__(self, config):
         super().__init__()
-        self.n_head = config.n_head
-        self.head_dim = config.head_dim
+        self.n_head, self.n_kv_head, self.head_dim = config.n_head, config.n_kv_head, config.head_dim
         self.dropout = config.dropout
-        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
-        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        # queries, keys and values in one matmul; with grouped-query attention n_head / n_kv_head query heads share a key/value head
+        self.sizes = (self.n_head * self.head_dim, self.n_kv_head * self.head_dim, self.n_kv_head * self.head_dim)
+        self.c_attn = nn.Linear(config.n_embd, sum(self.sizes), bias=config.bias or config.qkv_bias)
+        self.c_proj = nn.Linear(self.sizes[0], config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
         if config.qk_norm:
-            self.q_norm = Norm(self.head_dim, 'rmsnorm', False)
-            self.k_norm = Norm(self.head_dim, 'rmsnorm', False)
+            self.q_norm = Norm(self.head_dim, 'rmsnorm', False, config.norm_eps)
+            self.k_norm = Norm(self.head_dim, 'rmsnorm', False, config.norm_eps)
         self.qk_norm = config.qk_norm
 
     def forward(self, x, rope, cache=None, layer=0):
-        B, T, C = x.size()
-        q, k, v = self.c_attn(x).split(C, dim=2)
-        q, k, v = (t.view(B, T, self.n_head, self.head_dim).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hd)
+        B, T, _ = x.size()
+        q, k, v = self.c_attn(x).split(self.sizes, dim=2)
+        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, nh, T, hd)
+        k, v = (t.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2) for t in (k, v))  # (B, n_kv, T, hd)
         if self.qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
@@ -102,18 +132,16 @@ class CausalSelfAttention(nn.Module):
             q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
         if cache is not None:  # a prefill starts from an empty cache, so the causal mask stays right
             k, v = cache.update(layer, k, v)
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=T > 1)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=T > 1,
+                                           enable_gqa=self.n_kv_head != self.n_head)
+        y = y.transpose(1, 2).contiguous().view(B, T, self.sizes[0])
         return self.resid_dropout(self.c_proj(y))
 
 
 class MLP(nn.Module):
     def __init__(self, config):
         super().__init__()
-        self.kind = config.mlp
-        hidden = 4 * config.n_embd
-        if self.kind == 'swiglu':  # two input matrices: 2/3 the width keeps the parameter count of GELU's
-            hidden = 64 * math.ceil(8 * config.n_embd / 3 / 64)
+        self.kind, hidden = config.mlp, config.mlp_hidden
         self.c_fc = nn.Linear(config.n_embd, 2 * hidden if self.kind == 'swiglu' else hidden, bias=config.bias)
         self.c_proj = nn.Linear(hidden, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
@@ -133,9 +161,9 @@ class MLP(nn.Module):
 class Block(nn.Module):
     def __init__(self, config):
         super().__init__()
-        self.ln_1 = Norm(config.n_embd, config.norm, config.bias)
+        self.ln_1 = Norm(config.n_embd, config.norm, config.bias, config.norm_eps)
         self.attn = CausalSelfAttention(config)
-        self.ln_2 = Norm(config.n_embd, config.norm, config.bias)
+        self.ln_2 = Norm(config.n_embd, config.norm, config.bias, config.norm_eps)
         self.mlp = MLP(config)
 
     def forward(self, x, rope, cache=None, layer=0):
@@ -148,7 +176,7 @@ class KVCache:
     first keys written, so autocast works). The prompt is prefilled once, then each token appends one."""
 
     def __init__(self, config, batch_size, device):
-        self.shape = (config.n_layer, batch_size, config.n_head, config.block_size, config.head_dim)
+        self.shape = (config.n_layer, batch_size, config.n_kv_head, config.block_size, config.head_dim)
         self.device, self.k, self.v = device, None, None
         self.pos = 0  # positions filled so far (the position of the next token)
 
@@ -173,14 +201,13 @@ class GPT(nn.Module):
             wte=nn.Embedding(config.vocab_size, config.n_embd),
             drop=nn.Dropout(config.dropout),
             h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
-            ln_f=Norm(config.n_embd, config.norm, config.bias),
+            ln_f=Norm(config.n_embd, config.norm, config.bias, config.norm_eps),
         ))
         if config.pos == 'learned':
             self.transformer.wpe = nn.Embedding(config.block_size, config.n_embd)
         else:
             # cos and sin of every position's rotary angles, computed once: a decode step only slices them
-            inv_freq = 1.0 / (config.rope_base ** (torch.arange(0, config.head_dim, 2).float() / config.head_dim))
-            angles = torch.outer(torch.arange(config.block_size, dtype=torch.float32), inv_freq)
+            angles = torch.outer(torch.arange(config.block_size, dtype=torch.float32), rope_frequencies(config))
             angles = torch.cat((angles, angles), dim=-1)
             self.register_buffer('rope_cos', angles.cos(), persistent=False)
             self.register_buffer('rope_sin', angles.sin(), persistent=False)
@@ -212,7 +239,7 @@ class GPT(nn.Module):
     def flops_per_token(self, seq_len=None):
         """Training FLOPs per token: 6 per matmul weight (forward + backward) plus attention scores."""
         c, T = self.config, seq_len or self.config.block_size
-        return 6 * self.num_params() + 12 * c.n_layer * c.n_embd * T
+        return 6 * self.num_params() + 12 * c.n_layer * c.n_head * c.head_dim * T
 
     def forward(self, idx, targets=None, cache=None, reduction='mean', all_logits=False):
         """Given targets: (None, cross-entropy with ignore_index=-1), computed without storing the (B, T, vocab)

@@ -17,7 +17,7 @@ import torch
 from checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, tokenizer_of
 from common import DTYPES, DeviceError, precision, resolve_device
 from configurator import config_from_globals, configure, fail
-from tokenizer import encoding_from_spec
+from tokenizer import encoding_from_spec, eot_id
 
 out_dir = 'out'
 ckpt = ''                  # checkpoint file; '' = out_dir/ckpt.pt
@@ -68,7 +68,8 @@ def main():
     autocast = precision(dev, c['dtype'])[1]
     try:
         checkpoint = load_checkpoint(path)  # on the CPU: only the weights go to the device, once
-        enc = encoding_from_spec(tokenizer_of(checkpoint, path))
+        spec = tokenizer_of(checkpoint, path)
+        enc, eot = encoding_from_spec(spec), eot_id(spec)
         model = model_from_checkpoint(checkpoint)
     except CheckpointError as e:
         fail(str(e))
@@ -76,7 +77,7 @@ def main():
     block = model.config.block_size
 
     text = read_prompt(c['prompt'])
-    ids = enc.encode_ordinary(text) if text else [enc.eot_token]  # '<|endoftext|>' typed in a prompt is text, as in train.bin
+    ids = enc.encode_ordinary(text) if text else [eot]  # '<|endoftext|>' typed in a prompt is text, as in train.bin
     if len(ids) > block:
         print(f'note: the prompt is {len(ids)} tokens, the context {block}: keeping its last {block}', file=sys.stderr)
         ids = ids[-block:]
@@ -96,7 +97,7 @@ def main():
         for token in stream:
             generated.append(token)
             if c['stop_at_eot']:
-                done |= token[:, 0] == enc.eot_token
+                done |= token[:, 0] == eot
             if not done[0]:
                 sys.stdout.write(first.decode(enc.decode_single_token_bytes(token[0, 0].item())))
                 sys.stdout.flush()
@@ -105,8 +106,8 @@ def main():
     sys.stdout.write(first.decode(b'', final=True))
     rows = torch.cat(generated, dim=1).tolist() if generated else [[] for _ in range(c['num_samples'])]
     for row in rows[1:]:
-        if c['stop_at_eot'] and enc.eot_token in row:
-            row = row[:row.index(enc.eot_token)]
+        if c['stop_at_eot'] and eot in row:
+            row = row[:row.index(eot)]
         sys.stdout.write(SEPARATOR + text + enc.decode(row))
     sys.stdout.write('\n')
 

@@ -3,17 +3,29 @@ Tokenizers as plain data. A tokenizer "spec" is a dict of builtins (so it pickle
 loads from ckpt.pt with torch.load(weights_only=True)), rebuilt into a tiktoken Encoding anywhere,
 with no network:
 
-    {'name': 'bpe' | 'gpt2', 'pattern': regex, 'tokens': [bytes of token 0, 1, ...],
-     'special_tokens': {'<|endoftext|>': id}}
+    {'name': 'bpe' | 'gpt2' | <a Hugging Face folder's name>, 'pattern': the split regex,
+     'tokens': [bytes of token 0, 1, ...]  (None at the ids of special tokens placed among them),
+     'special_tokens': {'<|endoftext|>': id, ...},
+     'eot': the special token that ends each document (optional: '<|endoftext|>'),
+     'normalizer': 'NFC' (optional: text is NFC-normalised before it is split, as Qwen's tokenizers do)}
 
-BPE is trained with rustbpe (fast, parallel, GPT-4-style split pattern) and run with tiktoken.
+A token's id is also its BPE merge rank, as in tiktoken. Byte-level BPE is trained here with rustbpe
+(fast, parallel, GPT-4-style split pattern), read from tiktoken's GPT-2 files, or converted from a
+Hugging Face tokenizer.json (GPT-2, Llama 3, Qwen, SmolLM2...; spec_from_hf_folder).
 """
+import json
 import os
 import shutil
+import unicodedata
 
 import tiktoken
 
 EOT = '<|endoftext|>'
+GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+
+
+class TokenizerError(ValueError):
+    pass
 
 
 def use_tiktoken_cache_copy(source, copy):
@@ -47,16 +59,108 @@ def gpt2_spec():
     return {'name': 'gpt2', 'pattern': enc._pat_str, 'tokens': tokens, 'special_tokens': {EOT: enc.eot_token}}
 
 
+class NFCEncoding(tiktoken.Encoding):
+    """tiktoken after Unicode NFC normalisation (the normalizer of Qwen's tokenizers)."""
+
+    def encode_ordinary(self, text):
+        return super().encode_ordinary(unicodedata.normalize('NFC', text))
+
+    def encode_ordinary_batch(self, text, *, num_threads=8):
+        return super().encode_ordinary_batch([unicodedata.normalize('NFC', t) for t in text], num_threads=num_threads)
+
+
 def encoding_from_spec(spec):
-    return tiktoken.Encoding(name=f"pubmed-{spec['name']}", pat_str=spec['pattern'],
-                             mergeable_ranks={b: i for i, b in enumerate(spec['tokens'])},
-                             special_tokens=dict(spec['special_tokens']))
+    cls = NFCEncoding if spec.get('normalizer') == 'NFC' else tiktoken.Encoding
+    return cls(name=f"pubmed-{spec['name']}", pat_str=spec['pattern'],
+               mergeable_ranks={b: i for i, b in enumerate(spec['tokens']) if b is not None},
+               special_tokens=dict(spec['special_tokens']))
+
+
+def eot_id(spec):
+    """The id that ends each document in train.bin (and stops a sample)."""
+    return spec['special_tokens'][spec.get('eot', EOT)]
 
 
 def vocab_size_of(spec):
-    return len(spec['tokens']) + len(spec['special_tokens'])
+    return max(len(spec['tokens']), max(spec['special_tokens'].values(), default=-1) + 1)
 
 
 def token_byte_lengths(spec):
     """UTF-8 byte length of every token id; special tokens count 0 bytes (they are not text)."""
-    return [len(b) for b in spec['tokens']] + [0] * len(spec['special_tokens'])
+    lengths = [len(b) if b is not None else 0 for b in spec['tokens']]
+    return lengths + [0] * (vocab_size_of(spec) - len(lengths))
+
+
+# ------------------------------------------------------------------------------------------------
+# Hugging Face tokenizer.json <-> spec. Byte-level BPE vocabularies are strings of printable stand-ins
+# for the 256 byte values (GPT-2's bytes_to_unicode map); merges are pairs of such strings.
+
+def bytes_to_unicode():
+    """GPT-2's map from the 256 byte values to printable characters: byte-level BPE vocabularies are strings of these."""
+    printable = [*range(ord('!'), ord('~') + 1), *range(ord('¡'), ord('¬') + 1), *range(ord('®'), ord('ÿ') + 1)]
+    others = [b for b in range(256) if b not in printable]
+    return {**{b: chr(b) for b in printable}, **{b: chr(256 + n) for n, b in enumerate(others)}}
+
+
+def split_pattern(pre_tokenizer):
+    """The one regex tiktoken splits text with, for the pre-tokenizers byte-level BPE tokenizers use;
+    TokenizerError naming any other."""
+    steps = pre_tokenizer.get('pretokenizers', [pre_tokenizer]) if pre_tokenizer else []
+    kinds = [s['type'] for s in steps]
+    byte_level = steps[-1] if kinds and kinds[-1] == 'ByteLevel' else None
+    if byte_level is None or byte_level.get('add_prefix_space'):
+        raise TokenizerError(f"pre-tokenizer {kinds or None}: not byte-level BPE without a prefix space")
+    if kinds == ['ByteLevel'] and byte_level.get('use_regex', True):
+        return GPT2_PATTERN  # GPT-2
+    if kinds == ['Split', 'ByteLevel'] and not byte_level.get('use_regex', True) and steps[0].get('behavior') == 'Isolated' \
+            and not steps[0].get('invert') and 'Regex' in steps[0]['pattern']:
+        return steps[0]['pattern']['Regex']  # Llama 3, Qwen
+    if kinds == ['Digits', 'ByteLevel'] and steps[0].get('individual_digits') and byte_level.get('use_regex', True):
+        # SmolLM2: every digit is a piece of its own, then GPT-2's regex on the rest; a run of spaces before
+        # a digit ends where that piece ends, so "not followed by a non-space" must also accept a digit
+        return GPT2_PATTERN.replace(r' ?\p{N}+', r'\p{N}').replace(r'\s+(?!\S)', r'\s+(?![^\s\p{N}])')
+    raise TokenizerError(f'pre-tokenizer {kinds}: not one this project can run with tiktoken')
+
+
+def spec_from_hf_folder(folder):
+    """The spec of a Hugging Face folder's tokenizer.json (byte-level BPE: GPT-2, Llama 3, Qwen, SmolLM2...),
+    with the same ids as transformers' AutoTokenizer; TokenizerError naming what does not convert."""
+    path = os.path.join(folder, 'tokenizer.json')
+    if not os.path.isfile(path):
+        kind = 'a SentencePiece model (tokenizer.model)' if os.path.isfile(os.path.join(folder, 'tokenizer.model')) else 'none'
+        raise TokenizerError(f'{folder}: no tokenizer.json (found {kind}): only byte-level BPE tokenizers convert')
+    with open(path, encoding='utf-8') as f:
+        tj = json.load(f)
+    model = tj.get('model') or {}
+    if model.get('type') != 'BPE' or (tj.get('decoder') or {}).get('type') != 'ByteLevel':
+        raise TokenizerError(f"{path}: a {model.get('type')} model with a {(tj.get('decoder') or {}).get('type')} decoder "
+                             '(SentencePiece-style): only byte-level BPE tokenizers convert')
+    normalizer = tj.get('normalizer')
+    if normalizer and normalizer.get('type') != 'NFC':
+        raise TokenizerError(f"{path}: normalizer {normalizer.get('type')}: only none or NFC convert")
+    pattern = split_pattern(tj.get('pre_tokenizer'))
+    char_byte = {c: b for b, c in bytes_to_unicode().items()}
+    special = {t['content']: t['id'] for t in tj.get('added_tokens', [])}
+    size = max([*model['vocab'].values(), *special.values()]) + 1
+    tokens = [None] * size
+    for text, i in model['vocab'].items():
+        if text not in special:
+            tokens[i] = bytes(char_byte[c] for c in text)
+    missing = [i for i, t in enumerate(tokens) if t is None and i not in special.values()]
+    if missing:
+        raise TokenizerError(f'{path}: ids {missing[:5]} are neither tokens nor added tokens')
+    merged = [''.join(m.split(' ', 1) if isinstance(m, str) else m) for m in model.get('merges', [])]
+    merge_ids = [model['vocab'][m] for m in merged]
+    if merge_ids != sorted(merge_ids):
+        raise TokenizerError(f'{path}: its merges are not in the order of their ids, which tiktoken needs')
+    config_path = os.path.join(folder, 'tokenizer_config.json')
+    config = json.load(open(config_path, encoding='utf-8')) if os.path.isfile(config_path) else {}
+    eos = config.get('eos_token')
+    eos = eos.get('content') if isinstance(eos, dict) else eos
+    if eos not in special:
+        raise TokenizerError(f'{folder}: no eos_token among its special tokens to end documents with')
+    spec = {'name': os.path.basename(os.path.normpath(folder)), 'pattern': pattern, 'tokens': tokens,
+            'special_tokens': special, 'eot': eos}
+    if normalizer:
+        spec['normalizer'] = 'NFC'
+    return spec

@@ -33,7 +33,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from checkpoint import (CheckpointError, check_resumable, first_line, load_checkpoint, make_checkpoint,
+from checkpoint import (CheckpointError, check_resumable, fingerprint, first_line, load_checkpoint, make_checkpoint,
                         model_from_checkpoint, save_checkpoint)
 from common import (DTYPES, DeviceError, atomic_write, device_peak_flops, die_with_parent, precision, resolve_device,
                     writable_folder)
@@ -41,14 +41,15 @@ from configurator import config_from_globals, configure, fail
 from dataloader import DataError, TrainLoader, eval_starts, load_meta, open_tokens, read_windows
 from loss_eval import evaluate
 from model import GPT, GPTConfig
+from tokenizer import TokenizerError, spec_from_hf_folder
 
 # -----------------------------------------------------------------------------------------------
 # options
 # I/O
 out_dir = 'out'
-init_from = 'scratch'           # 'scratch', 'resume' (from out_dir/ckpt.pt), or GPT-2's weights for continued
-                                # pretraining on --tokenizer=gpt2 data: 'gpt2', 'gpt2-medium', 'gpt2-large',
-                                # 'gpt2-xl' (Hugging Face cache or download) or a local Hugging Face GPT-2 directory
+init_from = 'scratch'           # 'scratch', 'resume' (from out_dir/ckpt.pt), or an open model to continue pretraining
+                                # on data prepared with its tokenizer: a local Hugging Face folder (GPT-2, Llama, Qwen2,
+                                # Qwen3, Arcee) or 'gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl' (cache or download)
 eval_interval = 2000            # evaluate every this many iterations (0 = only at the start and end)
 eval_interval_seconds = 0.0     # and/or whenever this much training time passed since the last eval (0 = off)
 eval_iters = 200                # the fixed val set is eval_iters * batch_size windows
@@ -104,6 +105,7 @@ RENAMED = {  # old option names (nanoGPT's, or this project's before) that keep 
     'decay_lr': (True, 'schedule', lambda value, c: c['schedule'] if value else 'constant'),
 }
 GPT2_NAMES = ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl')
+DERIVED = ('n_kv_head', 'head_dim', 'mlp_hidden', 'norm_eps', 'rope_scaling')  # 0 / None: worked out by GPTConfig
 CHOICES = {'optimizer': ('adamw', 'muon'), 'schedule': ('cosine', 'wsd', 'constant'), 'dtype': DTYPES}
 AT_LEAST_ONE = ('batch_size', 'gradient_accumulation_steps', 'eval_iters', 'log_interval')
 NOT_NEGATIVE = ('eval_interval', 'eval_interval_seconds', 'ckpt_every_tokens', 'learning_rate', 'muon_lr', 'weight_decay',
@@ -156,7 +158,7 @@ def check_options(c):
     if c['init_from'] not in ('scratch', 'resume', *GPT2_NAMES):
         if not os.path.isdir(c['init_from']):
             fail(f"init_from={c['init_from']!r}: expected scratch, resume, {', '.join(GPT2_NAMES)} "
-                 f"or a Hugging Face GPT-2 directory", 2)
+                 f"or a Hugging Face model folder", 2)
         if not os.path.isfile(os.path.join(c['init_from'], 'config.json')):
             fail(f"init_from={c['init_from']!r}: not a Hugging Face model folder (it has no config.json)", 2)
     try:
@@ -249,6 +251,31 @@ def set_rng_state(state, device):
     torch.set_rng_state(state['torch'])
     if device.type == 'cuda' and 'cuda' in state:
         torch.cuda.set_rng_state(state['cuda'], device)
+
+
+def is_gpt2_folder_without_tokenizer(folder):
+    """A GPT-2 saved with save_pretrained alone: it reads GPT-2's tokens."""
+    if os.path.isfile(os.path.join(folder, 'tokenizer.json')):
+        return False
+    with open(os.path.join(folder, 'config.json')) as f:
+        return json.load(f).get('model_type') == 'gpt2'
+
+
+def check_tokenizer_of(init_from, meta, data_dir):
+    """Exit unless the data is tokenized with the tokenizer of the model init_from names."""
+    ours = meta['tokenizer']
+    if init_from in GPT2_NAMES or is_gpt2_folder_without_tokenizer(init_from):
+        same, how = ours['name'] == 'gpt2' and meta['vocab_size'] == 50257, '--tokenizer=gpt2'
+    else:
+        try:
+            theirs = spec_from_hf_folder(init_from)
+        except TokenizerError as e:
+            fail(f'init_from={init_from!r}: {e}')
+        same = {k: v for k, v in theirs.items() if k != 'name'} == {k: v for k, v in ours.items() if k != 'name'}
+        how = f'--tokenizer={init_from}'
+    if not same:
+        fail(f"init_from={init_from!r} reads its own tokenizer's tokens, but {data_dir} is tokenized with "
+             f"{fingerprint(ours)}: prepare it with {how}")
 
 
 def training_checkpoint(raw_model, meta, optimizers, scaler, loader, config, device, **progress):
@@ -362,16 +389,15 @@ def main(config):
             raw_model = model_from_checkpoint(ckpt)
         except CheckpointError as e:
             fail(f'{c.out_dir}/ckpt.pt: {e}')
-    else:  # GPT-2's weights read GPT-2's tokens only
-        if meta['tokenizer']['name'] != 'gpt2' or meta['vocab_size'] != 50257:
-            fail(f"init_from={c.init_from!r} needs data tokenized with GPT-2's tokenizer, but {c.data_dir} has a "
-                 f"{meta['tokenizer']['name']!r} tokenizer of {meta['vocab_size']} tokens: prepare it with --tokenizer=gpt2")
-        from hf import gpt2_from_pretrained
+    else:  # an open model reads the tokens of its own tokenizer only
+        check_tokenizer_of(c.init_from, meta, c.data_dir)
+        from hf import from_pretrained
         try:
-            raw_model = gpt2_from_pretrained(c.init_from, block_size=c.block_size, dropout=c.dropout)
+            raw_model = from_pretrained(c.init_from, block_size=c.block_size, dropout=c.dropout)
         except CheckpointError as e:
             fail(str(e))
-        ignored = [f'{k}={config[k]!r}' for k in MODEL_DEFAULTS if config[k] != getattr(raw_model.config, k)]
+        ignored = [f'{k}={config[k]!r}' for k in MODEL_DEFAULTS
+                   if config[k] != getattr(raw_model.config, k) and not (k in DERIVED and not config[k])]
         if master and ignored:
             print(f'note: init_from={c.init_from!r} fixes the architecture; ignoring {", ".join(ignored)}')
     if raw_model.config.vocab_size < meta['vocab_size']:

@@ -1,8 +1,10 @@
 # A small GPT trained on 2 CPU cores in 5 minutes of training time: val loss falls steadily from the
 # first evaluation. The starting point of the project's recipe (see the speedrun, bench/speedrun.py):
-# rotary positions, RMSNorm, ReLU^2 MLP, QK-norm, untied head, zero-initialised output projections,
-# Muon for the blocks' matrices with AdamW for embeddings/head/gains, warmup-stable-decay. No logit
-# softcap: on CPU its tanh over every logit cost more time than it saved (README, speedrun ablation).
+# rotary positions, RMSNorm, ReLU^2 MLP, untied head, zero-initialised output projections, Muon for
+# the blocks' matrices with AdamW for embeddings/head/gains, warmup-stable-decay. No logit softcap: on
+# CPU its tanh over every logit cost more time than it saved (dev/LOG.md, speedrun ablation). No
+# QK-norm: with ReLU^2 it has no standard Hugging Face architecture, without it the model exports as
+# ArceeForCausalLM (README, export: the cost measured at equal time).
 # Expects data/pubmed prepared with a small BPE (the head dominates the cost of a model this size):
 #   python data/pubmed/prepare.py --vocab_size=8192        (or --input=PATH for local XML)
 #   python train.py config/train_pubmed_cpu.py
@@ -21,7 +23,7 @@ bias = False
 pos = 'rotary'
 norm = 'rmsnorm'
 mlp = 'relu2'
-qk_norm = True
+qk_norm = False                # exports as ArceeForCausalLM (ReLU² + QK-norm has no standard architecture); cost: README
 tie_embeddings = False
 logit_softcap = 0.0
 zero_init_proj = True

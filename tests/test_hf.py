@@ -1,5 +1,5 @@
 """Hugging Face interchange: export_hf.py writes directories transformers loads with no custom code and
-the same logits and token ids as ours; hf.gpt2_from_pretrained reads Hugging Face GPT-2 weights exactly."""
+the same logits and token ids as ours; hf.from_pretrained reads Hugging Face models exactly."""
 import gzip
 import html
 import json
@@ -12,15 +12,22 @@ import pytest
 import torch
 
 from conftest import PUBMED_CORPUS, REPO, make_dataset, need, write_tiny_checkpoint
-from checkpoint import CheckpointError, load_checkpoint
-from hf import ExportError, export, gpt2_from_pretrained, hf_tokenizer, target_architecture
+from checkpoint import CheckpointError, load_checkpoint, make_checkpoint, save_checkpoint
+from hf import ExportError, export, from_pretrained, hf_tokenizer, target_architecture
 from model import GPTConfig
-from tokenizer import EOT, encoding_from_spec, train_bpe, vocab_size_of
+from tokenizer import EOT, encoding_from_spec, token_byte_lengths, train_bpe, vocab_size_of
 
 transformers = pytest.importorskip('transformers')
+LLAMA_TINY = dict(vocab_size=300, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=64)
 
 EXPORTABLE = {  # name: (model args, the class transformers must load)
     'gpt2': ({}, 'GPT2LMHeadModel'),
+    'arcee': (dict(pos='rotary', norm='rmsnorm', mlp='relu2', bias=False, tie_embeddings=False), 'ArceeForCausalLM'),
+    'qwen2-gqa': (dict(pos='rotary', norm='rmsnorm', mlp='swiglu', bias=False, qkv_bias=True, n_kv_head=1), 'Qwen2ForCausalLM'),
+    'llama-gqa-scaled': (dict(pos='rotary', norm='rmsnorm', mlp='swiglu', bias=False, n_kv_head=1, head_dim=8,
+                              mlp_hidden=40, norm_eps=1e-5, rope_scaling=dict(factor=8.0, low_freq_factor=1.0,
+                              high_freq_factor=4.0, original_max_position_embeddings=16)), 'LlamaForCausalLM'),
     'gpt2-nobias-untied': (dict(bias=False, tie_embeddings=False), 'GPT2LMHeadModel'),
     'llama': (dict(pos='rotary', norm='rmsnorm', mlp='swiglu', bias=False, rope_base=500.0), 'LlamaForCausalLM'),
     'llama-bias-untied': (dict(pos='rotary', norm='rmsnorm', mlp='swiglu', tie_embeddings=False), 'LlamaForCausalLM'),
@@ -59,16 +66,16 @@ def test_export_then_load_gives_our_logits_and_token_ids(name, spec, tmp_path):
     torch.testing.assert_close(theirs, ours[..., :300], atol=1e-4, rtol=0)
 
 
-def test_export_cli_writes_a_directory_and_refuses_relu2_naming_the_switch(spec, tmp_path):
+def test_export_cli_writes_a_directory_and_refuses_relu2_with_qk_norm_naming_the_switch(spec, tmp_path):
     checkpoint_of(spec, tmp_path / 'ok.pt', pos='rotary', norm='rmsnorm', mlp='swiglu', bias=False)
-    checkpoint_of(spec, tmp_path / 'relu2.pt', pos='rotary', norm='rmsnorm', mlp='relu2', bias=False)
-    ok, refused = export_cli(tmp_path / 'ok.pt', tmp_path / 'hf'), export_cli(tmp_path / 'relu2.pt', tmp_path / 'no')
+    checkpoint_of(spec, tmp_path / 'no.pt', pos='rotary', norm='rmsnorm', mlp='relu2', qk_norm=True, bias=False)
+    ok, refused = export_cli(tmp_path / 'ok.pt', tmp_path / 'hf'), export_cli(tmp_path / 'no.pt', tmp_path / 'no')
     assert ok.returncode == 0 and 'llama' in ok.stdout, ok.stderr
     config = json.loads((tmp_path / 'hf' / 'config.json').read_text())
     assert config['architectures'] == ['LlamaForCausalLM'] and config['rms_norm_eps'] == 1e-6
     assert json.loads((tmp_path / 'hf' / 'tokenizer_config.json').read_text())['tokenizer_class'] == 'PreTrainedTokenizerFast'
     assert refused.returncode == 1 and refused.stderr.count('\n') == 1
-    assert "mlp='relu2' has no standard Hugging Face equivalent" in refused.stderr
+    assert "qk_norm=True has no standard Hugging Face equivalent with pos='rotary' and mlp='relu2'" in refused.stderr
     assert not (tmp_path / 'no').exists()
 
 
@@ -116,7 +123,7 @@ def test_gpt2_import_gives_transformers_own_logits(tmp_path, tied):
         for p in hf.parameters():
             p.normal_(0.0, 0.1)
     hf.save_pretrained(tmp_path)
-    model = gpt2_from_pretrained(str(tmp_path))
+    model = from_pretrained(str(tmp_path))
     assert model.config.tie_embeddings == tied and model.config.block_size == 64
     x = torch.randint(300, (2, 64))
     with torch.no_grad():
@@ -125,11 +132,14 @@ def test_gpt2_import_gives_transformers_own_logits(tmp_path, tied):
     torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
 
 
-def test_gpt2_import_refuses_a_model_that_is_not_gpt2(spec, tmp_path):
-    checkpoint_of(spec, tmp_path / 'ckpt.pt', pos='rotary', norm='rmsnorm', mlp='swiglu', bias=False)
-    export(load_checkpoint(tmp_path / 'ckpt.pt'), tmp_path / 'hf')
-    with pytest.raises(CheckpointError, match="a 'llama' model, not GPT-2"):
-        gpt2_from_pretrained(str(tmp_path / 'hf'))
+def test_import_refuses_a_family_or_an_option_model_py_does_not_compute_by_name(tmp_path):
+    torch.manual_seed(0)
+    transformers.MistralForCausalLM(transformers.MistralConfig(**LLAMA_TINY)).save_pretrained(tmp_path / 'mistral')
+    with pytest.raises(CheckpointError, match="a 'mistral' model; this project imports GPT-2, LlamaForCausalLM"):
+        from_pretrained(str(tmp_path / 'mistral'))
+    transformers.LlamaForCausalLM(transformers.LlamaConfig(**{**LLAMA_TINY, 'hidden_act': 'gelu'})).save_pretrained(tmp_path / 'gelu')
+    with pytest.raises(CheckpointError, match="llama: hidden_act='gelu' is not something model.py computes"):
+        from_pretrained(str(tmp_path / 'gelu'))
 
 
 def test_train_init_from_gpt2_weights_and_its_clear_errors(tmp_path, tiny_data, gpt2):
@@ -160,11 +170,11 @@ def test_train_init_from_gpt2_weights_and_its_clear_errors(tmp_path, tiny_data, 
 
     out, err, code = done['offline']
     assert code == 1 and err.count('\n') == 1
-    assert "error: cannot load GPT-2 weights 'gpt2': not in the Hugging Face cache" in err
+    assert "error: cannot load 'gpt2': not in the Hugging Face cache" in err
 
     out, err, code = done['bpe-data']
     assert code == 1 and err.count('\n') == 1
-    assert "needs data tokenized with GPT-2's tokenizer" in err and '--tokenizer=gpt2' in err
+    assert "reads its own tokenizer's tokens, but" in err and 'prepare it with --tokenizer=gpt2' in err
 
 
 def test_export_refuses_a_folder_with_files_replaces_it_on_request_and_writes_one_permission(spec, tmp_path):
@@ -187,3 +197,60 @@ def test_export_refuses_a_folder_with_files_replaces_it_on_request_and_writes_on
         r = subprocess.run([sys.executable, 'export_hf.py', f'--ckpt={tmp_path / "ckpt.pt"}', arg], cwd=REPO,
                            capture_output=True, text=True)
         assert r.returncode == 2 and message in r.stderr and r.stderr.count('\n') == 1
+
+
+FAMILIES = {  # the open families people adapt, tiny and random: every switch the mapping has to get right
+    'llama-gqa-llama3-rope': ('LlamaForCausalLM', dict(LLAMA_TINY, tie_word_embeddings=False, rms_norm_eps=1e-5, rope_parameters=dict(
+        rope_type='llama3', rope_theta=500000.0, factor=32.0, low_freq_factor=1.0, high_freq_factor=4.0,
+        original_max_position_embeddings=16))),
+    'llama-tied-biases': ('LlamaForCausalLM', dict(LLAMA_TINY, attention_bias=True, mlp_bias=True)),
+    'qwen2-qkv-bias': ('Qwen2ForCausalLM', dict(LLAMA_TINY, rms_norm_eps=1e-6)),
+    'qwen3-qk-norm-head-dim': ('Qwen3ForCausalLM', dict(LLAMA_TINY, head_dim=16, tie_word_embeddings=True)),
+    'arcee-relu2': ('ArceeForCausalLM', dict(LLAMA_TINY, hidden_act='relu2')),
+}
+
+
+def random_hf(cls_name, config_args, path=None):
+    """A transformers model with every weight random (norms and biases too, so a wrong mapping shows), saved to path."""
+    torch.manual_seed(0)
+    cls = getattr(transformers, cls_name)
+    hf = cls(cls.config_class(**config_args)).eval()
+    with torch.no_grad():
+        for p in hf.parameters():
+            p.normal_(0.0, 0.2)
+    if path:
+        hf.save_pretrained(path)
+    return hf
+
+
+@pytest.mark.parametrize('family', list(FAMILIES))
+def test_import_computes_transformers_function_and_greedy_tokens_and_exports_back(family, tmp_path, spec):
+    cls_name, config_args = FAMILIES[family]
+    hf = random_hf(cls_name, config_args, tmp_path / 'hf')
+    model = from_pretrained(str(tmp_path / 'hf')).eval()
+    x = torch.randint(300, (2, 40), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        theirs = hf(x).logits
+    ours, _ = model(x, all_logits=True)
+    torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=0)
+    hf64, model64 = hf.double(), model.double()  # greedy in float64: no near-tie is decided by rounding
+    prompt = x[:1, :8]
+    theirs = hf64.generate(prompt, max_new_tokens=24, do_sample=False, pad_token_id=0)
+    assert model64.generate(prompt, 24, temperature=0).tolist() == theirs.tolist()
+    # export(import(hf)) loads in transformers, the same class, the same function
+    save_checkpoint(make_checkpoint(model.float(), spec, token_byte_lengths(spec)), tmp_path / 'ckpt.pt')
+    export(load_checkpoint(tmp_path / 'ckpt.pt'), tmp_path / 'back')
+    back = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / 'back').eval()
+    assert type(back).__name__ == cls_name
+    with torch.no_grad():
+        torch.testing.assert_close(back(x).logits, hf.float()(x).logits, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize('name', [n for n in EXPORTABLE if n != 'gpt2'])
+def test_import_of_an_export_is_the_same_model(name, spec, tmp_path):
+    args, _ = EXPORTABLE[name]
+    model = checkpoint_of(spec, tmp_path / 'ckpt.pt', **args)
+    export(load_checkpoint(tmp_path / 'ckpt.pt'), tmp_path / 'hf')
+    again = from_pretrained(str(tmp_path / 'hf'))
+    x = torch.randint(300, (2, 32))
+    torch.testing.assert_close(again(x, all_logits=True)[0], model(x, all_logits=True)[0][..., :300], atol=1e-5, rtol=0)

@@ -40,7 +40,7 @@ from configurator import configure, fail  # noqa: E402
 from data.pubmed.download import DownloadError, download_all, file_md5, list_files, natural_key  # noqa: E402
 from data.pubmed.parse import iter_file  # noqa: E402
 from dataloader import token_dtype, write_meta  # noqa: E402
-from tokenizer import EOT, encoding_from_spec, gpt2_spec, train_bpe, vocab_size_of  # noqa: E402
+from tokenizer import encoding_from_spec, eot_id, gpt2_spec, train_bpe, vocab_size_of  # noqa: E402
 
 DEFAULTS = {
     'input': '',             # local .xml/.xml.gz files (a folder, searched recursively, or a glob): no network
@@ -417,7 +417,7 @@ _encoder = {}
 
 def init_encoder(spec):
     _encoder['enc'] = encoding_from_spec(spec)
-    _encoder['eot'] = spec['special_tokens'][EOT]
+    _encoder['eot'] = eot_id(spec)
     _encoder['dtype'] = np.dtype(token_dtype(vocab_size_of(spec)))
 
 
