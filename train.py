@@ -161,8 +161,10 @@ def check_options(c):
                  f"or a Hugging Face model folder", 2)
         if not os.path.isfile(os.path.join(c['init_from'], 'config.json')):
             fail(f"init_from={c['init_from']!r}: not a Hugging Face model folder (it has no config.json)", 2)
+    if c['block_size'] == 0 and c['init_from'] == 'scratch':
+        fail("block_size=0 (the model's own context) needs an open model to come from: --init_from=FOLDER", 2)
     try:
-        GPTConfig(**{k: c[k] for k in MODEL_DEFAULTS})
+        GPTConfig(**{k: c[k] for k in MODEL_DEFAULTS if k != 'block_size'}, block_size=max(1, c['block_size']))
         resolve_device(c['device'])
     except (ValueError, DeviceError) as e:
         fail(str(e), 2)
@@ -393,11 +395,11 @@ def main(config):
         check_tokenizer_of(c.init_from, meta, c.data_dir)
         from hf import from_pretrained
         try:
-            raw_model = from_pretrained(c.init_from, block_size=c.block_size, dropout=c.dropout)
+            raw_model = from_pretrained(c.init_from, block_size=c.block_size or None, dropout=c.dropout)
         except CheckpointError as e:
             fail(str(e))
         ignored = [f'{k}={config[k]!r}' for k in MODEL_DEFAULTS
-                   if config[k] != getattr(raw_model.config, k) and not (k in DERIVED and not config[k])]
+                   if config[k] != getattr(raw_model.config, k) and not (k in DERIVED + ('block_size',) and not config[k])]
         if master and ignored:
             print(f'note: init_from={c.init_from!r} fixes the architecture; ignoring {", ".join(ignored)}')
     if raw_model.config.vocab_size < meta['vocab_size']:

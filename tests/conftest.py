@@ -54,6 +54,16 @@ def need(path):
     return Path(path)
 
 
+def abstracts(n):
+    """The first n abstracts of the shared corpus, as plain text (skips without ../shared)."""
+    import gzip
+    import html
+    import re
+    xml = gzip.open(need(PUBMED_CORPUS / 'pubmedcorpus-0001.xml.gz'), 'rt', encoding='utf-8').read()
+    found = re.findall(r'<AbstractText[^>]*>(.*?)</AbstractText>', xml, re.S)
+    return [html.unescape(re.sub(r'<[^>]+>', '', a)) for a in found[:n]]
+
+
 # A tiny trained model and its checkpoint, shared by the generation, sample.py and HF tests.
 TINY_TEXT = ('Metformin lowers blood glucose in patients with type 2 diabetes. '
              'The protein kinase phosphorylates the receptor in vitro. '

@@ -1,7 +1,5 @@
 """Hugging Face interchange: export_hf.py writes directories transformers loads with no custom code and
 the same logits and token ids as ours; hf.from_pretrained reads Hugging Face models exactly."""
-import gzip
-import html
 import json
 import os
 import re
@@ -11,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from conftest import PUBMED_CORPUS, REPO, make_dataset, need, write_tiny_checkpoint
+from conftest import REPO, abstracts, make_dataset, write_tiny_checkpoint
 from checkpoint import CheckpointError, load_checkpoint, make_checkpoint, save_checkpoint
 from hf import ExportError, export, from_pretrained, hf_tokenizer, target_architecture
 from model import GPTConfig
@@ -91,12 +89,6 @@ def test_export_cli_writes_a_directory_and_refuses_relu2_with_qk_norm_naming_the
 def test_combinations_without_a_standard_equivalent_are_refused_by_name(args, switch):
     with pytest.raises(ExportError, match=re.escape(switch)):
         target_architecture(GPTConfig(n_layer=1, n_head=2, n_embd=32, **args))
-
-
-def abstracts(n):
-    xml = gzip.open(need(PUBMED_CORPUS / 'pubmedcorpus-0001.xml.gz'), 'rt', encoding='utf-8').read()
-    found = re.findall(r'<AbstractText[^>]*>(.*?)</AbstractText>', xml, re.S)
-    return [html.unescape(re.sub(r'<[^>]+>', '', a)) for a in found[:n]]
 
 
 @pytest.mark.parametrize('which', ['bpe', 'gpt2'])

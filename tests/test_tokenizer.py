@@ -1,8 +1,13 @@
+import io
 import pickle
+import random
 
+import pytest
 import torch
 
-from tokenizer import EOT, encoding_from_spec, token_byte_lengths, train_bpe, vocab_size_of
+from conftest import abstracts
+from tokenizer import (EOT, TokenizerError, encoding_from_spec, eot_id, spec_from_hf_folder, token_byte_lengths, train_bpe,
+                       vocab_size_of)
 
 TEXTS = ['Metformin lowers blood glucose in patients with type 2 diabetes.',
          'The protein kinase phosphorylates the receptor in vitro.'] * 50
@@ -30,3 +35,88 @@ def test_gpt2_spec_matches_tiktoken_and_byte_lengths(gpt2):
     assert enc.n_vocab == 50257 and enc.encode('Hello world') == [15496, 995]
     lengths = token_byte_lengths(spec)
     assert lengths[15496] == 5 and lengths[995] == 6 and lengths[50256] == 0
+
+
+# ------------------------------------------------------------------------------------------------
+# Hugging Face byte-level BPE tokenizers -> specs, in the layouts of the families people adapt
+
+LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+                  r"\s*[\r\n]+|\s+(?!\S)|\s+")
+QWEN_PATTERN = LLAMA3_PATTERN.replace(r'\p{N}{1,3}', r'\p{N}')
+STYLES = {  # name: (pre-tokenizer steps, NFC, special tokens trained in front, special tokens appended, eos)
+    'gpt2': ([('ByteLevel', True)], False, [], ['<|endoftext|>'], '<|endoftext|>'),
+    'llama3': ([('Split', LLAMA3_PATTERN), ('ByteLevel', False)], False, [], ['<|begin_of_text|>', '<|end_of_text|>'],
+               '<|end_of_text|>'),
+    'qwen': ([('Split', QWEN_PATTERN), ('ByteLevel', False)], True, [], ['<|endoftext|>', '<|im_start|>', '<|im_end|>'],
+             '<|endoftext|>'),
+    'smollm2': ([('Digits', None), ('ByteLevel', True)], False, ['<|endoftext|>', '<|im_start|>', '<|im_end|>'], [],
+                '<|endoftext|>'),
+}
+
+
+def hf_tokenizer_folder(path, style, texts, vocab_size=1200):
+    """A byte-level BPE tokenizer of the style trained with the tokenizers library, saved as transformers does."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+    steps, nfc, front, back, eos = STYLES[style]
+    made = {'ByteLevel': lambda arg: pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=arg),
+            'Split': lambda arg: pre_tokenizers.Split(Regex(arg), behavior='isolated'),
+            'Digits': lambda arg: pre_tokenizers.Digits(individual_digits=True)}
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([made[kind](arg) for kind, arg in steps])
+    tok.decoder = decoders.ByteLevel()
+    if nfc:
+        tok.normalizer = normalizers.NFC()
+    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=front, show_progress=False,
+                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok.add_special_tokens(back)
+    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=eos).save_pretrained(path)
+    return path
+
+
+def fuzzed(n, seed=0):
+    """Strings a tokenizer can get wrong: scripts, digits, spaces before digits, newlines, combining marks
+    (NFC composes them), emoji, punctuation runs."""
+    rng = random.Random(seed)
+    pool = (list('abcXYZ019 ') + [' 12', '  7', '\n', '\r\n', '\t', 'é', 'e\u0301', 'ü', 'ß', 'ﬁ', 'α', 'Ω', 'д', '中文',
+            'العربية', '١٢٣', '²', '😀', '👩\u200d🔬', '...', '--', "'s", "'LL", '?!', '(%)', '\u00a0', '\u2009'])
+    return [''.join(rng.choice(pool) for _ in range(rng.randint(1, 40))) for _ in range(n)]
+
+
+@pytest.mark.parametrize('style', list(STYLES))
+def test_hf_tokenizers_convert_to_specs_with_the_same_ids(style, tmp_path):
+    from transformers import AutoTokenizer
+    texts = abstracts(600)
+    folder = hf_tokenizer_folder(tmp_path / style, style, texts[:300])
+    spec = spec_from_hf_folder(folder)
+    enc, tok = encoding_from_spec(spec), AutoTokenizer.from_pretrained(folder)
+    checked = texts[300:] + fuzzed(300)
+    assert len(texts[300:]) == 300
+    for text in checked:
+        assert enc.encode_ordinary(text) == tok(text, add_special_tokens=False)['input_ids'], text
+    assert eot_id(spec) == tok.eos_token_id and spec['special_tokens'] == {t: tok.convert_tokens_to_ids(t) for t in
+                                                                          STYLES[style][2] + STYLES[style][3]}
+    assert vocab_size_of(spec) == len(tok) and token_byte_lengths(spec)[eot_id(spec)] == 0
+    assert (spec.get('normalizer') == 'NFC') == STYLES[style][1]
+    restored = torch.load(io.BytesIO(_saved(spec)), weights_only=True)  # plain data: it goes into checkpoints
+    assert restored == spec
+
+
+def _saved(obj):
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def test_tokenizers_that_are_not_byte_level_bpe_are_refused_by_name(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    unigram = Tokenizer(models.Unigram([('a', -1.0), ('b', -2.0)]))
+    unigram.pre_tokenizer = pre_tokenizers.Metaspace()
+    (tmp_path / 'sp').mkdir()
+    unigram.save(str(tmp_path / 'sp' / 'tokenizer.json'))
+    with pytest.raises(TokenizerError, match='a Unigram model .*only byte-level BPE tokenizers convert'):
+        spec_from_hf_folder(tmp_path / 'sp')
+    (tmp_path / 'llama2').mkdir()
+    (tmp_path / 'llama2' / 'tokenizer.model').write_bytes(b'sentencepiece')
+    with pytest.raises(TokenizerError, match=r'no tokenizer.json \(found a SentencePiece model'):
+        spec_from_hf_folder(tmp_path / 'llama2')

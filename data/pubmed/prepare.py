@@ -40,7 +40,7 @@ from configurator import configure, fail  # noqa: E402
 from data.pubmed.download import DownloadError, download_all, file_md5, list_files, natural_key  # noqa: E402
 from data.pubmed.parse import iter_file  # noqa: E402
 from dataloader import token_dtype, write_meta  # noqa: E402
-from tokenizer import encoding_from_spec, eot_id, gpt2_spec, train_bpe, vocab_size_of  # noqa: E402
+from tokenizer import encoding_from_spec, eot_id, gpt2_spec, spec_from_hf_folder, train_bpe, vocab_size_of  # noqa: E402
 
 DEFAULTS = {
     'input': '',             # local .xml/.xml.gz files (a folder, searched recursively, or a glob): no network
@@ -54,7 +54,8 @@ DEFAULTS = {
     'timeout': 60.0,         # seconds without data before a request is retried
     'backoff': 1.0,          # seconds before the first retry, doubling each time (with jitter)
     'workers': os.cpu_count() or 1,  # processes for parsing and tokenizing
-    'tokenizer': 'bpe',      # 'bpe' (trained here on the train split) or 'gpt2'
+    'tokenizer': 'bpe',      # 'bpe' (trained here on the train split), 'gpt2', or an existing model's: a Hugging Face
+                             # folder (tokenizer.json), a checkpoint (.pt), a prepared data folder or its meta.pkl
     'vocab_size': 32768,     # BPE vocabulary including <|endoftext|>
     'bpe_train_chars': 1_000_000_000,  # at most this many train-split characters to train BPE on
     'val_fraction': 0.005,   # share of PMIDs (by hash) in val.bin
@@ -70,8 +71,9 @@ PICKLE = 4
 def parse_options(argv):
     o = configure(DEFAULTS, argv)
     problems = []
-    if o['tokenizer'] not in ('bpe', 'gpt2'):
-        problems.append(f"--tokenizer={o['tokenizer']}: expected bpe or gpt2")
+    if o['tokenizer'] not in ('bpe', 'gpt2') and not os.path.exists(o['tokenizer']):
+        problems.append(f"--tokenizer={o['tokenizer']}: expected bpe, gpt2, or the path of a Hugging Face folder, a "
+                        'checkpoint, a prepared data folder or a meta.pkl')
     if o['tokenizer'] == 'bpe' and not 258 <= o['vocab_size'] <= 2 ** 32:
         problems.append(f"--vocab_size={o['vocab_size']}: a byte-level BPE needs 258 .. 2**32 tokens")
     if not 0 < o['val_fraction'] < 1:
@@ -363,6 +365,21 @@ def document(record):
     return f"{record['title']}\n{record['abstract']}" if record['title'] else record['abstract']
 
 
+def existing_tokenizer(path):
+    """The tokenizer of an existing model or data folder, so new files are tokenized for a model that exists."""
+    try:
+        if os.path.isfile(os.path.join(path, 'tokenizer.json')) or os.path.isfile(os.path.join(path, 'config.json')):
+            return spec_from_hf_folder(path)
+        meta = os.path.join(path, 'meta.pkl') if os.path.isdir(path) else path
+        if meta.endswith('.pkl'):
+            with open(meta, 'rb') as f:
+                return load_data_pickle(f)['tokenizer']
+        from checkpoint import load_checkpoint, tokenizer_of  # torch, only for this case
+        return tokenizer_of(load_checkpoint(path), path)
+    except Exception as e:
+        fail(f'--tokenizer={path}: no tokenizer to be had from it ({type(e).__name__}: {e})', 2)
+
+
 def load_gpt2():
     try:
         return gpt2_spec()
@@ -471,8 +488,7 @@ def stored_length(npz, key):
 def tokenize_all(parsed, plans, spec, o):
     token_dir = os.path.join(o['out_dir'], 'cache', 'tokens')
     os.makedirs(token_dir, exist_ok=True)
-    spec_key = short_hash(spec['pattern'], spec['special_tokens'], b''.join(spec['tokens']),
-                          [len(t) for t in spec['tokens']])
+    spec_key = short_hash(pickle.dumps({k: v for k, v in spec.items() if k != 'name'}, PICKLE))
     tasks = [(p['cache'], plan, os.path.join(token_dir, f"{os.path.basename(p['cache'])[:-4]}.{short_hash(spec_key, plan.tobytes())}.npz"))
              for p, plan in zip(parsed, plans)]
     totals, bar = Counter(), tqdm(total=len(tasks), unit='file', desc='tokenize')
@@ -533,7 +549,10 @@ def print_summary(meta, counts, n_files, elapsed):
 def main(argv=None):
     t0 = time.time()
     o = parse_options(argv)
-    spec = load_gpt2() if o['tokenizer'] == 'gpt2' else None  # fails now rather than after the parse
+    if o['tokenizer'] == 'bpe':
+        spec = None  # trained after the merge, on the train split
+    else:  # a tokenizer that cannot be had fails now, not after the parse
+        spec = load_gpt2() if o['tokenizer'] == 'gpt2' else existing_tokenizer(o['tokenizer'])
     os.makedirs(o['out_dir'], exist_ok=True)
     lock = lock_out_dir(o['out_dir'])  # noqa: F841 (held until the process ends)
     sources, failed_downloads = gather_sources(o)

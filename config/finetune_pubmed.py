@@ -1,0 +1,35 @@
+# Continued pretraining of an open model on PubMed (domain-adaptive pretraining, as BioMedLM, Meditron
+# and PMC-LLaMA did): a Llama-family model (Llama 3.x, SmolLM2, TinyLlama), Qwen2/Qwen3, Arcee or GPT-2,
+# from a local Hugging Face folder, on PubMed tokenized with the model's own tokenizer:
+#   huggingface-cli download HuggingFaceTB/SmolLM2-135M --local-dir models/smollm2
+#   python data/pubmed/prepare.py --tokenizer=models/smollm2 --out_dir=data/pubmed-smollm2
+#   python train.py config/finetune_pubmed.py --init_from=models/smollm2 --data_dir=data/pubmed-smollm2
+#   torchrun --standalone --nproc_per_node=8 train.py config/finetune_pubmed.py --init_from=... --data_dir=...
+# The model keeps its architecture, weights and context length; what changes from pretraining is the
+# optimisation: a learning rate ~10x below the original peak (a pretrained model forgets what it knew
+# under a large one), a short warmup (its optimizer state starts empty), cosine decay to a tenth.
+# AdamW: Muon was measured for training from scratch only (dev/LOG.md), not for a pretrained model.
+out_dir = 'out-finetune'
+block_size = 0                 # 0 = the model's own context (max_position_embeddings); set lower to save memory
+dropout = 0.0
+
+# 8 windows x 16 micro-steps x the context (2,048: 262,144 tokens/step for SmolLM2 at block_size=2048)
+batch_size = 8
+gradient_accumulation_steps = 16
+
+optimizer = 'adamw'
+learning_rate = 5e-5
+min_lr = 5e-6
+weight_decay = 0.1
+beta1 = 0.9
+beta2 = 0.95
+grad_clip = 1.0
+schedule = 'cosine'
+warmup_iters = 100
+max_iters = 5000
+
+eval_interval = 250
+eval_iters = 50
+log_interval = 10
+dtype = 'auto'                 # bf16 on GPUs that have it
+compile = True

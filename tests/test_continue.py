@@ -1,0 +1,70 @@
+"""Continued pretraining of an open model, as the README's workflow runs it: a local Hugging Face folder
+(a random-init Llama standing in for a download) -> prepare.py with its tokenizer -> train.py
+config/finetune_pubmed.py -> export_hf.py -> transformers reproduces the val loss."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import PUBMED_CORPUS, REPO, abstracts, need, run_prepare
+from dataloader import eval_starts, load_meta, read_windows
+from test_tokenizer import hf_tokenizer_folder
+
+transformers = pytest.importorskip('transformers')
+
+
+def run(*args):
+    r = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=600,
+                       env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    assert r.returncode == 0, r.stderr[-4000:]
+    return r
+
+
+def test_a_llama_folder_continues_pretraining_on_pubmed_and_exports_back(tmp_path):
+    corpus = tmp_path / 'corpus'
+    corpus.mkdir()
+    os.symlink(need(PUBMED_CORPUS) / 'pubmedcorpus-0001.xml.gz', corpus / 'pubmedcorpus-0001.xml.gz')
+    folder = hf_tokenizer_folder(tmp_path / 'llama', 'llama3', abstracts(300), vocab_size=1200)
+    tok = transformers.AutoTokenizer.from_pretrained(folder)
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                                      tie_word_embeddings=True, eos_token_id=tok.eos_token_id, rms_norm_eps=1e-5)
+    transformers.LlamaForCausalLM(config).save_pretrained(folder)
+
+    data = tmp_path / 'data'
+    r = run_prepare(f'--input={corpus}', f'--out_dir={data}', f'--tokenizer={folder}', '--val_fraction=0.05')
+    assert r.returncode == 0, r.stderr
+    meta = load_meta(data)
+    assert meta['tokenizer']['eot'] == '<|end_of_text|>' and meta['eot_token'] == tok.eos_token_id
+    ids = np.fromfile(data / 'val.bin', dtype=meta['dtype'])
+    first = ids[:list(ids).index(meta['eot_token'])].tolist()
+    assert tok.decode(first) and tok(tok.decode(first), add_special_tokens=False)['input_ids'] == first
+    # the same tokens from the tokenizer of an existing data folder, and of a checkpoint (below)
+    assert run_prepare(f'--input={corpus}', f'--out_dir={tmp_path / "again"}', f'--tokenizer={data}',
+                       '--val_fraction=0.05').returncode == 0
+    assert (tmp_path / 'again' / 'train.bin').read_bytes() == (data / 'train.bin').read_bytes()
+
+    out = tmp_path / 'out'
+    run('train.py', 'config/finetune_pubmed.py', f'--init_from={folder}', f'--data_dir={data}', f'--out_dir={out}',
+        '--block_size=64', '--batch_size=8', '--gradient_accumulation_steps=1', '--max_iters=60', '--eval_interval=30',
+        '--eval_iters=4', '--learning_rate=3e-3', '--min_lr=3e-4', '--warmup_iters=5', '--compile=False', '--device=cpu')
+    evals = [r for r in map(json.loads, (out / 'metrics.jsonl').open()) if r['kind'] == 'eval']
+    assert [r['iter'] for r in evals] == [0, 30, 60] and evals[-1]['val_bpb'] < evals[0]['val_bpb'] - 0.3
+    assert run_prepare(f'--input={corpus}', f'--out_dir={tmp_path / "from-ckpt"}', f'--tokenizer={out / "ckpt.pt"}',
+                       '--val_fraction=0.05').returncode == 0
+    assert (tmp_path / 'from-ckpt' / 'val.bin').read_bytes() == (data / 'val.bin').read_bytes()
+
+    run('export_hf.py', f'--ckpt={out / "ckpt.pt"}', f'--out={tmp_path / "hf"}')
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / 'hf').eval()
+    assert type(hf).__name__ == 'LlamaForCausalLM' and hf.config.num_key_value_heads == 2
+    x, y = read_windows(np.fromfile(data / 'val.bin', dtype=meta['dtype']),
+                        eval_starts(np.fromfile(data / 'val.bin', dtype=meta['dtype']), 64, 4 * 8), 64)
+    with torch.no_grad():
+        logits = hf(torch.from_numpy(x)).logits
+    loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), torch.from_numpy(y).flatten()).item()
+    assert loss == pytest.approx(evals[-1]['val_loss'], abs=1e-4)
