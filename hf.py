@@ -160,9 +160,17 @@ def from_pretrained(name_or_dir, block_size=None, dropout=0.0):
     """Our GPT with the weights of a Hugging Face model (see the table above). block_size: the context to
     train with (GPT-2 keeps that many rows of its position table). CheckpointError when it can't be had
     or does not map."""
-    hf = load_hf_model(name_or_dir)
+    return from_hf_model(load_hf_model(name_or_dir), block_size, dropout)
+
+
+def from_hf_model(hf, block_size=None, dropout=0.0):
+    """Our GPT computing what a loaded transformers model computes (see from_pretrained)."""
     config = config_from_hf(hf.config, block_size, dropout)
-    model = GPT(config)
+    with torch.device('meta'):  # no random initialisation of weights that are overwritten next (minutes for 8B)
+        model = GPT(config)
+    model.to_empty(device='cpu')
+    if config.tie_embeddings:  # to_empty gives each module its own tensor: tie them again
+        model.transformer.wte.weight = model.lm_head.weight
     theirs = {k: v for k, v in hf.state_dict().items() if not k.endswith('.attn.bias')}  # old GPT-2 mask buffers
     if config.pos == 'learned':
         ours = {k: theirs[k].t() if k.endswith(HF_GPT2_TRANSPOSED) else theirs[k] for k in model.state_dict()}
@@ -172,6 +180,8 @@ def from_pretrained(name_or_dir, block_size=None, dropout=0.0):
         if config.tie_embeddings:
             ours['lm_head.weight'] = ours['transformer.wte.weight']
     model.load_state_dict(ours)
+    if config.pos == 'rotary':
+        model.set_rope_tables()
     return model
 
 

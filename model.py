@@ -206,11 +206,7 @@ class GPT(nn.Module):
         if config.pos == 'learned':
             self.transformer.wpe = nn.Embedding(config.block_size, config.n_embd)
         else:
-            # cos and sin of every position's rotary angles, computed once: a decode step only slices them
-            angles = torch.outer(torch.arange(config.block_size, dtype=torch.float32), rope_frequencies(config))
-            angles = torch.cat((angles, angles), dim=-1)
-            self.register_buffer('rope_cos', angles.cos(), persistent=False)
-            self.register_buffer('rope_sin', angles.sin(), persistent=False)
+            self.set_rope_tables()
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.transformer.wte.weight = self.lm_head.weight
@@ -218,6 +214,15 @@ class GPT(nn.Module):
         for name, p in self.named_parameters():
             if name.endswith('c_proj.weight'):  # GPT-2's scaled init of residual projections
                 nn.init.zeros_(p) if config.zero_init_proj else nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * config.n_layer))
+
+    def set_rope_tables(self):
+        """cos and sin of every position's rotary angles, computed once: a decode step only slices them.
+        (Called again by a loader that built the model on the meta device, where they are placeholders.)"""
+        device = self.rope_cos.device if hasattr(self, 'rope_cos') and self.rope_cos.device.type != 'meta' else None
+        angles = torch.outer(torch.arange(self.config.block_size, dtype=torch.float32), rope_frequencies(self.config))
+        angles = torch.cat((angles, angles), dim=-1).to(device)
+        self.register_buffer('rope_cos', angles.cos(), persistent=False)
+        self.register_buffer('rope_sin', angles.sin(), persistent=False)
 
     def _init_weights(self, module):
         if isinstance(module, nn.Linear):

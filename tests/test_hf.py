@@ -246,3 +246,55 @@ def test_import_of_an_export_is_the_same_model(name, spec, tmp_path):
     again = from_pretrained(str(tmp_path / 'hf'))
     x = torch.randint(300, (2, 32))
     torch.testing.assert_close(again(x, all_logits=True)[0], model(x, all_logits=True)[0][..., :300], atol=1e-5, rtol=0)
+
+
+PUBLISHED = {  # the config.json of each published model, at random weights: the mapping at full size
+    'SmolLM2-135M': ('LlamaForCausalLM', dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                     num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=8192, rms_norm_eps=1e-5,
+                     rope_parameters=dict(rope_type='default', rope_theta=100000.0), tie_word_embeddings=True)),
+    'Qwen3-0.6B': ('Qwen3ForCausalLM', dict(vocab_size=151936, hidden_size=1024, intermediate_size=3072, num_hidden_layers=28,
+                   num_attention_heads=16, num_key_value_heads=8, head_dim=128, max_position_embeddings=40960,
+                   rms_norm_eps=1e-6, rope_parameters=dict(rope_type='default', rope_theta=1000000.0), tie_word_embeddings=True)),
+    'Llama-3.2-1B': ('LlamaForCausalLM', dict(vocab_size=128256, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
+                     num_attention_heads=32, num_key_value_heads=8, head_dim=64, max_position_embeddings=131072,
+                     rms_norm_eps=1e-5, tie_word_embeddings=True, rope_parameters=dict(
+                         rope_type='llama3', rope_theta=500000.0, factor=32.0, low_freq_factor=1.0, high_freq_factor=4.0,
+                         original_max_position_embeddings=8192))),
+}
+
+
+@pytest.mark.parametrize('name', list(PUBLISHED))
+def test_published_shapes_map_exactly(name):
+    """Every weight at its published shape; the two larger keep 2 of their layers (each layer maps alike, and
+    transformers' random initialisation of the whole of Llama-3.2-1B takes a minute of a 2-core CI)."""
+    from hf import from_hf_model
+    cls_name, config_args = PUBLISHED[name]
+    torch.manual_seed(0)
+    cls = getattr(transformers, cls_name)
+    layers = config_args['num_hidden_layers'] if name == 'SmolLM2-135M' else 2
+    hf = cls(cls.config_class(**{**config_args, 'num_hidden_layers': layers})).eval()  # transformers' random init
+    model = from_hf_model(hf, block_size=512).eval()  # a shorter context: rope tables of 512 positions
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in hf.parameters())
+    x = torch.randint(config_args['vocab_size'], (1, 64), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        theirs = hf(x).logits
+        ours, _ = model(x, all_logits=True)
+        torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=0)
+    del hf, model
+
+
+@pytest.mark.parametrize('config', sorted(p.name for p in (REPO / 'config').glob('*.py') if p.name != 'finetune_pubmed.py'))
+def test_every_shipped_recipe_exports_to_a_standard_architecture(config, spec, tmp_path):
+    """Each config's switches at a tiny size (the architecture, not the size, decides the export); finetune_pubmed.py
+    keeps the architecture of the model it imports."""
+    import train
+    options = train.options([str(REPO / 'config' / config)])
+    args = {k: options[k] for k in train.MODEL_DEFAULTS}
+    args.update(n_layer=2, n_head=2, n_embd=32, block_size=32, vocab_size=320)
+    model = checkpoint_of(spec, tmp_path / 'ckpt.pt', **{k: v for k, v in args.items() if k != 'vocab_size'})
+    target = export(load_checkpoint(tmp_path / 'ckpt.pt'), tmp_path / 'hf')
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / 'hf').eval()
+    assert (config, target) in {('baseline_gpt2_cpu.py', 'gpt2'), ('train_pubmed_cpu.py', 'arcee'), ('train_pubmed.py', 'arcee')}
+    x = torch.randint(300, (1, 32))
+    with torch.no_grad():
+        torch.testing.assert_close(hf(x).logits, model(x, all_logits=True)[0][..., :300], atol=1e-4, rtol=0)

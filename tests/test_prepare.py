@@ -206,7 +206,7 @@ def test_real_samples_truncated_gzip_reported_rest_prepared(tmp_path):
 @pytest.mark.parametrize('args, message', [
     (['--vocab_sise=300'], "unknown key 'vocab_sise'"),
     (['--val_fraction=abc'], '--val_fraction=abc'),
-    (['--tokenizer=wordpiece'], 'expected bpe or gpt2'),
+    (['--tokenizer=wordpiece'], 'expected bpe, gpt2, or the path of a Hugging Face folder'),
     (['--val_fraction=1.5'], 'between 0 and 1'),
     (['--input=/nonexistent/*.xml'], 'no .xml or .xml.gz files'),
 ])
