@@ -12,7 +12,7 @@ import torch
 
 from conftest import PUBMED_CORPUS, REPO, abstracts, need, run_prepare
 from dataloader import eval_starts, load_meta, read_windows
-from test_tokenizer import hf_tokenizer_folder
+from hf_folders import llama_folder
 
 transformers = pytest.importorskip('transformers')
 
@@ -28,13 +28,8 @@ def test_a_llama_folder_continues_pretraining_on_pubmed_and_exports_back(tmp_pat
     corpus = tmp_path / 'corpus'
     corpus.mkdir()
     os.symlink(need(PUBMED_CORPUS) / 'pubmedcorpus-0001.xml.gz', corpus / 'pubmedcorpus-0001.xml.gz')
-    folder = hf_tokenizer_folder(tmp_path / 'llama', 'llama3', abstracts(300), vocab_size=1200)
+    folder = llama_folder(tmp_path / 'llama', abstracts(300))
     tok = transformers.AutoTokenizer.from_pretrained(folder)
-    torch.manual_seed(0)
-    config = transformers.LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                                      tie_word_embeddings=True, eos_token_id=tok.eos_token_id, rms_norm_eps=1e-5)
-    transformers.LlamaForCausalLM(config).save_pretrained(folder)
 
     data = tmp_path / 'data'
     r = run_prepare(f'--input={corpus}', f'--out_dir={data}', f'--tokenizer={folder}', '--val_fraction=0.05')

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from conftest import abstracts
+from hf_folders import STYLES, hf_tokenizer_folder
 from tokenizer import (EOT, TokenizerError, encoding_from_spec, eot_id, spec_from_hf_folder, token_byte_lengths, train_bpe,
                        vocab_size_of)
 
@@ -39,40 +40,6 @@ def test_gpt2_spec_matches_tiktoken_and_byte_lengths(gpt2):
 
 # ------------------------------------------------------------------------------------------------
 # Hugging Face byte-level BPE tokenizers -> specs, in the layouts of the families people adapt
-
-LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
-                  r"\s*[\r\n]+|\s+(?!\S)|\s+")
-QWEN_PATTERN = LLAMA3_PATTERN.replace(r'\p{N}{1,3}', r'\p{N}')
-STYLES = {  # name: (pre-tokenizer steps, NFC, special tokens trained in front, special tokens appended, eos)
-    'gpt2': ([('ByteLevel', True)], False, [], ['<|endoftext|>'], '<|endoftext|>'),
-    'llama3': ([('Split', LLAMA3_PATTERN), ('ByteLevel', False)], False, [], ['<|begin_of_text|>', '<|end_of_text|>'],
-               '<|end_of_text|>'),
-    'qwen': ([('Split', QWEN_PATTERN), ('ByteLevel', False)], True, [], ['<|endoftext|>', '<|im_start|>', '<|im_end|>'],
-             '<|endoftext|>'),
-    'smollm2': ([('Digits', None), ('ByteLevel', True)], False, ['<|endoftext|>', '<|im_start|>', '<|im_end|>'], [],
-                '<|endoftext|>'),
-}
-
-
-def hf_tokenizer_folder(path, style, texts, vocab_size=1200):
-    """A byte-level BPE tokenizer of the style trained with the tokenizers library, saved as transformers does."""
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-    steps, nfc, front, back, eos = STYLES[style]
-    made = {'ByteLevel': lambda arg: pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=arg),
-            'Split': lambda arg: pre_tokenizers.Split(Regex(arg), behavior='isolated'),
-            'Digits': lambda arg: pre_tokenizers.Digits(individual_digits=True)}
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence([made[kind](arg) for kind, arg in steps])
-    tok.decoder = decoders.ByteLevel()
-    if nfc:
-        tok.normalizer = normalizers.NFC()
-    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=front, show_progress=False,
-                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    tok.add_special_tokens(back)
-    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=eos).save_pretrained(path)
-    return path
-
 
 def fuzzed(n, seed=0):
     """Strings a tokenizer can get wrong: scripts, digits, spaces before digits, newlines, combining marks

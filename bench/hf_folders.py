@@ -1,0 +1,53 @@
+"""
+Small Hugging Face folders built here, standing in for downloads (no hub on this machine): byte-level BPE
+tokenizers in the layouts of the families people adapt, trained with the tokenizers library, and a
+random-initialised Llama beside one. Used by the tests and bench/bench_continue.py.
+"""
+
+LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+                  r"\s*[\r\n]+|\s+(?!\S)|\s+")
+QWEN_PATTERN = LLAMA3_PATTERN.replace(r'\p{N}{1,3}', r'\p{N}')
+STYLES = {  # name: (pre-tokenizer steps, NFC, special tokens trained in front, special tokens appended, eos)
+    'gpt2': ([('ByteLevel', True)], False, [], ['<|endoftext|>'], '<|endoftext|>'),
+    'llama3': ([('Split', LLAMA3_PATTERN), ('ByteLevel', False)], False, [], ['<|begin_of_text|>', '<|end_of_text|>'],
+               '<|end_of_text|>'),
+    'qwen': ([('Split', QWEN_PATTERN), ('ByteLevel', False)], True, [], ['<|endoftext|>', '<|im_start|>', '<|im_end|>'],
+             '<|endoftext|>'),
+    'smollm2': ([('Digits', None), ('ByteLevel', True)], False, ['<|endoftext|>', '<|im_start|>', '<|im_end|>'], [],
+                '<|endoftext|>'),
+}
+
+
+def hf_tokenizer_folder(path, style, texts, vocab_size=1200):
+    """A byte-level BPE tokenizer of the style trained with the tokenizers library, saved as transformers does."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+    steps, nfc, front, back, eos = STYLES[style]
+    made = {'ByteLevel': lambda arg: pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=arg),
+            'Split': lambda arg: pre_tokenizers.Split(Regex(arg), behavior='isolated'),
+            'Digits': lambda arg: pre_tokenizers.Digits(individual_digits=True)}
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([made[kind](arg) for kind, arg in steps])
+    tok.decoder = decoders.ByteLevel()
+    if nfc:
+        tok.normalizer = normalizers.NFC()
+    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=front, show_progress=False,
+                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok.add_special_tokens(back)
+    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=eos).save_pretrained(path)
+    return path
+
+
+def llama_folder(path, texts, vocab_size=1200, **config):
+    """A random-initialised Llama (SmolLM2's layout: tied head, grouped-query attention) with a Llama 3-style
+    tokenizer trained on texts, saved as a Hugging Face folder."""
+    import torch
+    import transformers
+    hf_tokenizer_folder(path, 'llama3', texts, vocab_size)
+    tok = transformers.AutoTokenizer.from_pretrained(path)
+    torch.manual_seed(0)
+    args = dict(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=True,
+                eos_token_id=tok.eos_token_id, rms_norm_eps=1e-5)
+    transformers.LlamaForCausalLM(transformers.LlamaConfig(**{**args, **config})).save_pretrained(path)
+    return path
