@@ -60,6 +60,9 @@ save_best = True                # write best.pt whenever val loss improves
 ckpt_every_tokens = 0           # > 0: also keep snapshots ckpt_<tokens seen>.pt every this many tokens
 overwrite = False               # a new run into an out_dir that holds a previous run's files replaces them (else refused)
 allow_config_change = False     # resume even with a batch, accumulation, seed or window alignment other than the run's
+eval_pubmedqa = False           # at the end, PubMedQA zero-shot with lm-evaluation-harness (eval.py), into metrics.jsonl
+pubmedqa_dir = ''               # its data: '' = $PUBMEDQA_DIR, data/pubmedqa or ../shared/data/pubmedqa
+pubmedqa_limit = 0              # only the first N test questions (0 = all 500)
 # wandb
 wandb_log = False
 wandb_project = 'pubmed-gpt'
@@ -108,9 +111,9 @@ GPT2_NAMES = ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl')
 DERIVED = ('n_kv_head', 'head_dim', 'mlp_hidden', 'norm_eps', 'rope_scaling')  # 0 / None: worked out by GPTConfig
 CHOICES = {'optimizer': ('adamw', 'muon'), 'schedule': ('cosine', 'wsd', 'constant'), 'dtype': DTYPES}
 AT_LEAST_ONE = ('batch_size', 'gradient_accumulation_steps', 'eval_iters', 'log_interval')
-NOT_NEGATIVE = ('eval_interval', 'eval_interval_seconds', 'ckpt_every_tokens', 'learning_rate', 'muon_lr', 'weight_decay',
-                'grad_clip', 'max_iters', 'max_tokens', 'max_seconds', 'warmup_iters', 'lr_decay_iters', 'min_lr',
-                'seed', 'peak_flops')
+NOT_NEGATIVE = ('eval_interval', 'eval_interval_seconds', 'ckpt_every_tokens', 'pubmedqa_limit', 'learning_rate', 'muon_lr',
+                'weight_decay', 'grad_clip', 'max_iters', 'max_tokens', 'max_seconds', 'warmup_iters', 'lr_decay_iters',
+                'min_lr', 'seed', 'peak_flops')
 # resuming: options whose change would not continue the run's data stream exactly, and those never taken from it
 EXACT_RESUME_KEYS = ('batch_size', 'gradient_accumulation_steps', 'seed', 'align_windows')
 NOT_RESUMED = ('out_dir', 'init_from', 'eval_only', 'overwrite', 'allow_config_change')
@@ -171,6 +174,12 @@ def check_options(c):
     problems = [(c[k] < 1, f'{k}={c[k]}: must be at least 1') for k in AT_LEAST_ONE]
     problems += [(c[k] < 0, f'{k}={c[k]}: must be 0 or more') for k in NOT_NEGATIVE]
     problems += [(not 0 <= c[k] < 1, f'{k}={c[k]}: must be in [0, 1)') for k in ('beta1', 'beta2', 'muon_momentum')]
+    if c['eval_pubmedqa']:
+        import eval as pubmedqa_eval
+        try:
+            pubmedqa_eval.find_pubmedqa(c['pubmedqa_dir'] or None)
+        except FileNotFoundError as e:
+            fail(f'eval_pubmedqa=True: {e}', 2)
     problems += [(not 0 <= c['cooldown_frac'] <= 1, f"cooldown_frac={c['cooldown_frac']}: must be in [0, 1]"),
                  (c['dist_timeout'] <= 0, f"dist_timeout={c['dist_timeout']}: must be positive"),
                  (os.path.exists(c['out_dir']) and not os.path.isdir(c['out_dir']), f"out_dir={c['out_dir']}: is a file"),
@@ -343,6 +352,20 @@ def stall_report(error, timeout):
         who = 'unknown (torchrun\'s store is not reachable)'
     return (f'rank {rank}: waited {timeout:g} s (--dist_timeout) for the other processes; stalled or dead: {who} '
             f'[{first_line(error)}]')
+
+
+def pubmedqa(raw_model, meta, c):
+    """eval.py's PubMedQA figures for the model as it is (exported to a temporary folder), printed."""
+    import eval as pubmedqa_eval
+    from hf import ExportError
+    try:
+        result = pubmedqa_eval.evaluate_checkpoint(make_checkpoint(raw_model, meta['tokenizer'], meta['token_bytes']),
+                                                   pubmedqa_dir=c.pubmedqa_dir or None, limit=c.pubmedqa_limit,
+                                                   device=str(next(raw_model.parameters()).device))
+    except (ExportError, FileNotFoundError) as e:
+        fail(f'eval_pubmedqa: {e} (the checkpoints are written)')
+    print(pubmedqa_eval.summary(result))
+    return result
 
 
 def record(path, wandb_run, rec):
@@ -553,6 +576,10 @@ def main(config):
             if master:
                 save_checkpoint(ckpt, os.path.join(c.out_dir, f'ckpt_{tokens_seen:012d}.pt'))
 
+    if master and c.eval_pubmedqa and not c.eval_only:
+        result = pubmedqa(raw_model, meta, c)
+        record(metrics_path, wandb_run, {'kind': 'pubmedqa', 'iter': iter_num, 'tokens': tokens_seen,
+                                         **{k: v for k, v in result.items() if k not in ('items', 'pubmedqa_dir')}})
     if wandb_run is not None:
         wandb_run.finish()
     if ddp:  # DDP's reducer holds on to the process group: free it first, or gloo sometimes aborts at exit

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import FIXTURES, PREPARE, PUBMED_CORPUS, PUBMED_XML, REPO, need, run_prepare
+from conftest import FIXTURES, PREPARE, PUBMED_CORPUS, PUBMED_XML, REPO, SHARED, need, run_prepare
 from data.pubmed.parse import parse_file
 from dataloader import META_KEYS, load_meta
 from tokenizer import encoding_from_spec
@@ -142,7 +142,7 @@ def test_prepare_fixtures_end_to_end(tmp_path):
     assert meta['train_docs'] + meta['val_docs'] == 9
     assert [f['name'] for f in meta['files']] == ['pubmed99n0001.xml', 'pubmed99n0002.xml.gz', 'pubmed99n0003.xml']
     assert meta['files'][0]['md5'] == hashlib.md5((FIXTURES / 'pubmed99n0001.xml').read_bytes()).hexdigest()
-    assert meta['records'] == {'book': 1, 'delete_requests': 3, 'deleted': 2, 'language': 1, 'no_abstract': 1,
+    assert meta['records'] == {'book': 1, 'delete_requests': 3, 'deleted': 2, 'excluded': 0, 'language': 1, 'no_abstract': 1,
                                'no_pmid': 0, 'records': 15, 'replaced': 1}
     assert sorted(meta) == sorted(META_KEYS)  # the data contract: dataloader.write_meta's keys, no others
     summary = json.loads((out / 'meta.json').read_text())
@@ -475,3 +475,26 @@ def test_gpt2_tests_skip_with_the_reason_on_a_fresh_clone_offline(tmp_path):
                        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-3000:]
     assert '3 skipped' in r.stdout and r.stdout.count("tiktoken's GPT-2 files are not at hand") == 3
+
+
+def test_exclude_pmids_keeps_pubmedqa_out_of_both_splits(tmp_path):
+    """894 of PubMedQA's 1,000 labelled PMIDs are in the shared corpus, question as title, conclusion included."""
+    pubmedqa = need(SHARED / 'data' / 'pubmedqa')
+    listed = {int(p) for p in json.loads((pubmedqa / 'ori_pqal.json').read_text())}
+    questions = [q['QUESTION'] for q in json.loads((pubmedqa / 'ori_pqal.json').read_text()).values()]
+    runs = {}
+    for name, exclude in (('with', str(pubmedqa)), ('without', '')):
+        out = tmp_path / name
+        r = run_prepare(f'--input={need(PUBMED_CORPUS)}', f'--out_dir={out}', '--vocab_size=300',
+                        f'--exclude_pmids={exclude}', f'--export_jsonl={tmp_path / name}.jsonl')
+        assert r.returncode == 0, r.stderr
+        pmids = {json.loads(line)['pmid'] for line in open(f'{tmp_path / name}.jsonl')}
+        text = '\n'.join(documents(out, 'train') + documents(out, 'val'))
+        runs[name] = (pmids & listed, sum(q in text for q in questions), load_meta(out), r)
+    kept, found, meta, r = runs['without']
+    assert len(kept) == 894 and found == 888 and meta['excluded_pmids'] == {'source': '', 'listed': 0, 'excluded': 0}  # 6 titles differ in spacing
+    kept, found, meta, r = runs['with']
+    assert kept == set() and found == 0
+    assert meta['excluded_pmids'] == {'source': str(pubmedqa), 'listed': 1000, 'excluded': 894}
+    assert '894 excluded' in r.stdout and f'excluding the PMIDs listed in {pubmedqa}' in r.stderr
+    assert json.loads((tmp_path / 'with' / 'meta.json').read_text())['records']['excluded'] == 894

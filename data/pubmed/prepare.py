@@ -22,6 +22,7 @@ import json
 import multiprocessing
 import os
 import pickle
+import re
 import sys
 import time
 import zipfile
@@ -62,7 +63,10 @@ DEFAULTS = {
     'languages': 'eng',      # comma-separated Language codes to keep, any case; 'all' keeps every language
     'export_jsonl': '',      # also write one JSON line per kept document to this path
     'allow_bad_files': False,  # exit 0 even if some files were corrupt or failed to download
+    'exclude_pmids': 'auto',   # PMIDs kept out of both splits (a benchmark's test data): a text file of PMIDs, a JSON
+                               # file keyed by PMID (PubMedQA's), or a folder of them; 'auto' = data/pubmedqa if there
 }
+PUBMEDQA = os.path.join(os.path.dirname(HERE), 'pubmedqa')  # data/pubmedqa: where the README puts PubMedQA's files
 PARSE_VERSION = 2  # bump when parse.py's output changes: invalidates cache/parsed
 CHUNK = 1024  # records per pickle in the parse cache, documents per tokenizer batch
 PICKLE = 4
@@ -94,9 +98,13 @@ def parse_options(argv):
         problems.append(f"--out_dir={o['out_dir']}: cannot create or write to it")
     if o['export_jsonl'] and not writable_folder(os.path.dirname(os.path.abspath(o['export_jsonl'])), create=False):
         problems.append(f"--export_jsonl={o['export_jsonl']}: its folder does not exist or is not writable")
+    if o['exclude_pmids'] not in ('', 'auto') and not os.path.exists(o['exclude_pmids']):
+        problems.append(f"--exclude_pmids={o['exclude_pmids']}: no such file or folder")
     if problems:
         fail('; '.join(problems), code=2)
     o['raw_dir'] = o['raw_dir'] or os.path.join(o['out_dir'], 'raw')
+    if o['exclude_pmids'] == 'auto':  # PubMedQA's PMIDs stay out of the training data wherever its files are at hand
+        o['exclude_pmids'] = PUBMEDQA if os.path.isdir(PUBMEDQA) else ''
     return o
 
 
@@ -308,6 +316,23 @@ def language_mask(header, wanted):
     return np.array(ok, dtype=bool)[header['language']] if ok else np.zeros(0, dtype=bool)
 
 
+def excluded_pmids(path):
+    """The sorted PMIDs that path lists: a JSON file's keys (PubMedQA's files are keyed by PMID) or list, the
+    numbers of a text file, or those of every .json/.txt file in a folder."""
+    files = sorted(glob.glob(os.path.join(path, '**', '*.json'), recursive=True) +
+                   glob.glob(os.path.join(path, '**', '*.txt'), recursive=True)) if os.path.isdir(path) else [path]
+    pmids = []
+    for name in files:
+        with open(name, encoding='utf-8') as f:
+            text = f.read()
+        if name.endswith('.json'):
+            listed = json.loads(text)
+            pmids += [int(p) for p in (listed.keys() if isinstance(listed, dict) else listed)]
+        else:
+            pmids += [int(p) for p in re.findall(r'\b\d{1,10}\b', text)]
+    return np.unique(np.array(pmids, dtype=np.int64))
+
+
 def merge(parsed, o):
     """Which record of which file is kept, in which split: a plan per file (DROPPED/TRAIN/VAL per record).
 
@@ -321,6 +346,7 @@ def merge(parsed, o):
         f1: record 7 loses to a delete          state 7 = 3;  record 5 loses to f2's: 'replaced' + 1
     At the end 'deleted' counts the 3s (PMID 7; delete 9 removed nothing)."""
     wanted = {c.strip().lower() for c in o['languages'].split(',') if c.strip()}
+    excluded = excluded_pmids(o['exclude_pmids']) if o['exclude_pmids'] else np.zeros(0, dtype=np.int64)
     val_below = np.uint64(min(int(o['val_fraction'] * 2.0 ** 64), 2 ** 64 - 1))
     # every PMID met, sorted: a PMID's state lives at its index here, so memory grows with the number of
     # PMIDs, not with the largest one (a single 10-digit PMID would otherwise cost gigabytes)
@@ -350,7 +376,9 @@ def merge(parsed, o):
         other_language = wins & ~no_abstract & ~language_mask(h, wanted)
         counts['no_abstract'] += int(no_abstract.sum())
         counts['language'] += int(other_language.sum())
-        keep = wins & ~no_abstract & ~other_language
+        listed = wins & ~no_abstract & ~other_language & np.isin(h['pmid'], excluded)
+        counts['excluded'] += int(listed.sum())
+        keep = wins & ~no_abstract & ~other_language & ~listed
         plan = np.where(h['split_hash'] < val_below, VAL, TRAIN).astype(np.int8)
         plan[~keep] = DROPPED
         plans[i] = plan
@@ -537,7 +565,8 @@ def print_summary(meta, counts, n_files, elapsed):
         f"{counts['no_abstract']:,} without abstract, {counts['language']:,} other language, "
         f"{counts['book']:,} books, {counts['no_pmid']:,} without a valid PMID",
         f"PMIDs: {counts['replaced']:,} duplicates replaced by a later version, {counts['deleted']:,} deleted "
-        f"({counts['delete_requests']:,} delete requests)",
+        f"({counts['delete_requests']:,} delete requests), {counts['excluded']:,} excluded "
+        f"({meta['excluded_pmids']['source'] or 'no --exclude_pmids'})",
         f"train: {meta['train_docs']:,} docs, {meta['train_tokens']:,} tokens; "
         f"val: {meta['val_docs']:,} docs, {meta['val_tokens']:,} tokens",
         f"{(meta['train_bytes'] + meta['val_bytes']) / max(tokens, 1):.3f} bytes per token "
@@ -549,6 +578,9 @@ def print_summary(meta, counts, n_files, elapsed):
 def main(argv=None):
     t0 = time.time()
     o = parse_options(argv)
+    if o['exclude_pmids']:
+        print(f"excluding the PMIDs listed in {o['exclude_pmids']} from both splits (benchmark data, e.g. PubMedQA's; "
+              "--exclude_pmids='' keeps them)", file=sys.stderr)
     if o['tokenizer'] == 'bpe':
         spec = None  # trained after the merge, on the train split
     else:  # a tokenizer that cannot be had fails now, not after the parse
@@ -578,7 +610,9 @@ def main(argv=None):
     write_bins(shards, o['out_dir'])
     sizes = {'train_tokens': totals['train'], 'val_tokens': totals['val'],
              **{k: totals[k] for k in ('train_docs', 'val_docs', 'train_bytes', 'val_bytes')}}
-    meta = write_meta(o['out_dir'], spec, files=[{'name': p['name'], 'md5': p['md5']} for p in parsed],
+    exclusion = {'source': o['exclude_pmids'], 'listed': int(len(excluded_pmids(o['exclude_pmids']))) if o['exclude_pmids'] else 0,
+                 'excluded': counts['excluded']}
+    meta = write_meta(o['out_dir'], spec, excluded_pmids=exclusion, files=[{'name': p['name'], 'md5': p['md5']} for p in parsed],
                       bad_files=[{'name': n, 'error': e} for n, e in bad], records=dict(sorted(counts.items())), **sizes)
     print_summary(meta, counts, len(sources) + len(failed_downloads), time.time() - t0)
     if bad:

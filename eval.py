@@ -1,0 +1,107 @@
+"""
+PubMedQA zero-shot with lm-evaluation-harness, on a checkpoint or an exported Hugging Face folder:
+
+    python eval.py --ckpt=out/ckpt.pt                     # exports to a temporary folder first
+    python eval.py --hf=hf/ --pubmedqa=path/to/pubmedqa
+
+The numbers are lm-eval's own: the task evals/pubmedqa/pubmedqa_local.yaml has the prompt and the
+yes/no/maybe log-likelihood scoring of lm-eval's `pubmedqa` task, on the official 500-PMID test split
+of PQA-L read from local files. Prints accuracy and macro-F1, and the majority-class baseline beside
+them (a model that always answers the commonest label: 'yes', 55.2% of the test set).
+"""
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from checkpoint import CheckpointError, load_checkpoint
+from configurator import config_from_globals, configure, fail
+
+REPO = Path(__file__).resolve().parent
+sys.path.insert(0, str(REPO / 'evals' / 'pubmedqa'))
+from pubmedqa_data import LABELS, find_pubmedqa  # noqa: E402
+
+ckpt = 'out/ckpt.pt'       # the checkpoint to evaluate (exported to a temporary folder)
+hf = ''                    # or an exported Hugging Face folder (wins over ckpt)
+pubmedqa = ''              # folder of ori_pqal.json + test_ground_truth.json; '' = $PUBMEDQA_DIR, data/pubmedqa, ../shared
+batch_size = 16
+device = 'cpu'             # 'cpu', 'cuda', 'cuda:1'
+limit = 0                  # only the first N test questions (0 = all 500)
+out_json = ''              # also write the figures and every question's log-likelihoods here
+
+
+def macro_f1(golds, preds):
+    """The mean over yes/no/maybe of each label's F1 (0 for a label neither true nor predicted, as sklearn)."""
+    scores = []
+    for label in range(len(LABELS)):
+        tp = sum(g == p == label for g, p in zip(golds, preds))
+        predicted, actual = preds.count(label), golds.count(label)
+        scores.append(2 * tp / (predicted + actual) if predicted + actual else 0.0)
+    return sum(scores) / len(scores)
+
+
+def evaluate_folder(folder, pubmedqa_dir=None, batch_size=16, device='cpu', limit=0):
+    """lm-eval's pubmedqa_local on a Hugging Face folder: accuracy, macro-F1, the majority baseline, and per
+    question its PMID, gold label and the log-likelihoods of ' yes', ' no', ' maybe'."""
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+    data = find_pubmedqa(pubmedqa_dir)
+    out = simple_evaluate(model='hf', model_args=f'pretrained={folder},dtype=float32', tasks=['pubmedqa_local'],
+                          task_manager=TaskManager(include_path=str(REPO / 'evals' / 'pubmedqa')), device=device,
+                          batch_size=batch_size, limit=limit or None, log_samples=True,
+                          metadata={'pubmedqa_dir': str(data)})
+    items = [{'pmid': s['doc']['pmid'], 'gold': LABELS.index(s['doc']['final_decision']),
+              'loglikelihoods': [r[0] for r in s['filtered_resps']]} for s in out['samples']['pubmedqa_local']]
+    golds = [i['gold'] for i in items]
+    preds = [max(range(len(LABELS)), key=lambda k: i['loglikelihoods'][k]) for i in items]
+    majority = max(range(len(LABELS)), key=golds.count)
+    return {'questions': len(items), 'accuracy': out['results']['pubmedqa_local']['acc,none'],
+            'macro_f1': macro_f1(golds, preds), 'majority_label': LABELS[majority],
+            'majority_accuracy': golds.count(majority) / len(golds),
+            'majority_macro_f1': macro_f1(golds, [majority] * len(golds)), 'pubmedqa_dir': str(data), 'items': items}
+
+
+def evaluate_checkpoint(checkpoint, **kwargs):
+    """evaluate_folder on a loaded checkpoint, exported to a temporary folder (ExportError if it has no standard
+    architecture)."""
+    from hf import export
+    with tempfile.TemporaryDirectory() as folder:
+        export(checkpoint, folder)
+        return evaluate_folder(folder, **kwargs)
+
+
+def summary(r):
+    return (f"PubMedQA (PQA-L test, {r['questions']} questions): accuracy {r['accuracy']:.4f}, macro-F1 {r['macro_f1']:.4f}; "
+            f"majority class '{r['majority_label']}': accuracy {r['majority_accuracy']:.4f}, macro-F1 {r['majority_macro_f1']:.4f}")
+
+
+def main():
+    c = configure(config_from_globals(globals()))
+    if c['limit'] < 0 or c['batch_size'] < 1:
+        fail('--limit must be 0 (all) or more and --batch_size at least 1', 2)
+    if c['out_json'] and not os.path.isdir(os.path.dirname(os.path.abspath(c['out_json']))):
+        fail(f"--out_json={c['out_json']}: its folder does not exist", 2)
+    try:
+        find_pubmedqa(c['pubmedqa'] or None)
+    except FileNotFoundError as e:
+        fail(str(e), 2)
+    options = dict(pubmedqa_dir=c['pubmedqa'] or None, batch_size=c['batch_size'], device=c['device'], limit=c['limit'])
+    if c['hf']:
+        if not os.path.isfile(os.path.join(c['hf'], 'config.json')):
+            fail(f"--hf={c['hf']}: not a Hugging Face model folder (no config.json)", 2)
+        result = evaluate_folder(c['hf'], **options)
+    else:
+        from hf import ExportError
+        try:
+            result = evaluate_checkpoint(load_checkpoint(c['ckpt']), **options)
+        except (CheckpointError, ExportError) as e:
+            fail(f"cannot evaluate {c['ckpt']}: {e}")
+    print(summary(result))
+    if c['out_json']:
+        with open(c['out_json'], 'w') as f:
+            json.dump(result, f, indent=1)
+
+
+if __name__ == '__main__':
+    main()
