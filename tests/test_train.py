@@ -13,7 +13,7 @@ import torch
 
 import train
 from checkpoint import load_checkpoint, model_from_checkpoint
-from conftest import FIXTURES, REPO, make_dataset
+from conftest import FIXTURES, REPO, SHARED, make_dataset, need
 from dataloader import TrainLoader, load_meta, read_windows, window_ids, window_starts
 from loss_eval import bits_per_byte, loss_sums
 
@@ -503,3 +503,17 @@ def test_checkpoints_and_paths_that_cannot_be_used_are_one_line(tiny_data, tmp_p
             train.options([f'--data_dir={tiny_data}', *args])
         err = capsys.readouterr().err
         assert e.value.code == 2 and message in err and err.count('\n') == 1, err
+
+
+def test_eval_pubmedqa_at_the_end_goes_to_metrics(tiny_data, tmp_path, capsys):
+    pytest.importorskip('lm_eval')
+    pubmedqa = need(SHARED / 'data' / 'pubmedqa')
+    out = tmp_path / 'out'
+    run_train(tiny_data, out, '--max_iters=2', '--eval_pubmedqa=True', f'--pubmedqa_dir={pubmedqa}', '--pubmedqa_limit=4')
+    last = records(out)[-1]
+    assert last['kind'] == 'pubmedqa' and last['iter'] == 2 and last['questions'] == 4
+    assert 0 <= last['accuracy'] <= 1 and last['majority_label'] in ('yes', 'no', 'maybe')
+    assert 'PubMedQA (PQA-L test, 4 questions): accuracy' in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:  # no PubMedQA data: said before training, not after
+        run_train(tiny_data, tmp_path / 'other', '--eval_pubmedqa=True', f'--pubmedqa_dir={tmp_path}')
+    assert e.value.code == 2 and 'PubMedQA not found' in capsys.readouterr().err and not (tmp_path / 'other').exists()

@@ -8,12 +8,16 @@ LABELS = ('yes', 'no', 'maybe')
 
 
 def find_pubmedqa(given=None):
-    """The folder with ori_pqal.json and test_ground_truth.json: given, $PUBMEDQA_DIR, data/pubmedqa, ../shared."""
-    for folder in (given, os.environ.get('PUBMEDQA_DIR'), REPO / 'data' / 'pubmedqa', REPO.parent / 'shared' / 'data' / 'pubmedqa'):
+    """The folder with ori_pqal.json and test_ground_truth.json: `given`, else $PUBMEDQA_DIR, data/pubmedqa or
+    ../shared/data/pubmedqa beside the checkout, whichever has them first."""
+    places = [given] if given else [os.environ.get('PUBMEDQA_DIR'), REPO / 'data' / 'pubmedqa',
+                                    REPO.parent / 'shared' / 'data' / 'pubmedqa']
+    for folder in places:
         if folder and (Path(folder) / 'ori_pqal.json').is_file() and (Path(folder) / 'test_ground_truth.json').is_file():
             return Path(folder)
-    raise FileNotFoundError('PubMedQA not found: put ori_pqal.json and test_ground_truth.json (github.com/pubmedqa/pubmedqa, '
-                            'data/) in data/pubmedqa/, or pass its folder (--pubmedqa=DIR, or $PUBMEDQA_DIR)')
+    where = given or 'data/pubmedqa/'
+    raise FileNotFoundError(f'PubMedQA not found in {where}: put ori_pqal.json and test_ground_truth.json '
+                            '(github.com/pubmedqa/pubmedqa, data/) there, or pass its folder (--pubmedqa=DIR, $PUBMEDQA_DIR)')
 
 
 def official_test_split(folder):
