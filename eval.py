@@ -10,6 +10,7 @@ of PQA-L read from local files. Prints accuracy and macro-F1, and the majority-c
 them (a model that always answers the commonest label: 'yes', 55.2% of the test set).
 """
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -47,6 +48,13 @@ def evaluate_folder(folder, pubmedqa_dir=None, batch_size=16, device='cpu', limi
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
     data = find_pubmedqa(pubmedqa_dir)
+    with open(os.path.join(folder, 'config.json')) as f:
+        config = json.load(f)
+    context = config.get('max_position_embeddings') or config.get('n_positions')
+    if context and context < 1024:  # most prompts are longer: lm-eval keeps their ends, and warns for each one
+        print(f'note: the model reads {context} tokens; lm-eval keeps the last {context} of each prompt (the question '
+              'and the end of the abstract)', file=sys.stderr)
+        logging.getLogger('lm_eval.models.huggingface').setLevel(logging.ERROR)
     out = simple_evaluate(model='hf', model_args=f'pretrained={folder},dtype=float32', tasks=['pubmedqa_local'],
                           task_manager=TaskManager(include_path=str(REPO / 'evals' / 'pubmedqa')), device=device,
                           batch_size=batch_size, limit=limit or None, log_samples=True,
