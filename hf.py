@@ -26,7 +26,6 @@ from checkpoint import CheckpointError, model_from_checkpoint, tokenizer_of
 from model import GPT, GPTConfig
 from tokenizer import EOT, bytes_to_unicode, eot_id, vocab_size_of
 
-GPT2_NAMES = ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl')
 LLAMA_FAMILY = {'llama': 'LlamaForCausalLM', 'qwen2': 'Qwen2ForCausalLM', 'qwen3': 'Qwen3ForCausalLM',
                 'arcee': 'ArceeForCausalLM'}
 # Hugging Face's GPT-2 stores these as Conv1D, (in, out): the transpose of nn.Linear's (out, in)
@@ -41,7 +40,7 @@ class ExportError(Exception):
 # names: ours <-> Llama family. Our fused matrices are theirs side by side: c_attn = [q; k; v] and,
 # for SwiGLU, c_fc = [gate; up].
 
-def llama_names(c, target):
+def llama_names(c):
     """[(our name, [their names], the sizes our tensor splits into along dim 0)] of every weight."""
     names = [('transformer.wte.weight', ['model.embed_tokens.weight'], None),
              ('transformer.ln_f.weight', ['model.norm.weight'], None)]
@@ -68,15 +67,15 @@ def llama_names(c, target):
     return names
 
 
-def to_llama_names(sd, c, target):
+def to_llama_names(sd, c):
     out = {}
-    for ours, theirs, sizes in llama_names(c, target):
+    for ours, theirs, sizes in llama_names(c):
         out.update(zip(theirs, sd[ours].split(sizes) if sizes else [sd[ours]]))
     return out
 
 
-def from_llama_names(sd, c, target):
-    return {ours: torch.cat([sd[t] for t in theirs]) for ours, theirs, _ in llama_names(c, target)}
+def from_llama_names(sd, c):
+    return {ours: torch.cat([sd[t] for t in theirs]) for ours, theirs, _ in llama_names(c)}
 
 
 def to_gpt2_names(sd):
@@ -176,7 +175,7 @@ def from_hf_model(hf, block_size=None, dropout=0.0):
         ours = {k: theirs[k].t() if k.endswith(HF_GPT2_TRANSPOSED) else theirs[k] for k in model.state_dict()}
         ours['transformer.wpe.weight'] = ours['transformer.wpe.weight'][:config.block_size]
     else:
-        ours = from_llama_names(theirs, config, hf.config.model_type)
+        ours = from_llama_names(theirs, config)
         if config.tie_embeddings:
             ours['lm_head.weight'] = ours['transformer.wte.weight']
     model.load_state_dict(ours)
@@ -298,7 +297,7 @@ def export(checkpoint, out_dir):
     for key in ('transformer.wte.weight', 'lm_head.weight'):
         sd[key] = sd[key][:n_vocab]
     hf = getattr(transformers, LLAMA_FAMILY.get(target, 'GPT2LMHeadModel'))(hf_config(c, target, n_vocab, eot_id(spec)))
-    weights = to_gpt2_names(sd) if target == 'gpt2' else to_llama_names(sd, c, target)
+    weights = to_gpt2_names(sd) if target == 'gpt2' else to_llama_names(sd, c)
     missing, unexpected = hf.load_state_dict(weights, strict=False)
     missing = [k for k in missing if not (c.tie_embeddings and k == 'lm_head.weight')]
     assert not missing and not unexpected, f'weight names do not line up: missing {missing}, unexpected {unexpected}'
