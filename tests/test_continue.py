@@ -54,6 +54,8 @@ def test_a_llama_folder_continues_pretraining_on_pubmed_and_exports_back(tmp_pat
                        '--val_fraction=0.05').returncode == 0
     assert (tmp_path / 'from-ckpt' / 'val.bin').read_bytes() == (data / 'val.bin').read_bytes()
 
+    sample = run('sample.py', f'--ckpt={out / "ckpt.pt"}', '--prompt=Metformin', '--max_new_tokens=8', '--seed=1')
+    assert sample.stdout.startswith('Metformin')  # the model's own tokenizer, its <|end_of_text|> ends a sample
     run('export_hf.py', f'--ckpt={out / "ckpt.pt"}', f'--out={tmp_path / "hf"}')
     hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / 'hf').eval()
     assert type(hf).__name__ == 'LlamaForCausalLM' and hf.config.num_key_value_heads == 2
