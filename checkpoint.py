@@ -18,7 +18,6 @@ loading one never runs code. make_checkpoint() is the only place its keys are wr
     loader         the data position (dataloader.TrainLoader.state_dict)
 """
 import dataclasses
-import hashlib
 import os
 import pickle
 
@@ -26,6 +25,7 @@ import torch
 
 from common import atomic_write
 from model import GPT, GPTConfig
+from tokenizer import fingerprint
 
 CKPT_VERSION = 1
 TRAINING_KEYS = ('optimizer', 'scaler', 'iter_num', 'tokens_seen', 'train_seconds', 'best_val_loss', 'config',
@@ -107,16 +107,6 @@ def check_resumable(ckpt, meta, path, data_dir):
     if ckpt.get('tokenizer') != meta['tokenizer']:
         raise CheckpointError(f"{data_dir} is tokenized with another tokenizer ({fingerprint(meta['tokenizer'])}) than the "
                               f"run in {path} ({fingerprint(ckpt.get('tokenizer'))}): resume on the data the run trained on")
-
-
-def fingerprint(spec):
-    """A tokenizer spec in a few words: its name, size and a short hash of its tokens."""
-    if not isinstance(spec, dict):
-        return 'none stored'
-    from tokenizer import vocab_size_of
-    digest = hashlib.blake2b(repr((spec['pattern'], spec['tokens'], sorted(spec['special_tokens'].items()))).encode(),
-                             digest_size=4).hexdigest()
-    return f"{spec['name']}, {vocab_size_of(spec)} tokens, #{digest}"
 
 
 def first_line(e):

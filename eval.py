@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 from checkpoint import CheckpointError, load_checkpoint
+from common import writable_folder
 from configurator import config_from_globals, configure, fail
 
 REPO = Path(__file__).resolve().parent
@@ -88,8 +89,8 @@ def main():
     c = configure(config_from_globals(globals()))
     if c['limit'] < 0 or c['batch_size'] < 1:
         fail('--limit must be 0 (all) or more and --batch_size at least 1', 2)
-    if c['out_json'] and not os.path.isdir(os.path.dirname(os.path.abspath(c['out_json']))):
-        fail(f"--out_json={c['out_json']}: its folder does not exist", 2)
+    if c['out_json'] and not writable_folder(os.path.dirname(os.path.abspath(c['out_json'])), create=False):
+        fail(f"--out_json={c['out_json']}: its folder does not exist or is not writable", 2)
     try:
         find_pubmedqa(c['pubmedqa'] or None)
     except FileNotFoundError as e:

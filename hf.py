@@ -22,7 +22,7 @@ import os
 
 import torch
 
-from checkpoint import CheckpointError, model_from_checkpoint, tokenizer_of
+from checkpoint import CheckpointError, first_line, model_from_checkpoint, tokenizer_of
 from model import GPT, GPTConfig
 from tokenizer import EOT, bytes_to_unicode, eot_id, vocab_size_of
 
@@ -114,7 +114,7 @@ def load_hf_model(name_or_dir):
             if os.path.isdir(name_or_dir):
                 break
     raise CheckpointError(f'cannot load {name_or_dir!r}: not in the Hugging Face cache and not downloadable here '
-                          f'({str(last_error).splitlines()[0]}). Fetch it once with network access (any from_pretrained '
+                          f'({first_line(last_error)}). Fetch it once with network access (any from_pretrained '
                           f'call fills the cache, or huggingface-cli download NAME --local-dir DIR), or pass a local folder')
 
 

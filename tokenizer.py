@@ -13,6 +13,7 @@ A token's id is also its BPE merge rank, as in tiktoken. Byte-level BPE is train
 (fast, parallel, GPT-4-style split pattern), read from tiktoken's GPT-2 files, or converted from a
 Hugging Face tokenizer.json (GPT-2, Llama 3, Qwen, SmolLM2...; spec_from_hf_folder).
 """
+import hashlib
 import json
 import os
 import shutil
@@ -83,6 +84,15 @@ def eot_id(spec):
 
 def vocab_size_of(spec):
     return max(len(spec['tokens']), max(spec['special_tokens'].values(), default=-1) + 1)
+
+
+def fingerprint(spec):
+    """A tokenizer spec in a few words: its name, size and a short hash of its tokens."""
+    if not isinstance(spec, dict):
+        return 'none stored'
+    digest = hashlib.blake2b(repr((spec['pattern'], spec['tokens'], sorted(spec['special_tokens'].items()))).encode(),
+                             digest_size=4).hexdigest()
+    return f"{spec['name']}, {vocab_size_of(spec)} tokens, #{digest}"
 
 
 def token_byte_lengths(spec):

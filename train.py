@@ -33,7 +33,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from checkpoint import (CheckpointError, check_resumable, fingerprint, first_line, load_checkpoint, make_checkpoint,
+from checkpoint import (CheckpointError, check_resumable, first_line, load_checkpoint, make_checkpoint,
                         model_from_checkpoint, save_checkpoint)
 from common import (DTYPES, DeviceError, atomic_write, device_peak_flops, die_with_parent, precision, resolve_device,
                     writable_folder)
@@ -41,7 +41,7 @@ from configurator import config_from_globals, configure, fail
 from dataloader import DataError, TrainLoader, eval_starts, load_meta, open_tokens, read_windows
 from loss_eval import evaluate
 from model import GPT, GPTConfig
-from tokenizer import TokenizerError, spec_from_hf_folder
+from tokenizer import TokenizerError, fingerprint, spec_from_hf_folder
 
 # -----------------------------------------------------------------------------------------------
 # options
@@ -391,8 +391,9 @@ def main(config):
         dev = resolve_device(c.device, local_rank)
     except (DataError, CheckpointError, DeviceError) as e:
         fail(str(e))
-    if c.init_from != 'resume' and not c.eval_only and not c.overwrite and previous_run(c.out_dir):
-        fail(f"{c.out_dir} holds a previous run ({', '.join(previous_run(c.out_dir))}): continue it with --init_from=resume, "
+    previous = previous_run(c.out_dir) if c.init_from != 'resume' and not c.eval_only else []
+    if previous and not c.overwrite:
+        fail(f"{c.out_dir} holds a previous run ({', '.join(previous)}): continue it with --init_from=resume, "
              'train into another --out_dir, or pass --overwrite=True to replace it', 2)
     if dev.type == 'cuda':
         torch.cuda.set_device(dev)
@@ -488,7 +489,7 @@ def main(config):
         if c.init_from == 'resume':
             keep_metrics_until(metrics_path, iter_num)  # what a killed run logged after its checkpoint comes again
         elif not c.eval_only:
-            for name in previous_run(c.out_dir):  # only with --overwrite=True (checked above)
+            for name in previous:  # only with --overwrite=True (checked above)
                 os.remove(os.path.join(c.out_dir, name))
             open(metrics_path, 'w').close()
     wandb_run = None

@@ -248,15 +248,22 @@ def iter_records(cache):
             yield from load_data_pickle(f)
 
 
-def cached_records(cache):
-    """The number of records of a readable parse cache; None (the file removed, to be rebuilt) when it is
-    not readable: a cache is ours to rebuild, never a reason to drop its input file."""
-    try:
-        return len(read_header(cache)['pmid'])
-    except Exception as e:
-        print(f'note: {cache}: unreadable cache ({type(e).__name__}: {e}): rebuilding it', file=sys.stderr)
-        os.remove(cache)
+def cached(path, read):
+    """read(path) of a cache file; None when there is none, or when it is unreadable (said, and the file
+    removed to be rebuilt): a cache is ours to rebuild, never a reason to drop an input file."""
+    if not os.path.exists(path):
         return None
+    try:
+        return read(path)
+    except Exception as e:
+        print(f'note: {path}: unreadable cache ({type(e).__name__}: {e}): rebuilding it', file=sys.stderr)
+        os.remove(path)
+        return None
+
+
+def load_pickle_file(path):
+    with open(path, 'rb') as f:
+        return load_data_pickle(f)
 
 
 def describe(e):
@@ -277,7 +284,7 @@ def parse_task(task):
         md5 = md5 or file_md5(path)
         stem = name.split('.')[0]
         cache = os.path.join(cache_dir, f'{stem}.{md5[:16]}.{short_hash(PARSE_VERSION, with_meta)}.pkl')
-        n = cached_records(cache) if os.path.exists(cache) else None
+        n = cached(cache, lambda path: len(read_header(path)['pmid']))
         if n is None:
             n = write_parsed(path, cache, with_meta)
         return {'name': name, 'md5': md5, 'cache': cache, 'records': n, 'error': None}
@@ -333,8 +340,9 @@ def excluded_pmids(path):
     return np.unique(np.array(pmids, dtype=np.int64))
 
 
-def merge(parsed, o):
+def merge(parsed, o, excluded=np.zeros(0, dtype=np.int64)):
     """Which record of which file is kept, in which split: a plan per file (DROPPED/TRAIN/VAL per record).
+    `excluded`: sorted PMIDs kept out of both splits (excluded_pmids).
 
     NCBI's rule is that the last word on a PMID counts: a record in a later file replaces earlier ones,
     a DeleteCitation removes them. So the files are walked last to first and the first event met for a
@@ -346,10 +354,10 @@ def merge(parsed, o):
         f1: record 7 loses to a delete          state 7 = 3;  record 5 loses to f2's: 'replaced' + 1
     At the end 'deleted' counts the 3s (PMID 7; delete 9 removed nothing)."""
     wanted = {c.strip().lower() for c in o['languages'].split(',') if c.strip()}
-    excluded = excluded_pmids(o['exclude_pmids']) if o['exclude_pmids'] else np.zeros(0, dtype=np.int64)
     val_below = np.uint64(min(int(o['val_fraction'] * 2.0 ** 64), 2 ** 64 - 1))
     # every PMID met, sorted: a PMID's state lives at its index here, so memory grows with the number of
-    # PMIDs, not with the largest one (a single 10-digit PMID would otherwise cost gigabytes)
+    # PMIDs, not with the largest one (a single 10-digit PMID would otherwise cost gigabytes). The headers
+    # are read again in the walk below: holding them all would cost ~36 bytes a record (1.3 GB for PubMed)
     met = [np.unique(np.concatenate([h['pmid'], h['deletes']])) for h in (read_header(p['cache']) for p in parsed)]
     ids = np.unique(np.concatenate(met))
     state = np.zeros(len(ids), dtype=np.int8)
@@ -400,8 +408,7 @@ def existing_tokenizer(path):
             return spec_from_hf_folder(path)
         meta = os.path.join(path, 'meta.pkl') if os.path.isdir(path) else path
         if meta.endswith('.pkl'):
-            with open(meta, 'rb') as f:
-                return load_data_pickle(f)['tokenizer']
+            return load_pickle_file(meta)['tokenizer']
         from checkpoint import load_checkpoint, tokenizer_of  # torch, only for this case
         return tokenizer_of(load_checkpoint(path), path)
     except Exception as e:
@@ -436,12 +443,9 @@ def train_tokenizer(parsed, plans, o):
     samples = [(plan == TRAIN) & (h['sample_hash'] <= below) for h, plan in zip(headers, plans)]
     key = short_hash(o['vocab_size'], *[(p['cache'], s.tobytes()) for p, s in zip(parsed, samples)])
     cache = os.path.join(o['out_dir'], 'cache', f'bpe.{key}.pkl')
-    if os.path.exists(cache):  # always the unpickled copy: meta.pkl's bytes must not depend on the path taken
-        try:
-            with open(cache, 'rb') as f:
-                return load_data_pickle(f)
-        except Exception as e:
-            print(f'note: {cache}: unreadable cache ({type(e).__name__}: {e}): training the BPE again', file=sys.stderr)
+    spec = cached(cache, load_pickle_file)
+    if spec is not None:
+        return spec
 
     def texts():
         for p, sample in zip(parsed, samples):
@@ -450,8 +454,7 @@ def train_tokenizer(parsed, plans, o):
     print(f'training a {o["vocab_size"]}-token BPE on {n_chars:,} characters of the train split ...', file=sys.stderr)
     with atomic_write(cache) as f:
         pickle.dump(train_bpe(texts(), o['vocab_size']), f, PICKLE)
-    with open(cache, 'rb') as f:
-        return load_data_pickle(f)
+    return load_pickle_file(cache)  # always the unpickled copy: meta.pkl's bytes must not depend on the path taken
 
 
 # ------------------------------------------------------------------------------------------------
@@ -469,12 +472,9 @@ def init_encoder(spec):
 def tokenize_task(task):
     """Worker: one file's kept documents -> train and val token arrays, each document + <|endoftext|>."""
     parsed_cache, plan, out = task
-    if os.path.exists(out):
-        try:
-            return shard_stats(out)
-        except Exception as e:  # a cache is ours to rebuild
-            print(f'note: {out}: unreadable cache ({type(e).__name__}: {e}): rebuilding it', file=sys.stderr)
-            os.remove(out)
+    stats = cached(out, shard_stats)
+    if stats is not None:
+        return stats
     enc, eot, dtype = _encoder['enc'], _encoder['eot'], _encoder['dtype']
     texts, arrays, stats = {TRAIN: [], VAL: []}, {TRAIN: [], VAL: []}, Counter()
 
@@ -592,7 +592,8 @@ def main(argv=None):
     bad = failed_downloads + corrupt
     if not parsed:
         fail('no file could be prepared' + (f' ({len(bad)} bad)' if bad else ''))
-    plans, counts = merge(parsed, o)
+    excluded = excluded_pmids(o['exclude_pmids']) if o['exclude_pmids'] else np.zeros(0, dtype=np.int64)
+    plans, counts = merge(parsed, o, excluded)
     train_docs, val_docs = sum(int((p == TRAIN).sum()) for p in plans), sum(int((p == VAL).sum()) for p in plans)
     if not train_docs and not val_docs:
         fail(f"no documents to keep: none of the {counts['records']:,} records has an abstract in a kept language "
@@ -610,8 +611,7 @@ def main(argv=None):
     write_bins(shards, o['out_dir'])
     sizes = {'train_tokens': totals['train'], 'val_tokens': totals['val'],
              **{k: totals[k] for k in ('train_docs', 'val_docs', 'train_bytes', 'val_bytes')}}
-    exclusion = {'source': o['exclude_pmids'], 'listed': int(len(excluded_pmids(o['exclude_pmids']))) if o['exclude_pmids'] else 0,
-                 'excluded': counts['excluded']}
+    exclusion = {'source': o['exclude_pmids'], 'listed': len(excluded), 'excluded': counts['excluded']}
     meta = write_meta(o['out_dir'], spec, excluded_pmids=exclusion, files=[{'name': p['name'], 'md5': p['md5']} for p in parsed],
                       bad_files=[{'name': n, 'error': e} for n, e in bad], records=dict(sorted(counts.items())), **sizes)
     print_summary(meta, counts, len(sources) + len(failed_downloads), time.time() - t0)
