@@ -169,6 +169,17 @@ def eval_starts(tokens, block, count):
     return starts[np.unique(np.linspace(0, len(starts) - 1, min(count, len(starts))).round().astype(np.int64))]
 
 
+def split_step(batch_size, micro_steps, world):
+    """(micro-steps, windows per micro-batch) of each rank for a step of batch_size x micro_steps windows over
+    `world` ranks: the fewest equal micro-batches of at most batch_size. ValueError when the ranks cannot share it."""
+    windows = batch_size * micro_steps  # per step, all ranks
+    if windows % world:
+        raise ValueError(uneven_split_message(batch_size, micro_steps, world))
+    share = windows // world
+    steps = next(m for m in range(1, share + 1) if share % m == 0 and share // m <= batch_size)
+    return steps, share // steps
+
+
 class TrainLoader:
     """This rank's micro-batches of each optimizer step, from one global stream of windows.
 
@@ -182,12 +193,7 @@ class TrainLoader:
     state: resuming on another number of ranks works."""
 
     def __init__(self, tokens, block, batch_size, micro_steps, seed, rank=0, world=1, eot=None):
-        windows = batch_size * micro_steps  # per step, all ranks
-        if windows % world:
-            raise ValueError(uneven_split_message(batch_size, micro_steps, world))
-        share = windows // world
-        self.micro_steps = next(m for m in range(1, share + 1) if share % m == 0 and share // m <= batch_size)
-        self.micro_batch = share // self.micro_steps
+        self.micro_steps, self.micro_batch = split_step(batch_size, micro_steps, world)
         self.tokens, self.block, self.seed, self.rank, self.world = tokens, block, seed, rank, world
         self.aligned = eot is not None
         self.starts = window_starts(tokens, block, eot)

@@ -16,6 +16,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
 
 
 @dataclass
@@ -210,6 +211,7 @@ class GPT(nn.Module):
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.transformer.wte.weight = self.lm_head.weight
+        self.activation_checkpointing = False  # train.py's switch: recompute each block's activations in backward
         self.apply(self._init_weights)
         for name, p in self.named_parameters():
             if name.endswith('c_proj.weight'):  # GPT-2's scaled init of residual projections
@@ -260,14 +262,16 @@ class GPT(nn.Module):
             rope = self.rope_cos[start:start + T].to(x.dtype), self.rope_sin[start:start + T].to(x.dtype)
         x = self.transformer.drop(x)
         for i, block in enumerate(self.transformer.h):
-            x = block(x, rope, cache, i)
+            if self.activation_checkpointing and torch.is_grad_enabled():  # keep only each block's input; dropout
+                x = checkpoint(block, x, rope, use_reentrant=False)          # draws the same masks again
+            else:
+                x = block(x, rope, cache, i)
         x = self.transformer.ln_f(x)
         if cache is not None:
             cache.pos += T
         if targets is not None:
-            rows = 256 if x.device.type == 'cpu' else 8192  # chunks that fit a CPU cache; few, large kernels on GPU
             loss = chunked_cross_entropy(x.view(B * T, -1), self.lm_head.weight, targets.view(-1),
-                                         self.config.logit_softcap, reduction, rows)
+                                         self.config.logit_softcap, reduction, head_rows(x.device.type, self.config.vocab_size))
             return None, loss
         logits = self.lm_head(x if all_logits else x[:, -1:, :]).float()
         if self.config.logit_softcap:
@@ -356,6 +360,12 @@ def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None)
 # (256 rows on CPU, where a chunk's logits fit the cache; 8192 on GPU, few large kernels), and the
 # gradient is computed even if backward never runs, which is why forward without targets (sampling)
 # and evaluation under no_grad take the plain per-row path. Used whenever forward gets targets.
+
+def head_rows(device_type, vocab_size):
+    """Rows of logits chunked_cross_entropy computes at once: 256 fit a CPU's cache; on a GPU few large kernels,
+    but at most 2^27 logits (0.5 GB in fp32 per buffer, of three) so a 128k vocabulary does not cost gigabytes."""
+    return 256 if device_type == 'cpu' else max(256, min(8192, 2 ** 27 // vocab_size))
+
 
 def chunked_cross_entropy(x, weight, targets, softcap=0.0, reduction='mean', rows=256):
     """F.cross_entropy(logits, targets, ignore_index=-1, reduction=reduction) of the logits x @ weight.T

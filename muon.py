@@ -11,9 +11,12 @@ band around 1 (roughly 0.7 to 1.2), which works as well as the exact U V^T in pr
 
 Only for hidden matrices: embeddings, the output head, norms and biases stay with AdamW (see
 GPT.configure_optimizers). Under DDP the gradients are already all-reduced, so every rank computes
-the same update. Its state (one momentum buffer per matrix) goes through the standard state_dict.
+the same update. Under FSDP each rank holds rows of each matrix: the update is gathered whole (one
+all-gather per matrix per step, as the published distributed Muon implementations do), orthogonalised
+by every rank alike and each keeps its own rows. Its state (one momentum buffer per matrix) goes through the standard state_dict.
 """
 import torch
+from torch.distributed.tensor import DTensor, distribute_tensor
 
 
 @torch.no_grad()
@@ -63,7 +66,11 @@ class Muon(torch.optim.Optimizer):
                 buf = state['momentum_buffer']
                 buf.lerp_(p.grad, 1 - momentum)
                 update = p.grad.lerp(buf, momentum) if group['nesterov'] else buf
-                update = orthogonalize(update, group['ns_steps'])
+                if isinstance(update, DTensor):  # FSDP: gather the whole matrix, orthogonalise it, keep this rank's rows
+                    whole = orthogonalize(update.full_tensor(), group['ns_steps'])
+                    update = distribute_tensor(whole, update.device_mesh, update.placements, src_data_rank=None)
+                else:
+                    update = orthogonalize(update, group['ns_steps'])
                 p.mul_(1 - lr * group['weight_decay'])
                 p.add_(update, alpha=-lr * max(1.0, p.size(0) / p.size(1)) ** 0.5)
         return loss

@@ -4,6 +4,8 @@ Train a GPT on the token files that data/pubmed/prepare.py writes.
     python train.py config/train_pubmed_cpu.py                       # CPU, a few minutes
     python train.py config/train_pubmed.py --compile=False           # one GPU
     torchrun --standalone --nproc_per_node=8 train.py config/train_pubmed.py
+    torchrun --standalone --nproc_per_node=8 train.py config/finetune_1b_fsdp.py --init_from=models/llama-3.2-1b
+    python train.py config/finetune_1b_fsdp.py --init_from=models/llama-3.2-1b --plan=True   # memory per GPU, then exit
     python train.py --init_from=resume --out_dir=out                 # continue exactly where ckpt.pt stopped
 
 Every module-level value below is a `--key=value` option (configurator.py), and so is every field of
@@ -18,12 +20,16 @@ base lr. (Time-driven schedules are not bit-reproducible.)
 gradient_accumulation_steps counts micro-batches per optimizer step summed over all processes, so
 the same command trains the same way on 1 or 8 GPUs: the global batch of step k is the same set of
 windows for any split of (processes x micro-steps per process) (dataloader.TrainLoader).
+
+--parallel=fsdp shards the weights, gradients and optimizer state over the processes (parallel.py) and
+writes sharded checkpoints, folders NAME.dcp (checkpoint.py), which resume on any number of processes.
 """
 import dataclasses
 import gc
 import json
 import math
 import os
+import shutil
 import time
 from contextlib import nullcontext
 from datetime import timedelta
@@ -33,14 +39,15 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from checkpoint import (CheckpointError, check_resumable, first_line, load_checkpoint, make_checkpoint,
-                        model_from_checkpoint, save_checkpoint)
+from checkpoint import (CheckpointError, check_resumable, checkpoint_fields, first_line, load_checkpoint, load_sharded,
+                        make_checkpoint, model_from_checkpoint, read_train_state, save_checkpoint, save_sharded, sharded)
 from common import (DTYPES, DeviceError, atomic_write, device_peak_flops, die_with_parent, precision, resolve_device,
                     writable_folder)
 from configurator import config_from_globals, configure, fail
-from dataloader import DataError, TrainLoader, eval_starts, load_meta, open_tokens, read_windows
+from dataloader import DataError, TrainLoader, eval_starts, load_meta, open_tokens, read_windows, split_step
 from loss_eval import evaluate
 from model import GPT, GPTConfig
+from parallel import parallelize, whole_model
 from tokenizer import TokenizerError, fingerprint, spec_from_hf_folder
 
 # -----------------------------------------------------------------------------------------------
@@ -99,6 +106,12 @@ compile = True
 seed = 1337
 peak_flops = 0.0                # FLOP/s of one device for MFU; 0 = known GPU table, else a measured matmul peak
 dist_timeout = 600.0            # seconds a process waits for the others (torchrun) before it stops and names the straggler
+parallel = 'ddp'                # 'ddp': each process holds the whole model; 'fsdp': FSDP2 shards it (parallel.py)
+activation_checkpointing = False  # recompute each block's activations in backward: far less memory, ~1/3 more compute
+cpu_offload = False             # fsdp: keep the sharded weights, gradients and optimizer state in CPU memory
+plan = False                    # print the memory per GPU of this run (plan.py) under DDP and FSDP, and exit
+plan_gpus = 8                   # ... for this many GPUs (torchrun's world size when run under it)
+plan_gpu_gb = 80.0              # ... of this much memory each
 # -----------------------------------------------------------------------------------------------
 
 MODEL_DEFAULTS = {f.name: f.default for f in dataclasses.fields(GPTConfig) if f.name != 'vocab_size'}
@@ -109,14 +122,15 @@ RENAMED = {  # old option names (nanoGPT's, or this project's before) that keep 
 }
 GPT2_NAMES = ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl')
 DERIVED = ('n_kv_head', 'head_dim', 'mlp_hidden', 'norm_eps', 'rope_scaling')  # 0 / None: worked out by GPTConfig
-CHOICES = {'optimizer': ('adamw', 'muon'), 'schedule': ('cosine', 'wsd', 'constant'), 'dtype': DTYPES}
-AT_LEAST_ONE = ('batch_size', 'gradient_accumulation_steps', 'eval_iters', 'log_interval')
+CHOICES = {'optimizer': ('adamw', 'muon'), 'schedule': ('cosine', 'wsd', 'constant'), 'dtype': DTYPES,
+           'parallel': ('ddp', 'fsdp')}
+AT_LEAST_ONE = ('batch_size', 'gradient_accumulation_steps', 'eval_iters', 'log_interval', 'plan_gpus')
 NOT_NEGATIVE = ('eval_interval', 'eval_interval_seconds', 'ckpt_every_tokens', 'pubmedqa_limit', 'learning_rate', 'muon_lr',
                 'weight_decay', 'grad_clip', 'max_iters', 'max_tokens', 'max_seconds', 'warmup_iters', 'lr_decay_iters',
                 'min_lr', 'seed', 'peak_flops')
 # resuming: options whose change would not continue the run's data stream exactly, and those never taken from it
 EXACT_RESUME_KEYS = ('batch_size', 'gradient_accumulation_steps', 'seed', 'align_windows')
-NOT_RESUMED = ('out_dir', 'init_from', 'eval_only', 'overwrite', 'allow_config_change')
+NOT_RESUMED = ('out_dir', 'init_from', 'eval_only', 'overwrite', 'allow_config_change', 'plan')
 
 
 def options(argv=None):
@@ -134,8 +148,9 @@ def options(argv=None):
 def with_resumed_run(config, given):
     """The options of the run ckpt.pt continues: its own, except where argv says otherwise (noted). A change
     that breaks the exact continuation of its data stream is refused unless allow_config_change."""
+    path = resume_checkpoint(config['out_dir'], config['parallel'] if 'parallel' in given else None)
     try:  # mmap: only the config is read, not the weights
-        stored = torch.load(os.path.join(config['out_dir'], 'ckpt.pt'), mmap=True, weights_only=True)['config']
+        stored = (read_train_state(path) if path.endswith('.dcp') else torch.load(path, mmap=True, weights_only=True))['config']
     except Exception:  # no checkpoint, or not a readable one: main() says which
         return config
     kept = {k: v for k, v in stored.items() if k in config and k not in NOT_RESUMED}
@@ -151,6 +166,16 @@ def with_resumed_run(config, given):
         else:
             print(f'note: resuming with {k}={config[k]!r} (the run had {kept[k]!r})')
     return {**config, **{k: v for k, v in kept.items() if k not in given or k in MODEL_DEFAULTS}}
+
+
+def resume_checkpoint(out_dir, parallel=None):
+    """What --init_from=resume continues: out_dir/ckpt.pt (DDP) or the folder ckpt.dcp (FSDP); without --parallel,
+    the one there is (the newer, if both: consolidate.py writes a ckpt.pt beside the folder)."""
+    paths = [os.path.join(out_dir, 'ckpt.pt'), os.path.join(out_dir, 'ckpt.dcp')]
+    if parallel:
+        return paths[parallel == 'fsdp']
+    there = [p for p in paths if os.path.exists(sharded(p))]
+    return max(there, key=lambda p: os.path.getmtime(sharded(p))) if there else paths[0]
 
 
 def check_options(c):
@@ -180,6 +205,10 @@ def check_options(c):
             pubmedqa_eval.find_pubmedqa(c['pubmedqa_dir'] or None)
         except FileNotFoundError as e:
             fail(f'eval_pubmedqa=True: {e}', 2)
+    problems += [(c['parallel'] == 'fsdp' and c['dtype'] == 'float16', 'dtype=float16 with parallel=fsdp: use bfloat16 '
+                  '(float16 needs a gradient scaler, which is wired for DDP only)'),
+                 (c['cpu_offload'] and c['parallel'] != 'fsdp', 'cpu_offload=True: only with parallel=fsdp'),
+                 (c['plan_gpu_gb'] <= 0, f"plan_gpu_gb={c['plan_gpu_gb']}: must be positive")]
     problems += [(not 0 <= c['cooldown_frac'] <= 1, f"cooldown_frac={c['cooldown_frac']}: must be in [0, 1]"),
                  (c['dist_timeout'] <= 0, f"dist_timeout={c['dist_timeout']}: must be positive"),
                  (os.path.exists(c['out_dir']) and not os.path.isdir(c['out_dir']), f"out_dir={c['out_dir']}: is a file"),
@@ -289,17 +318,30 @@ def check_tokenizer_of(init_from, meta, data_dir):
              f"{fingerprint(ours)}: prepare it with {how}")
 
 
-def training_checkpoint(raw_model, meta, optimizers, scaler, loader, config, device, **progress):
-    """The checkpoint to resume from (checkpoint.py); progress: iter_num, train_seconds, best_val_loss.
-    A collective under DDP: every rank's RNG state goes in it. Exits rather than checkpoint a blown-up model."""
-    scaler_state = {'scaler': scaler.state_dict()} if scaler.is_enabled() else {}
+def save_training(names, raw_model, meta, optimizers, scaler, loader, config, device, **progress):
+    """Write the checkpoints `names` ('best', 'ckpt', ...) of the run so far to out_dir: NAME.pt, or under FSDP the
+    folder NAME.dcp of every rank's shards. A collective under torchrun (every rank's RNG state goes in). Exits
+    rather than checkpoint a blown-up model. progress: iter_num, train_seconds, best_val_loss."""
+    training = dict(tokens_seen=loader.windows_seen * loader.block, config=config, rng=rng_states(device),
+                    loader=loader.state_dict(), **({'scaler': scaler.state_dict()} if scaler.is_enabled() else {}), **progress)
+    paths = [os.path.join(config['out_dir'], name) for name in names]
     try:
-        return make_checkpoint(raw_model, meta['tokenizer'], meta['token_bytes'], optimizer=[o.state_dict() for o in optimizers],
-                               tokens_seen=loader.windows_seen * loader.block, config=config, rng=rng_states(device),
-                               loader=loader.state_dict(), **scaler_state, **progress)
+        if config['parallel'] == 'fsdp':
+            fields = checkpoint_fields(raw_model, meta['tokenizer'], meta['token_bytes'], **training)
+            for path in paths:
+                save_sharded(path + '.dcp', raw_model, optimizers, fields)
+        else:
+            ckpt = make_checkpoint(raw_model, meta['tokenizer'], meta['token_bytes'],
+                                   optimizer=[o.state_dict() for o in optimizers], **training)
+            for path in paths if rank_of() == 0 else []:
+                save_checkpoint(ckpt, path + '.pt')
     except CheckpointError as e:
         fail(f"{e} after iter {progress['iter_num']}: stopping without writing it; the checkpoints in "
              f"{config['out_dir']} are untouched (try a lower learning_rate, grad_clip=1.0 or dtype=float32)")
+
+
+def rank_of():
+    return dist.get_rank() if dist.is_initialized() else 0
 
 
 def previous_run(out_dir):
@@ -307,7 +349,8 @@ def previous_run(out_dir):
     if not os.path.isdir(out_dir):
         return []
     names = sorted(os.listdir(out_dir))
-    return [n for n in names if n in ('ckpt.pt', 'best.pt') or (n.startswith('ckpt_') and n.endswith('.pt'))
+    return [n for n in names if n.removesuffix('.pt').removesuffix('.dcp') in ('ckpt', 'best')
+            or (n.startswith('ckpt_') and n.endswith(('.pt', '.dcp')))
             or (n == 'metrics.jsonl' and os.path.getsize(os.path.join(out_dir, n)))]
 
 
@@ -354,18 +397,45 @@ def stall_report(error, timeout):
             f'[{first_line(error)}]')
 
 
-def pubmedqa(raw_model, meta, c):
+def pubmedqa(model, meta, c, device):
     """eval.py's PubMedQA figures for the model as it is (exported to a temporary folder), printed."""
     import eval as pubmedqa_eval
     from hf import ExportError
     try:
-        result = pubmedqa_eval.evaluate_checkpoint(make_checkpoint(raw_model, meta['tokenizer'], meta['token_bytes']),
+        result = pubmedqa_eval.evaluate_checkpoint(make_checkpoint(model, meta['tokenizer'], meta['token_bytes']),
                                                    pubmedqa_dir=c.pubmedqa_dir or None, limit=c.pubmedqa_limit,
-                                                   device=str(next(raw_model.parameters()).device))
+                                                   device=str(device))
     except (ExportError, FileNotFoundError) as e:
         fail(f'eval_pubmedqa: {e} (the checkpoints are written)')
     print(pubmedqa_eval.summary(result))
     return result
+
+
+def print_plan(config, world):
+    """--plan=True: the memory per GPU this run would need, from the model's shape alone (no data, no weights)."""
+    import plan
+    c = SimpleNamespace(**config)
+    if c.init_from == 'resume':
+        try:
+            model_args = torch.load(resume_checkpoint(c.out_dir, c.parallel), mmap=True, weights_only=True)['model_args'] \
+                if c.parallel == 'ddp' else read_train_state(resume_checkpoint(c.out_dir, c.parallel))['model_args']
+            model_config = GPTConfig(**model_args)
+        except Exception as e:
+            fail(f'plan: no checkpoint to resume from in {c.out_dir} ({first_line(e)})')
+    elif c.init_from == 'scratch':
+        vocab = load_meta(c.data_dir)['vocab_size'] if os.path.exists(os.path.join(c.data_dir, 'meta.pkl')) else 50257
+        model_config = GPTConfig(**{k: config[k] for k in MODEL_DEFAULTS}, vocab_size=64 * math.ceil(vocab / 64))
+    else:
+        from transformers import AutoConfig
+
+        from hf import config_from_hf
+        model_config = config_from_hf(AutoConfig.from_pretrained(c.init_from), block_size=c.block_size or None)
+    try:
+        micro_batch = split_step(c.batch_size, c.gradient_accumulation_steps, world)[1]
+    except ValueError as e:
+        fail(str(e), 2)
+    bf16 = c.dtype == 'bfloat16' or (c.dtype == 'auto' and c.device != 'cpu')
+    print(plan.report(model_config, micro_batch, world, c.plan_gpu_gb, bf16, c.optimizer))
 
 
 def record(path, wandb_run, rec):
@@ -383,11 +453,16 @@ def main(config):
     ddp = int(os.environ.get('RANK', -1)) != -1
     rank, local_rank, world = (int(os.environ[k]) for k in ('RANK', 'LOCAL_RANK', 'WORLD_SIZE')) if ddp else (0, 0, 1)
     master = rank == 0
+    if c.plan:
+        return print_plan(config, int(os.environ.get('WORLD_SIZE', c.plan_gpus)))
+    fsdp = c.parallel == 'fsdp'  # sharded checkpoints; the model is sharded when there are processes to share it
+    ckpt_path = resume_checkpoint(c.out_dir, c.parallel)
     try:
         meta = load_meta(c.data_dir)
-        ckpt = load_checkpoint(os.path.join(c.out_dir, 'ckpt.pt')) if c.init_from == 'resume' else None
-        if ckpt is not None:
-            check_resumable(ckpt, meta, os.path.join(c.out_dir, 'ckpt.pt'), c.data_dir)
+        ckpt = None
+        if c.init_from == 'resume':  # a sharded checkpoint's weights and optimizer state come once the model is sharded
+            ckpt = {**read_train_state(ckpt_path), 'model': None} if fsdp else load_checkpoint(ckpt_path)
+            check_resumable(ckpt, meta, ckpt_path, c.data_dir)
         dev = resolve_device(c.device, local_rank)
     except (DataError, CheckpointError, DeviceError) as e:
         fail(str(e))
@@ -414,7 +489,7 @@ def main(config):
         try:
             raw_model = model_from_checkpoint(ckpt)
         except CheckpointError as e:
-            fail(f'{c.out_dir}/ckpt.pt: {e}')
+            fail(f'{ckpt_path}: {e}')
     else:  # an open model reads the tokens of its own tokenizer only
         check_tokenizer_of(c.init_from, meta, c.data_dir)
         from hf import from_pretrained
@@ -429,7 +504,11 @@ def main(config):
     if raw_model.config.vocab_size < meta['vocab_size']:
         fail(f"the model's vocabulary ({raw_model.config.vocab_size}) is smaller than the data's ({meta['vocab_size']})")
     raw_model.to(dev)
+    raw_model.activation_checkpointing = c.activation_checkpointing
     block = raw_model.config.block_size
+    model = parallelize(raw_model, c.parallel, dev, ptdtype, c.compile, c.cpu_offload)
+    if fsdp and ddp:  # FSDP's policy casts the weights to bf16 itself; autocast is for DDP
+        autocast = nullcontext()
 
     # data: this rank's share of every step's windows, and of the fixed val windows
     train_tokens, val_tokens = open_tokens(c.data_dir, 'train', meta), open_tokens(c.data_dir, 'val', meta)
@@ -446,7 +525,10 @@ def main(config):
         print(f'note: each of the {world} processes trains {loader.micro_batch * loader.micro_steps} windows a step, '
               f'in {loader.micro_steps} micro-batch(es) of {loader.micro_batch}: the global batch of batch_size x '
               f'gradient_accumulation_steps = {c.batch_size * c.gradient_accumulation_steps} windows, split {world} ways')
-    val_starts = eval_starts(val_tokens, block, c.eval_iters * c.batch_size)[rank::world]
+    n_val = c.eval_iters * c.batch_size
+    if fsdp:  # every rank runs the same number of forward passes: FSDP gathers weights for each
+        n_val -= n_val % world
+    val_starts = eval_starts(val_tokens, block, n_val)[rank::world]
     token_bytes = torch.tensor(meta['token_bytes'] + [0] * (raw_model.config.vocab_size - len(meta['token_bytes'])), device=dev)
     tokens_per_step = c.batch_size * c.gradient_accumulation_steps * block  # all ranks
 
@@ -457,27 +539,29 @@ def main(config):
     iter_num, train_seconds, best_val_loss = 0, 0.0, float('inf')
     torch.manual_seed(c.seed + rank)  # dropout differs across ranks
     if ckpt is not None:
-        if len(ckpt['optimizer']) != len(optimizers):
-            fail(f"{c.out_dir}/ckpt.pt was trained with optimizer={ckpt['config']['optimizer']!r}: resume with the same optimizer")
+        if ckpt['config'].get('optimizer', 'adamw') != c.optimizer:
+            fail(f"{ckpt_path} was trained with optimizer={ckpt['config']['optimizer']!r}: resume with the same optimizer")
+        base_lrs = [[g['base_lr'] for g in opt.param_groups] for opt in optimizers]  # this run's config counts
         try:
-            for opt, state in zip(optimizers, ckpt['optimizer']):
-                base_lrs = [g['base_lr'] for g in opt.param_groups]
+            if fsdp:
+                load_sharded(ckpt_path, raw_model, optimizers)
+            for opt, state in zip(optimizers, [] if fsdp else ckpt['optimizer']):
                 opt.load_state_dict(state)
-                for g, base in zip(opt.param_groups, base_lrs):  # the lr of this run's config counts
-                    g['base_lr'] = base
             if 'scaler' in ckpt:
                 scaler.load_state_dict(ckpt['scaler'])
+        except CheckpointError as e:
+            fail(str(e))
         except (ValueError, KeyError, TypeError, RuntimeError) as e:
-            fail(f'{c.out_dir}/ckpt.pt: its optimizer state does not fit the model ({type(e).__name__}: {first_line(e)})')
+            fail(f'{ckpt_path}: its optimizer state does not fit the model ({type(e).__name__}: {first_line(e)})')
+        for opt, bases in zip(optimizers, base_lrs):
+            for g, base in zip(opt.param_groups, bases):
+                g['base_lr'] = base
         iter_num, train_seconds, best_val_loss = ckpt['iter_num'], ckpt['train_seconds'], ckpt['best_val_loss']
         loader.load_state_dict(ckpt['loader'])
         if len(ckpt['rng']) == world:  # on another number of processes only dropout's stream differs
             set_rng_state(ckpt['rng'][rank], dev)
         ckpt = None  # free memory
 
-    model = torch.compile(raw_model) if c.compile else raw_model
-    if ddp:
-        model = DDP(model, device_ids=[local_rank] if dev.type == 'cuda' else None)
 
     # logging: MFU is model FLOPs per second over the peak of all devices
     flops_per_token = raw_model.flops_per_token(block)
@@ -490,7 +574,8 @@ def main(config):
             keep_metrics_until(metrics_path, iter_num)  # what a killed run logged after its checkpoint comes again
         elif not c.eval_only:
             for name in previous:  # only with --overwrite=True (checked above)
-                os.remove(os.path.join(c.out_dir, name))
+                path = os.path.join(c.out_dir, name)
+                shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
             open(metrics_path, 'w').close()
     wandb_run = None
     if master and c.wandb_log:
@@ -535,12 +620,10 @@ def main(config):
             improved = ev['val_loss'] < best_val_loss
             best_val_loss = min(best_val_loss, ev['val_loss'])
             if not c.eval_only and iter_num > 0 and (c.save_latest or (improved and c.save_best)):
-                ckpt = training_checkpoint(raw_model, meta, optimizers, scaler, loader, config, dev, iter_num=iter_num,
-                                           train_seconds=train_seconds, best_val_loss=best_val_loss)
-                # best.pt first: a kill between the two leaves ckpt.pt behind it, and the resumed run writes best.pt again
-                for name, wanted in (('best.pt', improved and c.save_best), ('ckpt.pt', c.save_latest)):
-                    if master and wanted:
-                        save_checkpoint(ckpt, os.path.join(c.out_dir, name))
+                # best first: a kill between the two leaves ckpt behind it, and the resumed run writes best again
+                names = [name for name, wanted in (('best', improved and c.save_best), ('ckpt', c.save_latest)) if wanted]
+                save_training(names, raw_model, meta, optimizers, scaler, loader, config, dev, iter_num=iter_num,
+                              train_seconds=train_seconds, best_val_loss=best_val_loss)
         if done:
             break
 
@@ -572,18 +655,18 @@ def main(config):
                       f'{1000 * log_seconds / log_iters:.1f} ms/iter, {tokens_per_s:,.0f} tok/s, mfu {100 * mfu:.1f}%')
             log_seconds, log_iters = 0.0, 0
         if c.ckpt_every_tokens and tokens_seen // c.ckpt_every_tokens > (tokens_seen - tokens_per_step) // c.ckpt_every_tokens:
-            ckpt = training_checkpoint(raw_model, meta, optimizers, scaler, loader, config, dev, iter_num=iter_num,
-                                       train_seconds=train_seconds, best_val_loss=best_val_loss)
-            if master:
-                save_checkpoint(ckpt, os.path.join(c.out_dir, f'ckpt_{tokens_seen:012d}.pt'))
+            save_training([f'ckpt_{tokens_seen:012d}'], raw_model, meta, optimizers, scaler, loader, config, dev,
+                          iter_num=iter_num, train_seconds=train_seconds, best_val_loss=best_val_loss)
 
+    if c.eval_pubmedqa and not c.eval_only:
+        whole = whole_model(raw_model)  # under FSDP: gathered from every rank, onto rank 0
     if master and c.eval_pubmedqa and not c.eval_only:
-        result = pubmedqa(raw_model, meta, c)
+        result = pubmedqa(whole.to(dev), meta, c, dev)
         record(metrics_path, wandb_run, {'kind': 'pubmedqa', 'iter': iter_num, 'tokens': tokens_seen,
                                          **{k: v for k, v in result.items() if k not in ('items', 'pubmedqa_dir')}})
     if wandb_run is not None:
         wandb_run.finish()
-    if ddp:  # DDP's reducer holds on to the process group: free it first, or gloo sometimes aborts at exit
+    if ddp:  # DDP's reducer (or FSDP's state) holds on to the process group: free it first, or gloo sometimes aborts
         dist.barrier()
         del model
         gc.collect()

@@ -1,0 +1,39 @@
+"""
+Turn a sharded checkpoint (a folder NAME.dcp that train.py --parallel=fsdp writes) into one file:
+
+    python consolidate.py --ckpt=out/ckpt.dcp --out=out/ckpt.pt
+
+The file is what train.py writes under DDP: sample.py, export_hf.py and eval.py read it (they also
+read the folder directly, consolidating it in memory each time), and `train.py --init_from=resume
+--parallel=ddp` continues the run from it. Runs in one process; needs CPU memory for the whole weights
+and optimizer state (16 bytes a parameter with AdamW).
+"""
+import os
+
+from checkpoint import CheckpointError, load_checkpoint, save_checkpoint, sharded
+from configurator import config_from_globals, configure, fail
+
+ckpt = 'out/ckpt.dcp'
+out = 'out/ckpt.pt'
+overwrite = False          # replace --out if it exists
+
+
+def main():
+    c = configure(config_from_globals(globals()))
+    if not os.path.isdir(sharded(c['ckpt'])):
+        fail(f"--ckpt={c['ckpt']}: not a folder (a sharded checkpoint is the folder NAME.dcp train.py "
+             '--parallel=fsdp writes)', 2)
+    if os.path.exists(c['out']) and not c['overwrite']:
+        fail(f"--out={c['out']} exists: pass --overwrite=True to replace it", 2)
+    try:
+        checkpoint = load_checkpoint(c['ckpt'])
+    except CheckpointError as e:
+        fail(str(e))
+    save_checkpoint(checkpoint, c['out'])
+    n = sum(t.numel() for t in checkpoint['model'].values())
+    print(f"wrote {c['out']}: {n / 1e6:.2f}M weights"
+          + (f", optimizer state and the run at iter {checkpoint['iter_num']}" if 'iter_num' in checkpoint else ''))
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,58 @@
+"""
+How a training run spreads over the processes torchrun starts: DDP or FSDP2 (--parallel).
+
+DDP (the default) keeps the whole model, its gradients and the optimizer state on every process (16
+bytes a parameter with AdamW) and all-reduces the gradients. FSDP2 (torch.distributed.fsdp.fully_shard)
+shards all three over the processes: each transformer block is one unit whose weights are gathered
+just before it runs (forward and backward) and freed after; the embeddings, final norm and head form
+the root unit. Its gradients are reduce-scattered at every micro-step (accumulating whole gradients
+would cost the memory FSDP saves). With bf16, FSDP gathers the weights and computes in bf16 and
+reduces gradients in fp32 over fp32 master weights and optimizer state (MixedPrecisionPolicy, the
+standard recipe on GPUs); without it, as on CPU, everything stays fp32. plan.py says which fits.
+
+On one process nothing is sharded or wrapped, whatever --parallel says (checkpoints keep its format).
+"""
+import torch
+import torch.distributed as dist
+from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+
+def parallelize(raw_model, parallel, device, ptdtype, compile=False, cpu_offload=False):
+    """The module train_step runs: raw_model compiled and wrapped in DDP, or raw_model itself sharded in
+    place by FSDP2 (its blocks compiled one by one, as torchtitan does). Call before making the optimizers."""
+    if parallel == 'fsdp' and dist.is_initialized():
+        mixed = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) \
+            if ptdtype == torch.bfloat16 else MixedPrecisionPolicy()
+        options = dict(mp_policy=mixed, offload_policy=CPUOffloadPolicy(pin_memory=device.type == 'cuda')
+                       if cpu_offload else OffloadPolicy())
+        for block in raw_model.transformer.h:
+            if compile:
+                block.compile()
+            fully_shard(block, **options)
+        fully_shard(raw_model, **options)
+        return raw_model
+    model = torch.compile(raw_model) if compile else raw_model
+    if dist.is_initialized():  # gradients in DDP's buckets themselves: no second copy of them
+        model = DDP(model, device_ids=[device.index] if device.type == 'cuda' else None, gradient_as_bucket_view=True)
+    return model
+
+
+def is_sharded(model):
+    return any(hasattr(p, 'full_tensor') for p in model.parameters())
+
+
+def whole_model(raw_model):
+    """A plain copy of the model on CPU with all its weights, for rank 0 (a collective under FSDP: every
+    rank calls it; the others get None). Unsharded models come back as they are."""
+    if not is_sharded(raw_model):
+        return raw_model
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    from model import GPT
+    state = get_model_state_dict(raw_model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if dist.get_rank() != 0:
+        return None
+    model = GPT(raw_model.config)
+    model.load_state_dict(state)
+    return model
