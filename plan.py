@@ -85,7 +85,8 @@ def fits(total, gpu_bytes):
 def report(config, micro_batch, world, gpu_gb, bf16=True, optimizer='adamw'):
     """The plan as lines of text: one per parallel x activation checkpointing."""
     P = parameter_counts(config)[0]
-    lines = [f'memory plan: {P / 1e9:.3g}B parameters, {micro_batch} x {config.block_size} tokens per micro-batch, '
+    size = f'{P / 1e9:.3g}B' if P >= 1e9 else f'{P / 1e6:.3g}M'
+    lines = [f'memory plan: {size} parameters, {micro_batch} x {config.block_size} tokens per micro-batch, '
              f'{world} GPU(s) of {gpu_gb:g} GB, {"bf16" if bf16 else "fp32"}, {optimizer} (GB per GPU, estimates: plan.py)']
     for (parallel, checkpointing), p in plan(config, micro_batch, world, bf16, optimizer).items():
         lines.append(f"  {parallel:4} {'activation_checkpointing' if checkpointing else '':24} "

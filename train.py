@@ -434,8 +434,8 @@ def print_plan(config, world):
         micro_batch = split_step(c.batch_size, c.gradient_accumulation_steps, world)[1]
     except ValueError as e:
         fail(str(e), 2)
-    bf16 = c.dtype == 'bfloat16' or (c.dtype == 'auto' and c.device != 'cpu')
-    print(plan.report(model_config, micro_batch, world, c.plan_gpu_gb, bf16, c.optimizer))
+    half = c.dtype != 'float32'  # 'auto' is bf16 on the GPUs planned for
+    print(plan.report(model_config, micro_batch, world, c.plan_gpu_gb, half, c.optimizer))
 
 
 def record(path, wandb_run, rec):

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Train on a SLURM cluster: one torchrun per node, joined by c10d rendezvous on the first node. The job is
+# requeued 5 minutes before its time limit; each start finds out_dir's checkpoint and resumes from it.
+#   CONFIG=config/finetune_1b_fsdp.py ARGS="--init_from=models/llama-3.2-1b --data_dir=data/pubmed-llama" \
+#       OUT_DIR=out-1b sbatch --nodes=4 scripts/slurm.sh
+# Environment (all optional): CONFIG, ARGS (more train.py options), OUT_DIR, GPUS_PER_NODE, PORT, PYTHON.
+#SBATCH --job-name=pubmed-gpt
+#SBATCH --nodes=2
+#SBATCH --ntasks-per-node=1
+#SBATCH --gpus-per-node=8
+#SBATCH --time=24:00:00
+#SBATCH --requeue
+#SBATCH --signal=B:USR1@300
+#SBATCH --output=slurm-%j.out
+set -euo pipefail
+cd "${SLURM_SUBMIT_DIR:-.}"
+CONFIG=${CONFIG:-config/finetune_1b_fsdp.py}
+OUT_DIR=${OUT_DIR:-out-slurm}
+GPUS_PER_NODE=${GPUS_PER_NODE:-${SLURM_GPUS_ON_NODE:-8}}
+PORT=${PORT:-29500}
+PYTHON=${PYTHON:-.venv/bin/python}
+HEAD=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | sed -n 1p)  # sed reads it all: no SIGPIPE
+RESUME=""
+if [ -e "$OUT_DIR/ckpt.pt" ] || [ -e "$OUT_DIR/ckpt.dcp" ]; then RESUME="--init_from=resume"; fi
+
+# near the time limit SLURM signals this script (not the training): requeue; the job's processes are then
+# stopped and it starts again from the last checkpoint (eval_interval sets how much that can lose)
+trap 'echo "time limit near: requeueing job $SLURM_JOB_ID"; scontrol requeue "$SLURM_JOB_ID"' USR1
+
+# shellcheck disable=SC2086  # ARGS is a list of options
+srun --kill-on-bad-exit=1 "$PYTHON" -m torch.distributed.run --nnodes="$SLURM_JOB_NUM_NODES" \
+    --nproc_per_node="$GPUS_PER_NODE" --rdzv_id="$SLURM_JOB_ID" --rdzv_backend=c10d --rdzv_endpoint="$HEAD:$PORT" \
+    train.py "$CONFIG" ${ARGS:-} --out_dir="$OUT_DIR" $RESUME &
+TRAINING=$!
+wait $TRAINING || wait $TRAINING  # the trap interrupts the first wait

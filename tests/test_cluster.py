@@ -1,0 +1,91 @@
+"""The SLURM and PBS launch scripts, run with a fake scheduler environment and stub launchers."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import REPO
+from test_train import TINY, records, run_train
+
+pytestmark = pytest.mark.usefixtures('one_thread')
+
+# srun as one task per node would: the command after srun's own options, once per node (SLURM_NODEID), here
+SRUN = '''#!/usr/bin/env bash
+printf '%s\\n' "$*" >> "$RECORD"
+while [[ "$1" == --* ]]; do shift; done
+for node in $(seq 0 $((SLURM_JOB_NUM_NODES - 1))); do SLURM_NODEID=$node "$@" & done
+wait
+'''
+SCONTROL = '''#!/usr/bin/env bash
+if [ "$1 $2" = "show hostnames" ]; then echo 127.0.0.1; echo 127.0.0.1; else printf '%s\\n' "$*" >> "$RECORD.scontrol"; fi
+'''
+RECORDER = '''#!/usr/bin/env bash
+printf '%s\\n' "$*" >> "$RECORD"
+'''
+
+
+def stubs(folder, **scripts):
+    folder.mkdir()
+    for name, text in scripts.items():
+        (folder / name).write_text(text)
+        (folder / name).chmod(0o755)
+    return f"{folder}:{os.environ['PATH']}"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def test_slurm_script_trains_on_two_nodes_requeues_and_resumes(tiny_data, tmp_path):
+    """Two 'nodes' (torchrun agents on this machine, one process each) meet by c10d rendezvous and train with FSDP and
+    Muon as one process does (within 1e-5; Muon gathers each sharded matrix); USR1 near the time limit requeues the
+    job; the next start resumes from the sharded checkpoint."""
+    out, record = tmp_path / 'out', tmp_path / 'srun.txt'
+    config = tmp_path / 'tiny.py'
+    config.write_text('\n'.join(f'{a[2:].split("=")[0]} = {a.split("=")[1]!r}' for a in TINY).replace("'", '') + '\n')
+    port = free_port()
+    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'PATH': stubs(tmp_path / 'bin', srun=SRUN, scontrol=SCONTROL),
+           'RECORD': str(record), 'SLURM_JOB_ID': '4242', 'SLURM_JOB_NUM_NODES': '2', 'SLURM_JOB_NODELIST': 'gpu[07-08]',
+           'SLURM_SUBMIT_DIR': str(REPO), 'GPUS_PER_NODE': '1', 'PORT': str(port), 'PYTHON': sys.executable,
+           'CONFIG': str(config), 'OUT_DIR': str(out),
+           'ARGS': f'--data_dir={tiny_data} --parallel=fsdp --optimizer=muon --eval_interval=0 --lr_decay_iters=6 --max_iters=4'}
+    job = subprocess.Popen(['bash', str(REPO / 'scripts' / 'slurm.sh')], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)
+    while not record.exists() and job.poll() is None:
+        time.sleep(0.1)
+    job.send_signal(signal.SIGUSR1)  # SLURM's --signal=B:USR1@300
+    stdout, stderr = job.communicate(timeout=600)
+    assert job.returncode == 0, stderr[-6000:]
+    assert 'time limit near: requeueing job 4242' in stdout and (tmp_path / 'srun.txt.scontrol').read_text() == 'requeue 4242\n'
+    assert record.read_text() == (
+        f'--kill-on-bad-exit=1 {sys.executable} -m torch.distributed.run --nnodes=2 --nproc_per_node=1 --rdzv_id=4242 '
+        f'--rdzv_backend=c10d --rdzv_endpoint=127.0.0.1:{port} train.py {config} {env["ARGS"]} --out_dir={out}\n')
+    env['ARGS'] = env['ARGS'].replace('--max_iters=4', '--max_iters=6')
+    r = subprocess.run(['bash', str(REPO / 'scripts' / 'slurm.sh')], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-6000:]
+    assert record.read_text().splitlines()[-1].endswith(f'--out_dir={out} --init_from=resume')
+    run_train(tiny_data, tmp_path / 'one', '--optimizer=muon', '--eval_interval=0', '--lr_decay_iters=6', '--max_iters=6')
+    two_nodes, one = records(out, 'train'), records(tmp_path / 'one', 'train')
+    assert [r['iter'] for r in two_nodes] == [1, 2, 3, 4, 5, 6]
+    assert [r['loss'] for r in two_nodes] == pytest.approx([r['loss'] for r in one], rel=1e-5)
+
+
+def test_pbs_script_starts_one_torchrun_per_node_and_resumes(tmp_path):
+    record, nodefile = tmp_path / 'launch.txt', tmp_path / 'nodes'
+    nodefile.write_text('x3001\nx3001\nx3002\nx3002\nx3003\n')  # PBS lists a node once per requested cpu/slot
+    env = {**os.environ, 'PATH': stubs(tmp_path / 'bin', mpiexec=RECORDER), 'RECORD': str(record), 'PBS_NODEFILE': str(nodefile),
+           'PBS_JOBID': '1234.pbs01', 'PBS_O_WORKDIR': str(REPO), 'OUT_DIR': str(tmp_path / 'out'), 'PYTHON': 'python'}
+    for _ in range(2):
+        subprocess.run(['bash', str(REPO / 'scripts' / 'pbs.sh')], cwd=tmp_path, env=env, check=True, timeout=60)
+        (tmp_path / 'out' / 'ckpt.dcp').mkdir(parents=True, exist_ok=True)  # what the first run leaves
+    first, second = record.read_text().splitlines()
+    assert first == ('-n 3 --ppn 1 python -m torch.distributed.run --nnodes=3 --nproc_per_node=8 --rdzv_id=1234 '
+                     f'--rdzv_backend=c10d --rdzv_endpoint=x3001:29500 train.py config/finetune_1b_fsdp.py '
+                     f'--out_dir={tmp_path / "out"}')
+    assert second == first + ' --init_from=resume'

@@ -1,0 +1,135 @@
+"""FSDP2 (--parallel=fsdp), activation checkpointing, sharded checkpoints and the memory plan."""
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import plan
+import train
+from checkpoint import load_checkpoint, save_sharded
+from conftest import REPO
+from model import GPT, GPTConfig
+from test_train import TINY, records, run_train
+
+pytestmark = pytest.mark.usefixtures('one_thread')
+ENV = {**os.environ, 'OMP_NUM_THREADS': '1'}
+
+
+def python(*args):
+    r = subprocess.run([sys.executable, *args], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-6000:]
+    return r
+
+
+def torchrun(*args):
+    return python('-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', 'train.py', *args)
+
+
+def losses(out):
+    return [r['loss'] if r['kind'] == 'train' else r['val_loss'] for r in records(out)]
+
+
+def test_fsdp_follows_ddp_resumes_exactly_on_2_and_on_1_process_and_consolidates(tiny_data, tmp_path):
+    """2 FSDP processes (with activation checkpointing) train as 1 DDP process does, within 1e-5: the same windows,
+    but FSDP reduce-scatters each micro-step's gradients across the processes, so sums run in another order (and on
+    a GPU in bf16 they would not be bitwise in any case). Resuming its sharded checkpoint on 2 processes is bitwise;
+    on 1 process (nothing sharded) within 1e-5; the checkpoint consolidates into a ckpt.pt sample.py reads."""
+    args = [f'--data_dir={tiny_data}', *TINY, '--eval_interval=4', '--lr_decay_iters=8', '--save_best=False']
+    fsdp = ['--parallel=fsdp', '--activation_checkpointing=True']
+    python('train.py', *args, '--max_iters=8', f'--out_dir={tmp_path / "ddp"}')
+    torchrun(*args, *fsdp, '--max_iters=8', f'--out_dir={tmp_path / "fsdp"}')
+    reference, straight = losses(tmp_path / 'ddp'), losses(tmp_path / 'fsdp')
+    assert len(straight) == 8 + 3 and straight == pytest.approx(reference, rel=1e-5)
+
+    torchrun(*args, *fsdp, '--max_iters=4', f'--out_dir={tmp_path / "two"}')
+    assert sorted(os.listdir(tmp_path / 'two' / 'ckpt.dcp')) == ['.metadata', '__0_0.distcp', '__1_0.distcp', 'train_state.pt']
+    shutil.copytree(tmp_path / 'two', tmp_path / 'one')
+    torchrun('--init_from=resume', '--max_iters=8', f'--out_dir={tmp_path / "two"}')
+    assert losses(tmp_path / 'two') == straight
+    python('train.py', '--init_from=resume', '--max_iters=8', f'--out_dir={tmp_path / "one"}')
+    assert losses(tmp_path / 'one')[:6] == straight[:6] and losses(tmp_path / 'one') == pytest.approx(straight, rel=1e-5)
+
+    r = python('consolidate.py', f'--ckpt={tmp_path / "two" / "ckpt.dcp"}', f'--out={tmp_path / "ckpt.pt"}')
+    assert 'optimizer state and the run at iter 8' in r.stdout
+    ckpt = load_checkpoint(tmp_path / 'ckpt.pt')
+    assert ckpt['iter_num'] == 8 and ckpt['config']['parallel'] == 'fsdp' and len(ckpt['optimizer']) == 1
+    sampled = [python('sample.py', f'--ckpt={path}', '--max_new_tokens=12', '--num_samples=1', '--seed=3').stdout
+               for path in (tmp_path / 'ckpt.pt', tmp_path / 'two' / 'ckpt.dcp')]
+    assert sampled[0] == sampled[1] and len(sampled[0].strip()) > 0
+
+
+@pytest.mark.parametrize('mlp', ['gelu', 'swiglu'])
+def test_activation_checkpointing_gives_the_same_loss_and_gradients(mlp):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=3, n_head=2, n_embd=32, block_size=16, vocab_size=64, dropout=0.2, mlp=mlp, pos='rotary'))
+    x, y = torch.randint(0, 64, (4, 16)), torch.randint(0, 64, (4, 16))
+    results = []
+    for checkpointing in (False, True):
+        model.activation_checkpointing = checkpointing
+        model.zero_grad()
+        torch.manual_seed(1)  # the same dropout masks, drawn again in the recomputation
+        _, loss = model(x, y)
+        loss.backward()
+        results.append((loss.item(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+    (loss_off, grads_off), (loss_on, grads_on) = results
+    assert loss_on == loss_off
+    assert all(torch.equal(grads_on[n], grads_off[n]) for n in grads_off)
+
+
+def test_sharded_checkpoints_in_one_process_resume_and_survive_a_kill_mid_save(tiny_data, tmp_path, monkeypatch, capsys):
+    out = tmp_path / 'out'
+    run_train(tiny_data, out, '--parallel=fsdp', '--max_iters=3', '--eval_interval=0', '--save_best=False')
+    assert sorted(os.listdir(out)) == ['ckpt.dcp', 'metrics.jsonl']
+    with pytest.raises(SystemExit) as e:  # another format than the run's
+        run_train(tiny_data, out, '--init_from=resume', '--parallel=ddp')
+    assert e.value.code == 1 and f"{out / 'ckpt.pt'}: no such checkpoint" in capsys.readouterr().err
+
+    def save_then_die(*a, **k):
+        raise KeyboardInterrupt('killed mid-save')
+    monkeypatch.setattr('checkpoint.save_checkpoint', save_then_die)  # the shards are written, train_state.pt is not
+    with pytest.raises(KeyboardInterrupt):
+        run_train(tiny_data, out, '--max_iters=6', '--eval_interval=0', '--init_from=resume')
+    assert load_checkpoint(str(out / 'ckpt.dcp'))['iter_num'] == 3 and (out / 'ckpt.dcp.tmp').is_dir()
+    monkeypatch.undo()
+    run_train(tiny_data, out, '--max_iters=6', '--eval_interval=0', '--init_from=resume')
+    assert load_checkpoint(str(out / 'ckpt.dcp'))['iter_num'] == 6 and sorted(os.listdir(out)) == ['ckpt.dcp', 'metrics.jsonl']
+    assert [r['iter'] for r in records(out, 'train')] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_sharded_checkpoint_of_a_blown_up_model_is_not_written(tmp_path):
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=32))
+    with torch.no_grad():
+        model.lm_head.weight[0, 0] = float('nan')
+    with pytest.raises(Exception, match='not finite'):
+        save_sharded(str(tmp_path / 'ckpt.dcp'), model, model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), 'cpu'), {})
+    assert not os.listdir(tmp_path)
+
+
+@pytest.mark.parametrize('arg, message', [
+    ('--dtype=float16', 'dtype=float16 with parallel=fsdp: use bfloat16'),
+    ('--parallel=zero', "parallel='zero': expected one of ddp, fsdp"),
+])
+def test_options_fsdp_cannot_use_are_one_line(arg, message, tiny_data, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        run_train(tiny_data, tmp_path / 'out', '--parallel=fsdp', arg)
+    assert e.value.code == 2 and message in capsys.readouterr().err and not (tmp_path / 'out').exists()
+
+
+def test_plan_counts_bytes_per_gpu_and_writes_nothing(tiny_data, tmp_path, capsys):
+    config = GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=32, vocab_size=64)
+    P = sum(p.numel() for p in GPT(config).parameters())
+    plans = plan.plan(config, micro_batch=4, world=8, bf16=False)
+    assert plans['ddp', False]['state'] == 16 * P and plans['fsdp', False]['state'] == 16 * P / 8
+    t, h = 4 * 32, 32  # fp32: per token and layer 2h (residual) + 5h + 2h (k, v) + 2 x 4h (gelu MLP) floats
+    assert plans['ddp', False]['activations'] == 2 * t * 4 * (2 * h + 5 * h + 2 * h + 2 * 4 * h)
+    assert plans['ddp', True]['activations'] == 2 * t * 4 * h + t * 4 * (2 * h + 5 * h + 2 * h + 2 * 4 * h)
+    run_train(tiny_data, tmp_path / 'out', '--plan=True', '--plan_gpus=8', '--plan_gpu_gb=0.001')
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith('memory plan: 0.0367M parameters, 1 x 32 tokens per micro-batch, 8 GPU(s) of 0.001 GB, bf16')
+    assert [line.split()[0] for line in lines[1:]] == ['ddp', 'ddp', 'fsdp', 'fsdp'] and lines[-1].endswith(' fits')
+    assert not (tmp_path / 'out').exists()
+    readme = (REPO / 'README.md').read_text()
+    assert plan.table() in readme  # the README's table is what plan.py prints
