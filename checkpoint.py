@@ -152,6 +152,16 @@ def load_sharded(path, model, optimizers):
                               f'{first_line(e)})')
 
 
+def latest_checkpoint(out_dir, parallel=None):
+    """A run's checkpoint to continue or sample: out_dir/ckpt.pt (DDP) or the folder ckpt.dcp (FSDP); without
+    parallel, the one there is (the newer, if both: consolidate.py writes a ckpt.pt beside the folder)."""
+    paths = [os.path.join(out_dir, 'ckpt.pt'), os.path.join(out_dir, 'ckpt.dcp')]
+    if parallel:
+        return paths[parallel == 'fsdp']
+    there = [p for p in paths if os.path.exists(sharded(p))]
+    return max(there, key=lambda p: os.path.getmtime(sharded(p))) if there else paths[0]
+
+
 def read_train_state(path):
     """train_state.pt of the sharded checkpoint `path`: every key but the weights and optimizer state."""
     folder = sharded(path)

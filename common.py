@@ -115,6 +115,16 @@ def precision(device, dtype='auto'):
     return ptdtype, nullcontext() if ptdtype == torch.float32 else torch.autocast(device_type=device.type, dtype=ptdtype)
 
 
+def peak_memory_mb(device):
+    """This process's peak memory so far, MB: what the allocator handed out on a GPU, the peak resident set on CPU."""
+    import resource
+
+    import torch
+    if device.type == 'cuda':
+        return torch.cuda.max_memory_allocated(device) / 2 ** 20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KB
+
+
 def measure_matmul_peak(device, dtype, seconds=0.5):
     """FLOP/s of a square matmul on this device, as the MFU denominator where no table applies.
     The fastest of repeated runs: on a shared machine the other processes only ever slow it down. On CPU

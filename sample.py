@@ -9,18 +9,17 @@ The first sample streams to stdout as it is generated; all samples are generated
 The same seed gives the same output.
 """
 import codecs
-import os
 import sys
 
 import torch
 
-from checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, tokenizer_of
+from checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, model_from_checkpoint, tokenizer_of
 from common import DTYPES, DeviceError, precision, resolve_device
 from configurator import config_from_globals, configure, fail
 from tokenizer import encoding_from_spec, eot_id
 
 out_dir = 'out'
-ckpt = ''                  # checkpoint file; '' = out_dir/ckpt.pt
+ckpt = ''                  # checkpoint file (or sharded folder NAME.dcp); '' = out_dir's ckpt.pt or ckpt.dcp
 prompt = ''                # the text to continue, or FILE:path.txt; '' = start from <|endoftext|> (the start of a document)
 num_samples = 1
 max_new_tokens = 200
@@ -60,7 +59,7 @@ def read_prompt(text):
 def main():
     c = configure(config_from_globals(globals()))
     check_options(c)
-    path = c['ckpt'] or os.path.join(c['out_dir'], 'ckpt.pt')
+    path = c['ckpt'] or latest_checkpoint(c['out_dir'])
     try:
         dev = resolve_device(c['device'])
     except DeviceError as e:

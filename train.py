@@ -39,10 +39,10 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from checkpoint import (CheckpointError, check_resumable, checkpoint_fields, first_line, load_checkpoint, load_sharded,
-                        make_checkpoint, model_from_checkpoint, read_train_state, save_checkpoint, save_sharded, sharded)
-from common import (DTYPES, DeviceError, atomic_write, device_peak_flops, die_with_parent, precision, resolve_device,
-                    writable_folder)
+from checkpoint import (CheckpointError, check_resumable, checkpoint_fields, first_line, latest_checkpoint, load_checkpoint,
+                        load_sharded, make_checkpoint, model_from_checkpoint, read_train_state, save_checkpoint, save_sharded)
+from common import (DTYPES, DeviceError, atomic_write, device_peak_flops, die_with_parent, peak_memory_mb, precision,
+                    resolve_device, writable_folder)
 from configurator import config_from_globals, configure, fail
 from dataloader import DataError, TrainLoader, eval_starts, load_meta, open_tokens, read_windows, split_step
 from loss_eval import evaluate
@@ -148,7 +148,7 @@ def options(argv=None):
 def with_resumed_run(config, given):
     """The options of the run ckpt.pt continues: its own, except where argv says otherwise (noted). A change
     that breaks the exact continuation of its data stream is refused unless allow_config_change."""
-    path = resume_checkpoint(config['out_dir'], config['parallel'] if 'parallel' in given else None)
+    path = latest_checkpoint(config['out_dir'], config['parallel'] if 'parallel' in given else None)
     try:  # mmap: only the config is read, not the weights
         stored = (read_train_state(path) if path.endswith('.dcp') else torch.load(path, mmap=True, weights_only=True))['config']
     except Exception:  # no checkpoint, or not a readable one: main() says which
@@ -166,16 +166,6 @@ def with_resumed_run(config, given):
         else:
             print(f'note: resuming with {k}={config[k]!r} (the run had {kept[k]!r})')
     return {**config, **{k: v for k, v in kept.items() if k not in given or k in MODEL_DEFAULTS}}
-
-
-def resume_checkpoint(out_dir, parallel=None):
-    """What --init_from=resume continues: out_dir/ckpt.pt (DDP) or the folder ckpt.dcp (FSDP); without --parallel,
-    the one there is (the newer, if both: consolidate.py writes a ckpt.pt beside the folder)."""
-    paths = [os.path.join(out_dir, 'ckpt.pt'), os.path.join(out_dir, 'ckpt.dcp')]
-    if parallel:
-        return paths[parallel == 'fsdp']
-    there = [p for p in paths if os.path.exists(sharded(p))]
-    return max(there, key=lambda p: os.path.getmtime(sharded(p))) if there else paths[0]
 
 
 def check_options(c):
@@ -417,8 +407,8 @@ def print_plan(config, world):
     c = SimpleNamespace(**config)
     if c.init_from == 'resume':
         try:
-            model_args = torch.load(resume_checkpoint(c.out_dir, c.parallel), mmap=True, weights_only=True)['model_args'] \
-                if c.parallel == 'ddp' else read_train_state(resume_checkpoint(c.out_dir, c.parallel))['model_args']
+            model_args = torch.load(latest_checkpoint(c.out_dir, c.parallel), mmap=True, weights_only=True)['model_args'] \
+                if c.parallel == 'ddp' else read_train_state(latest_checkpoint(c.out_dir, c.parallel))['model_args']
             model_config = GPTConfig(**model_args)
         except Exception as e:
             fail(f'plan: no checkpoint to resume from in {c.out_dir} ({first_line(e)})')
@@ -456,7 +446,7 @@ def main(config):
     if c.plan:
         return print_plan(config, int(os.environ.get('WORLD_SIZE', c.plan_gpus)))
     fsdp = c.parallel == 'fsdp'  # sharded checkpoints; the model is sharded when there are processes to share it
-    ckpt_path = resume_checkpoint(c.out_dir, c.parallel)
+    ckpt_path = latest_checkpoint(c.out_dir, c.parallel)
     try:
         meta = load_meta(c.data_dir)
         ckpt = None
@@ -650,9 +640,10 @@ def main(config):
                 record(metrics_path, wandb_run, {
                     'kind': 'train', 'iter': iter_num, 'tokens': tokens_seen, 'train_seconds': round(train_seconds, 3),
                     'loss': lossf, 'lr': c.learning_rate * mult, 'ms_per_iter': 1000 * log_seconds / log_iters,
-                    'tokens_per_s': tokens_per_s, 'mfu': mfu})
+                    'tokens_per_s': tokens_per_s, 'mfu': mfu, 'peak_memory_mb': round(peak_memory_mb(dev), 1)})
                 print(f'iter {iter_num}: loss {lossf:.4f}, lr {c.learning_rate * mult:.2e}, '
-                      f'{1000 * log_seconds / log_iters:.1f} ms/iter, {tokens_per_s:,.0f} tok/s, mfu {100 * mfu:.1f}%')
+                      f'{1000 * log_seconds / log_iters:.1f} ms/iter, {tokens_per_s:,.0f} tok/s, mfu {100 * mfu:.1f}%, '
+                      f'peak memory {peak_memory_mb(dev):,.0f} MB')
             log_seconds, log_iters = 0.0, 0
         if c.ckpt_every_tokens and tokens_seen // c.ckpt_every_tokens > (tokens_seen - tokens_per_step) // c.ckpt_every_tokens:
             save_training([f'ckpt_{tokens_seen:012d}'], raw_model, meta, optimizers, scaler, loader, config, dev,

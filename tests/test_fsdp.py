@@ -97,6 +97,11 @@ def test_sharded_checkpoints_in_one_process_resume_and_survive_a_kill_mid_save(t
     run_train(tiny_data, out, '--max_iters=6', '--eval_interval=0', '--init_from=resume')
     assert load_checkpoint(str(out / 'ckpt.dcp'))['iter_num'] == 6 and sorted(os.listdir(out)) == ['ckpt.dcp', 'metrics.jsonl']
     assert [r['iter'] for r in records(out, 'train')] == [1, 2, 3, 4, 5, 6]
+    with pytest.raises(SystemExit) as e:  # a new run never replaces a sharded one unless told
+        run_train(tiny_data, out, '--parallel=fsdp', '--max_iters=1')
+    assert e.value.code == 2 and 'holds a previous run (ckpt.dcp, metrics.jsonl)' in capsys.readouterr().err
+    run_train(tiny_data, out, '--max_iters=1', '--overwrite=True')
+    assert sorted(os.listdir(out)) == ['best.pt', 'ckpt.pt', 'metrics.jsonl']
 
 
 def test_a_sharded_checkpoint_of_a_blown_up_model_is_not_written(tmp_path):
@@ -133,3 +138,15 @@ def test_plan_counts_bytes_per_gpu_and_writes_nothing(tiny_data, tmp_path, capsy
     assert not (tmp_path / 'out').exists()
     readme = (REPO / 'README.md').read_text()
     assert plan.table() in readme  # the README's table is what plan.py prints
+
+
+def test_the_1b_fsdp_config_plans_for_a_llama_3_2_1b_folder(tmp_path, capsys):
+    from transformers import LlamaConfig
+    LlamaConfig(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8,
+                vocab_size=128256, max_position_embeddings=131072, tie_word_embeddings=True, rope_theta=500000.0,
+                head_dim=64).save_pretrained(tmp_path / 'llama')  # its config.json: the plan reads no weights
+    train.main(train.options(['config/finetune_1b_fsdp.py', f'--init_from={tmp_path / "llama"}', '--plan=True',
+                              f'--out_dir={tmp_path / "out"}']))
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith('memory plan: 1.24B parameters, 8 x 2048 tokens per micro-batch, 8 GPU(s) of 80 GB, bf16')
+    assert lines[3].split()[0] == 'fsdp' and lines[3].endswith(' fits') and not (tmp_path / 'out').exists()
