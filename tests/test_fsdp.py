@@ -35,21 +35,22 @@ def losses(out):
 def test_fsdp_follows_ddp_resumes_exactly_on_2_and_on_1_process_and_consolidates(tiny_data, tmp_path):
     """2 FSDP processes (with activation checkpointing) train as 1 DDP process does, within 1e-5: the same windows,
     but FSDP reduce-scatters each micro-step's gradients across the processes, so sums run in another order (and on
-    a GPU in bf16 they would not be bitwise in any case). Resuming its sharded checkpoint on 2 processes is bitwise;
-    on 1 process (nothing sharded) within 1e-5; the checkpoint consolidates into a ckpt.pt sample.py reads."""
-    args = [f'--data_dir={tiny_data}', *TINY, '--eval_interval=4', '--lr_decay_iters=8', '--save_best=False']
-    fsdp = ['--parallel=fsdp', '--activation_checkpointing=True']
-    python('train.py', *args, '--max_iters=8', f'--out_dir={tmp_path / "ddp"}')
-    torchrun(*args, *fsdp, '--max_iters=8', f'--out_dir={tmp_path / "fsdp"}')
+    a GPU in bf16 they would not be bitwise in any case). Its sharded snapshot at iter 4 resumes on 2 processes
+    bitwise, on 1 (nothing sharded) within 1e-5, and consolidates into a ckpt.pt sample.py reads."""
+    args = ['--eval_interval=4', '--lr_decay_iters=8', '--save_best=False', '--max_iters=8']
+    run_train(tiny_data, tmp_path / 'ddp', *args)
+    torchrun(f'--data_dir={tiny_data}', *TINY, *args, '--parallel=fsdp', '--activation_checkpointing=True',
+             '--ckpt_every_tokens=1024', f'--out_dir={tmp_path / "fsdp"}')  # 256 tokens a step: a snapshot every 4
     reference, straight = losses(tmp_path / 'ddp'), losses(tmp_path / 'fsdp')
     assert len(straight) == 8 + 3 and straight == pytest.approx(reference, rel=1e-5)
-
-    torchrun(*args, *fsdp, '--max_iters=4', f'--out_dir={tmp_path / "two"}')
-    assert sorted(os.listdir(tmp_path / 'two' / 'ckpt.dcp')) == ['.metadata', '__0_0.distcp', '__1_0.distcp', 'train_state.pt']
-    shutil.copytree(tmp_path / 'two', tmp_path / 'one')
-    torchrun('--init_from=resume', '--max_iters=8', f'--out_dir={tmp_path / "two"}')
+    snapshot = tmp_path / 'fsdp' / 'ckpt_000000001024.dcp'
+    assert sorted(os.listdir(snapshot)) == ['.metadata', '__0_0.distcp', '__1_0.distcp', 'train_state.pt']
+    for name in ('two', 'one'):  # the run as it was at iter 4 (resuming trims metrics.jsonl to it)
+        shutil.copytree(snapshot, tmp_path / name / 'ckpt.dcp')
+        shutil.copy(tmp_path / 'fsdp' / 'metrics.jsonl', tmp_path / name)
+    torchrun('--init_from=resume', f'--out_dir={tmp_path / "two"}')
     assert losses(tmp_path / 'two') == straight
-    python('train.py', '--init_from=resume', '--max_iters=8', f'--out_dir={tmp_path / "one"}')
+    run_train(tiny_data, tmp_path / 'one', '--init_from=resume')
     assert losses(tmp_path / 'one')[:6] == straight[:6] and losses(tmp_path / 'one') == pytest.approx(straight, rel=1e-5)
 
     r = python('consolidate.py', f'--ckpt={tmp_path / "two" / "ckpt.dcp"}', f'--out={tmp_path / "ckpt.pt"}')

@@ -283,10 +283,10 @@ def test_published_shapes_map_exactly(name):
     del hf, model
 
 
-@pytest.mark.parametrize('config', sorted(p.name for p in (REPO / 'config').glob('*.py') if p.name != 'finetune_pubmed.py'))
+@pytest.mark.parametrize('config', sorted(p.name for p in (REPO / 'config').glob('*.py') if not p.name.startswith('finetune_')))
 def test_every_shipped_recipe_exports_to_a_standard_architecture(config, spec, tmp_path):
-    """Each config's switches at a tiny size (the architecture, not the size, decides the export); finetune_pubmed.py
-    keeps the architecture of the model it imports."""
+    """Each config's switches at a tiny size (the architecture, not the size, decides the export); the finetune_*
+    configs keep the architecture of the model they import."""
     import train
     options = train.options([str(REPO / 'config' / config)])
     args = {k: options[k] for k in train.MODEL_DEFAULTS}
