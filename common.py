@@ -67,12 +67,13 @@ def load_data_pickle(f):
 
 
 def die_with_parent():
-    """Ask Linux to end this process when its parent dies (prctl PR_SET_PDEATHSIG): a worker whose launcher
-    was killed (kill -9 of torchrun's agent, or of prepare.py) must not run on as an orphan. No-op elsewhere."""
+    """Ask Linux to kill this process when its parent dies (prctl PR_SET_PDEATHSIG): a worker whose launcher
+    was killed (kill -9 of torchrun's agent, or of prepare.py) must not run on as an orphan. SIGKILL, not SIGTERM:
+    train.py takes SIGTERM as "checkpoint and stop", which could wait on a collective for dist_timeout. No-op elsewhere."""
     try:
         import ctypes
         import signal
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
 

@@ -30,6 +30,8 @@ import json
 import math
 import os
 import shutil
+import signal
+import sys
 import time
 from contextlib import nullcontext
 from datetime import timedelta
@@ -587,14 +589,15 @@ def main(config):
             progress = max(progress, tokens_seen / c.max_tokens)
         if c.max_seconds:
             progress = max(progress, train_seconds / c.max_seconds)
-        # rank 0's clock decides time budgets for everyone
-        flags = torch.tensor([train_seconds >= c.max_seconds > 0,
-                              train_seconds - last_eval_seconds >= c.eval_interval_seconds > 0], dtype=torch.float32)
+        # rank 0's clock decides time budgets for everyone; a stop signal to any process stops them all
+        flags = torch.tensor([master and train_seconds >= c.max_seconds > 0,
+                              master and train_seconds - last_eval_seconds >= c.eval_interval_seconds > 0,
+                              bool(STOP_SIGNALS)], dtype=torch.float32, device=dev)
         if ddp:
-            flags = flags.to(dev) if master else torch.zeros(2, device=dev)
             dist.all_reduce(flags)
-        out_of_time, eval_due = (bool(f) for f in flags.tolist())
-        done = out_of_time or iter_num >= c.max_iters or (c.max_tokens and tokens_seen >= c.max_tokens) or c.eval_only
+        out_of_time, eval_due, signalled = (bool(f) for f in flags.tolist())
+        done = (out_of_time or signalled or iter_num >= c.max_iters or (c.max_tokens and tokens_seen >= c.max_tokens)
+                or c.eval_only)
 
         # evaluate at the start, on schedule and at the end (a resumed run's start was its predecessor's end)
         resumed_here = c.init_from == 'resume' and iter_num == first_iter and not c.eval_only
@@ -649,9 +652,9 @@ def main(config):
             save_training([f'ckpt_{tokens_seen:012d}'], raw_model, meta, optimizers, scaler, loader, config, dev,
                           iter_num=iter_num, train_seconds=train_seconds, best_val_loss=best_val_loss)
 
-    if c.eval_pubmedqa and not c.eval_only:
+    if c.eval_pubmedqa and not c.eval_only and not signalled:
         whole = whole_model(raw_model)  # under FSDP: gathered from every rank, onto rank 0
-    if master and c.eval_pubmedqa and not c.eval_only:
+    if master and c.eval_pubmedqa and not c.eval_only and not signalled:
         result = pubmedqa(whole.to(dev), meta, c, dev)
         record(metrics_path, wandb_run, {'kind': 'pubmedqa', 'iter': iter_num, 'tokens': tokens_seen,
                                          **{k: v for k, v in result.items() if k not in ('items', 'pubmedqa_dir')}})
@@ -662,10 +665,27 @@ def main(config):
         del model
         gc.collect()
         dist.destroy_process_group()
+    if signalled:
+        name = STOP_SIGNALS[0] if STOP_SIGNALS else 'SIGTERM'  # (to another process)
+        if master:
+            print(f'stopped by {name} at iter {iter_num}' + (f': {latest_checkpoint(c.out_dir, c.parallel)} written; '
+                  'continue with --init_from=resume' if c.save_latest and iter_num else ''))
+        sys.exit(128 + signal.Signals[name])
+
+
+# SIGTERM (a scheduler's preemption or requeue, torchrun passing its own on) and SIGUSR1 (a scheduler's warning
+# before the time limit) end the run at the next step as a budget would: evaluate, write ckpt, exit 128 + signal
+STOP_SIGNALS = []
+
+
+def stop_on_signals():
+    for sig in (signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(sig, lambda signum, frame: STOP_SIGNALS.append(signal.Signals(signum).name))
 
 
 if __name__ == '__main__':
     config = options()
+    stop_on_signals()
     try:
         main(config)
     except RuntimeError as e:  # under torchrun: a collective that waited dist_timeout for a stalled process

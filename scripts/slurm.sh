@@ -23,8 +23,9 @@ HEAD=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | sed -n 1p)  # sed reads i
 RESUME=""
 if [ -e "$OUT_DIR/ckpt.pt" ] || [ -e "$OUT_DIR/ckpt.dcp" ]; then RESUME="--init_from=resume"; fi
 
-# near the time limit SLURM signals this script (not the training): requeue; the job's processes are then
-# stopped and it starts again from the last checkpoint (eval_interval sets how much that can lose)
+# near the time limit SLURM signals this script (not the training): requeue. SLURM then sends SIGTERM to the
+# job's processes: train.py finishes its step, evaluates, writes its checkpoint and exits, if that fits in
+# SLURM's KillWait (30 s by default; else the last periodic checkpoint counts); the job starts again from it
 trap 'echo "time limit near: requeueing job $SLURM_JOB_ID"; scontrol requeue "$SLURM_JOB_ID"' USR1
 
 # shellcheck disable=SC2086  # ARGS is a list of options

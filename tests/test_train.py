@@ -186,6 +186,24 @@ def test_workers_exit_when_torchrun_is_killed(tiny_data, tmp_path):
     assert not any(alive(pid) for pid in workers.values())
 
 
+def test_sigterm_checkpoints_at_the_next_step_and_the_run_resumes(tiny_data, tmp_path):
+    """What a scheduler's preemption or requeue sends (and torchrun passes on): the run ends as at a budget."""
+    out = tmp_path / 'out'
+    proc = subprocess.Popen([sys.executable, 'train.py', f'--data_dir={tiny_data}', f'--out_dir={out}', *TINY,
+                             '--max_iters=1000000', '--eval_interval=0', '--save_best=False'], cwd=REPO,
+                            env={**os.environ, 'OMP_NUM_THREADS': '1'}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while proc.poll() is None and not ((out / 'metrics.jsonl').exists() and len(records(out, 'train')) >= 3):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    last = records(out)[-1]
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    assert f"stopped by SIGTERM at iter {last['iter']}: {out / 'ckpt.pt'} written; continue with --init_from=resume" in stdout
+    assert last['kind'] == 'eval' and load_checkpoint(out / 'ckpt.pt')['iter_num'] == last['iter'] >= 3
+    run_train(tiny_data, out, '--init_from=resume', f"--max_iters={last['iter'] + 2}")
+    assert [r['iter'] for r in records(out, 'train')] == list(range(1, last['iter'] + 3))
+
+
 def test_crash_during_save_leaves_previous_checkpoint(tiny_data, tmp_path, monkeypatch):
     out = tmp_path / 'out'
     run_train(tiny_data, out, '--max_iters=3', '--eval_interval=0', '--save_best=False')
