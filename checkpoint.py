@@ -162,6 +162,11 @@ def latest_checkpoint(out_dir, parallel=None):
     return max(there, key=lambda p: os.path.getmtime(sharded(p))) if there else paths[0]
 
 
+def checkpoint_fields_of(path):
+    """The keys of the checkpoint `path` (a file or a sharded folder) without reading its weights (a file is mmapped)."""
+    return read_train_state(path) if os.path.isdir(sharded(path)) else torch.load(path, mmap=True, weights_only=True)
+
+
 def read_train_state(path):
     """train_state.pt of the sharded checkpoint `path`: every key but the weights and optimizer state."""
     folder = sharded(path)
@@ -175,18 +180,15 @@ def consolidate(path):
     under DDP stores it (so the result also resumes on DDP). Runs in one process, in CPU memory."""
     fields = read_train_state(path)
     model = model_from_checkpoint({**fields, 'model': None})
-    optimizers = []
-    if 'config' in fields:  # a training checkpoint: its optimizers, as the run made them
-        c = fields['config']
-        optimizers = model.configure_optimizers(c['weight_decay'], c['learning_rate'], (c['beta1'], c['beta2']), 'cpu',
-                                                optimizer=c['optimizer'], muon_lr=c['muon_lr'], muon_momentum=c['muon_momentum'])
+    c = fields['config']  # train.py's run: its optimizers, made as the run made them, take the optimizer state
+    optimizers = model.configure_optimizers(c['weight_decay'], c['learning_rate'], (c['beta1'], c['beta2']), 'cpu',
+                                            optimizer=c['optimizer'], muon_lr=c['muon_lr'], muon_momentum=c['muon_momentum'])
     load_sharded(path, model, optimizers)
     if not all_finite(model.state_dict()):
         raise CheckpointError(f'{path}: the weights are not finite (inf or nan)')
     training = {k: v for k, v in fields.items() if k in TRAINING_KEYS}
-    if optimizers:
-        training['optimizer'] = [o.state_dict() for o in optimizers]
-    return make_checkpoint(model, fields['tokenizer'], fields['token_bytes'], **training)
+    return make_checkpoint(model, fields['tokenizer'], fields['token_bytes'], **training,
+                           optimizer=[o.state_dict() for o in optimizers])
 
 
 def all_finite(state_dict):

@@ -13,7 +13,8 @@ Only for hidden matrices: embeddings, the output head, norms and biases stay wit
 GPT.configure_optimizers). Under DDP the gradients are already all-reduced, so every rank computes
 the same update. Under FSDP each rank holds rows of each matrix: the update is gathered whole (one
 all-gather per matrix per step, as the published distributed Muon implementations do), orthogonalised
-by every rank alike and each keeps its own rows. Its state (one momentum buffer per matrix) goes through the standard state_dict.
+by every rank alike, and each keeps its own rows. Its state (one momentum buffer per matrix, sharded
+like the matrix) goes through the standard state_dict.
 """
 import torch
 from torch.distributed.tensor import DTensor, distribute_tensor

@@ -41,8 +41,9 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from checkpoint import (CheckpointError, check_resumable, checkpoint_fields, first_line, latest_checkpoint, load_checkpoint,
-                        load_sharded, make_checkpoint, model_from_checkpoint, read_train_state, save_checkpoint, save_sharded)
+from checkpoint import (CheckpointError, check_resumable, checkpoint_fields, checkpoint_fields_of, first_line, latest_checkpoint,
+                        load_checkpoint, load_sharded, make_checkpoint, model_from_checkpoint, read_train_state,
+                        save_checkpoint, save_sharded)
 from common import (DTYPES, DeviceError, atomic_write, device_peak_flops, die_with_parent, peak_memory_mb, precision,
                     resolve_device, writable_folder)
 from configurator import config_from_globals, configure, fail
@@ -151,8 +152,8 @@ def with_resumed_run(config, given):
     """The options of the run ckpt.pt continues: its own, except where argv says otherwise (noted). A change
     that breaks the exact continuation of its data stream is refused unless allow_config_change."""
     path = latest_checkpoint(config['out_dir'], config['parallel'] if 'parallel' in given else None)
-    try:  # mmap: only the config is read, not the weights
-        stored = (read_train_state(path) if path.endswith('.dcp') else torch.load(path, mmap=True, weights_only=True))['config']
+    try:
+        stored = checkpoint_fields_of(path)['config']
     except Exception:  # no checkpoint, or not a readable one: main() says which
         return config
     kept = {k: v for k, v in stored.items() if k in config and k not in NOT_RESUMED}
@@ -409,9 +410,7 @@ def print_plan(config, world):
     c = SimpleNamespace(**config)
     if c.init_from == 'resume':
         try:
-            model_args = torch.load(latest_checkpoint(c.out_dir, c.parallel), mmap=True, weights_only=True)['model_args'] \
-                if c.parallel == 'ddp' else read_train_state(latest_checkpoint(c.out_dir, c.parallel))['model_args']
-            model_config = GPTConfig(**model_args)
+            model_config = GPTConfig(**checkpoint_fields_of(latest_checkpoint(c.out_dir, c.parallel))['model_args'])
         except Exception as e:
             fail(f'plan: no checkpoint to resume from in {c.out_dir} ({first_line(e)})')
     elif c.init_from == 'scratch':
@@ -553,7 +552,6 @@ def main(config):
         if len(ckpt['rng']) == world:  # on another number of processes only dropout's stream differs
             set_rng_state(ckpt['rng'][rank], dev)
         ckpt = None  # free memory
-
 
     # logging: MFU is model FLOPs per second over the peak of all devices
     flops_per_token = raw_model.flops_per_token(block)

@@ -19,14 +19,9 @@ dropout = 0.0
 batch_size = 8
 gradient_accumulation_steps = 32
 
-optimizer = 'adamw'
+optimizer = 'adamw'            # weight decay 0.1, betas (0.9, 0.95), clipping at 1.0, cosine: train.py's defaults
 learning_rate = 3e-5
 min_lr = 3e-6
-weight_decay = 0.1
-beta1 = 0.9
-beta2 = 0.95
-grad_clip = 1.0
-schedule = 'cosine'
 warmup_iters = 100
 max_iters = 4000               # ~2.1B tokens: a few epochs of PubMed's abstracts
 
