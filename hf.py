@@ -167,9 +167,7 @@ def from_hf_model(hf, block_size=None, dropout=0.0):
     config = config_from_hf(hf.config, block_size, dropout)
     with torch.device('meta'):  # no random initialisation of weights that are overwritten next (minutes for 8B)
         model = GPT(config)
-    model.to_empty(device='cpu')
-    if config.tie_embeddings:  # to_empty gives each module its own tensor: tie them again
-        model.transformer.wte.weight = model.lm_head.weight
+    model.materialize('cpu')
     theirs = {k: v for k, v in hf.state_dict().items() if not k.endswith('.attn.bias')}  # old GPT-2 mask buffers
     if config.pos == 'learned':
         ours = {k: theirs[k].t() if k.endswith(HF_GPT2_TRANSPOSED) else theirs[k] for k in model.state_dict()}
@@ -179,9 +177,16 @@ def from_hf_model(hf, block_size=None, dropout=0.0):
         if config.tie_embeddings:
             ours['lm_head.weight'] = ours['transformer.wte.weight']
     model.load_state_dict(ours)
-    if config.pos == 'rotary':
-        model.set_rope_tables()
     return model
+
+
+def shapes_of(name_or_dir, block_size=None, dropout=0.0):
+    """The GPTConfig of a Hugging Face model from its config.json alone (no weights read)."""
+    from transformers import AutoConfig
+    try:
+        return config_from_hf(AutoConfig.from_pretrained(name_or_dir), block_size, dropout)
+    except OSError as e:
+        raise CheckpointError(f'cannot read the config of {name_or_dir!r} ({first_line(e)})')
 
 
 # ------------------------------------------------------------------------------------------------

@@ -217,9 +217,20 @@ class GPT(nn.Module):
             if name.endswith('c_proj.weight'):  # GPT-2's scaled init of residual projections
                 nn.init.zeros_(p) if config.zero_init_proj else nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * config.n_layer))
 
+    def materialize(self, device):
+        """Storage on `device` for a model built on the meta device (shapes only, no memory): its weights are garbage
+        until loaded; the head is tied again (to_empty gives each module its own tensor) and the rotary tables computed.
+        Sharded by FSDP, each process gets storage for its shards only."""
+        self.to_empty(device=device)
+        if self.config.tie_embeddings and self.transformer.wte.weight is not self.lm_head.weight:
+            self.transformer.wte.weight = self.lm_head.weight
+        if self.config.pos == 'rotary':
+            self.set_rope_tables()
+        return self
+
     def set_rope_tables(self):
         """cos and sin of every position's rotary angles, computed once: a decode step only slices them.
-        (Called again by a loader that built the model on the meta device, where they are placeholders.)"""
+        (Called again by materialize(), where they were placeholders.)"""
         device = self.rope_cos.device if hasattr(self, 'rope_cos') and self.rope_cos.device.type != 'meta' else None
         angles = torch.outer(torch.arange(self.config.block_size, dtype=torch.float32), rope_frequencies(self.config))
         angles = torch.cat((angles, angles), dim=-1).to(device)

@@ -14,14 +14,21 @@ On one process nothing is sharded or wrapped, whatever --parallel says (checkpoi
 """
 import torch
 import torch.distributed as dist
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, set_model_state_dict
 from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 
 def parallelize(raw_model, parallel, device, ptdtype, compile=False, cpu_offload=False):
-    """The module train_step runs: raw_model compiled and wrapped in DDP, or raw_model itself sharded in
-    place by FSDP2 (its blocks compiled one by one, as torchtitan does). Call before making the optimizers."""
+    """The module train_step runs, on `device`: raw_model compiled and wrapped in DDP, or raw_model itself sharded in
+    place by FSDP2 (its blocks compiled one by one, as torchtitan does). Call before making the optimizers. A model
+    built on the meta device gets empty storage (its weights come from a checkpoint next), except under FSDP when
+    rank 0 has weights: then rank 0 sends each rank its shards, and no other process ever holds the whole model."""
+    weightless = raw_model.lm_head.weight.is_meta
     if parallel == 'fsdp' and dist.is_initialized():
+        whole = {} if weightless else raw_model.state_dict()  # rank 0's, in CPU memory
+        from_rank0 = torch.tensor(float(not weightless), device=device)
+        dist.all_reduce(from_rank0)
         mixed = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) \
             if ptdtype == torch.bfloat16 else MixedPrecisionPolicy()
         options = dict(mp_policy=mixed, offload_policy=CPUOffloadPolicy(pin_memory=device.type == 'cuda')
@@ -31,7 +38,12 @@ def parallelize(raw_model, parallel, device, ptdtype, compile=False, cpu_offload
                 block.compile()
             fully_shard(block, **options)
         fully_shard(raw_model, **options)
+        if weightless:
+            raw_model.materialize(device)
+        if from_rank0.item():
+            set_model_state_dict(raw_model, whole, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
         return raw_model
+    raw_model.materialize(device) if weightless else raw_model.to(device)
     model = torch.compile(raw_model) if compile else raw_model
     if dist.is_initialized():  # gradients in DDP's buckets themselves: no second copy of them
         model = DDP(model, device_ids=[device.index] if device.type == 'cuda' else None, gradient_as_bucket_view=True)
@@ -47,8 +59,6 @@ def whole_model(raw_model):
     rank calls it; the others get None). Unsharded models come back as they are."""
     if not is_sharded(raw_model):
         return raw_model
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
     from model import GPT
     state = get_model_state_dict(raw_model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if dist.get_rank() != 0:

@@ -417,10 +417,11 @@ def print_plan(config, world):
         vocab = load_meta(c.data_dir)['vocab_size'] if os.path.exists(os.path.join(c.data_dir, 'meta.pkl')) else 50257
         model_config = GPTConfig(**{k: config[k] for k in MODEL_DEFAULTS}, vocab_size=64 * math.ceil(vocab / 64))
     else:
-        from transformers import AutoConfig
-
-        from hf import config_from_hf
-        model_config = config_from_hf(AutoConfig.from_pretrained(c.init_from), block_size=c.block_size or None)
+        from hf import shapes_of
+        try:
+            model_config = shapes_of(c.init_from, block_size=c.block_size or None)
+        except CheckpointError as e:
+            fail(f'plan: {e}')
     try:
         micro_batch = split_step(c.batch_size, c.gradient_accumulation_steps, world)[1]
     except ValueError as e:
@@ -471,30 +472,34 @@ def main(config):
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
 
-    # the model: built from the options, read from ckpt.pt, or GPT-2's weights
-    torch.manual_seed(c.seed)  # the same initial weights on every rank
-    if c.init_from == 'scratch':
-        model_args = {k: config[k] for k in MODEL_DEFAULTS}
-        raw_model = GPT(GPTConfig(**model_args, vocab_size=64 * math.ceil(meta['vocab_size'] / 64)))  # padded: fast matmuls
-    elif c.init_from == 'resume':
-        try:
-            raw_model = model_from_checkpoint(ckpt)
-        except CheckpointError as e:
-            fail(f'{ckpt_path}: {e}')
-    else:  # an open model reads the tokens of its own tokenizer only
-        check_tokenizer_of(c.init_from, meta, c.data_dir)
-        from hf import from_pretrained
-        try:
-            raw_model = from_pretrained(c.init_from, block_size=c.block_size or None, dropout=c.dropout)
-        except CheckpointError as e:
-            fail(str(e))
+    # the model: built from the options, read from a checkpoint, or an open model's weights. Under FSDP on several
+    # processes only rank 0 initialises or reads the weights (parallelize sends each rank its shards); the others,
+    # and every process resuming from a sharded checkpoint, build the model on the meta device: shapes, no memory
+    torch.manual_seed(c.seed)  # the same initial weights on every rank (DDP)
+    weightless = fsdp and ((ddp and not master) or c.init_from == 'resume')
+    with torch.device('meta') if weightless else nullcontext():
+        if c.init_from == 'scratch':
+            model_args = {k: config[k] for k in MODEL_DEFAULTS}
+            raw_model = GPT(GPTConfig(**model_args, vocab_size=64 * math.ceil(meta['vocab_size'] / 64)))  # padded: fast matmuls
+        elif c.init_from == 'resume':
+            try:
+                raw_model = model_from_checkpoint(ckpt)
+            except CheckpointError as e:
+                fail(f'{ckpt_path}: {e}')
+        else:  # an open model reads the tokens of its own tokenizer only
+            check_tokenizer_of(c.init_from, meta, c.data_dir)
+            from hf import from_pretrained, shapes_of
+            try:
+                raw_model = GPT(shapes_of(c.init_from, c.block_size or None, c.dropout)) if weightless else \
+                    from_pretrained(c.init_from, block_size=c.block_size or None, dropout=c.dropout)
+            except CheckpointError as e:
+                fail(str(e))
         ignored = [f'{k}={config[k]!r}' for k in MODEL_DEFAULTS
                    if config[k] != getattr(raw_model.config, k) and not (k in DERIVED + ('block_size',) and not config[k])]
         if master and ignored:
             print(f'note: init_from={c.init_from!r} fixes the architecture; ignoring {", ".join(ignored)}')
     if raw_model.config.vocab_size < meta['vocab_size']:
         fail(f"the model's vocabulary ({raw_model.config.vocab_size}) is smaller than the data's ({meta['vocab_size']})")
-    raw_model.to(dev)
     raw_model.activation_checkpointing = c.activation_checkpointing
     block = raw_model.config.block_size
     model = parallelize(raw_model, c.parallel, dev, ptdtype, c.compile, c.cpu_offload)

@@ -131,7 +131,7 @@ def make_dataset(path, vocab_size=320, n_docs=240, seed=0, spec=None):
     import numpy as np
 
     from dataloader import token_dtype, write_meta
-    from tokenizer import EOT, encoding_from_spec, train_bpe, vocab_size_of
+    from tokenizer import encoding_from_spec, eot_id, train_bpe, vocab_size_of
     rng = random.Random(seed)
     docs = []
     for _ in range(n_docs):
@@ -141,7 +141,7 @@ def make_dataset(path, vocab_size=320, n_docs=240, seed=0, spec=None):
         docs.append(' '.join(sentences))
     spec = spec or train_bpe(docs, vocab_size)
     enc = encoding_from_spec(spec)
-    eot = spec['special_tokens'][EOT]
+    eot = eot_id(spec)
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     split = {'train': docs[: n_docs * 9 // 10], 'val': docs[n_docs * 9 // 10:]}

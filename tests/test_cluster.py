@@ -8,8 +8,10 @@ import time
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, make_dataset
+from hf_folders import llama_folder
 from test_train import TINY, records, run_train
+from tokenizer import spec_from_hf_folder
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
@@ -42,10 +44,14 @@ def free_port():
         return s.getsockname()[1]
 
 
-def test_slurm_script_trains_on_two_nodes_requeues_and_resumes(tiny_data, tmp_path):
-    """Two 'nodes' (torchrun agents on this machine, one process each) meet by c10d rendezvous and train with FSDP and
-    Muon as one process does (within 1e-5; Muon gathers each sharded matrix); USR1 near the time limit requeues the
-    job; the next start resumes from the sharded checkpoint."""
+def test_slurm_script_continues_an_open_model_on_two_nodes_requeues_and_resumes(tmp_path):
+    """Two 'nodes' (torchrun agents on this machine, one process each) meet by c10d rendezvous and continue pretraining
+    a (random, tiny) Llama folder with FSDP and Muon as one process does, within 1e-5: rank 0 alone reads the weights
+    and sends each rank its shards; Muon gathers each sharded matrix. USR1 near the time limit requeues the job; the
+    next start resumes from the sharded checkpoint."""
+    words = 'patients treated with the drug showed reduced tumour growth in mice while control groups did not'.split()
+    folder = llama_folder(tmp_path / 'llama', [' '.join(words[i:] + words[:i]) for i in range(len(words))], vocab_size=400)
+    data = make_dataset(tmp_path / 'data', spec=spec_from_hf_folder(folder))
     out, record = tmp_path / 'out', tmp_path / 'srun.txt'
     config = tmp_path / 'tiny.py'
     config.write_text('\n'.join(f'{a[2:].split("=")[0]} = {a.split("=")[1]!r}' for a in TINY).replace("'", '') + '\n')
@@ -54,7 +60,8 @@ def test_slurm_script_trains_on_two_nodes_requeues_and_resumes(tiny_data, tmp_pa
            'RECORD': str(record), 'SLURM_JOB_ID': '4242', 'SLURM_JOB_NUM_NODES': '2', 'SLURM_JOB_NODELIST': 'gpu[07-08]',
            'SLURM_SUBMIT_DIR': str(REPO), 'GPUS_PER_NODE': '1', 'PORT': str(port), 'PYTHON': sys.executable,
            'CONFIG': str(config), 'OUT_DIR': str(out),
-           'ARGS': f'--data_dir={tiny_data} --parallel=fsdp --optimizer=muon --eval_interval=0 --lr_decay_iters=6 --max_iters=4'}
+           'ARGS': f'--data_dir={data} --init_from={folder} --parallel=fsdp --optimizer=muon --learning_rate=1e-3 '
+                   '--eval_interval=0 --lr_decay_iters=6 --max_iters=4'}
     job = subprocess.Popen(['bash', str(REPO / 'scripts' / 'slurm.sh')], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            text=True)
     while not record.exists() and job.poll() is None:
@@ -70,7 +77,8 @@ def test_slurm_script_trains_on_two_nodes_requeues_and_resumes(tiny_data, tmp_pa
     r = subprocess.run(['bash', str(REPO / 'scripts' / 'slurm.sh')], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-6000:]
     assert record.read_text().splitlines()[-1].endswith(f'--out_dir={out} --init_from=resume')
-    run_train(tiny_data, tmp_path / 'one', '--optimizer=muon', '--eval_interval=0', '--lr_decay_iters=6', '--max_iters=6')
+    run_train(data, tmp_path / 'one', f'--init_from={folder}', '--optimizer=muon', '--learning_rate=1e-3', '--eval_interval=0',
+              '--lr_decay_iters=6', '--max_iters=6')
     two_nodes, one = records(out, 'train'), records(tmp_path / 'one', 'train')
     assert [r['iter'] for r in two_nodes] == [1, 2, 3, 4, 5, 6]
     assert [r['loss'] for r in two_nodes] == pytest.approx([r['loss'] for r in one], rel=1e-5)

@@ -100,11 +100,10 @@ def test_torchrun_two_processes_follow_one_process(optimizer, accumulation, tiny
     micro-batch a step (the CPU config's), each of 2 processes trains half of it."""
     args = [f'--data_dir={tiny_data}', *TINY, '--max_iters=6', '--eval_interval=3', f'--optimizer={optimizer}',
             f'--gradient_accumulation_steps={accumulation}']
-    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
-    subprocess.run([sys.executable, 'train.py', *args, f'--out_dir={tmp_path / "one"}'], cwd=REPO, env=env,
-                   check=True, capture_output=True)
+    train.main(train.options([*args, f'--out_dir={tmp_path / "one"}']))
     r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', 'train.py',
-                        *args, f'--out_dir={tmp_path / "two"}'], cwd=REPO, env=env, capture_output=True, text=True)
+                        *args, f'--out_dir={tmp_path / "two"}'], cwd=REPO, env={**os.environ, 'OMP_NUM_THREADS': '1'},
+                       capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-8000:]
     if accumulation == 1:
         assert 'each of the 2 processes trains 2 windows a step, in 1 micro-batch(es) of 2' in r.stdout
