@@ -38,8 +38,8 @@ def parallelize(raw_model, parallel, device, ptdtype, compile=False, cpu_offload
                 block.compile()
             fully_shard(block, **options)
         fully_shard(raw_model, **options)
-        if weightless:
-            raw_model.materialize(device)
+        if weightless:  # offloaded shards live in CPU memory (as torchtitan initialises them)
+            raw_model.materialize('cpu' if cpu_offload else device)
         if from_rank0.item():
             set_model_state_dict(raw_model, whole, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
         return raw_model
