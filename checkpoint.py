@@ -31,7 +31,7 @@ import warnings
 import torch
 import torch.distributed as dist
 
-from common import atomic_write
+from common import atomic_write, is_rank0
 from model import GPT, GPTConfig
 from tokenizer import fingerprint
 
@@ -118,7 +118,7 @@ def save_sharded(path, model, optimizers, fields):
         dist.all_reduce(finite, op=dist.ReduceOp.MIN)
     if not finite:
         raise CheckpointError('the weights are not finite (inf or nan)')
-    rank0, tmp = not distributed or dist.get_rank() == 0, path + '.tmp'
+    rank0, tmp = is_rank0(), path + '.tmp'
     if rank0 and os.path.exists(tmp):  # a killed save's
         shutil.rmtree(tmp)
     if distributed:

@@ -116,6 +116,12 @@ def precision(device, dtype='auto'):
     return ptdtype, nullcontext() if ptdtype == torch.float32 else torch.autocast(device_type=device.type, dtype=ptdtype)
 
 
+def is_rank0():
+    """Whether this process writes the files: rank 0 under torchrun, or the only process."""
+    import torch.distributed as dist
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
 def peak_memory_mb(device):
     """This process's peak memory so far, MB: what the allocator handed out on a GPU, the peak resident set on CPU."""
     import resource

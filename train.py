@@ -44,8 +44,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from checkpoint import (CheckpointError, check_resumable, checkpoint_fields, checkpoint_fields_of, first_line, latest_checkpoint,
                         load_checkpoint, load_sharded, make_checkpoint, model_from_checkpoint, read_train_state,
                         save_checkpoint, save_sharded)
-from common import (DTYPES, DeviceError, atomic_write, device_peak_flops, die_with_parent, peak_memory_mb, precision,
-                    resolve_device, writable_folder)
+from common import (DTYPES, DeviceError, atomic_write, device_peak_flops, die_with_parent, is_rank0, peak_memory_mb,
+                    precision, resolve_device, writable_folder)
 from configurator import config_from_globals, configure, fail
 from dataloader import DataError, TrainLoader, eval_starts, load_meta, open_tokens, read_windows, split_step
 from loss_eval import evaluate
@@ -326,15 +326,11 @@ def save_training(names, raw_model, meta, optimizers, scaler, loader, config, de
         else:
             ckpt = make_checkpoint(raw_model, meta['tokenizer'], meta['token_bytes'],
                                    optimizer=[o.state_dict() for o in optimizers], **training)
-            for path in paths if rank_of() == 0 else []:
+            for path in paths if is_rank0() else []:
                 save_checkpoint(ckpt, path + '.pt')
     except CheckpointError as e:
         fail(f"{e} after iter {progress['iter_num']}: stopping without writing it; the checkpoints in "
              f"{config['out_dir']} are untouched (try a lower learning_rate, grad_clip=1.0 or dtype=float32)")
-
-
-def rank_of():
-    return dist.get_rank() if dist.is_initialized() else 0
 
 
 def previous_run(out_dir):
@@ -643,13 +639,14 @@ def main(config):
             tokens_per_s = tokens_per_step * log_iters / log_seconds
             mfu = flops_per_token * tokens_per_s / (peak * world)
             if master:
+                memory = peak_memory_mb(dev)
                 record(metrics_path, wandb_run, {
                     'kind': 'train', 'iter': iter_num, 'tokens': tokens_seen, 'train_seconds': round(train_seconds, 3),
                     'loss': lossf, 'lr': c.learning_rate * mult, 'ms_per_iter': 1000 * log_seconds / log_iters,
-                    'tokens_per_s': tokens_per_s, 'mfu': mfu, 'peak_memory_mb': round(peak_memory_mb(dev), 1)})
+                    'tokens_per_s': tokens_per_s, 'mfu': mfu, 'peak_memory_mb': round(memory, 1)})
                 print(f'iter {iter_num}: loss {lossf:.4f}, lr {c.learning_rate * mult:.2e}, '
                       f'{1000 * log_seconds / log_iters:.1f} ms/iter, {tokens_per_s:,.0f} tok/s, mfu {100 * mfu:.1f}%, '
-                      f'peak memory {peak_memory_mb(dev):,.0f} MB')
+                      f'peak memory {memory:,.0f} MB')
             log_seconds, log_iters = 0.0, 0
         if c.ckpt_every_tokens and tokens_seen // c.ckpt_every_tokens > (tokens_seen - tokens_per_step) // c.ckpt_every_tokens:
             save_training([f'ckpt_{tokens_seen:012d}'], raw_model, meta, optimizers, scaler, loader, config, dev,
