@@ -517,10 +517,10 @@ def main(config):
         print(f'note: each of the {world} processes trains {loader.micro_batch * loader.micro_steps} windows a step, '
               f'in {loader.micro_steps} micro-batch(es) of {loader.micro_batch}: the global batch of batch_size x '
               f'gradient_accumulation_steps = {c.batch_size * c.gradient_accumulation_steps} windows, split {world} ways')
-    n_val = c.eval_iters * c.batch_size
+    val_starts = eval_starts(val_tokens, block, c.eval_iters * c.batch_size)  # fewer if val.bin is short
     if fsdp:  # every rank runs the same number of forward passes: FSDP gathers weights for each
-        n_val -= n_val % world
-    val_starts = eval_starts(val_tokens, block, n_val)[rank::world]
+        val_starts = val_starts[:len(val_starts) - len(val_starts) % world]
+    val_starts = val_starts[rank::world]
     token_bytes = torch.tensor(meta['token_bytes'] + [0] * (raw_model.config.vocab_size - len(meta['token_bytes'])), device=dev)
     tokens_per_step = c.batch_size * c.gradient_accumulation_steps * block  # all ranks
 
