@@ -340,6 +340,11 @@ OLD = ['--n_layer=1', '--n_head=2', '--n_embd=16', '--block_size=16', '--batch_s
        '--lr_decay_iters=40']
 
 
+# figures recorded on another machine: float sums differ with the CPU and its BLAS kernels (an AMD EPYC gave
+# 3.9592813216149807 for 3.959281325340271, rel 1e-9); a wrong layout or a lost optimizer state moves them by > 1e-3
+ANOTHER_CPU = 1e-6
+
+
 def test_a_checkpoint_of_the_layout_before_evaluates_and_resumes_as_it_did(tmp_path):
     """tests/fixtures/ckpt_v1_before_layout.pt was written by train.py before the one-job-per-file layout, on
     make_dataset(vocab_size=300); its val loss and the losses of 4 more steps were recorded with that code."""
@@ -348,11 +353,11 @@ def test_a_checkpoint_of_the_layout_before_evaluates_and_resumes_as_it_did(tmp_p
     out.mkdir()
     shutil.copy(FIXTURES / 'ckpt_v1_before_layout.pt', out / 'ckpt.pt')
     run_train(data, out, *OLD, '--init_from=resume', '--eval_only=True')
-    assert records(out, 'eval')[-1]['val_loss'] == 3.959281325340271
+    assert records(out, 'eval')[-1]['val_loss'] == pytest.approx(3.959281325340271, rel=ANOTHER_CPU)
     run_train(data, out, *OLD, '--init_from=resume', '--max_iters=34', '--save_best=False')
-    assert [r['loss'] for r in records(out, 'train')] == [4.0298004150390625, 3.9604058265686035, 4.072561740875244,
-                                                           4.026118755340576]
-    assert records(out, 'eval')[-1]['val_loss'] == 3.9052813686430454
+    assert [r['loss'] for r in records(out, 'train')] == pytest.approx(
+        [4.0298004150390625, 3.9604058265686035, 4.072561740875244, 4.026118755340576], rel=ANOTHER_CPU)
+    assert records(out, 'eval')[-1]['val_loss'] == pytest.approx(3.9052813686430454, rel=ANOTHER_CPU)
 
 
 def test_renamed_options_keep_working_with_a_note(tiny_data, tmp_path, capsys):
