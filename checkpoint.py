@@ -82,10 +82,14 @@ def load_checkpoint(path, map_location='cpu'):
     return ckpt
 
 
-def read_checkpoint_file(path, map_location='cpu'):
-    """A torch.save'd dict of this project's format version, read as data."""
+def read_checkpoint_file(path, map_location='cpu', mmap=False):
+    """A torch.save'd dict of this project's format version, read as data (mmap: tensors stay in the file)."""
+    with open(path, 'rb') as f:
+        magic = f.read(4)
+    if magic != b'PK\x03\x04' and magic[:1] != b'\x80':  # torch.save writes a zip (or, before 1.6, a pickle)
+        raise CheckpointError(f'{path}: not a readable checkpoint ({"an empty file" if not magic else "not a file torch.save wrote"})')
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError:  # torch's message advises weights_only=False: never for a file of unknown origin
         raise CheckpointError(f'{path}: not a checkpoint of this project: it holds objects other than tensors and '
                               'plain data, and loading those could run code (refused)')
@@ -112,16 +116,12 @@ def save_sharded(path, model, optimizers, fields):
     from torch.distributed import checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict
     model_state, optimizer_state = get_state_dict(model, optimizers)
-    finite = torch.tensor(float(all_finite({k: getattr(v, '_local_tensor', v) for k, v in model_state.items()})))
-    distributed = dist.is_initialized()
-    if distributed:
-        dist.all_reduce(finite, op=dist.ReduceOp.MIN)
-    if not finite:
+    if not agreed_finite(model_state):
         raise CheckpointError('the weights are not finite (inf or nan)')
-    rank0, tmp = is_rank0(), path + '.tmp'
+    rank0, tmp, old = is_rank0(), path + '.tmp', path + '.old'
     if rank0 and os.path.exists(tmp):  # a killed save's
         shutil.rmtree(tmp)
-    if distributed:
+    if dist.is_initialized():
         dist.barrier()
     with warnings.catch_warnings():
         warnings.filterwarnings('ignore', 'torch.distributed is disabled')
@@ -129,27 +129,125 @@ def save_sharded(path, model, optimizers, fields):
     if rank0:
         save_checkpoint(fields, os.path.join(tmp, TRAIN_STATE))
         if os.path.exists(path):
-            os.rename(path, path + '.old')
+            if os.path.exists(old):  # a kill after the rename below left it: path is whole, so old is stale
+                shutil.rmtree(old)
+            os.rename(path, old)
         os.rename(tmp, path)
-        shutil.rmtree(path + '.old', ignore_errors=True)
-    if distributed:
+        shutil.rmtree(old, ignore_errors=True)
+    if dist.is_initialized():
         dist.barrier()
 
 
 def load_sharded(path, model, optimizers):
-    """Fill model and optimizers, sharded by FSDP on any number of processes or whole on one, from the folder."""
-    from torch.distributed import checkpoint as dcp
+    """Fill model and optimizers, sharded by FSDP on any number of processes or whole on one, from the folder, read
+    as data (DataReader, DataLoadPlanner). CheckpointError, on every rank, when its shards do not fit or their
+    weights are not all finite."""
+    from torch.distributed.checkpoint.api import CheckpointException
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+    folder = sharded(path)
+    read_sharded_metadata(folder)  # refused here, on every rank, before dcp reads anything
     model_state, optimizer_state = get_state_dict(model, optimizers)
     state = {'model': model_state, 'optimizer': optimizer_state}
     try:
-        with warnings.catch_warnings():  # on one process without torchrun, dcp says it loads in one process: yes
-            warnings.filterwarnings('ignore', 'torch.distributed is disabled')
-            dcp.load(state, checkpoint_id=sharded(path))
+        load_as_data(state, folder)
         set_state_dict(model, optimizers, model_state_dict=state['model'], optim_state_dict=state['optimizer'])
-    except Exception as e:  # dcp gathers every rank's exceptions into one
-        raise CheckpointError(f'{path}: its shards do not fit this model and optimizer ({type(e).__name__}: '
-                              f'{first_line(e)})')
+    except (Exception, CheckpointException) as e:  # dcp gathers every rank's exceptions into a BaseException
+        cause = next(iter(getattr(e, 'failures', {}).values()), (e,))[0]  # the first rank's
+        if isinstance(cause, pickle.UnpicklingError):
+            raise CheckpointError(f'{path}: its shards hold objects other than tensors and plain data, and loading '
+                                  'those could run code (refused)')
+        raise CheckpointError(f'{path}: its shards do not fit this model and optimizer ({type(cause).__name__}: '
+                              f'{first_line(cause)})')
+    if not agreed_finite(model.state_dict()):
+        raise CheckpointError(f'{path}: the weights are not finite (inf or nan): the run that wrote it had blown up')
+
+
+def agreed_finite(state_dict):
+    """Whether every rank's (local shards of the) weights are finite: a collective under torchrun."""
+    finite = all_finite({k: getattr(v, '_local_tensor', v) for k, v in state_dict.items()})
+    if not dist.is_initialized():
+        return finite
+    # nccl reduces tensors on this process's GPU only (shards may live in CPU memory: cpu_offload)
+    flag = torch.tensor(float(finite), device='cuda' if dist.get_backend() == 'nccl' else 'cpu')
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item())
+
+
+# A sharded checkpoint's .metadata is a pickle, and dcp reads it (and the optimizer's non-tensor values) with plain
+# pickle / torch.load(weights_only=False): a folder from someone else could run code. Read both as data instead.
+DCP_METADATA = 'torch.distributed.checkpoint.metadata'
+DCP_CLASSES = {(DCP_METADATA, name) for name in ('Metadata', 'MetadataIndex', 'StorageMeta', 'TensorProperties',
+                                                 'TensorStorageMetadata', 'BytesStorageMetadata', 'ChunkStorageMetadata',
+                                                 '_MEM_FORMAT_ENCODING')} | {
+    ('torch.distributed.checkpoint.filesystem', '_StorageInfo'), ('torch', 'Size'), ('torch.serialization', '_get_layout'),
+    ('pathlib', 'PosixPath'), ('pathlib', 'WindowsPath'), ('pathlib', 'PurePosixPath'), ('pathlib', 'PureWindowsPath')}
+
+
+class DcpMetadataUnpickler(pickle.Unpickler):
+    """Unpickles dcp's metadata classes, torch sizes and dtypes and builtins; refuses anything else."""
+
+    def find_class(self, module, name):
+        if (module, name) in DCP_CLASSES or (module == 'torch' and isinstance(getattr(torch, name, None), torch.dtype)):
+            return super().find_class(module, name)
+        raise CheckpointError(f'it refers to {module}.{name}, which is not checkpoint metadata (a pickle can run code '
+                              'when loaded: refused)')
+
+
+def read_sharded_metadata(folder):
+    """The dcp Metadata of a sharded checkpoint's folder, read as data, whose shards are files of that folder and as
+    long as it says; CheckpointError saying what is wrong."""
+    from torch.distributed.checkpoint.metadata import Metadata
+    try:
+        with open(os.path.join(folder, '.metadata'), 'rb') as f:
+            metadata = DcpMetadataUnpickler(f).load()
+    except OSError as e:
+        raise CheckpointError(f'{folder}: cannot read its .metadata ({e.strerror})')
+    except CheckpointError as e:
+        raise CheckpointError(f'{folder}/.metadata: {e}')
+    except Exception as e:
+        raise CheckpointError(f'{folder}/.metadata: not readable ({type(e).__name__}: {first_line(e)}; a truncated or '
+                              'corrupt file)')
+    if not isinstance(metadata, Metadata) or not isinstance(getattr(metadata, 'storage_data', None), dict):
+        raise CheckpointError(f'{folder}/.metadata: not the metadata of a sharded checkpoint')
+    ends = {}
+    for info in metadata.storage_data.values():
+        name, offset, length = (getattr(info, k, None) for k in ('relative_path', 'offset', 'length'))
+        if not (isinstance(name, str) and name == os.path.basename(name) and name not in ('', '.', '..')
+                and isinstance(offset, int) and isinstance(length, int) and min(offset, length) >= 0):
+            raise CheckpointError(f'{folder}/.metadata: names a shard {name!r} that is not a file of the folder')
+        ends[name] = max(ends.get(name, 0), offset + length)
+    for name, end in sorted(ends.items()):
+        shard = os.path.join(folder, name)
+        if not os.path.isfile(shard):
+            raise CheckpointError(f'{folder}: the shard {name} is missing (an incomplete copy?)')
+        if os.path.getsize(shard) < end:
+            raise CheckpointError(f'{folder}: the shard {name} is cut short ({os.path.getsize(shard):,} bytes of {end:,})')
+    return metadata
+
+
+def load_as_data(state, folder):
+    """dcp.load of the folder into state, with .metadata read as data (read_sharded_metadata) and the non-tensor
+    values (the optimizer's hyperparameters) with torch.load(weights_only=True) first: dcp's own reader and planner
+    read both with plain pickle. (dcp is imported here: a second of start-up that only sharded checkpoints need.)"""
+    from torch.distributed import checkpoint as dcp
+    from torch.distributed.checkpoint.metadata import StorageMeta
+
+    class DataReader(dcp.FileSystemReader):
+        def read_metadata(self, *args, **kwargs):
+            metadata = read_sharded_metadata(str(self.path))
+            metadata.storage_meta = metadata.storage_meta or StorageMeta()
+            metadata.storage_meta.load_id = self.load_id
+            return metadata
+
+    class DataLoadPlanner(dcp.DefaultLoadPlanner):
+        def load_bytes(self, read_item, value):
+            torch.load(value, weights_only=True)  # UnpicklingError for anything but tensors and plain data
+            value.seek(0)
+            super().load_bytes(read_item, value)
+
+    with warnings.catch_warnings():  # on one process without torchrun, dcp says it loads in one process: yes
+        warnings.filterwarnings('ignore', 'torch.distributed is disabled')
+        dcp.load(state, storage_reader=DataReader(folder), planner=DataLoadPlanner())
 
 
 def latest_checkpoint(out_dir, parallel=None):
@@ -164,7 +262,7 @@ def latest_checkpoint(out_dir, parallel=None):
 
 def checkpoint_fields_of(path):
     """The keys of the checkpoint `path` (a file or a sharded folder) without reading its weights (a file is mmapped)."""
-    return read_train_state(path) if os.path.isdir(sharded(path)) else torch.load(path, mmap=True, weights_only=True)
+    return read_train_state(path) if os.path.isdir(sharded(path)) else read_checkpoint_file(path, mmap=True)
 
 
 def read_train_state(path):
@@ -172,6 +270,7 @@ def read_train_state(path):
     folder = sharded(path)
     if not os.path.isfile(os.path.join(folder, TRAIN_STATE)) or not os.path.isfile(os.path.join(folder, '.metadata')):
         raise CheckpointError(f'{path}: not a sharded checkpoint of this project (no {TRAIN_STATE} or .metadata in it)')
+    read_sharded_metadata(folder)
     return read_checkpoint_file(os.path.join(folder, TRAIN_STATE))
 
 

@@ -43,7 +43,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from checkpoint import (CheckpointError, check_resumable, checkpoint_fields, checkpoint_fields_of, first_line, latest_checkpoint,
                         load_checkpoint, load_sharded, make_checkpoint, model_from_checkpoint, read_train_state,
-                        save_checkpoint, save_sharded)
+                        save_checkpoint, save_sharded, sharded)
 from common import (DTYPES, DeviceError, atomic_write, device_peak_flops, die_with_parent, is_rank0, peak_memory_mb,
                     precision, resolve_device, writable_folder)
 from configurator import config_from_globals, configure, fail
@@ -152,10 +152,14 @@ def with_resumed_run(config, given):
     """The options of the run ckpt.pt continues: its own, except where argv says otherwise (noted). A change
     that breaks the exact continuation of its data stream is refused unless allow_config_change."""
     path = latest_checkpoint(config['out_dir'], config['parallel'] if 'parallel' in given else None)
-    try:
-        stored = checkpoint_fields_of(path)['config']
-    except Exception:  # no checkpoint, or not a readable one: main() says which
+    if not os.path.exists(sharded(path)):  # main() says there is none
         return config
+    try:
+        stored = checkpoint_fields_of(path).get('config')
+    except CheckpointError as e:
+        fail(str(e))
+    if not isinstance(stored, dict):
+        fail(f'{path}: no run options (config) in it: not a checkpoint to resume from')
     kept = {k: v for k, v in stored.items() if k in config and k not in NOT_RESUMED}
     changed = sorted(k for k in kept if k in given and config[k] != kept[k])
     breaking = [k for k in changed if k in EXACT_RESUME_KEYS]
