@@ -7,6 +7,7 @@ this module and has no use for torch's few seconds of start-up.
 """
 import os
 import pickle
+import shutil
 import time
 from contextlib import contextmanager, nullcontext
 
@@ -41,6 +42,31 @@ def writable_folder(path, create=True):
     while create and not os.path.exists(path) and path != os.path.dirname(path):
         path = os.path.dirname(os.path.abspath(path))
     return os.path.isdir(path) and os.access(path, os.W_OK | os.X_OK)
+
+
+REPO = os.path.dirname(os.path.abspath(__file__))
+
+
+def replacing_would_lose(folder, keep):
+    """Why removing `folder` whole would lose something, or None: it is, or lies above, one of `keep` ({path:
+    what it is}), the current folder or this repository. Symlinks are followed: what would be removed counts."""
+    target = os.path.realpath(folder)
+    for path, what in {**keep, os.getcwd(): 'the current folder', REPO: 'the repository'}.items():
+        real = os.path.realpath(path)
+        if real == target or real.startswith(target.rstrip(os.sep) + os.sep):
+            return f'{folder} is or holds {what} ({path}): it would be deleted'
+    return None
+
+
+def replace_folder(staging, folder):
+    """Put the whole folder `staging` at `folder` (the folder a symlink there points to), replacing what is there:
+    renamed aside, then removed once the new one is in place, so a kill leaves one or the other whole."""
+    target = os.path.realpath(folder)
+    old = f'{target}.{os.getpid()}.old'
+    if os.path.isdir(target):
+        os.rename(target, old)
+    os.rename(staging, target)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 # what a pickle of builtins and numpy arrays refers to by name: nothing here runs code of the file's choosing

@@ -23,6 +23,8 @@ def main():
     if not os.path.isdir(sharded(c['ckpt'])):
         fail(f"--ckpt={c['ckpt']}: not a folder (a sharded checkpoint is the folder NAME.dcp train.py "
              '--parallel=fsdp writes)', 2)
+    if os.path.isdir(c['out']):
+        fail(f"--out={c['out']}: is a folder; name the file to write, e.g. --out=out/ckpt.pt", 2)
     if os.path.exists(c['out']) and not c['overwrite']:
         fail(f"--out={c['out']} exists: pass --overwrite=True to replace it", 2)
     try:

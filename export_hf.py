@@ -9,7 +9,7 @@ import os
 import shutil
 
 from checkpoint import CheckpointError, load_checkpoint
-from common import writable_folder
+from common import replace_folder, replacing_would_lose, writable_folder
 from configurator import config_from_globals, configure, fail
 from hf import ExportError, export
 
@@ -18,36 +18,39 @@ out = 'hf'
 overwrite = False          # replace --out if it holds files (else refused: stale weight files would be loaded too)
 
 
-def check_out(path, replace):
-    """Exit 2 unless `path` can become the export folder: empty or absent, or replaced with --overwrite=True."""
+def check_out(path, replace, ckpt):
+    """Exit 2 unless `path` can become the export folder: empty or absent, or replaced with --overwrite=True when
+    that loses nothing but an earlier export (never the checkpoint, the current folder or the repository)."""
     if not path:
         fail('--out is empty: name the folder to write, e.g. --out=hf', 2)
     if os.path.exists(path) and not os.path.isdir(path):
         fail(f'--out={path}: is a file, not a folder', 2)
+    lost = replacing_would_lose(path, {ckpt: 'the checkpoint to export'})
+    if lost:
+        fail(f'--out={lost}: export into a folder of its own, e.g. --out=hf', 2)
     if os.path.isdir(path) and os.listdir(path) and not replace:
         fail(f"--out={path} holds files ({', '.join(sorted(os.listdir(path))[:4])}...): a loader would mix them with the "
              'export; use an empty folder, or --overwrite=True to replace this one', 2)
-    if not writable_folder(os.path.dirname(os.path.abspath(path))):
+    if not writable_folder(os.path.dirname(os.path.realpath(path))):
         fail(f'--out={path}: cannot write beside it', 2)
 
 
 def main():
     c = configure(config_from_globals(globals()))
-    check_out(c['out'], c['overwrite'])
-    staging = f"{os.path.abspath(c['out'])}.{os.getpid()}.tmp"  # the folder appears whole, with nothing stale in it
+    check_out(c['out'], c['overwrite'], c['ckpt'])
+    staging = f"{os.path.realpath(c['out'])}.{os.getpid()}.tmp"  # the folder appears whole, with nothing stale in it
     try:
         target = export(load_checkpoint(c['ckpt']), staging)
+        umask = os.umask(0)
+        os.umask(umask)
+        for name in os.listdir(staging):  # the same permissions for every file (safetensors writes 0600)
+            os.chmod(os.path.join(staging, name), 0o666 & ~umask)
+        replace_folder(staging, c['out'])
     except (CheckpointError, ExportError) as e:
-        shutil.rmtree(staging, ignore_errors=True)
         fail(f'cannot export {c["ckpt"]}: {e}')
-    umask = os.umask(0)
-    os.umask(umask)
-    for name in os.listdir(staging):  # the same permissions for every file (safetensors writes 0600)
-        os.chmod(os.path.join(staging, name), 0o666 & ~umask)
-    if os.path.isdir(c['out']):
-        shutil.rmtree(c['out'])
-    os.rename(staging, c['out'])
-    print(f'wrote {target} model and tokenizer to {os.path.abspath(c["out"])}')
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    print(f'wrote {target} model and tokenizer to {os.path.realpath(c["out"])}')
 
 
 if __name__ == '__main__':

@@ -141,3 +141,10 @@ def test_a_file_that_is_not_a_checkpoint_is_called_so(tmp_path):
     text.write_text('some notes, not a checkpoint\n')
     with pytest.raises(CheckpointError, match='not a readable checkpoint \\(not a file torch.save wrote\\)'):
         load_checkpoint(str(text))
+
+
+def test_consolidate_refuses_a_folder_as_its_output(sharded_run):
+    code, err = commands(['consolidate.py', f'--ckpt={sharded_run / "ckpt.dcp"}', f'--out={sharded_run / "ckpt.dcp"}',
+                          '--overwrite=True'])[0]
+    assert code == 2 and err.count('\n') == 1 and 'is a folder; name the file to write' in err
+    assert load_checkpoint(str(sharded_run / 'ckpt.dcp'))['iter_num'] == 3

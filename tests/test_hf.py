@@ -191,6 +191,34 @@ def test_export_refuses_a_folder_with_files_replaces_it_on_request_and_writes_on
         assert r.returncode == 2 and message in r.stderr and r.stderr.count('\n') == 1
 
 
+def test_export_overwrite_never_deletes_the_checkpoint_the_current_folder_or_the_repository(spec, tmp_path):
+    run = tmp_path / 'run'
+    run.mkdir()
+    checkpoint_of(spec, run / 'ckpt.pt', pos='rotary', norm='rmsnorm', mlp='swiglu', bias=False)
+    (run / 'metrics.jsonl').write_text('{}\n')
+    old_export = tmp_path / 'exports' / 'v1'
+    old_export.mkdir(parents=True)
+    (old_export / 'pytorch_model.bin').write_bytes(b'stale')
+    work = tmp_path / 'work'  # the current folder
+    work.mkdir()
+    (work / 'notes.txt').write_text('mine')
+    (work / 'link').symlink_to(old_export)
+    cases = {str(run): 'is or holds the checkpoint to export', str(tmp_path): 'is or holds the checkpoint to export',
+             '.': 'is or holds the current folder', str(REPO): 'is or holds the repository', 'link': None}
+    procs = [subprocess.Popen([sys.executable, str(REPO / 'export_hf.py'), f'--ckpt={run / "ckpt.pt"}', f'--out={out}',
+                               '--overwrite=True'], cwd=work, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              env={**os.environ, 'OMP_NUM_THREADS': '1'}) for out in cases]
+    for proc, (out, message) in zip(procs, cases.items()):
+        code, err = proc.wait(timeout=300), proc.stderr.read()
+        if message:
+            assert code == 2 and err.count('\n') == 1 and message in err, (out, err)
+        else:  # a symlink: the folder it points to is replaced, the link stays
+            assert code == 0, err
+    assert sorted(p.name for p in run.iterdir()) == ['ckpt.pt', 'metrics.jsonl'] and (work / 'notes.txt').is_file()
+    assert (work / 'link').is_symlink() and (work / 'link' / 'config.json').is_file()
+    assert not (old_export / 'pytorch_model.bin').exists() and not list(tmp_path.rglob('*.tmp')) + list(tmp_path.rglob('*.old'))
+
+
 FAMILIES = {  # the open families people adapt, tiny and random: every switch the mapping has to get right
     'llama-gqa-llama3-rope': ('LlamaForCausalLM', dict(LLAMA_TINY, tie_word_embeddings=False, rms_norm_eps=1e-5, rope_parameters=dict(
         rope_type='llama3', rope_theta=500000.0, factor=32.0, low_freq_factor=1.0, high_freq_factor=4.0,
