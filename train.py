@@ -64,7 +64,7 @@ eval_interval = 2000            # evaluate every this many iterations (0 = only 
 eval_interval_seconds = 0.0     # and/or whenever this much training time passed since the last eval (0 = off)
 eval_iters = 200                # the fixed val set is eval_iters * batch_size windows
 log_interval = 1
-eval_only = False               # evaluate once and exit
+eval_only = False               # evaluate the model of init_from (resume: out_dir's checkpoint) once, print it, write nothing
 save_latest = True              # write ckpt.pt, the state --init_from=resume continues from, at every evaluation
 save_best = True                # write best.pt whenever val loss improves
 ckpt_every_tokens = 0           # > 0: also keep snapshots ckpt_<tokens seen>.pt every this many tokens
@@ -186,6 +186,8 @@ def check_options(c):
                  f"or a Hugging Face model folder", 2)
         if not os.path.isfile(os.path.join(c['init_from'], 'config.json')):
             fail(f"init_from={c['init_from']!r}: not a Hugging Face model folder (it has no config.json)", 2)
+    if c['eval_only'] and c['init_from'] == 'scratch':
+        fail('eval_only=True evaluates an existing model: --init_from=resume (the run in out_dir) or a model folder', 2)
     if c['block_size'] == 0 and c['init_from'] == 'scratch':
         fail("block_size=0 (the model's own context) needs an open model to come from: --init_from=FOLDER", 2)
     try:
@@ -563,17 +565,17 @@ def main(config):
     peak = c.peak_flops or device_peak_flops(dev, ptdtype)
     # out_dir: touched only now that every option, the data and the model have been checked
     metrics_path = os.path.join(c.out_dir, 'metrics.jsonl')
-    if master:
+    if master and not c.eval_only:  # evaluating a run leaves its files as they are
         os.makedirs(c.out_dir, exist_ok=True)
         if c.init_from == 'resume':
             keep_metrics_until(metrics_path, iter_num)  # what a killed run logged after its checkpoint comes again
-        elif not c.eval_only:
+        else:
             for name in previous:  # only with --overwrite=True (checked above)
                 path = os.path.join(c.out_dir, name)
                 shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
             open(metrics_path, 'w').close()
     wandb_run = None
-    if master and c.wandb_log:
+    if master and c.wandb_log and not c.eval_only:
         import wandb
         wandb_run = wandb.init(project=c.wandb_project, name=c.wandb_run_name, config=config, dir=c.out_dir)
     if master:
@@ -582,6 +584,7 @@ def main(config):
 
     min_ratio = c.min_lr / c.learning_rate if c.learning_rate else 0.0
     first_iter, last_eval_seconds = iter_num, train_seconds
+    stop_on_signals()  # from now on a stop signal checkpoints first; before, it stops the process at once
     log_seconds, log_iters = 0.0, 0
     while True:
         if ddp:
@@ -608,9 +611,12 @@ def main(config):
             ev = evaluate(model, val_batches(val_tokens, val_starts, c.batch_size, block, dev), token_bytes, autocast)
             last_eval_seconds = train_seconds
             if master:
-                record(metrics_path, wandb_run, {'kind': 'eval', 'iter': iter_num, 'tokens': tokens_seen,
-                                                 'train_seconds': round(train_seconds, 3), **ev})
+                rec = {'kind': 'eval', 'iter': iter_num, 'tokens': tokens_seen, 'train_seconds': round(train_seconds, 3), **ev}
                 print(f"eval iter {iter_num}: val loss {ev['val_loss']:.4f}, ppl {ev['val_ppl']:.2f}, bpb {ev['val_bpb']:.4f}")
+                if c.eval_only:  # the whole record on stdout; the run's metrics.jsonl is left as it is
+                    print(json.dumps(rec))
+                else:
+                    record(metrics_path, wandb_run, rec)
             if not math.isfinite(ev['val_loss']):
                 fail(f'val loss is {ev["val_loss"]} at iter {iter_num}: stopping; the checkpoints in {c.out_dir} are untouched')
             improved = ev['val_loss'] < best_val_loss
@@ -689,7 +695,6 @@ def stop_on_signals():
 
 if __name__ == '__main__':
     config = options()
-    stop_on_signals()
     try:
         main(config)
     except RuntimeError as e:  # under torchrun: a collective that waited dist_timeout for a stalled process

@@ -3,6 +3,7 @@ import math
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -185,6 +186,55 @@ def test_workers_exit_when_torchrun_is_killed(tiny_data, tmp_path):
     assert not any(alive(pid) for pid in workers.values())
 
 
+def test_eval_only_prints_the_evaluation_and_leaves_the_runs_files_as_they_are(tiny_data, tmp_path, capsys):
+    out = tmp_path / 'out'
+    run_train(tiny_data, out, '--max_iters=4', '--eval_interval=2', '--save_best=False')
+    with open(out / 'metrics.jsonl', 'a') as f:  # the run goes on writing past its checkpoint (iter 4)
+        f.write(json.dumps({'kind': 'train', 'iter': 5, 'loss': 1.0}) + '\n')
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+    run_train(tiny_data, out, '--init_from=resume', '--eval_only=True')
+    printed = capsys.readouterr().out.splitlines()
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert json.loads(printed[-1])['kind'] == 'eval' and json.loads(printed[-1])['iter'] == 4
+    with pytest.raises(SystemExit) as e:  # a random model's evaluation is nobody's figure
+        run_train(tiny_data, tmp_path / 'new', '--eval_only=True')
+    assert e.value.code == 2 and 'eval_only=True evaluates an existing model' in capsys.readouterr().err
+    assert not (tmp_path / 'new').exists()
+
+
+def test_sigterm_before_training_starts_stops_at_once(tiny_data, tmp_path):
+    """Waiting at torchrun's rendezvous for a process that never comes (or building a model, or planning): a
+    scheduler's SIGTERM ends the process then and there; only a training loop checkpoints first."""
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, 'RANK': '0', 'LOCAL_RANK': '0', 'WORLD_SIZE': '2', 'MASTER_ADDR': '127.0.0.1',
+           'MASTER_PORT': str(port), 'OMP_NUM_THREADS': '1'}
+    proc = subprocess.Popen([sys.executable, 'train.py', f'--data_dir={tiny_data}', f'--out_dir={tmp_path / "out"}', *TINY],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(5)  # rank 1 never comes: rank 0 waits up to dist_timeout (600 s)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == -signal.SIGTERM and not (tmp_path / 'out').exists()
+
+
+def test_plan_answers_at_once_for_any_size(tiny_data, tmp_path):
+    """From shapes and formulas: 30,000 layers (or a config.json of 10^6) plan as fast as 12."""
+    from transformers import LlamaConfig
+    LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=10 ** 6, num_attention_heads=4,
+                vocab_size=1000).save_pretrained(tmp_path / 'deep')
+    outputs = []
+    for args in (['--n_layer=30000'], [f'--init_from={tmp_path / "deep"}', '--block_size=64']):
+        r = subprocess.run([sys.executable, 'train.py', f'--data_dir={tiny_data}', f'--out_dir={tmp_path / "out"}',
+                            *args, '--plan=True'], cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0 and not (tmp_path / 'out').exists(), r.stderr
+        outputs.append(r.stdout)
+    block = 12 * 768 * 768 + 13 * 768  # GPT-2 small's block: attention and MLP matrices and biases, two layer norms
+    assert outputs[0].startswith(f'memory plan: {(320 * 768 + 1024 * 768 + 2 * 768 + 30000 * block) / 1e9:.3g}B')
+    block = 4 * 64 * 64 + 3 * 64 * 128 + 2 * 64  # q, k, v, o; gate, up, down; two RMSNorms
+    assert outputs[1].startswith(f'memory plan: {(1000 * 64 + 64 + 10 ** 6 * block) / 1e9:.3g}B')
+
+
 def test_sigterm_checkpoints_at_the_next_step_and_the_run_resumes(tiny_data, tmp_path):
     """What a scheduler's preemption or requeue sends (and torchrun passes on): the run ends as at a budget."""
     out = tmp_path / 'out'
@@ -243,13 +293,14 @@ def test_time_budget_counts_training_only_and_ends_with_an_eval(tiny_data, tmp_p
     assert not list(out.glob('*.pt'))
 
 
-def test_max_tokens_and_eval_only(tiny_data, tmp_path):
+def test_max_tokens_and_eval_only(tiny_data, tmp_path, capsys):
     out = tmp_path / 'out'
     run_train(tiny_data, out, '--max_tokens=1000', '--eval_interval=0')  # 256 tokens per step: 4 steps
     assert records(out, 'train')[-1]['tokens'] == 1024
+    capsys.readouterr()
     run_train(tiny_data, out, '--eval_only=True', '--init_from=resume')
-    evals = records(out, 'eval')
-    assert len(evals) == 3 and evals[2]['val_loss'] == evals[1]['val_loss'] and evals[2]['iter'] == 4
+    evaluated, evals = json.loads(capsys.readouterr().out.splitlines()[-1]), records(out, 'eval')
+    assert len(evals) == 2 and evaluated['val_loss'] == evals[1]['val_loss'] and evaluated['iter'] == 4
     assert len(records(out, 'train')) == 4
 
 
@@ -345,7 +396,7 @@ OLD = ['--n_layer=1', '--n_head=2', '--n_embd=16', '--block_size=16', '--batch_s
 ANOTHER_CPU = 1e-6
 
 
-def test_a_checkpoint_of_the_layout_before_evaluates_and_resumes_as_it_did(tmp_path):
+def test_a_checkpoint_of_the_layout_before_evaluates_and_resumes_as_it_did(tmp_path, capsys):
     """tests/fixtures/ckpt_v1_before_layout.pt was written by train.py before the one-job-per-file layout, on
     make_dataset(vocab_size=300); its val loss and the losses of 4 more steps were recorded with that code."""
     data = make_dataset(tmp_path / 'data', vocab_size=300)
@@ -353,7 +404,8 @@ def test_a_checkpoint_of_the_layout_before_evaluates_and_resumes_as_it_did(tmp_p
     out.mkdir()
     shutil.copy(FIXTURES / 'ckpt_v1_before_layout.pt', out / 'ckpt.pt')
     run_train(data, out, *OLD, '--init_from=resume', '--eval_only=True')
-    assert records(out, 'eval')[-1]['val_loss'] == pytest.approx(3.959281325340271, rel=ANOTHER_CPU)
+    evaluated = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert evaluated['val_loss'] == pytest.approx(3.959281325340271, rel=ANOTHER_CPU)
     run_train(data, out, *OLD, '--init_from=resume', '--max_iters=34', '--save_best=False')
     assert [r['loss'] for r in records(out, 'train')] == pytest.approx(
         [4.0298004150390625, 3.9604058265686035, 4.072561740875244, 4.026118755340576], rel=ANOTHER_CPU)
