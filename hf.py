@@ -17,6 +17,7 @@ Grouped-query attention, head size, MLP width, norm eps, rope base and Llama 3's
 over both ways. Anything else (a logit softcap, ReLU² with QK-norm, ...) is refused, naming the switch.
 Exported weights are float32 model.safetensors; the vocabulary padding train.py adds is dropped.
 """
+import glob
 import json
 import os
 
@@ -28,6 +29,10 @@ from tokenizer import EOT, bytes_to_unicode, eot_id, vocab_size_of
 
 LLAMA_FAMILY = {'llama': 'LlamaForCausalLM', 'qwen2': 'Qwen2ForCausalLM', 'qwen3': 'Qwen3ForCausalLM',
                 'arcee': 'ArceeForCausalLM'}
+# the sizes a config.json must give (transformers' defaults are those of some other model)
+REQUIRED = {'gpt2': ('vocab_size', 'n_embd', 'n_layer', 'n_head'),
+            **{t: ('vocab_size', 'hidden_size', 'num_hidden_layers', 'num_attention_heads', 'intermediate_size')
+               for t in LLAMA_FAMILY}}
 # Hugging Face's GPT-2 stores these as Conv1D, (in, out): the transpose of nn.Linear's (out, in)
 HF_GPT2_TRANSPOSED = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight')
 
@@ -93,57 +98,134 @@ def to_gpt2_names(sd):
 # ------------------------------------------------------------------------------------------------
 # in
 
-def load_hf_model(name_or_dir):
-    """transformers' model of a local folder or hub name: the local cache first, then (unless
-    HF_HUB_OFFLINE) a download. CheckpointError when it cannot be had or is of another family."""
+def read_hf_config(name_or_dir, local_only=True):
+    """transformers' config of a local folder (its config.json checked first) or hub name. CheckpointError for a
+    config that is not one; OSError when it is not to be had (not in the cache, no network)."""
     try:
-        from transformers import AutoConfig, AutoModelForCausalLM
+        from transformers import AutoConfig
     except ImportError:
         raise CheckpointError(f'init from {name_or_dir!r} needs transformers: pip install transformers')
+    if os.path.isdir(name_or_dir):
+        path = os.path.join(name_or_dir, 'config.json')
+        try:
+            with open(path, encoding='utf-8') as f:
+                raw = json.load(f)
+        except (OSError, ValueError) as e:
+            raise CheckpointError(f'{path}: not readable ({type(e).__name__}: {first_line(e)})')
+        if not isinstance(raw, dict) or not isinstance(raw.get('model_type'), str):
+            raise CheckpointError(f'{path}: not a Hugging Face model config (a JSON object with a model_type)')
+        missing = [k for k in REQUIRED.get(raw['model_type'], ()) if k not in raw]
+        if missing:  # transformers would fill in its defaults (another model's sizes)
+            raise CheckpointError(f"{path}: has no {', '.join(missing)}")
+    try:
+        config = AutoConfig.from_pretrained(name_or_dir, local_files_only=local_only)
+    except OSError:
+        raise
+    except Exception as e:
+        raise CheckpointError(f'{name_or_dir}: its config does not load in transformers ({type(e).__name__}: '
+                              f'{first_line(e)})')
+    if config.model_type not in ('gpt2', *LLAMA_FAMILY):
+        raise CheckpointError(f"{name_or_dir}: a {config.model_type!r} model; this project imports GPT-2, "
+                              f"{', '.join(LLAMA_FAMILY.values())}")
+    return config
+
+
+def check_weight_files(folder):
+    """CheckpointError unless the weight files a folder's index lists are files of the folder itself."""
+    for index in sorted(glob.glob(os.path.join(folder, '*.index.json'))):
+        try:
+            with open(index, encoding='utf-8') as f:
+                files = set(json.load(f)['weight_map'].values())
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            raise CheckpointError(f'{index}: not a readable weight index ({type(e).__name__}: {first_line(e)})')
+        outside = sorted(str(n) for n in files if not isinstance(n, str) or n != os.path.basename(n) or n in ('', '.', '..'))
+        if outside:
+            raise CheckpointError(f'{index}: lists weight files outside the model folder ({", ".join(outside[:3])}): '
+                                  'only files inside it are read')
+
+
+def load_hf_model(name_or_dir):
+    """transformers' model of a local folder or hub name: the local cache first, then (unless
+    HF_HUB_OFFLINE) a download. CheckpointError when it cannot be had, is of another family, or its weights do not
+    match its config (missing, unexpected or of another shape: never trained from a random initialisation)."""
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
     last_error = None
     for local_only in (True, False):
         try:
-            config = AutoConfig.from_pretrained(name_or_dir, local_files_only=local_only)
-            if config.model_type not in ('gpt2', *LLAMA_FAMILY):
-                raise CheckpointError(f"{name_or_dir}: a {config.model_type!r} model; this project imports GPT-2, "
-                                      f"{', '.join(LLAMA_FAMILY.values())}")
-            return AutoModelForCausalLM.from_pretrained(name_or_dir, config=config, local_files_only=local_only,
-                                                        dtype=torch.float32)
+            config = read_hf_config(name_or_dir, local_only)
+            config_from_hf(config)  # before transformers allocates anything for it
+            if os.path.isdir(name_or_dir):
+                check_weight_files(name_or_dir)
+            verbosity = hf_logging.get_verbosity()
+            hf_logging.set_verbosity_error()  # its loading report: said below in one line
+            try:
+                model, info = AutoModelForCausalLM.from_pretrained(name_or_dir, config=config, local_files_only=local_only,
+                                                                   dtype=torch.float32, output_loading_info=True)
+            finally:
+                hf_logging.set_verbosity(verbosity)
         except OSError as e:  # not in the cache, no network, or not a model directory
             last_error = e
             if os.path.isdir(name_or_dir):
                 break
+            continue
+        except (RuntimeError, ValueError) as e:  # e.g. a tensor of another shape than the config's
+            raise CheckpointError(f'{name_or_dir}: its weights do not load ({type(e).__name__}: {first_line(e)})')
+        problems = [f'{what} {", ".join(sorted(info[key])[:3])}' + (f' and {len(info[key]) - 3} more' if len(info[key]) > 3 else '')
+                    for key, what in (('missing_keys', 'missing:'), ('unexpected_keys', 'unexpected:'),
+                                      ('mismatched_keys', 'of another shape:')) if info.get(key)]
+        if problems:
+            raise CheckpointError(f"{name_or_dir}: its weights do not match its config.json ({'; '.join(problems)}): "
+                                  'refused rather than trained from random values')
+        return model
     raise CheckpointError(f'cannot load {name_or_dir!r}: not in the Hugging Face cache and not downloadable here '
                           f'({first_line(last_error)}). Fetch it once with network access (any from_pretrained '
                           f'call fills the cache, or huggingface-cli download NAME --local-dir DIR), or pass a local folder')
 
 
+def positive_int(c, key, limit=2 ** 31):
+    value = getattr(c, key, None)
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= limit:
+        raise CheckpointError(f'{c.model_type}: {key}={value!r} is not a size (a whole number from 1 to {limit:,})')
+    return value
+
+
 def config_from_hf(c, block_size=None, dropout=0.0):
-    """Our GPTConfig for a transformers config; CheckpointError naming what does not map."""
+    """Our GPTConfig for a transformers config; CheckpointError naming what does not map. Every field of these
+    families' configs that changes the function is either carried over or refused here."""
     if c.model_type == 'gpt2':
+        sizes = {key: positive_int(c, key) for key in ('vocab_size', 'n_positions', 'n_layer', 'n_head', 'n_embd')}
         unsupported = [(c.activation_function not in ('gelu_new', 'gelu_pytorch_tanh'), f'activation_function={c.activation_function!r}'),
+                       (not c.scale_attn_weights, 'scale_attn_weights=False'),
                        (c.scale_attn_by_inverse_layer_idx, 'scale_attn_by_inverse_layer_idx=True'),
+                       (getattr(c, 'add_cross_attention', False), 'add_cross_attention=True'),
                        (c.n_inner not in (None, 4 * c.n_embd), f'n_inner={c.n_inner}')]
-        positions, args = c.n_positions, dict(n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd, norm_eps=c.layer_norm_epsilon)
+        positions, args = sizes['n_positions'], dict(n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd,
+                                                     norm_eps=c.layer_norm_epsilon)
     else:
+        sizes = {key: positive_int(c, key) for key in ('vocab_size', 'max_position_embeddings', 'num_hidden_layers',
+                                                       'num_attention_heads', 'hidden_size', 'intermediate_size')}
         rope = dict(getattr(c, 'rope_parameters', None) or {})
         attention_bias, mlp_bias = getattr(c, 'attention_bias', False), getattr(c, 'mlp_bias', False)
         act = 'relu2' if c.model_type == 'arcee' else 'silu'
+        sliding = [t for t in getattr(c, 'layer_types', None) or [] if t != 'full_attention']
         unsupported = [(c.hidden_act != act, f'hidden_act={c.hidden_act!r}'),
                        (rope.get('rope_type', 'default') not in ('default', 'llama3'), f"rope_type={rope.get('rope_type')!r}"),
+                       (rope.get('partial_rotary_factor', 1.0) != 1.0, f"partial_rotary_factor={rope.get('partial_rotary_factor')}"),
                        (getattr(c, 'use_sliding_window', False), 'use_sliding_window=True'),
+                       (sliding, f'layer_types with {sliding[:1]} layers'),
                        (getattr(c, 'pretraining_tp', 1) != 1, f'pretraining_tp={getattr(c, "pretraining_tp", 1)}'),
                        (c.model_type != 'qwen2' and attention_bias != mlp_bias,
                         f'attention_bias={attention_bias} with mlp_bias={mlp_bias}')]
         scaling = {k: rope[k] for k in ('factor', 'low_freq_factor', 'high_freq_factor', 'original_max_position_embeddings')} \
             if rope.get('rope_type') == 'llama3' else None
-        positions = c.max_position_embeddings
-        args = dict(n_layer=c.num_hidden_layers, n_head=c.num_attention_heads, n_embd=c.hidden_size,
-                    n_kv_head=c.num_key_value_heads or c.num_attention_heads,
-                    head_dim=getattr(c, 'head_dim', None) or c.hidden_size // c.num_attention_heads,
-                    mlp_hidden=c.intermediate_size, pos='rotary', norm='rmsnorm', mlp='relu2' if c.model_type == 'arcee' else 'swiglu',
-                    qk_norm=c.model_type == 'qwen3', qkv_bias=c.model_type == 'qwen2',
-                    bias=attention_bias and c.model_type != 'qwen2', norm_eps=c.rms_norm_eps,
+        positions = sizes['max_position_embeddings']
+        kv_heads = positive_int(c, 'num_key_value_heads') if c.num_key_value_heads is not None else c.num_attention_heads
+        head_dim = positive_int(c, 'head_dim') if getattr(c, 'head_dim', None) is not None else c.hidden_size // c.num_attention_heads
+        args = dict(n_layer=c.num_hidden_layers, n_head=c.num_attention_heads, n_embd=c.hidden_size, n_kv_head=kv_heads,
+                    head_dim=head_dim, mlp_hidden=c.intermediate_size, pos='rotary', norm='rmsnorm',
+                    mlp='relu2' if c.model_type == 'arcee' else 'swiglu', qk_norm=c.model_type == 'qwen3',
+                    qkv_bias=c.model_type == 'qwen2', bias=attention_bias and c.model_type != 'qwen2', norm_eps=c.rms_norm_eps,
                     rope_base=float(rope.get('rope_theta', getattr(c, 'rope_theta', 10000.0))), rope_scaling=scaling)
     for bad, what in unsupported:
         if bad:
@@ -151,8 +233,11 @@ def config_from_hf(c, block_size=None, dropout=0.0):
     block_size = block_size or positions
     if block_size > positions:
         raise CheckpointError(f'block_size={block_size}: the model has only {positions} positions')
-    return GPTConfig(block_size=block_size, vocab_size=c.vocab_size, dropout=dropout,
-                     tie_embeddings=c.tie_word_embeddings, **args)
+    try:
+        return GPTConfig(block_size=block_size, vocab_size=sizes['vocab_size'], dropout=dropout,
+                         tie_embeddings=bool(c.tie_word_embeddings), **args)
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f'{c.model_type}: its config does not make a model ({first_line(e)})')
 
 
 def from_pretrained(name_or_dir, block_size=None, dropout=0.0):
@@ -182,9 +267,8 @@ def from_hf_model(hf, block_size=None, dropout=0.0):
 
 def shapes_of(name_or_dir, block_size=None, dropout=0.0):
     """The GPTConfig of a Hugging Face model from its config.json alone (no weights read)."""
-    from transformers import AutoConfig
     try:
-        return config_from_hf(AutoConfig.from_pretrained(name_or_dir), block_size, dropout)
+        return config_from_hf(read_hf_config(name_or_dir), block_size, dropout)
     except OSError as e:
         raise CheckpointError(f'cannot read the config of {name_or_dir!r} ({first_line(e)})')
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO, abstracts, make_dataset, write_tiny_checkpoint
+from conftest import REPO, TINY_TEXT, abstracts, make_dataset, write_tiny_checkpoint
 from checkpoint import CheckpointError, load_checkpoint, make_checkpoint, save_checkpoint
 from hf import ExportError, export, from_pretrained, hf_tokenizer, target_architecture
 from model import GPTConfig
@@ -326,3 +326,86 @@ def test_every_shipped_recipe_exports_to_a_standard_architecture(config, spec, t
     x = torch.randint(300, (1, 32))
     with torch.no_grad():
         torch.testing.assert_close(hf(x).logits, model(x, all_logits=True)[0][..., :300], atol=1e-4, rtol=0)
+
+
+def broken_folder(tmp_path, name, change_config=None, change_weights=None, **config):
+    """A tiny random Llama folder (its own tokenizer) whose config.json or weights are then changed."""
+    from safetensors.torch import load_file, save_file
+
+    from hf_folders import llama_folder
+    folder = llama_folder(tmp_path / name, [TINY_TEXT], vocab_size=400, **config)
+    if change_weights:
+        weights = load_file(folder / 'model.safetensors')
+        change_weights(weights)
+        save_file(weights, folder / 'model.safetensors', metadata={'format': 'pt'})
+    if change_config:
+        raw = json.loads((folder / 'config.json').read_text())
+        (folder / 'config.json').write_text(json.dumps(change_config(raw)))
+    return folder
+
+
+def test_a_model_folder_is_imported_only_as_it_is_refused_naming_what_is_wrong(tmp_path, capsys):
+    """Weights that do not match the config (never trained from random values), weight files outside the folder,
+    config fields that change the function and are not computed, and configs that make no model: one line each."""
+    import train
+    from hf import shapes_of
+    from tokenizer import spec_from_hf_folder
+    put = lambda key, value: lambda c: {**c, key: value}
+    drop = lambda *keys: lambda weights: [weights.pop(k) for k in keys]
+    weights = {
+        'missing tensor': (dict(change_weights=drop('model.layers.1.mlp.up_proj.weight')),
+                           'missing: model.layers.1.mlp.up_proj.weight'),
+        'untied without its head': (dict(change_weights=drop('lm_head.weight'), tie_word_embeddings=False),
+                                    'missing: lm_head.weight'),
+        'unexpected tensor': (dict(change_weights=lambda w: w.update({'model.extra.weight': torch.ones(3)})),
+                              'unexpected: model.extra.weight'),
+        'wrong shape': (dict(change_weights=lambda w: w.update({'model.norm.weight': torch.ones(16)})),
+                        'its weights do not load'),
+        'index outside': (dict(change_config=lambda c: c), 'lists weight files outside the model folder (../../x.safetensors)'),
+    }
+    configs = {
+        'no vocab_size': (lambda c: {k: v for k, v in c.items() if k != 'vocab_size'}, 'has no vocab_size'),
+        'vocab 10^12': (put('vocab_size', 10 ** 12), 'vocab_size=1000000000000 is not a size'),
+        'vocab a string': (put('vocab_size', '600'), "does not load in transformers (StrictDataclassFieldValidationError: Validation error for field 'vocab_size'"),
+        'negative width': (put('hidden_size', -64), 'hidden_size=-64 is not a size'),
+        'no layers': (put('num_hidden_layers', 0), 'num_hidden_layers=0 is not a size'),
+        'kv heads': (put('num_key_value_heads', 3), 'n_head=4 must be a multiple of n_kv_head=3'),
+        'head_dim 0': (put('head_dim', 0), 'head_dim=0 is not a size'),
+        'no model_type': (lambda c: {k: v for k, v in c.items() if k != 'model_type'}, 'not a Hugging Face model config'),
+        'a list': (lambda c: [c], 'not a Hugging Face model config'),
+        'sliding qwen2': (lambda c: {**c, 'model_type': 'qwen2', 'use_sliding_window': True, 'sliding_window': 8,
+                                     'max_window_layers': 0}, 'use_sliding_window=True is not something model.py computes'),
+        'gpt2 unscaled': (lambda c: {'model_type': 'gpt2', 'vocab_size': 400, 'n_embd': 32, 'n_layer': 1, 'n_head': 2,
+                                     'scale_attn_weights': False}, 'scale_attn_weights=False is not something model.py computes'),
+    }
+    for name, (kwargs, message) in weights.items():
+        folder = broken_folder(tmp_path, name.replace(' ', '_'), **kwargs)
+        if name == 'index outside':
+            (folder / 'model.safetensors').rename(tmp_path / 'x.safetensors')
+            (folder / 'model.safetensors.index.json').write_text(json.dumps(
+                {'metadata': {}, 'weight_map': {k: '../../x.safetensors' for k in ('model.norm.weight',)}}))
+        with pytest.raises(CheckpointError, match=re.escape(message)):
+            from_pretrained(str(folder))
+    folder = broken_folder(tmp_path, 'config')
+    good = json.loads((folder / 'config.json').read_text())
+    for name, (change, message) in configs.items():
+        (folder / 'config.json').write_text(json.dumps(change(good)))
+        for read in (shapes_of, from_pretrained):  # train.py --plan=True reads the shapes alone
+            with pytest.raises(CheckpointError, match=re.escape(message)):
+                read(str(folder))
+    (folder / 'config.json').write_text('{"model_type": "llama", ')
+    with pytest.raises(CheckpointError, match='config.json: not readable'):
+        shapes_of(str(folder))
+    # through train.py: the tokenizer matches, the weights do not (exit 1, one line, nothing written)
+    missing = tmp_path / 'missing_tensor'
+    data = make_dataset(tmp_path / 'data', spec=spec_from_hf_folder(missing))
+    for model, args in ((missing, []), (folder, ['--plan=True'])):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as e:
+            train.main(train.options([f'--init_from={model}', f'--data_dir={data}', f'--out_dir={tmp_path / "out"}',
+                                      '--block_size=32', '--compile=False', *args]))
+        err = capsys.readouterr().err
+        last = err.splitlines()[-1]  # after transformers' progress bar of the weights it read
+        assert e.value.code == 1 and err.count('error:') == 1 and last.startswith('error: '), err
+        assert 'missing: model.layers.1.mlp.up_proj.weight' in last if not args else 'config.json: not readable' in last
+    assert not (tmp_path / 'out').exists()
