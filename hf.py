@@ -362,8 +362,9 @@ def hf_tokenizer(spec, max_length):
         pre_tokenizers.Split(Regex(spec['pattern']), behavior='isolated', invert=False),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     tok.decoder = decoders.ByteLevel()
-    tok.add_special_tokens([AddedToken(t, special=True, normalized=False)
-                            for t, _ in sorted(spec['special_tokens'].items(), key=lambda item: item[1])])
+    text_tokens = spec.get('text_tokens', [])  # in the vocabulary above already: these keep their ids
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in spec['special_tokens'] if t not in text_tokens])
+    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in text_tokens])
     eot = spec.get('eot', EOT)
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=eot, eos_token=eot, unk_token=eot,
                                    model_max_length=max_length, clean_up_tokenization_spaces=False,

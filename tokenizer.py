@@ -7,7 +7,8 @@ with no network:
      'tokens': [bytes of token 0, 1, ...]  (None at the ids of special tokens placed among them),
      'special_tokens': {'<|endoftext|>': id, ...},
      'eot': the special token that ends each document (optional: '<|endoftext|>'),
-     'normalizer': 'NFC' (optional: text is NFC-normalised before it is split, as Qwen's tokenizers do)}
+     'normalizer': 'NFC' (optional: text is NFC-normalised before it is split, as Qwen's tokenizers do),
+     'text_tokens': [special tokens that are text (optional: a tokenizer.json's non-special added tokens)]}
 
 A token's id is also its BPE merge rank, as in tiktoken. Byte-level BPE is trained here with rustbpe
 (fast, parallel, GPT-4-style split pattern), read from tiktoken's GPT-2 files, or converted from a
@@ -60,21 +61,32 @@ def gpt2_spec():
     return {'name': 'gpt2', 'pattern': enc._pat_str, 'tokens': tokens, 'special_tokens': {EOT: enc.eot_token}}
 
 
-class NFCEncoding(tiktoken.Encoding):
-    """tiktoken after Unicode NFC normalisation (the normalizer of Qwen's tokenizers)."""
+class HFEncoding(tiktoken.Encoding):
+    """tiktoken with what a Hugging Face tokenizer.json may add: Unicode NFC normalisation first (Qwen's
+    normalizer), and added tokens that are text, not control tokens ("special": false), found in the text and
+    encoded as their ids, as transformers does."""
+
+    def __init__(self, *, nfc=False, text_tokens=(), **kwargs):
+        super().__init__(**kwargs)
+        self.nfc, self.text_tokens = nfc, frozenset(text_tokens)
 
     def encode_ordinary(self, text):
-        return super().encode_ordinary(unicodedata.normalize('NFC', text))
+        text = unicodedata.normalize('NFC', text) if self.nfc else text
+        if self.text_tokens:  # every other special token is text (a literal <|endoftext|> included)
+            return self.encode(text, allowed_special=self.text_tokens, disallowed_special=())
+        return super().encode_ordinary(text)
 
     def encode_ordinary_batch(self, text, *, num_threads=8):
-        return super().encode_ordinary_batch([unicodedata.normalize('NFC', t) for t in text], num_threads=num_threads)
+        return [self.encode_ordinary(t) for t in text]
 
 
 def encoding_from_spec(spec):
-    cls = NFCEncoding if spec.get('normalizer') == 'NFC' else tiktoken.Encoding
-    return cls(name=f"pubmed-{spec['name']}", pat_str=spec['pattern'],
-               mergeable_ranks={b: i for i, b in enumerate(spec['tokens']) if b is not None},
-               special_tokens=dict(spec['special_tokens']))
+    kwargs = dict(name=f"pubmed-{spec['name']}", pat_str=spec['pattern'],
+                  mergeable_ranks={b: i for i, b in enumerate(spec['tokens']) if b is not None},
+                  special_tokens=dict(spec['special_tokens']))
+    if spec.get('normalizer') == 'NFC' or spec.get('text_tokens'):
+        return HFEncoding(nfc=spec.get('normalizer') == 'NFC', text_tokens=spec.get('text_tokens', ()), **kwargs)
+    return tiktoken.Encoding(**kwargs)
 
 
 def eot_id(spec):
@@ -137,10 +149,32 @@ def spec_from_hf_folder(folder):
     with the same ids as transformers' AutoTokenizer; TokenizerError naming what does not convert."""
     path = os.path.join(folder, 'tokenizer.json')
     if not os.path.isfile(path):
-        kind = 'a SentencePiece model (tokenizer.model)' if os.path.isfile(os.path.join(folder, 'tokenizer.model')) else 'none'
+        kind = 'a SentencePiece model (tokenizer.model)' if os.path.isfile(os.path.join(folder, 'tokenizer.model')) else \
+            'vocab.json and merges.txt: save it once with transformers to get one' \
+            if os.path.isfile(os.path.join(folder, 'vocab.json')) else 'none'
         raise TokenizerError(f'{folder}: no tokenizer.json (found {kind}): only byte-level BPE tokenizers convert')
-    with open(path, encoding='utf-8') as f:
-        tj = json.load(f)
+    try:
+        with open(path, encoding='utf-8') as f:
+            tj = json.load(f)
+        spec = spec_from_tokenizer_json(tj, path)
+        config_path = os.path.join(folder, 'tokenizer_config.json')
+        config = {}
+        if os.path.isfile(config_path):
+            with open(config_path, encoding='utf-8') as f:
+                config = json.load(f)
+        eos = config.get('eos_token')
+    except TokenizerError:
+        raise
+    except (ValueError, KeyError, TypeError, AttributeError) as e:  # truncated or not the tokenizers library's layout
+        raise TokenizerError(f'{folder}: its tokenizer files do not read as a byte-level BPE ({type(e).__name__}: {e})')
+    eos = eos.get('content') if isinstance(eos, dict) else eos
+    if eos not in spec['special_tokens'] or eos in spec.get('text_tokens', ()):
+        raise TokenizerError(f'{folder}: no eos_token among its special tokens to end documents with')
+    return {'name': os.path.basename(os.path.normpath(folder)), **spec, 'eot': eos}
+
+
+def spec_from_tokenizer_json(tj, path):
+    """The spec (but name and eot) of a loaded tokenizer.json."""
     model = tj.get('model') or {}
     if model.get('type') != 'BPE' or (tj.get('decoder') or {}).get('type') != 'ByteLevel':
         raise TokenizerError(f"{path}: a {model.get('type')} model with a {(tj.get('decoder') or {}).get('type')} decoder "
@@ -150,12 +184,24 @@ def spec_from_hf_folder(folder):
         raise TokenizerError(f"{path}: normalizer {normalizer.get('type')}: only none or NFC convert")
     pattern = split_pattern(tj.get('pre_tokenizer'))
     char_byte = {c: b for b, c in bytes_to_unicode().items()}
-    special = {t['content']: t['id'] for t in tj.get('added_tokens', [])}
+    added = tj.get('added_tokens', [])
+    special = {t['content']: t['id'] for t in added}
+    # added tokens that are text: transformers finds them in the text first; tiktoken does the same for its specials,
+    # but only plainly (not stripping spaces around them, nor only as whole words)
+    text_tokens = sorted(t['content'] for t in added if not t.get('special'))
+    odd = [t['content'] for t in added if not t.get('special') and (t.get('lstrip') or t.get('rstrip') or t.get('single_word'))]
+    if odd:
+        raise TokenizerError(f'{path}: the added token {odd[0]!r} strips spaces or matches whole words only: not something '
+                             'tiktoken can run')
     size = max([*model['vocab'].values(), *special.values()]) + 1
     tokens = [None] * size
     for text, i in model['vocab'].items():
-        if text not in special:
-            tokens[i] = bytes(char_byte[c] for c in text)
+        if text in special:
+            continue
+        outside = [c for c in text if c not in char_byte]
+        if outside:
+            raise TokenizerError(f'{path}: the vocabulary entry {text!r} has {outside[0]!r}, which is no byte of a byte-level BPE')
+        tokens[i] = bytes(char_byte[c] for c in text)
     missing = [i for i, t in enumerate(tokens) if t is None and i not in special.values()]
     if missing:
         raise TokenizerError(f'{path}: ids {missing[:5]} are neither tokens nor added tokens')
@@ -163,14 +209,9 @@ def spec_from_hf_folder(folder):
     merge_ids = [model['vocab'][m] for m in merged]
     if merge_ids != sorted(merge_ids):
         raise TokenizerError(f'{path}: its merges are not in the order of their ids, which tiktoken needs')
-    config_path = os.path.join(folder, 'tokenizer_config.json')
-    config = json.load(open(config_path, encoding='utf-8')) if os.path.isfile(config_path) else {}
-    eos = config.get('eos_token')
-    eos = eos.get('content') if isinstance(eos, dict) else eos
-    if eos not in special:
-        raise TokenizerError(f'{folder}: no eos_token among its special tokens to end documents with')
-    spec = {'name': os.path.basename(os.path.normpath(folder)), 'pattern': pattern, 'tokens': tokens,
-            'special_tokens': special, 'eot': eos}
+    spec = {'pattern': pattern, 'tokens': tokens, 'special_tokens': special}
+    if text_tokens:
+        spec['text_tokens'] = text_tokens
     if normalizer:
         spec['normalizer'] = 'NFC'
     return spec

@@ -293,11 +293,16 @@ def set_rng_state(state, device):
 
 
 def is_gpt2_folder_without_tokenizer(folder):
-    """A GPT-2 saved with save_pretrained alone: it reads GPT-2's tokens."""
-    if os.path.isfile(os.path.join(folder, 'tokenizer.json')):
+    """A GPT-2 of OpenAI's vocabulary saved with save_pretrained alone (no tokenizer files of its own): it reads
+    GPT-2's tokens. A folder with tokenizer files is judged by them, as prepare.py --tokenizer=FOLDER does."""
+    if any(os.path.exists(os.path.join(folder, name)) for name in ('tokenizer.json', 'vocab.json', 'merges.txt')):
         return False
-    with open(os.path.join(folder, 'config.json')) as f:
-        return json.load(f).get('model_type') == 'gpt2'
+    try:
+        with open(os.path.join(folder, 'config.json')) as f:
+            config = json.load(f)
+    except (OSError, ValueError):
+        return False  # the import says what is wrong with it
+    return isinstance(config, dict) and config.get('model_type') == 'gpt2' and config.get('vocab_size') == 50257
 
 
 def check_tokenizer_of(init_from, meta, data_dir):

@@ -138,6 +138,11 @@ def test_train_init_from_gpt2_weights_and_its_clear_errors(tmp_path, tiny_data, 
     torch.manual_seed(0)
     hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=2, n_head=2, n_embd=32, n_positions=64))
     hf.save_pretrained(tmp_path / 'gpt2-local')
+    # a GPT-2 architecture with a vocabulary of its own (vocab.json, merges.txt; no tokenizer.json): not GPT-2's tokens
+    transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=1, n_head=2, n_embd=16, n_positions=64,
+                                                         vocab_size=60000)).save_pretrained(tmp_path / 'own-vocab')
+    (tmp_path / 'own-vocab' / 'vocab.json').write_text('{}')
+    (tmp_path / 'own-vocab' / 'merges.txt').write_text('#version: 0.2\n')
     data = make_dataset(tmp_path / 'data', spec=gpt2)  # as prepare.py --tokenizer=gpt2 writes it
     train = [sys.executable, 'train.py', f'--data_dir={data}', '--block_size=32', '--batch_size=2',
              '--gradient_accumulation_steps=1', '--max_iters=1', '--eval_iters=1', '--learning_rate=1e-9', '--min_lr=1e-10',
@@ -145,7 +150,8 @@ def test_train_init_from_gpt2_weights_and_its_clear_errors(tmp_path, tiny_data, 
     env = {**os.environ, 'OMP_NUM_THREADS': '1', 'HF_HUB_OFFLINE': '1', 'HF_HOME': str(tmp_path / 'hf-home')}
     runs = {'local': [f'--init_from={tmp_path / "gpt2-local"}', f'--out_dir={tmp_path / "out"}'],
             'offline': ['--init_from=gpt2', f'--out_dir={tmp_path / "out2"}'],
-            'bpe-data': [f'--init_from={tmp_path / "gpt2-local"}', f'--out_dir={tmp_path / "out3"}', f'--data_dir={tiny_data}']}
+            'bpe-data': [f'--init_from={tmp_path / "gpt2-local"}', f'--out_dir={tmp_path / "out3"}', f'--data_dir={tiny_data}'],
+            'own-vocab': [f'--init_from={tmp_path / "own-vocab"}', f'--out_dir={tmp_path / "out4"}']}
     procs = {k: subprocess.Popen(train + args, cwd=REPO, env=env, text=True, stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE) for k, args in runs.items()}
     done = {k: p.communicate(timeout=600) + (p.returncode,) for k, p in procs.items()}
@@ -167,6 +173,10 @@ def test_train_init_from_gpt2_weights_and_its_clear_errors(tmp_path, tiny_data, 
     out, err, code = done['bpe-data']
     assert code == 1 and err.count('\n') == 1
     assert "reads its own tokenizer's tokens, but" in err and 'prepare it with --tokenizer=gpt2' in err
+
+    out, err, code = done['own-vocab']  # as prepare.py --tokenizer=FOLDER refuses it
+    assert code == 1 and err.count('\n') == 1 and 'no tokenizer.json (found vocab.json and merges.txt' in err, err
+    assert not (tmp_path / 'out4').exists()
 
 
 def test_export_refuses_a_folder_with_files_replaces_it_on_request_and_writes_one_permission(spec, tmp_path):

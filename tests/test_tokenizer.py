@@ -1,6 +1,8 @@
 import io
+import json
 import pickle
 import random
+import re
 
 import pytest
 import torch
@@ -87,3 +89,56 @@ def test_tokenizers_that_are_not_byte_level_bpe_are_refused_by_name(tmp_path):
     (tmp_path / 'llama2' / 'tokenizer.model').write_bytes(b'sentencepiece')
     with pytest.raises(TokenizerError, match=r'no tokenizer.json \(found a SentencePiece model'):
         spec_from_hf_folder(tmp_path / 'llama2')
+
+
+def test_added_tokens_that_are_text_encode_as_autotokenizer_does_and_export_back(tmp_path):
+    """A tokenizer.json's non-special added tokens are found in the text first, as transformers does (not split
+    by BPE as ordinary text), and the export keeps them so; special ones stay text in our data (<|endoftext|>)."""
+    from transformers import AutoTokenizer
+
+    from hf import hf_tokenizer
+    folder = hf_tokenizer_folder(tmp_path / 'added', 'llama3', TEXTS, vocab_size=400)
+    tok = AutoTokenizer.from_pretrained(folder)
+    tok.add_tokens(['patients', 'blood glucose'])  # as a lab adds domain words to a vocabulary
+    tok.save_pretrained(folder)
+    tok = AutoTokenizer.from_pretrained(folder)
+    spec = spec_from_hf_folder(folder)
+    enc, exported = encoding_from_spec(spec), hf_tokenizer(spec, 64)
+    texts = ['Of 12 patients, 3 had high blood glucose.', 'outpatients:patients\npatients', 'blood glucoses', 'patient',
+             *[f'{a}patients{b}' for a, b in zip(fuzzed(100), fuzzed(100, seed=1))]]
+    assert tok('I', add_special_tokens=False)['input_ids'] != tok('patients', add_special_tokens=False)['input_ids']
+    for text in texts:
+        ours = enc.encode_ordinary(text)
+        assert ours == tok(text, add_special_tokens=False)['input_ids'], text
+        assert ours == exported(text, add_special_tokens=False)['input_ids'], text
+    assert enc.encode_ordinary('patients') == [tok.convert_tokens_to_ids('patients')]
+    assert spec['text_tokens'] == ['blood glucose', 'patients'] and eot_id(spec) == tok.eos_token_id
+
+    tj = json.loads((folder / 'tokenizer.json').read_text())
+    for added in tj['added_tokens']:
+        added['lstrip'] = added['lstrip'] or added['content'] == 'patients'
+    (folder / 'tokenizer.json').write_text(json.dumps(tj))
+    with pytest.raises(TokenizerError, match="the added token 'patients' strips spaces or matches whole words only"):
+        spec_from_hf_folder(folder)
+
+
+def test_tokenizer_files_that_do_not_read_are_one_line_in_prepare_and_train(tmp_path, tiny_data, capsys):
+    import train
+    from conftest import FIXTURES, run_prepare
+    folder = hf_tokenizer_folder(tmp_path / 'tok', 'gpt2', TEXTS, vocab_size=400)
+    (folder / 'config.json').write_text('{"model_type": "llama"}')  # what train.py --init_from asks of a folder first
+    good = (folder / 'tokenizer.json').read_text()
+    tj = json.loads(good)
+    tj['model']['vocab']['€uro'] = len(tj['model']['vocab']) + 10
+    cases = {'truncated': (good[:len(good) // 2], 'do not read as a byte-level BPE (JSONDecodeError'),
+             'outside the byte map': (json.dumps(tj), "the vocabulary entry '€uro' has '€', which is no byte of a byte-level BPE")}
+    for name, (text, message) in cases.items():
+        (folder / 'tokenizer.json').write_text(text)
+        with pytest.raises(TokenizerError, match=re.escape(message)):
+            spec_from_hf_folder(folder)
+        r = run_prepare(f'--input={FIXTURES}', f'--out_dir={tmp_path / "out"}', f'--tokenizer={folder}')
+        assert r.returncode == 2 and message in r.stderr and r.stderr.count('\n') == 1, r.stderr
+        with pytest.raises(SystemExit) as e:
+            train.main(train.options([f'--init_from={folder}', f'--data_dir={tiny_data}', f'--out_dir={tmp_path / "run"}']))
+        err = capsys.readouterr().err
+        assert e.value.code == 1 and message in err and err.count('\n') == 1, err
