@@ -22,7 +22,7 @@ from configurator import config_from_globals, configure, fail
 
 REPO = Path(__file__).resolve().parent
 sys.path.insert(0, str(REPO / 'evals' / 'pubmedqa'))
-from pubmedqa_data import LABELS, find_pubmedqa  # noqa: E402
+from pubmedqa_data import LABELS, find_pubmedqa, official_test_split  # noqa: E402
 
 ckpt = 'out/ckpt.pt'       # the checkpoint to evaluate (exported to a temporary folder)
 hf = ''                    # or an exported Hugging Face folder (wins over ckpt)
@@ -56,10 +56,10 @@ def evaluate_folder(folder, pubmedqa_dir=None, batch_size=16, device='cpu', limi
         print(f'note: the model reads {context} tokens; lm-eval keeps the last {context} of each prompt (the question '
               'and the end of the abstract)', file=sys.stderr)
         logging.getLogger('lm_eval.models.huggingface').setLevel(logging.ERROR)
+    # the folder goes to the task through its TaskManager: lm-eval hands `metadata=` only to one it makes itself
+    tasks = TaskManager(include_path=str(REPO / 'evals' / 'pubmedqa'), metadata={'pubmedqa_dir': str(data)})
     out = simple_evaluate(model='hf', model_args=f'pretrained={folder},dtype=float32', tasks=['pubmedqa_local'],
-                          task_manager=TaskManager(include_path=str(REPO / 'evals' / 'pubmedqa')), device=device,
-                          batch_size=batch_size, limit=limit or None, log_samples=True,
-                          metadata={'pubmedqa_dir': str(data)})
+                          task_manager=tasks, device=device, batch_size=batch_size, limit=limit or None, log_samples=True)
     items = [{'pmid': s['doc']['pmid'], 'gold': LABELS.index(s['doc']['final_decision']),
               'loglikelihoods': [r[0] for r in s['filtered_resps']]} for s in out['samples']['pubmedqa_local']]
     golds = [i['gold'] for i in items]
@@ -80,6 +80,20 @@ def evaluate_checkpoint(checkpoint, **kwargs):
         return evaluate_folder(folder, **kwargs)
 
 
+def check_model_folder(folder):
+    """Exit unless `folder` has the config.json of a Hugging Face model (lm-eval's traceback otherwise)."""
+    path = os.path.join(folder, 'config.json')
+    if not os.path.isfile(path):
+        fail(f'--hf={folder}: not a Hugging Face model folder (no config.json)', 2)
+    try:
+        with open(path, encoding='utf-8') as f:
+            config = json.load(f)
+    except (OSError, ValueError) as e:
+        fail(f'{path}: not readable JSON ({type(e).__name__}: {e})')
+    if not isinstance(config, dict) or not isinstance(config.get('model_type'), str):
+        fail(f'{path}: not a Hugging Face model config (a JSON object with a model_type)')
+
+
 def summary(r):
     return (f"PubMedQA (PQA-L test, {r['questions']} questions): accuracy {r['accuracy']:.4f}, macro-F1 {r['macro_f1']:.4f}; "
             f"majority class '{r['majority_label']}': accuracy {r['majority_accuracy']:.4f}, macro-F1 {r['majority_macro_f1']:.4f}")
@@ -92,13 +106,14 @@ def main():
     if c['out_json'] and not writable_folder(os.path.dirname(os.path.abspath(c['out_json'])), create=False):
         fail(f"--out_json={c['out_json']}: its folder does not exist or is not writable", 2)
     try:
-        find_pubmedqa(c['pubmedqa'] or None)
+        official_test_split(find_pubmedqa(c['pubmedqa'] or None))  # read and checked before any model is
     except FileNotFoundError as e:
         fail(str(e), 2)
+    except ValueError as e:
+        fail(str(e))
     options = dict(pubmedqa_dir=c['pubmedqa'] or None, batch_size=c['batch_size'], device=c['device'], limit=c['limit'])
     if c['hf']:
-        if not os.path.isfile(os.path.join(c['hf'], 'config.json')):
-            fail(f"--hf={c['hf']}: not a Hugging Face model folder (no config.json)", 2)
+        check_model_folder(c['hf'])
         result = evaluate_folder(c['hf'], **options)
     else:
         from hf import ExportError

@@ -200,9 +200,9 @@ def check_options(c):
     problems += [(not 0 <= c[k] < 1, f'{k}={c[k]}: must be in [0, 1)') for k in ('beta1', 'beta2', 'muon_momentum')]
     if c['eval_pubmedqa']:
         import eval as pubmedqa_eval
-        try:
-            pubmedqa_eval.find_pubmedqa(c['pubmedqa_dir'] or None)
-        except FileNotFoundError as e:
+        try:  # read and checked now, not after the training run
+            pubmedqa_eval.official_test_split(pubmedqa_eval.find_pubmedqa(c['pubmedqa_dir'] or None))
+        except (FileNotFoundError, ValueError) as e:
             fail(f'eval_pubmedqa=True: {e}', 2)
     problems += [(c['parallel'] == 'fsdp' and c['dtype'] == 'float16', 'dtype=float16 with parallel=fsdp: use bfloat16 '
                   '(float16 needs a gradient scaler, which is wired for DDP only)'),

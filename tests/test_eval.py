@@ -82,3 +82,47 @@ def test_macro_f1_by_hand():
     # yes: tp 1, 2 predicted, 2 true -> 0.5; no: tp 1, 2 predicted, 1 true -> 2/3; maybe: tp 1, 1 predicted, 2 true -> 2/3
     assert pubmedqa_eval.macro_f1(golds, preds) == pytest.approx((0.5 + 2 / 3 + 2 / 3) / 3)
     assert pubmedqa_eval.macro_f1([0, 0, 1], [0, 0, 0]) == pytest.approx((0.8 + 0 + 0) / 3)
+
+
+def pubmedqa_copy(source, folder, change_truth=None, change_labelled=None):
+    folder.mkdir()
+    for name, change in (('test_ground_truth.json', change_truth), ('ori_pqal.json', change_labelled)):
+        text = (source / name).read_text()
+        (folder / name).write_text(change(text) if change else text)
+    return folder
+
+
+def test_the_pubmedqa_folder_given_is_the_one_evaluated(model_ckpt, pubmedqa, tmp_path):
+    """lm-eval hands metadata only to a TaskManager it makes: the folder must reach the task another way. A copy whose
+    labels are all changed changes the figures; without the fix the defaults (../shared) were read instead."""
+    import eval as pubmedqa_eval
+    shift = {'yes': 'no', 'no': 'maybe', 'maybe': 'yes'}
+    relabelled = pubmedqa_copy(pubmedqa, tmp_path / 'relabelled', change_truth=lambda t: json.dumps(
+        {pmid: shift[label] for pmid, label in json.loads(t).items()}))
+    ckpt = load_checkpoint(model_ckpt)
+    results = [pubmedqa_eval.evaluate_checkpoint(ckpt, pubmedqa_dir=folder, limit=8) for folder in (pubmedqa, relabelled)]
+    assert all(shift[LABELS[i['gold']]] == LABELS[j['gold']] for i, j in zip(results[0]['items'], results[1]['items']))
+    assert results[1]['pubmedqa_dir'] == str(relabelled) and results[0]['majority_label'] != results[1]['majority_label']
+
+
+def test_pubmedqa_data_and_model_folders_that_do_not_read_are_one_line(model_ckpt, pubmedqa, tmp_path):
+    first = next(iter(json.loads((pubmedqa / 'test_ground_truth.json').read_text())))
+    cases = {
+        'missing pmid': (dict(change_labelled=lambda t: json.dumps({k: v for k, v in json.loads(t).items() if k != first})),
+                         f'ori_pqal.json: no question (QUESTION and CONTEXTS) for the test PMID {first}'),
+        'truncated': (dict(change_truth=lambda t: t[:len(t) // 2]), 'test_ground_truth.json: not readable JSON'),
+        'capitalised': (dict(change_truth=lambda t: t.replace('"yes"', '"Yes"', 1)), "is labelled 'Yes'; expected one of yes, no, maybe"),
+    }
+    runs = [[f'--ckpt={model_ckpt}', f'--pubmedqa={pubmedqa_copy(pubmedqa, tmp_path / name.replace(" ", "_"), **change)}']
+            for name, (change, _) in cases.items()]
+    messages = [message for _, message in cases.values()]
+    for name, config in (('no_type', '{"vocab_size": 300}'), ('bad_json', '{"model_type": ')):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / 'config.json').write_text(config)
+        runs.append([f'--hf={tmp_path / name}', f'--pubmedqa={pubmedqa}'])
+    messages += ['not a Hugging Face model config (a JSON object with a model_type)', 'config.json: not readable JSON']
+    procs = [subprocess.Popen([sys.executable, 'eval.py', *args], cwd=REPO, env=ENV, text=True, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE) for args in runs]
+    for proc, message in zip(procs, messages):
+        code, err = proc.wait(timeout=300), proc.stderr.read()
+        assert code == 1 and err.count('\n') == 1 and message in err, err

@@ -20,12 +20,34 @@ def find_pubmedqa(given=None):
                             '(github.com/pubmedqa/pubmedqa, data/) there, or pass its folder (--pubmedqa=DIR, $PUBMEDQA_DIR)')
 
 
+def read_json_object(path):
+    try:
+        data = json.loads(Path(path).read_text(encoding='utf-8'))
+    except (OSError, ValueError) as e:  # ValueError: not UTF-8, or not (whole) JSON
+        raise ValueError(f'{path}: not readable JSON ({type(e).__name__}: {e})')
+    if not isinstance(data, dict):
+        raise ValueError(f'{path}: not a JSON object keyed by PMID')
+    return data
+
+
 def official_test_split(folder):
-    """The 500 test instances in the official split's order, each with its PMID, as the fields of the data."""
+    """The 500 test instances in the official split's order, each with its PMID, as the fields of the data.
+    ValueError naming the file and the PMID where the data is not PubMedQA's."""
     folder = Path(folder)
-    labelled = json.loads((folder / 'ori_pqal.json').read_text())
-    truth = json.loads((folder / 'test_ground_truth.json').read_text())
-    return [{'pmid': pmid, **labelled[pmid], 'final_decision': truth[pmid]} for pmid in truth]
+    labelled, truth = read_json_object(folder / 'ori_pqal.json'), read_json_object(folder / 'test_ground_truth.json')
+    rows = []
+    for pmid, label in truth.items():
+        item = labelled.get(pmid)
+        if not isinstance(item, dict) or not isinstance(item.get('QUESTION'), str) or not isinstance(item.get('CONTEXTS'), list) \
+                or not all(isinstance(c, str) for c in item['CONTEXTS']):
+            raise ValueError(f'{folder / "ori_pqal.json"}: no question (QUESTION and CONTEXTS) for the test PMID {pmid}')
+        if label not in LABELS:
+            raise ValueError(f'{folder / "test_ground_truth.json"}: PMID {pmid} is labelled {label!r}; expected one of '
+                             f'{", ".join(LABELS)}')
+        rows.append({'pmid': pmid, **item, 'final_decision': label})
+    if not rows:
+        raise ValueError(f'{folder / "test_ground_truth.json"}: no test PMIDs in it')
+    return rows
 
 
 def load_pubmedqa(pubmedqa_dir=None, **_):
