@@ -148,3 +148,12 @@ def test_consolidate_refuses_a_folder_as_its_output(sharded_run):
                           '--overwrite=True'])[0]
     assert code == 2 and err.count('\n') == 1 and 'is a folder; name the file to write' in err
     assert load_checkpoint(str(sharded_run / 'ckpt.dcp'))['iter_num'] == 3
+
+
+def test_prepare_takes_the_tokenizer_of_a_sharded_checkpoint(sharded_run, tiny_data, tmp_path):
+    from conftest import FIXTURES, run_prepare
+    from dataloader import load_meta
+    r = run_prepare(f'--input={FIXTURES}', f'--out_dir={tmp_path / "data"}', f'--tokenizer={sharded_run / "ckpt.dcp"}',
+                    '--exclude_pmids=', '--val_fraction=0.5', '--allow_bad_files=True')
+    assert r.returncode == 0, r.stderr
+    assert load_meta(tmp_path / 'data')['tokenizer'] == load_meta(tiny_data)['tokenizer']

@@ -498,3 +498,30 @@ def test_exclude_pmids_keeps_pubmedqa_out_of_both_splits(tmp_path):
     assert meta['excluded_pmids'] == {'source': str(pubmedqa), 'listed': 1000, 'excluded': 894}
     assert '894 excluded' in r.stdout and f'excluding the PMIDs listed in {pubmedqa}' in r.stderr
     assert json.loads((tmp_path / 'with' / 'meta.json').read_text())['records']['excluded'] == 894
+
+
+def test_exclude_pmids_files_are_checked_before_any_work_and_auto_reads_only_pubmedqas_files(tmp_path):
+    from data.pubmed.prepare import excluded_pmids
+    bad = {'key.json': ('{"123": 1, "abc": 2}', "'abc' is not a PMID (1-10 digits)"),
+           'latin1.txt': ('123 caf\xe9'.encode('latin-1'), 'not readable (UnicodeDecodeError'),
+           'long.txt': ('123\n12345678901234567890\n', "'12345678901234567890' is not a PMID"),
+           'cut.json': ('{"123": {"QUESTION": "Does', 'not readable (JSONDecodeError')}
+    procs = []
+    for name, (content, _) in bad.items():
+        path = tmp_path / name
+        path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
+        procs.append(subprocess.Popen([sys.executable, PREPARE, f'--input={FIXTURES}', f'--out_dir={tmp_path / name}.out',
+                                       f'--exclude_pmids={path}'], text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    for proc, (name, (_, message)) in zip(procs, bad.items()):
+        code, err = proc.wait(timeout=120), proc.stderr.read()
+        assert code == 2 and err.count('\n') == 1 and message in err and name in err, err
+        assert not (tmp_path / f'{name}.out').exists()  # refused before the parse stage wrote anything
+    folder = tmp_path / 'pubmedqa'
+    folder.mkdir()
+    (folder / 'ori_pqal.json').write_text('{"21645374": {}, "12377809": {}}')
+    (folder / 'results.json').write_text('{"accuracy": 0.5, "items": []}')  # eval.py --out_json saved beside them
+    assert excluded_pmids(str(folder), only_pubmedqa=True).tolist() == [12377809, 21645374]
+    with pytest.raises(ValueError, match="results.json: 'accuracy' is not a PMID"):
+        excluded_pmids(str(folder))  # a folder given by name: every file in it is a list of PMIDs
+    (tmp_path / 'list.txt').write_text('# PubMedQA test\n21645374, 12377809\n\n123\n')
+    assert excluded_pmids(str(tmp_path / 'list.txt')).tolist() == [123, 12377809, 21645374]

@@ -103,8 +103,13 @@ def parse_options(argv):
     if problems:
         fail('; '.join(problems), code=2)
     o['raw_dir'] = o['raw_dir'] or os.path.join(o['out_dir'], 'raw')
-    if o['exclude_pmids'] == 'auto':  # PubMedQA's PMIDs stay out of the training data wherever its files are at hand
+    auto = o['exclude_pmids'] == 'auto'
+    if auto:  # PubMedQA's PMIDs stay out of the training data wherever its files are at hand
         o['exclude_pmids'] = PUBMEDQA if os.path.isdir(PUBMEDQA) else ''
+    try:  # read now, not after hours of parsing
+        o['excluded'] = excluded_pmids(o['exclude_pmids'], only_pubmedqa=auto) if o['exclude_pmids'] else np.zeros(0, np.int64)
+    except ValueError as e:
+        fail(f"--exclude_pmids={o['exclude_pmids']}: {e}", code=2)
     return o
 
 
@@ -323,20 +328,38 @@ def language_mask(header, wanted):
     return np.array(ok, dtype=bool)[header['language']] if ok else np.zeros(0, dtype=bool)
 
 
-def excluded_pmids(path):
-    """The sorted PMIDs that path lists: a JSON file's keys (PubMedQA's files are keyed by PMID) or list, the
-    numbers of a text file, or those of every .json/.txt file in a folder."""
-    files = sorted(glob.glob(os.path.join(path, '**', '*.json'), recursive=True) +
-                   glob.glob(os.path.join(path, '**', '*.txt'), recursive=True)) if os.path.isdir(path) else [path]
+PUBMEDQA_FILES = ('ori_pqal.json', 'test_ground_truth.json', 'ori_pqaa.json', 'ori_pqau.json')  # keyed by PMID
+
+
+def excluded_pmids(path, only_pubmedqa=False):
+    """The sorted PMIDs that path lists: a JSON file's keys (PubMedQA's files are keyed by PMID) or list, the PMIDs of
+    a text file (separated by spaces, commas or lines; '#' starts a comment), or those of every .json/.txt file in a
+    folder (only PubMedQA's own files with only_pubmedqa: other JSON, e.g. eval.py's results, may lie beside them).
+    ValueError naming the file and the first entry that is not a PMID (1-10 ASCII digits)."""
+    if os.path.isdir(path):
+        files = sorted(os.path.join(path, n) for n in PUBMEDQA_FILES if os.path.isfile(os.path.join(path, n))) \
+            if only_pubmedqa else sorted(glob.glob(os.path.join(path, '**', '*.json'), recursive=True) +
+                                         glob.glob(os.path.join(path, '**', '*.txt'), recursive=True))
+    else:
+        files = [path]
     pmids = []
     for name in files:
-        with open(name, encoding='utf-8') as f:
-            text = f.read()
-        if name.endswith('.json'):
-            listed = json.loads(text)
-            pmids += [int(p) for p in (listed.keys() if isinstance(listed, dict) else listed)]
-        else:
-            pmids += [int(p) for p in re.findall(r'\b\d{1,10}\b', text)]
+        try:
+            with open(name, encoding='utf-8') as f:
+                text = f.read()
+            if name.endswith('.json'):
+                listed = json.loads(text)
+                entries = list(listed.keys() if isinstance(listed, dict) else listed if isinstance(listed, list) else [listed])
+            else:
+                entries = re.split(r'[\s,]+', re.sub(r'#.*', '', text).strip())
+        except (OSError, ValueError) as e:  # ValueError: not UTF-8, or not (whole) JSON
+            raise ValueError(f'{name}: not readable ({type(e).__name__}: {e})')
+        for entry in entries:
+            if entry == '' and not name.endswith('.json'):
+                continue
+            if not re.fullmatch(r'[0-9]{1,10}', str(entry)) or isinstance(entry, bool):
+                raise ValueError(f'{name}: {entry!r} is not a PMID (1-10 digits)')
+            pmids.append(int(entry))
     return np.unique(np.array(pmids, dtype=np.int64))
 
 
@@ -407,10 +430,10 @@ def existing_tokenizer(path):
         if os.path.isfile(os.path.join(path, 'tokenizer.json')) or os.path.isfile(os.path.join(path, 'config.json')):
             return spec_from_hf_folder(path)
         meta = os.path.join(path, 'meta.pkl') if os.path.isdir(path) else path
-        if meta.endswith('.pkl'):
+        if meta.endswith('.pkl') and os.path.isfile(meta):
             return load_pickle_file(meta)['tokenizer']
-        from checkpoint import load_checkpoint, tokenizer_of  # torch, only for this case
-        return tokenizer_of(load_checkpoint(path), path)
+        from checkpoint import checkpoint_fields_of, tokenizer_of  # torch, only for this case
+        return tokenizer_of(checkpoint_fields_of(path), path)  # a ckpt.pt or a sharded NAME.dcp, weights unread
     except Exception as e:
         fail(f'--tokenizer={path}: no tokenizer to be had from it ({type(e).__name__}: {e})', 2)
 
@@ -592,7 +615,7 @@ def main(argv=None):
     bad = failed_downloads + corrupt
     if not parsed:
         fail('no file could be prepared' + (f' ({len(bad)} bad)' if bad else ''))
-    excluded = excluded_pmids(o['exclude_pmids']) if o['exclude_pmids'] else np.zeros(0, dtype=np.int64)
+    excluded = o['excluded']
     plans, counts = merge(parsed, o, excluded)
     train_docs, val_docs = sum(int((p == TRAIN).sum()) for p in plans), sum(int((p == VAL).sum()) for p in plans)
     if not train_docs and not val_docs:
