@@ -3,7 +3,7 @@ Memory per GPU of a training run, before it starts: weights, gradients, optimize
 activations under DDP and FSDP, with and without activation checkpointing, and whether it fits.
 
     python train.py config/finetune_1b_fsdp.py --init_from=models/llama-3.2-1b --plan=True
-    python plan.py              # the README's table: 124M to 8B on 8 x 80 GB GPUs
+    python plan.py              # the README's table: 124M to 8B on 8 x 80 GB GPUs (--gpus, --gpu_gb, --micro_batch, --block_size)
 
 Estimates from the shapes, in bytes per GPU (P parameters, W processes, t tokens per micro-batch):
   - state: fp32 weights 4P, fp32 gradients 4P, AdamW's two moments 8P (Muon: one 4-byte buffer per
@@ -109,9 +109,14 @@ def table(micro_batch=8, block_size=2048, world=8, gpu_gb=80):
         cells = [f"{p['total'] / GB:.1f} GB{'' if fits(p['total'], gpu_gb * GB) else ' ✗'}"
                  for p in (plans['ddp', False], plans['ddp', True], plans['fsdp', False], plans['fsdp', True])]
         rows.append(f'| {name} | {parameter_counts(config)[0] / 1e9:.2f}B | ' + ' | '.join(cells) + ' |')
-    return (f'GB per GPU, {world} x {gpu_gb} GB, micro-batch {micro_batch} x {block_size} tokens, bf16, AdamW '
+    return (f'GB per GPU, {world} x {gpu_gb:g} GB, micro-batch {micro_batch} x {block_size} tokens, bf16, AdamW '
             f'(✗: does not fit in 90% of the GPU)\n\n' + '\n'.join(rows))
 
 
 if __name__ == '__main__':
-    print(table())
+    from configurator import configure, fail
+    o = configure({'micro_batch': 8, 'block_size': 2048, 'gpus': 8, 'gpu_gb': 80.0})  # an unknown key: one line, exit 2
+    for key, value in o.items():
+        if value <= 0:
+            fail(f'--{key}={value}: must be positive', 2)
+    print(table(o['micro_batch'], o['block_size'], o['gpus'], o['gpu_gb']))

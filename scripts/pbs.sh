@@ -16,6 +16,10 @@ OUT_DIR=${OUT_DIR:-out-pbs}
 GPUS_PER_NODE=${GPUS_PER_NODE:-8}
 PORT=${PORT:-29500}
 PYTHON=${PYTHON:-.venv/bin/python}
+if [ ! -s "${PBS_NODEFILE:-}" ]; then
+  echo "error: \$PBS_NODEFILE (${PBS_NODEFILE:-unset}) names no nodes: submit this script with qsub" >&2
+  exit 2
+fi
 NNODES=$(sort -u "$PBS_NODEFILE" | wc -l)
 HEAD=$(head -n 1 "$PBS_NODEFILE")
 LAUNCHER=${LAUNCHER:-mpiexec -n $NNODES --ppn 1}

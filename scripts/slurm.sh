@@ -19,6 +19,10 @@ OUT_DIR=${OUT_DIR:-out-slurm}
 GPUS_PER_NODE=${GPUS_PER_NODE:-${SLURM_GPUS_ON_NODE:-8}}
 PORT=${PORT:-29500}
 PYTHON=${PYTHON:-.venv/bin/python}
+if [ -z "${SLURM_JOB_NODELIST:-}" ] || [ -z "${SLURM_JOB_ID:-}" ]; then
+  echo "error: no SLURM job here (\$SLURM_JOB_NODELIST or \$SLURM_JOB_ID unset): submit this script with sbatch" >&2
+  exit 2
+fi
 HEAD=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | sed -n 1p)  # sed reads it all: no SIGPIPE
 RESUME=""
 if [ -e "$OUT_DIR/ckpt.pt" ] || [ -e "$OUT_DIR/ckpt.dcp" ]; then RESUME="--init_from=resume"; fi

@@ -97,3 +97,17 @@ def test_pbs_script_starts_one_torchrun_per_node_and_resumes(tmp_path):
                      f'--rdzv_backend=c10d --rdzv_endpoint=x3001:29500 train.py config/finetune_1b_fsdp.py '
                      f'--out_dir={tmp_path / "out"}')
     assert second == first + ' --init_from=resume'
+
+
+def test_the_scripts_outside_a_job_say_so_and_launch_nothing(tmp_path):
+    record = tmp_path / 'launch.txt'
+    (tmp_path / 'empty').write_text('')
+    path = stubs(tmp_path / 'bin', mpiexec=RECORDER, srun=RECORDER, scontrol=RECORDER)
+    base = {k: v for k, v in os.environ.items() if not k.startswith(('PBS_', 'SLURM_'))}
+    for script, extra, message in (('pbs.sh', {'PBS_NODEFILE': str(tmp_path / 'empty')}, 'names no nodes: submit this script with qsub'),
+                                   ('pbs.sh', {}, '$PBS_NODEFILE (unset) names no nodes'),
+                                   ('slurm.sh', {}, 'no SLURM job here')):
+        r = subprocess.run(['bash', str(REPO / 'scripts' / script)], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                           env={**base, **extra, 'PATH': path, 'RECORD': str(record)})
+        assert r.returncode == 2 and r.stderr.startswith('error: ') and r.stderr.count('\n') == 1 and message in r.stderr, r.stderr
+    assert not record.exists()

@@ -142,6 +142,14 @@ def test_plan_counts_bytes_per_gpu_and_writes_nothing(tiny_data, tmp_path, capsy
     assert plan.table() in readme  # the README's table is what plan.py prints
 
 
+def test_plan_py_takes_its_options_and_refuses_others():
+    runs = [subprocess.run([sys.executable, 'plan.py', *args], cwd=REPO, capture_output=True, text=True, timeout=60)
+            for args in (['--foo=1'], ['--gpus=0'], ['--gpus=4', '--gpu_gb=141'])]
+    assert runs[0].returncode == 2 and "unknown key 'foo'" in runs[0].stderr and not runs[0].stdout
+    assert runs[1].returncode == 2 and '--gpus=0: must be positive' in runs[1].stderr
+    assert runs[2].returncode == 0 and runs[2].stdout.strip() == plan.table(world=4, gpu_gb=141.0)
+
+
 def test_the_1b_fsdp_config_plans_for_a_llama_3_2_1b_folder(tmp_path, capsys):
     from transformers import LlamaConfig
     LlamaConfig(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8,
