@@ -40,7 +40,8 @@ def main():
     check_out(c['out'], c['overwrite'], c['ckpt'])
     staging = f"{os.path.realpath(c['out'])}.{os.getpid()}.tmp"  # the folder appears whole, with nothing stale in it
     try:
-        target = export(load_checkpoint(c['ckpt']), staging)
+        checkpoint = load_checkpoint(c['ckpt'])
+        target = export(checkpoint, staging)
         umask = os.umask(0)
         os.umask(umask)
         for name in os.listdir(staging):  # the same permissions for every file (safetensors writes 0600)
@@ -51,6 +52,9 @@ def main():
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     print(f'wrote {target} model and tokenizer to {os.path.realpath(c["out"])}')
+    context, window = checkpoint['model_args']['block_size'], (checkpoint.get('config') or {}).get('block_size')
+    if window and window < context:
+        print(f'note: trained on windows of {window} tokens of a context of {context} (max_position_embeddings)')
 
 
 if __name__ == '__main__':

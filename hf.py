@@ -190,9 +190,11 @@ def positive_int(c, key, limit=2 ** 31):
     return value
 
 
-def config_from_hf(c, block_size=None, dropout=0.0):
-    """Our GPTConfig for a transformers config; CheckpointError naming what does not map. Every field of these
-    families' configs that changes the function is either carried over or refused here."""
+def config_from_hf(c, window=None, dropout=0.0):
+    """Our GPTConfig for a transformers config, to train on windows of `window` tokens (None: the model's positions);
+    CheckpointError naming what does not map. Every field of these families' configs that changes the function is
+    either carried over or refused here. The context (GPTConfig.block_size) of a rotary model is its positions, or
+    the window if that is longer; GPT-2's position table is cut to the window (its table is its context)."""
     if c.model_type == 'gpt2':
         sizes = {key: positive_int(c, key) for key in ('vocab_size', 'n_positions', 'n_layer', 'n_head', 'n_embd')}
         unsupported = [(c.activation_function not in ('gelu_new', 'gelu_pytorch_tanh'), f'activation_function={c.activation_function!r}'),
@@ -230,26 +232,28 @@ def config_from_hf(c, block_size=None, dropout=0.0):
     for bad, what in unsupported:
         if bad:
             raise CheckpointError(f'{c.model_type}: {what} is not something model.py computes')
-    block_size = block_size or positions
-    if block_size > positions:
-        raise CheckpointError(f'block_size={block_size}: the model has only {positions} positions')
+    if c.model_type == 'gpt2':  # learned positions: the table is the context, cut to the training window
+        if window and window > positions:
+            raise CheckpointError(f'block_size={window}: the model has only {positions} positions')
+        context = window or positions
+    else:  # rotary: the training window is a choice of the run; the model reads as far as it did (or further)
+        context = max(positions, window or 0)
     try:
-        return GPTConfig(block_size=block_size, vocab_size=sizes['vocab_size'], dropout=dropout,
+        return GPTConfig(block_size=context, vocab_size=sizes['vocab_size'], dropout=dropout,
                          tie_embeddings=bool(c.tie_word_embeddings), **args)
     except (ValueError, TypeError) as e:
         raise CheckpointError(f'{c.model_type}: its config does not make a model ({first_line(e)})')
 
 
-def from_pretrained(name_or_dir, block_size=None, dropout=0.0):
-    """Our GPT with the weights of a Hugging Face model (see the table above). block_size: the context to
-    train with (GPT-2 keeps that many rows of its position table). CheckpointError when it can't be had
-    or does not map."""
-    return from_hf_model(load_hf_model(name_or_dir), block_size, dropout)
+def from_pretrained(name_or_dir, window=None, dropout=0.0):
+    """Our GPT with the weights of a Hugging Face model (see the table above), to train on windows of `window`
+    tokens (config_from_hf: what that does to the context). CheckpointError when it can't be had or does not map."""
+    return from_hf_model(load_hf_model(name_or_dir), window, dropout)
 
 
-def from_hf_model(hf, block_size=None, dropout=0.0):
+def from_hf_model(hf, window=None, dropout=0.0):
     """Our GPT computing what a loaded transformers model computes (see from_pretrained)."""
-    config = config_from_hf(hf.config, block_size, dropout)
+    config = config_from_hf(hf.config, window, dropout)
     with torch.device('meta'):  # no random initialisation of weights that are overwritten next (minutes for 8B)
         model = GPT(config)
     model.materialize('cpu')
@@ -265,10 +269,10 @@ def from_hf_model(hf, block_size=None, dropout=0.0):
     return model
 
 
-def shapes_of(name_or_dir, block_size=None, dropout=0.0):
+def shapes_of(name_or_dir, window=None, dropout=0.0):
     """The GPTConfig of a Hugging Face model from its config.json alone (no weights read)."""
     try:
-        return config_from_hf(read_hf_config(name_or_dir), block_size, dropout)
+        return config_from_hf(read_hf_config(name_or_dir), window, dropout)
     except OSError as e:
         raise CheckpointError(f'cannot read the config of {name_or_dir!r} ({first_line(e)})')
 

@@ -21,7 +21,7 @@ from torch.utils.checkpoint import checkpoint
 
 @dataclass
 class GPTConfig:
-    block_size: int = 1024
+    block_size: int = 1024         # the context: the most positions the model reads (position or rope tables, KV cache)
     vocab_size: int = 50304
     n_layer: int = 12
     n_head: int = 12
@@ -173,11 +173,12 @@ class Block(nn.Module):
 
 
 class KVCache:
-    """Keys and values of every layer, preallocated for block_size positions (in the dtype of the
-    first keys written, so autocast works). The prompt is prefilled once, then each token appends one."""
+    """Keys and values of every layer, preallocated for `length` positions (default and at most block_size; in the
+    dtype of the first keys written, so autocast works). The prompt is prefilled once, then each token appends one."""
 
-    def __init__(self, config, batch_size, device):
-        self.shape = (config.n_layer, batch_size, config.n_kv_head, config.block_size, config.head_dim)
+    def __init__(self, config, batch_size, device, length=None):
+        length = min(length or config.block_size, config.block_size)
+        self.shape = (config.n_layer, batch_size, config.n_kv_head, length, config.head_dim)
         self.device, self.k, self.v = device, None, None
         self.pos = 0  # positions filled so far (the position of the next token)
 
@@ -188,7 +189,7 @@ class KVCache:
             self.v = torch.zeros(self.shape, device=self.device, dtype=v.dtype)
         T = k.size(2)
         assert T == 1 or self.pos == 0, 'several tokens only as a prefill into an empty cache (causal mask)'
-        assert self.pos + T <= self.k.size(3), 'the cache holds block_size positions'
+        assert self.pos + T <= self.k.size(3), f'the cache holds {self.k.size(3)} positions'
         end = self.pos + T
         self.k[layer, :, :, self.pos:end], self.v[layer, :, :, self.pos:end] = k, v
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
@@ -330,7 +331,8 @@ class GPT(nn.Module):
             if not use_cache:
                 logits, _ = self(idx[:, start:])
             elif cache is None:
-                cache = KVCache(self.config, idx.size(0), idx.device)
+                # no more positions than this window will reach (an 8k-context model sampling 200 tokens)
+                cache = KVCache(self.config, idx.size(0), idx.device, idx.size(1) - start + max_new_tokens)
                 logits, _ = self(idx[:, start:], cache=cache)
             else:
                 logits, _ = self(idx[:, -1:], cache=cache)

@@ -82,7 +82,9 @@ data_dir = 'data/pubmed'        # a folder with train.bin, val.bin, meta.pkl
 batch_size = 12                 # windows per micro-batch
 gradient_accumulation_steps = 40  # micro-batches per step, summed over all processes
 align_windows = False           # training windows start where documents start (see window_starts), not every block_size
-# model: the fields of GPTConfig (model.py), defaults there (GPT-2 small); on resume the checkpoint's shape is used
+# model: the fields of GPTConfig (model.py), defaults there (GPT-2 small); on resume the checkpoint's shape is used.
+# block_size is the training window: a model from scratch reads as far; an open model with rotary positions keeps
+# its own context when that is longer (GPT-2's position table is cut to the window)
 # optimizer
 optimizer = 'adamw'             # 'adamw', or 'muon' for the blocks' matrices (AdamW for the rest)
 learning_rate = 6e-4            # AdamW's peak lr
@@ -426,9 +428,11 @@ def print_plan(config, world):
     else:
         from hf import shapes_of
         try:
-            model_config = shapes_of(c.init_from, block_size=c.block_size or None)
+            model_config = shapes_of(c.init_from, c.block_size or None)
         except CheckpointError as e:
             fail(f'plan: {e}')
+    if c.block_size and model_config.pos == 'rotary':  # activations are those of the training window
+        model_config = dataclasses.replace(model_config, block_size=c.block_size)
     try:
         micro_batch = split_step(c.batch_size, c.gradient_accumulation_steps, world)[1]
     except ValueError as e:
@@ -498,17 +502,22 @@ def main(config):
             from hf import from_pretrained, shapes_of
             try:
                 raw_model = GPT(shapes_of(c.init_from, c.block_size or None, c.dropout)) if weightless else \
-                    from_pretrained(c.init_from, block_size=c.block_size or None, dropout=c.dropout)
+                    from_pretrained(c.init_from, window=c.block_size or None, dropout=c.dropout)
             except CheckpointError as e:
                 fail(str(e))
-        ignored = [f'{k}={config[k]!r}' for k in MODEL_DEFAULTS
-                   if config[k] != getattr(raw_model.config, k) and not (k in DERIVED + ('block_size',) and not config[k])]
+        ignored = [f'{k}={config[k]!r}' for k in MODEL_DEFAULTS if k != 'block_size'  # the window: see below
+                   and config[k] != getattr(raw_model.config, k) and not (k in DERIVED and not config[k])]
         if master and ignored:
             print(f'note: init_from={c.init_from!r} fixes the architecture; ignoring {", ".join(ignored)}')
     if raw_model.config.vocab_size < meta['vocab_size']:
         fail(f"the model's vocabulary ({raw_model.config.vocab_size}) is smaller than the data's ({meta['vocab_size']})")
     raw_model.activation_checkpointing = c.activation_checkpointing
-    block = raw_model.config.block_size
+    # the training window (what a batch holds) and the model's context (how far it reads): a rotary model continued
+    # on short windows keeps the context of the model it came from (hf.config_from_hf)
+    block = c.block_size or raw_model.config.block_size
+    if master and block < raw_model.config.block_size:
+        print(f'note: training on windows of {block} tokens of a context of {raw_model.config.block_size} (the model '
+              'reads, samples and exports that context)')
     model = parallelize(raw_model, c.parallel, dev, ptdtype, c.compile, c.cpu_offload)
     if fsdp and ddp:  # FSDP's policy casts the weights to bf16 itself; autocast is for DDP
         autocast = nullcontext()

@@ -65,3 +65,39 @@ def test_a_llama_folder_continues_pretraining_on_pubmed_and_exports_back(tmp_pat
         logits = hf(torch.from_numpy(x)).logits
     loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), torch.from_numpy(y).flatten()).item()
     assert loss == pytest.approx(evals[-1]['val_loss'], abs=1e-4)
+
+
+def test_short_training_windows_keep_the_context_of_the_model_continued(tmp_path, capsys):
+    """A Llama of 128 positions continued on windows of 32: it still reads 128 (checkpoint, export, sample.py,
+    lm-eval's truncation), and says so once."""
+    import train
+    from checkpoint import load_checkpoint, model_from_checkpoint
+    from conftest import TINY_TEXT, make_dataset
+    from tokenizer import encoding_from_spec, spec_from_hf_folder
+    folder = llama_folder(tmp_path / 'llama', [TINY_TEXT], vocab_size=400, max_position_embeddings=128)
+    spec = spec_from_hf_folder(folder)
+    data, out = make_dataset(tmp_path / 'data', spec=spec), tmp_path / 'out'
+    train.main(train.options([f'--init_from={folder}', f'--data_dir={data}', f'--out_dir={out}', '--block_size=32',
+                              '--batch_size=4', '--gradient_accumulation_steps=1', '--max_iters=3', '--eval_iters=1',
+                              '--compile=False', '--learning_rate=1e-3', '--warmup_iters=0', '--device=cpu']))
+    assert 'note: training on windows of 32 tokens of a context of 128' in capsys.readouterr().out
+    ckpt = load_checkpoint(out / 'ckpt.pt')
+    assert ckpt['model_args']['block_size'] == 128 and ckpt['config']['block_size'] == 32
+    assert [r['iter'] for r in map(json.loads, (out / 'metrics.jsonl').open()) if r['kind'] == 'train'] == [1, 2, 3]
+
+    exported = run('export_hf.py', f'--ckpt={out / "ckpt.pt"}', f'--out={tmp_path / "hf"}')
+    assert 'note: trained on windows of 32 tokens of a context of 128 (max_position_embeddings)' in exported.stdout
+    assert json.loads((tmp_path / 'hf' / 'config.json').read_text())['max_position_embeddings'] == 128
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / 'hf').eval()
+    ids = torch.tensor([encoding_from_spec(spec).encode_ordinary(TINY_TEXT)[:100]])
+    with torch.no_grad():
+        ours, _ = model_from_checkpoint(ckpt).eval()(ids, all_logits=True)
+        theirs = hf(ids).logits
+    torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=0)
+
+    sample = run('sample.py', f'--ckpt={out / "ckpt.pt"}', '--prompt=Metformin lowers blood glucose', '--max_new_tokens=80',
+                 '--temperature=0', '--stop_at_eot=False')
+    assert 'past the context' not in sample.stderr  # 80 tokens and the prompt fit in 128: no window slides
+    assert len(encoding_from_spec(spec).encode_ordinary(sample.stdout.rstrip('\n'))) > 80
+    from lm_eval.models.huggingface import HFLM
+    assert HFLM(pretrained=str(tmp_path / 'hf'), device='cpu').max_length == 128  # lm-eval keeps prompts up to 128

@@ -311,7 +311,8 @@ def test_published_shapes_map_exactly(name):
     cls = getattr(transformers, cls_name)
     layers = config_args['num_hidden_layers'] if name == 'SmolLM2-135M' else 2
     hf = cls(cls.config_class(**{**config_args, 'num_hidden_layers': layers})).eval()  # transformers' random init
-    model = from_hf_model(hf, block_size=512).eval()  # a shorter context: rope tables of 512 positions
+    model = from_hf_model(hf, window=512).eval()  # training windows of 512 keep the published context
+    assert model.config.block_size == config_args['max_position_embeddings']
     assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in hf.parameters())
     x = torch.randint(config_args['vocab_size'], (1, 64), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
