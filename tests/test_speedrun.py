@@ -67,7 +67,9 @@ def test_bench_trains_both_prints_curves_time_to_target_and_plot(tiny_setup):
         assert reach['value'] is None and 'not reached' in reach['note']
     else:
         assert reach['value'] == pytest.approx(expected, abs=0.06)
-        assert reach['ratio'] == pytest.approx(reach['value'] / reach['baseline'], abs=1e-3)
+        # the ratio is of the unrounded times; value and baseline are printed to 0.1 s (at 0.5 s that is 10%)
+        v, b = reach['value'], reach['baseline']
+        assert (v - 0.05) / (b + 0.05) - 1e-3 <= reach['ratio'] <= (v + 0.05) / (b - 0.05) + 1e-3
     assert (tiny_setup / 'out' / 'speedrun.png').stat().st_size > 1000
     # the candidate trained on the BPE data, the baseline on the 'gpt2' folder
     assert '--data_dir=' + str(tiny_setup / 'data' / 'bpe300') in (tiny_setup / 'out' / 'candidate' / 'run.json').read_text()
