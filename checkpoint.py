@@ -16,6 +16,11 @@ loading one never runs code. make_checkpoint() is the only place its keys are wr
     config         every option of the run (train.py's)
     rng            per rank: {'torch': CPU generator state, 'cuda': the GPU's (on GPUs)}
     loader         the data position (dataloader.TrainLoader.state_dict)
+  and what the export's model card says of the run (RECORD_KEYS; checkpoints from before have none):
+    origin         what the weights started from: {'from': 'scratch'} or an open model's {'from', 'name', 'hub_id'}
+    data           the data folder's facts (meta.pkl): records kept and dropped, excluded PMIDs, split, tokens
+    last_eval      the latest evaluation: {'iter', 'val_loss', 'val_ppl', 'val_bpb'}
+    processes      how many processes trained; precision: the dtype they computed in, on which device type
 
 Under FSDP (train.py --parallel=fsdp) a checkpoint is a folder, NAME.dcp: each process writes its shards
 of 'model' and 'optimizer' there with torch.distributed.checkpoint (keyed by parameter name, so it loads
@@ -39,6 +44,7 @@ CKPT_VERSION = 1
 TRAIN_STATE = 'train_state.pt'  # in a sharded checkpoint's folder
 TRAINING_KEYS = ('optimizer', 'scaler', 'iter_num', 'tokens_seen', 'train_seconds', 'best_val_loss', 'config',
                  'rng', 'loader')
+RECORD_KEYS = ('origin', 'data', 'last_eval', 'processes', 'precision')
 
 
 class CheckpointError(Exception):
@@ -46,7 +52,8 @@ class CheckpointError(Exception):
 
 
 def make_checkpoint(model, tokenizer, token_bytes, **training):
-    """The checkpoint dict of a model (a GPT) and its tokenizer; `training`: the TRAINING_KEYS to resume from.
+    """The checkpoint dict of a model (a GPT) and its tokenizer; `training`: the TRAINING_KEYS to resume from
+    (and RECORD_KEYS).
     CheckpointError for a model whose weights are not all finite: such a checkpoint is never written."""
     if not all_finite(model.state_dict()):
         raise CheckpointError('the weights are not finite (inf or nan)')
@@ -55,7 +62,7 @@ def make_checkpoint(model, tokenizer, token_bytes, **training):
 
 def checkpoint_fields(model, tokenizer, token_bytes, **training):
     """Every key of the checkpoint but the weights."""
-    unknown = set(training) - set(TRAINING_KEYS)
+    unknown = set(training) - set(TRAINING_KEYS) - set(RECORD_KEYS)
     assert not unknown, f'not checkpoint keys: {sorted(unknown)}'
     return {'model_args': dataclasses.asdict(model.config), 'tokenizer': tokenizer, 'token_bytes': token_bytes,
             **training, 'version': CKPT_VERSION}
@@ -285,7 +292,7 @@ def consolidate(path):
     load_sharded(path, model, optimizers)
     if not all_finite(model.state_dict()):
         raise CheckpointError(f'{path}: the weights are not finite (inf or nan)')
-    training = {k: v for k, v in fields.items() if k in TRAINING_KEYS}
+    training = {k: v for k, v in fields.items() if k in TRAINING_KEYS + RECORD_KEYS}
     return make_checkpoint(model, fields['tokenizer'], fields['token_bytes'], **training,
                            optimizer=[o.state_dict() for o in optimizers])
 

@@ -26,7 +26,7 @@ from common import atomic_write, load_data_pickle
 
 META_KEYS = ('vocab_size', 'dtype', 'tokenizer', 'eot_token', 'token_bytes', 'train_tokens', 'val_tokens',
              'train_docs', 'val_docs', 'train_bytes', 'val_bytes', 'files', 'bad_files', 'records', 'token_files',
-             'excluded_pmids')
+             'excluded_pmids', 'split', 'languages')
 
 
 class DataError(Exception):
@@ -42,7 +42,8 @@ def write_meta(out_dir, spec, **facts):
     """meta.pkl and meta.json for a data folder tokenized with `spec` (tokenizer.py). `facts`: the token,
     document and byte counts of each split (train_tokens, val_tokens, train_docs, val_docs, train_bytes,
     val_bytes), and where they came from (files: [{name, md5}], bad_files: [{name, error}], records:
-    {what was seen and dropped: count}, excluded_pmids: {source, listed, excluded}). vocab_size, dtype,
+    {what was seen and dropped: count}, excluded_pmids: {source, listed, excluded}, split: {rule, val_fraction},
+    languages: the codes kept). vocab_size, dtype,
     eot_token and token_bytes (UTF-8 length of each id, 0 for special tokens: the denominator of bits per
     byte) follow from the spec; token_files
     ({'train.bin': {'bytes', 'blake2b'}, 'val.bin': ...}) from the token files, already in out_dir."""

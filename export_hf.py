@@ -3,8 +3,10 @@ Export a checkpoint as a Hugging Face model directory (transformers loads it wit
 
     python export_hf.py --ckpt=out/ckpt.pt --out=hf/
 
-What maps to what, and what is refused, is in hf.py.
+What maps to what, and what is refused, is in hf.py; the README.md written beside the weights (the model
+card: what the model is, what it read and how it scores) is model_card.py's.
 """
+import json
 import os
 import shutil
 
@@ -12,10 +14,12 @@ from checkpoint import CheckpointError, load_checkpoint
 from common import replace_folder, replacing_would_lose, writable_folder
 from configurator import config_from_globals, configure, fail
 from hf import ExportError, export
+from model_card import PUBMEDQA_FIGURES, card, pubmedqa_of
 
 ckpt = 'out/ckpt.pt'
 out = 'hf'
 overwrite = False          # replace --out if it holds files (else refused: stale weight files would be loaded too)
+pubmedqa_json = ''         # PubMedQA figures for the model card: an eval.py --out_json file ('' = the run's metrics.jsonl)
 
 
 def check_out(path, replace, ckpt):
@@ -35,13 +39,30 @@ def check_out(path, replace, ckpt):
         fail(f'--out={path}: cannot write beside it', 2)
 
 
+def read_pubmedqa_json(path):
+    """The figures of an eval.py --out_json file, or exit 2 naming it."""
+    try:
+        with open(path, encoding='utf-8') as f:
+            figures = json.load(f)
+        assert all(isinstance(figures.get(k), (int, float)) for k in PUBMEDQA_FIGURES), f"no {', '.join(PUBMEDQA_FIGURES)}"
+    except (OSError, ValueError, AssertionError, AttributeError) as e:
+        fail(f'--pubmedqa_json={path}: not a file eval.py --out_json wrote ({type(e).__name__}: {e})', 2)
+    return figures
+
+
 def main():
     c = configure(config_from_globals(globals()))
     check_out(c['out'], c['overwrite'], c['ckpt'])
+    pubmedqa = read_pubmedqa_json(c['pubmedqa_json']) if c['pubmedqa_json'] else None
     staging = f"{os.path.realpath(c['out'])}.{os.getpid()}.tmp"  # the folder appears whole, with nothing stale in it
     try:
         checkpoint = load_checkpoint(c['ckpt'])
         target = export(checkpoint, staging)
+        # PubMedQA: the file given, else what train.py --eval_pubmedqa recorded at this iteration beside the checkpoint
+        pubmedqa = pubmedqa or pubmedqa_of(os.path.join(os.path.dirname(os.path.abspath(c['ckpt'])), 'metrics.jsonl'),
+                                           checkpoint.get('iter_num'))
+        with open(os.path.join(staging, 'README.md'), 'w', encoding='utf-8') as f:
+            f.write(card(checkpoint, os.path.basename(os.path.realpath(c['out'])), target, pubmedqa))
         umask = os.umask(0)
         os.umask(umask)
         for name in os.listdir(staging):  # the same permissions for every file (safetensors writes 0600)
@@ -51,7 +72,7 @@ def main():
         fail(f'cannot export {c["ckpt"]}: {e}')
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    print(f'wrote {target} model and tokenizer to {os.path.realpath(c["out"])}')
+    print(f'wrote {target} model, tokenizer and model card (README.md) to {os.path.realpath(c["out"])}')
     context, window = checkpoint['model_args']['block_size'], (checkpoint.get('config') or {}).get('block_size')
     if window and window < context:
         print(f'note: trained on windows of {window} tokens of a context of {context} (max_position_embeddings)')

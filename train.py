@@ -324,10 +324,33 @@ def check_tokenizer_of(init_from, meta, data_dir):
              f"{fingerprint(ours)}: prepare it with {how}")
 
 
+def run_origin(init_from, ckpt):
+    """What the weights started from, for the model card; a resumed run carries its checkpoint's (None where an
+    older checkpoint did not record it)."""
+    if init_from == 'resume':
+        return ckpt.get('origin')
+    if init_from == 'scratch':
+        return {'from': 'scratch'}
+    if init_from in GPT2_NAMES:
+        return {'from': init_from, 'name': init_from, 'hub_id': f'openai-community/{init_from}'}
+    path = os.path.abspath(init_from)
+    # a folder of the Hugging Face cache (.../models--ORG--NAME/snapshots/HASH) names its hub id; others do not
+    parts = path.split(os.sep)
+    cached = [p for p in parts if p.startswith('models--') and p.count('--') >= 2]
+    return {'from': path, 'name': os.path.basename(path), 'hub_id': '/'.join(cached[-1].split('--')[1:3]) if cached else None}
+
+
+def data_facts(meta, data_dir):
+    """The data folder's facts for the model card (meta.pkl; None for what an older data folder did not record)."""
+    keys = ('records', 'excluded_pmids', 'split', 'languages', 'train_tokens', 'val_tokens', 'train_docs', 'val_docs')
+    return {'data_dir': os.path.abspath(data_dir), 'files': len(meta.get('files') or []), **{k: meta.get(k) for k in keys}}
+
+
 def save_training(names, raw_model, meta, optimizers, scaler, loader, config, device, **progress):
     """Write the checkpoints `names` ('best', 'ckpt', ...) of the run so far to out_dir: NAME.pt, or under FSDP the
     folder NAME.dcp of every rank's shards. A collective under torchrun (every rank's RNG state goes in). Exits
-    rather than checkpoint a blown-up model. progress: iter_num, train_seconds, best_val_loss."""
+    rather than checkpoint a blown-up model. progress: iter_num, train_seconds, best_val_loss, and the run's facts
+    (checkpoint.RECORD_KEYS)."""
     training = dict(tokens_seen=loader.windows_seen * loader.block, config=config, rng=rng_states(device),
                     loader=loader.state_dict(), **({'scaler': scaler.state_dict()} if scaler.is_enabled() else {}), **progress)
     paths = [os.path.join(config['out_dir'], name) for name in names]
@@ -509,6 +532,10 @@ def main(config):
                    and config[k] != getattr(raw_model.config, k) and not (k in DERIVED and not config[k])]
         if master and ignored:
             print(f'note: init_from={c.init_from!r} fixes the architecture; ignoring {", ".join(ignored)}')
+    # what the export's model card says of the run (checkpoint.RECORD_KEYS), kept in every checkpoint it writes
+    facts = {'origin': run_origin(c.init_from, ckpt), 'data': data_facts(meta, c.data_dir), 'processes': world,
+             'precision': f'{str(ptdtype).removeprefix("torch.")} on {dev.type}',
+             **({'last_eval': ckpt['last_eval']} if ckpt and 'last_eval' in ckpt else {})}
     if raw_model.config.vocab_size < meta['vocab_size']:
         fail(f"the model's vocabulary ({raw_model.config.vocab_size}) is smaller than the data's ({meta['vocab_size']})")
     raw_model.activation_checkpointing = c.activation_checkpointing
@@ -633,12 +660,13 @@ def main(config):
                     record(metrics_path, wandb_run, rec)
             if not math.isfinite(ev['val_loss']):
                 fail(f'val loss is {ev["val_loss"]} at iter {iter_num}: stopping; the checkpoints in {c.out_dir} are untouched')
+            facts['last_eval'] = {'iter': iter_num, **{k: ev[k] for k in ('val_loss', 'val_ppl', 'val_bpb')}}
             improved = ev['val_loss'] < best_val_loss
             best_val_loss = min(best_val_loss, ev['val_loss'])
             if not c.eval_only and iter_num > 0 and (c.save_latest or (improved and c.save_best)):
                 # best first: a kill between the two leaves ckpt behind it, and the resumed run writes best again
                 names = [name for name, wanted in (('best', improved and c.save_best), ('ckpt', c.save_latest)) if wanted]
-                save_training(names, raw_model, meta, optimizers, scaler, loader, config, dev, iter_num=iter_num,
+                save_training(names, raw_model, meta, optimizers, scaler, loader, config, dev, **facts, iter_num=iter_num,
                               train_seconds=train_seconds, best_val_loss=best_val_loss)
         if done:
             break
@@ -673,7 +701,7 @@ def main(config):
                       f'peak memory {memory:,.0f} MB')
             log_seconds, log_iters = 0.0, 0
         if c.ckpt_every_tokens and tokens_seen // c.ckpt_every_tokens > (tokens_seen - tokens_per_step) // c.ckpt_every_tokens:
-            save_training([f'ckpt_{tokens_seen:012d}'], raw_model, meta, optimizers, scaler, loader, config, dev,
+            save_training([f'ckpt_{tokens_seen:012d}'], raw_model, meta, optimizers, scaler, loader, config, dev, **facts,
                           iter_num=iter_num, train_seconds=train_seconds, best_val_loss=best_val_loss)
 
     if c.eval_pubmedqa and not c.eval_only and not signalled:

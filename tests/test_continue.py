@@ -88,6 +88,8 @@ def test_short_training_windows_keep_the_context_of_the_model_continued(tmp_path
     exported = run('export_hf.py', f'--ckpt={out / "ckpt.pt"}', f'--out={tmp_path / "hf"}')
     assert 'note: trained on windows of 32 tokens of a context of 128 (max_position_embeddings)' in exported.stdout
     assert json.loads((tmp_path / 'hf' / 'config.json').read_text())['max_position_embeddings'] == 128
+    card = (tmp_path / 'hf' / 'README.md').read_text()  # the model card says so too
+    assert '| context | 128 tokens (trained on windows of 32) |' in card and f'continued from llama (`{folder}`)' in card
     hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / 'hf').eval()
     ids = torch.tensor([encoding_from_spec(spec).encode_ordinary(TINY_TEXT)[:100]])
     with torch.no_grad():

@@ -192,7 +192,8 @@ def test_export_refuses_a_folder_with_files_replaces_it_on_request_and_writes_on
                        cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     names = sorted(p.name for p in out.iterdir())
-    assert names == ['config.json', 'generation_config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']
+    assert names == ['README.md', 'config.json', 'generation_config.json', 'model.safetensors', 'tokenizer.json',
+                     'tokenizer_config.json']
     assert len({(out / n).stat().st_mode for n in names}) == 1
     assert not list(tmp_path.glob('*.tmp'))
     for arg, message in (('--out=', '--out is empty'), (f'--out={tmp_path / "ckpt.pt"}', 'is a file, not a folder')):

@@ -636,7 +636,8 @@ def main(argv=None):
              **{k: totals[k] for k in ('train_docs', 'val_docs', 'train_bytes', 'val_bytes')}}
     exclusion = {'source': o['exclude_pmids'], 'listed': len(excluded), 'excluded': counts['excluded']}
     meta = write_meta(o['out_dir'], spec, excluded_pmids=exclusion, files=[{'name': p['name'], 'md5': p['md5']} for p in parsed],
-                      bad_files=[{'name': n, 'error': e} for n, e in bad], records=dict(sorted(counts.items())), **sizes)
+                      bad_files=[{'name': n, 'error': e} for n, e in bad], records=dict(sorted(counts.items())),
+                      split={'rule': 'a hash of the PMID', 'val_fraction': o['val_fraction']}, languages=o['languages'], **sizes)
     print_summary(meta, counts, len(sources) + len(failed_downloads), time.time() - t0)
     if bad:
         print(f"{len(bad)} bad file(s) left out: {', '.join(n for n, _ in bad)}", file=sys.stderr)

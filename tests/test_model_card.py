@@ -1,0 +1,81 @@
+"""The export's model card (README.md): the facts the checkpoint and its data folder recorded, a YAML header the
+Hugging Face hub parses, "unknown" where nothing was recorded."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import FIXTURES, PUBMED_CORPUS, REPO, SHARED, need, run_prepare
+from test_train import TINY, records, run_train
+
+pytest.importorskip('huggingface_hub')
+pytestmark = pytest.mark.usefixtures('one_thread')
+
+
+def export(ckpt, out, *args):
+    r = subprocess.run([sys.executable, 'export_hf.py', f'--ckpt={ckpt}', f'--out={out}', *args], cwd=REPO, text=True,
+                       capture_output=True, timeout=300, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    return r
+
+
+def test_the_card_says_what_the_run_recorded_and_the_hub_parses_it(tmp_path):
+    from huggingface_hub import ModelCard
+    corpus = tmp_path / 'corpus'
+    corpus.mkdir()
+    os.symlink(need(PUBMED_CORPUS) / 'pubmedcorpus-0001.xml.gz', corpus / 'pubmedcorpus-0001.xml.gz')
+    pubmedqa = need(SHARED / 'data' / 'pubmedqa')
+    data, out = tmp_path / 'data', tmp_path / 'out'
+    r = run_prepare(f'--input={corpus}', f'--out_dir={data}', '--vocab_size=300', '--val_fraction=0.05',
+                    f'--exclude_pmids={pubmedqa}')
+    assert r.returncode == 0, r.stderr
+    run_train(data, out, '--max_iters=4', '--eval_interval=2', '--eval_pubmedqa=True', f'--pubmedqa_dir={pubmedqa}',
+              '--pubmedqa_limit=4')
+    r = export(out / 'ckpt.pt', tmp_path / 'hf')
+    assert r.returncode == 0, r.stderr
+    text = (tmp_path / 'hf' / 'README.md').read_text()
+    meta = json.loads((data / 'meta.json').read_text())
+    last_eval, pubmedqa_rec = records(out, 'eval')[-1], records(out, 'pubmedqa')[-1]
+
+    card = ModelCard.load(tmp_path / 'hf' / 'README.md')  # the hub's own parser
+    results = {(e.dataset_type, e.metric_type): e.metric_value for e in card.data.eval_results}
+    assert results == {('pubmed', 'loss'): round(last_eval['val_loss'], 4), ('pubmed', 'bits_per_byte'): round(last_eval['val_bpb'], 4),
+                       ('pubmed_qa', 'accuracy'): round(pubmedqa_rec['accuracy'], 4),
+                       ('pubmed_qa', 'f1'): round(pubmedqa_rec['macro_f1'], 4)}
+    assert card.data.pipeline_tag == 'text-generation' and card.data.language == ['en'] and card.data.base_model is None
+    assert 'from-scratch' in card.data.tags and card.data.model_name == 'hf'
+    rec = meta['records']
+    for fact in (f"| weights | trained from scratch |",
+                 f"{rec['records']:,} seen in 1 file(s); {meta['train_docs']:,} train and {meta['val_docs']:,} val documents kept",
+                 f"{rec['no_abstract']:,} without an abstract", f"{rec['excluded']:,} records of the 1,000 PMIDs listed in "
+                 f"`{pubmedqa}` left out of both splits", '| train/val split | by a hash of the PMID: 0.05 of PMIDs in val |',
+                 f"| tokens trained on | {4 * 8 * 32:,} ({4 * 8 * 32 / meta['train_tokens']:.2f} epochs) of "
+                 f"{meta['train_tokens']:,} in train.bin |", '| batch | 8 windows of 32 tokens (256 tokens) a step |',
+                 '| steps | 4 |', '| precision | float32 on cpu |', '| processes | 1 (ddp) |', '| languages | eng |',
+                 f"| PubMedQA accuracy | {pubmedqa_rec['accuracy']:.4f} | {pubmedqa_rec['majority_accuracy']:.4f} |",
+                 f"| val loss | {last_eval['val_loss']:.4f} |", "tokenizer = AutoTokenizer.from_pretrained(\"hf\")"):
+        assert fact in text, fact
+    assert 'unknown' not in text.split('---', 2)[2]
+
+
+def test_an_older_checkpoint_exports_with_unknown_facts_and_a_given_pubmedqa_file(tmp_path):
+    from huggingface_hub import ModelCard
+    figures = {'questions': 500, 'accuracy': 0.5, 'macro_f1': 0.3, 'majority_accuracy': 0.552, 'majority_macro_f1': 0.237,
+               'majority_label': 'yes', 'items': []}
+    (tmp_path / 'pubmedqa.json').write_text(json.dumps(figures))  # as eval.py --out_json writes it
+    (tmp_path / 'broken.json').write_text('{"accuracy": 0.5}')
+    shutil.copy(FIXTURES / 'ckpt_v1_before_layout.pt', tmp_path / 'ckpt.pt')  # before checkpoints recorded facts
+    r = export(tmp_path / 'ckpt.pt', tmp_path / 'hf', f'--pubmedqa_json={tmp_path / "pubmedqa.json"}')
+    assert r.returncode == 0, r.stderr
+    card = ModelCard.load(tmp_path / 'hf' / 'README.md')
+    assert {e.metric_type: e.metric_value for e in card.data.eval_results} == {'accuracy': 0.5, 'f1': 0.3}
+    assert card.data.tags == ['pubmed', 'biomedical', 'pubmed-gpt']  # neither from scratch nor continued: not recorded
+    text = card.text
+    for fact in ('| weights | unknown |', '| PubMed records | unknown |', '| decontamination | unknown |',
+                 '| val loss | unknown |', '| PubMedQA accuracy | 0.5000 | 0.5520 |', '| processes | unknown |'):
+        assert fact in text, fact
+    r = export(tmp_path / 'ckpt.pt', tmp_path / 'hf2', f'--pubmedqa_json={tmp_path / "broken.json"}')
+    assert r.returncode == 2 and r.stderr.count('\n') == 1 and 'not a file eval.py --out_json wrote' in r.stderr
+    assert not (tmp_path / 'hf2').exists()
