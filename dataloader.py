@@ -200,15 +200,18 @@ class TrainLoader:
         self.starts = window_starts(tokens, block, eot)
         self.windows_seen = 0  # windows of the stream used by the steps so far, all ranks
 
-    def step_batches(self):
-        """[(x, y)] of this rank for the next step; moves the stream past the whole step (all ranks)."""
+    def read_step(self):
+        """[(x, y)] of this rank for the next step, the stream not moved (advance() moves it)."""
         batches = []
         for micro in range(self.micro_steps):
             first = self.windows_seen + (micro * self.world + self.rank) * self.micro_batch
             ids = window_ids(first, self.micro_batch, len(self.starts), self.seed)
             batches.append(read_windows(self.tokens, self.starts[ids], self.block))
-        self.windows_seen += self.micro_batch * self.micro_steps * self.world
         return batches
+
+    def advance(self):
+        """Move the stream past the next step (all ranks)."""
+        self.windows_seen += self.micro_batch * self.micro_steps * self.world
 
     def state_dict(self):
         return {'windows_seen': self.windows_seen, 'seed': self.seed, 'block_size': self.block,

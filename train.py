@@ -238,7 +238,8 @@ def lr_multiplier(it, progress, warmup_iters, schedule, min_ratio, cooldown_frac
 def train_step(model, optimizers, scaler, batches, autocast, grad_clip=0.0):
     """One optimizer step over this rank's micro-batches [(x, y)]: gradients accumulate over them (under
     DDP they are averaged across ranks on the last one only), are clipped to a global norm, and every
-    optimizer steps. Returns the step's mean loss over all ranks."""
+    optimizer steps. Returns this rank's mean loss as a tensor on the device: reading it (.item(), or
+    mean_over_ranks) waits for the device, so the loop does that only when it logs."""
     ddp = isinstance(model, DDP)
     loss_sum = torch.zeros((), device=batches[0][0].device)
     for i, (x, y) in enumerate(batches):
@@ -257,10 +258,22 @@ def train_step(model, optimizers, scaler, batches, autocast, grad_clip=0.0):
     scaler.update()
     for opt in optimizers:
         opt.zero_grad(set_to_none=True)
+    return loss_sum
+
+
+def mean_over_ranks(loss):
+    """A loss tensor averaged over the processes, as a float: waits for the device (and the other processes)."""
     if dist.is_initialized():
-        dist.all_reduce(loss_sum)
-        loss_sum /= dist.get_world_size()
-    return loss_sum.item()
+        loss = loss.clone()
+        dist.all_reduce(loss)
+        loss /= dist.get_world_size()
+    return loss.item()
+
+
+def next_step_batches(loader, device):
+    """This rank's batches of the loader's next step on the device, the loader not moved: read while the device
+    still computes the step before (to_device's copies from pinned memory do not wait for it)."""
+    return [to_device(x, y, device) for x, y in loader.read_step()]
 
 
 def to_device(x, y, device):
@@ -502,6 +515,8 @@ def main(config):
         die_with_parent()  # if torchrun's agent is killed, its workers must not train on as orphans
         dist.init_process_group(backend='nccl' if dev.type == 'cuda' else 'gloo', timeout=timedelta(seconds=c.dist_timeout))
         store = progress_store()
+        # small agreements (stop flags) on the host: beside nccl, a gloo group, so they never wait on a GPU
+        host_group = dist.new_group(backend='gloo', timeout=timedelta(seconds=c.dist_timeout)) if dev.type == 'cuda' else None
     ptdtype, autocast = precision(dev, c.dtype)
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
@@ -626,7 +641,7 @@ def main(config):
     min_ratio = c.min_lr / c.learning_rate if c.learning_rate else 0.0
     first_iter, last_eval_seconds = iter_num, train_seconds
     stop_on_signals()  # from now on a stop signal checkpoints first; before, it stops the process at once
-    log_seconds, log_iters = 0.0, 0
+    log_seconds, log_iters, batches = 0.0, 0, None
     while True:
         if ddp:
             store.set(f'pubmed-gpt/iter/{rank}', str(iter_num))
@@ -636,12 +651,13 @@ def main(config):
             progress = max(progress, tokens_seen / c.max_tokens)
         if c.max_seconds:
             progress = max(progress, train_seconds / c.max_seconds)
-        # rank 0's clock decides time budgets for everyone; a stop signal to any process stops them all
+        # rank 0's clock decides time budgets for everyone; a stop signal to any process stops them all. The flags
+        # are agreed on the host (gloo): no process waits for its device here
         flags = torch.tensor([master and train_seconds >= c.max_seconds > 0,
                               master and train_seconds - last_eval_seconds >= c.eval_interval_seconds > 0,
-                              bool(STOP_SIGNALS)], dtype=torch.float32, device=dev)
+                              bool(STOP_SIGNALS)], dtype=torch.float32)
         if ddp:
-            dist.all_reduce(flags)
+            dist.all_reduce(flags, group=host_group)
         out_of_time, eval_due, signalled = (bool(f) for f in flags.tolist())
         done = (out_of_time or signalled or iter_num >= c.max_iters or (c.max_tokens and tokens_seen >= c.max_tokens)
                 or c.eval_only)
@@ -676,18 +692,23 @@ def main(config):
         for opt in optimizers:
             for group in opt.param_groups:
                 group['lr'] = group['base_lr'] * mult
+        # the device runs the step while the host reads the next one's batches; the host waits for the device only
+        # when it logs (so time is measured between logs: the wait lands in the logging step)
         t0 = time.perf_counter()
-        batches = [to_device(x, y, dev) for x, y in loader.step_batches()]
-        lossf = train_step(model, optimizers, scaler, batches, autocast, c.grad_clip)
-        dt = time.perf_counter() - t0
+        loss = train_step(model, optimizers, scaler, batches or next_step_batches(loader, dev), autocast, c.grad_clip)
+        loader.advance()
+        batches = next_step_batches(loader, dev)
         iter_num += 1
         tokens_seen = loader.windows_seen * block
+        if iter_num % c.log_interval == 0:
+            lossf = mean_over_ranks(loss)
+        dt = time.perf_counter() - t0
         train_seconds += dt
         log_seconds, log_iters = log_seconds + dt, log_iters + 1
-        if not math.isfinite(lossf):
-            fail(f'training loss is {lossf} at iter {iter_num}: stopping; the checkpoints in {c.out_dir} are untouched '
-                 f'(try a lower learning_rate, grad_clip=1.0 or dtype=float32)')
         if iter_num % c.log_interval == 0:
+            if not math.isfinite(lossf):
+                fail(f'training loss is {lossf} at iter {iter_num}: stopping; the checkpoints in {c.out_dir} are untouched '
+                     f'(try a lower learning_rate, grad_clip=1.0 or dtype=float32)')
             tokens_per_s = tokens_per_step * log_iters / log_seconds
             mfu = flops_per_token * tokens_per_s / (peak * world)
             if master:

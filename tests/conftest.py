@@ -91,7 +91,7 @@ def fixed_steps(model, batches, steps, lr, optimizers=None, **optimizer):
     from train import train_step
     optimizers = optimizers or model.configure_optimizers(0.0, lr, (0.9, 0.95), 'cpu', **optimizer)
     scaler = torch.amp.GradScaler('cpu', enabled=False)
-    return [train_step(model, optimizers, scaler, [batches[i % len(batches)]], nullcontext()) for i in range(steps)]
+    return [train_step(model, optimizers, scaler, [batches[i % len(batches)]], nullcontext()).item() for i in range(steps)]
 
 
 def tiny_model(spec, steps=100, **model_args):
