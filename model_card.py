@@ -119,8 +119,8 @@ def card(checkpoint, name, architecture, pubmedqa=None):
 
 # {name}
 
-A {architecture} language model of PubMed titles and abstracts, {intro} with pubmed-gpt. Every figure below is
-what the checkpoint and its data folder recorded.
+A language model of PubMed titles and abstracts ({architecture} architecture), {intro} with pubmed-gpt. Every
+figure below is what the checkpoint and its data folder recorded.
 
 ## Model and data
 
