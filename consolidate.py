@@ -3,7 +3,7 @@ Turn a sharded checkpoint (a folder NAME.dcp that train.py --parallel=fsdp write
 
     python consolidate.py --ckpt=out/ckpt.dcp --out=out/ckpt.pt
 
-The file is what train.py writes under DDP: sample.py, export_hf.py and eval.py read it (they also
+The file is what train.py writes under DDP: sample.py, export_hf.py and pubmedqa.py read it (they also
 read the folder directly, consolidating it in memory each time), and `train.py --init_from=resume
 --parallel=ddp` continues the run from it. Runs in one process; needs CPU memory for the whole weights
 and optimizer state (16 bytes a parameter with AdamW).

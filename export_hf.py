@@ -19,7 +19,7 @@ from model_card import PUBMEDQA_FIGURES, card, pubmedqa_of
 ckpt = 'out/ckpt.pt'
 out = 'hf'
 overwrite = False          # replace --out if it holds files (else refused: stale weight files would be loaded too)
-pubmedqa_json = ''         # PubMedQA figures for the model card: an eval.py --out_json file ('' = the run's metrics.jsonl)
+pubmedqa_json = ''         # PubMedQA figures for the model card: an pubmedqa.py --out_json file ('' = the run's metrics.jsonl)
 
 
 def check_out(path, replace, ckpt):
@@ -40,13 +40,13 @@ def check_out(path, replace, ckpt):
 
 
 def read_pubmedqa_json(path):
-    """The figures of an eval.py --out_json file, or exit 2 naming it."""
+    """The figures of an pubmedqa.py --out_json file, or exit 2 naming it."""
     try:
         with open(path, encoding='utf-8') as f:
             figures = json.load(f)
         assert all(isinstance(figures.get(k), (int, float)) for k in PUBMEDQA_FIGURES), f"no {', '.join(PUBMEDQA_FIGURES)}"
     except (OSError, ValueError, AssertionError, AttributeError) as e:
-        fail(f'--pubmedqa_json={path}: not a file eval.py --out_json wrote ({type(e).__name__}: {e})', 2)
+        fail(f'--pubmedqa_json={path}: not a file pubmedqa.py --out_json wrote ({type(e).__name__}: {e})', 2)
     return figures
 
 

@@ -56,7 +56,8 @@ class GPTConfig:
         problems = [(not self.head_dim and self.n_embd % self.n_head, f'n_embd={self.n_embd} must be a multiple of n_head={self.n_head}'),
                     (min(self.n_kv_head, self.head_dim, self.mlp_hidden, self.norm_eps) < 0,
                      'n_kv_head, head_dim, mlp_hidden and norm_eps must be 0 (derived) or more'),
-                    (self.n_head % (self.n_kv_head or self.n_head), f'n_head={self.n_head} must be a multiple of n_kv_head={self.n_kv_head}'),
+                    (self.n_head % (self.n_kv_head or self.n_head),
+                     f'n_head={self.n_head} must be a multiple of n_kv_head={self.n_kv_head}'),
                     (self.pos == 'rotary' and (self.head_dim or self.n_embd // self.n_head) % 2, f'pos=rotary needs an even '
                      f'head size, and n_embd / n_head = {self.n_embd} / {self.n_head} = {self.n_embd // self.n_head} is odd'),
                     (not 0 <= self.dropout < 1, f'dropout={self.dropout}: must be in [0, 1)'),

@@ -3,7 +3,7 @@ The model card of an export: README.md beside the weights, what the Hugging Face
 
 Everything in it comes from what the checkpoint records (train.py writes the run's origin, data facts,
 latest evaluation and options into it; checkpoint.RECORD_KEYS) and, for PubMedQA, from the run's
-metrics.jsonl or an eval.py --out_json file. What is not recorded (a checkpoint from before, an
+metrics.jsonl or an pubmedqa.py --out_json file. What is not recorded (a checkpoint from before, an
 option a run did not have) is "unknown", never a guess. The YAML header uses the hub's model-card
 fields (huggingface_hub's ModelCardData), so the hub renders the evaluation table (model-index).
 """
@@ -110,7 +110,7 @@ def card(checkpoint, name, architecture, pubmedqa=None):
         evaluation += [('PubMedQA accuracy', number(pubmedqa['accuracy']), number(pubmedqa['majority_accuracy'])),
                        ('PubMedQA macro-F1', number(pubmedqa['macro_f1']), number(pubmedqa['majority_macro_f1']))]
     else:
-        evaluation += [('PubMedQA', 'not evaluated (train.py --eval_pubmedqa=True, or eval.py --out_json= and export_hf.py '
+        evaluation += [('PubMedQA', 'not evaluated (train.py --eval_pubmedqa=True, or pubmedqa.py --out_json= and export_hf.py '
                         '--pubmedqa_json=)', '')]
     table = lambda head, lines: '\n'.join([head, '|' + '---|' * head.count('|', 1)] + lines)
     return f"""---

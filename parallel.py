@@ -19,7 +19,7 @@ from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, Offlo
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 
-def parallelize(raw_model, parallel, device, ptdtype, compile=False, cpu_offload=False):
+def parallelize(raw_model, parallel, device, ptdtype, compiled=False, cpu_offload=False):
     """The module train_step runs, on `device`: raw_model compiled and wrapped in DDP, or raw_model itself sharded in
     place by FSDP2 (its blocks compiled one by one, as torchtitan does). Call before making the optimizers. A model
     built on the meta device gets empty storage (its weights come from a checkpoint next), except under FSDP when
@@ -34,7 +34,7 @@ def parallelize(raw_model, parallel, device, ptdtype, compile=False, cpu_offload
         options = dict(mp_policy=mixed, offload_policy=CPUOffloadPolicy(pin_memory=device.type == 'cuda')
                        if cpu_offload else OffloadPolicy())
         for block in raw_model.transformer.h:
-            if compile:
+            if compiled:
                 block.compile()
             fully_shard(block, **options)
         fully_shard(raw_model, **options)
@@ -44,7 +44,7 @@ def parallelize(raw_model, parallel, device, ptdtype, compile=False, cpu_offload
             set_model_state_dict(raw_model, whole, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
         return raw_model
     raw_model.materialize(device) if weightless else raw_model.to(device)
-    model = torch.compile(raw_model) if compile else raw_model
+    model = torch.compile(raw_model) if compiled else raw_model
     if dist.is_initialized():  # gradients in DDP's buckets themselves: no second copy of them
         model = DDP(model, device_ids=[device.index] if device.type == 'cuda' else None, gradient_as_bucket_view=True)
     return model

@@ -51,7 +51,7 @@ def parameter_counts(config):
     return root + config.n_layer * block, block, config.n_layer * matrices
 
 
-def plan(config, micro_batch, world, bf16=True, optimizer='adamw'):
+def estimate(config, micro_batch, world, bf16=True, optimizer='adamw'):
     """{(parallel, activation_checkpointing): bytes per GPU} and the parts they add up from."""
     P, P_block, P_matrix = parameter_counts(config)
     P_root = P - config.n_layer * P_block
@@ -92,7 +92,7 @@ def report(config, micro_batch, world, gpu_gb, bf16=True, optimizer='adamw'):
     size = f'{P / 1e9:.3g}B' if P >= 1e9 else f'{P / 1e6:.3g}M'
     lines = [f'memory plan: {size} parameters, {micro_batch} x {config.block_size} tokens per micro-batch, '
              f'{world} GPU(s) of {gpu_gb:g} GB, {"bf16" if bf16 else "fp32"}, {optimizer} (GB per GPU, estimates: plan.py)']
-    for (parallel, checkpointing), p in plan(config, micro_batch, world, bf16, optimizer).items():
+    for (parallel, checkpointing), p in estimate(config, micro_batch, world, bf16, optimizer).items():
         lines.append(f"  {parallel:4} {'activation_checkpointing' if checkpointing else '':24} "
                      f"state {p['state'] / GB:7.1f}  working weights {p['working'] / GB:6.1f}  activations "
                      f"{p['activations'] / GB:7.1f}  head {p['head'] / GB:5.1f}  total {p['total'] / GB:7.1f}  "
@@ -105,7 +105,7 @@ def table(micro_batch=8, block_size=2048, world=8, gpu_gb=80):
     rows = ['| model | params | DDP | DDP + AC | FSDP | FSDP + AC |', '|---|---|---|---|---|---|']
     for name, shape in SHAPES.items():
         config = GPTConfig(block_size=block_size, **({} if 'GPT-2' in name else LLAMA), **shape)
-        plans = plan(config, micro_batch, world)
+        plans = estimate(config, micro_batch, world)
         cells = [f"{p['total'] / GB:.1f} GB{'' if fits(p['total'], gpu_gb * GB) else ' ✗'}"
                  for p in (plans['ddp', False], plans['ddp', True], plans['fsdp', False], plans['fsdp', True])]
         rows.append(f'| {name} | {parameter_counts(config)[0] / 1e9:.2f}B | ' + ' | '.join(cells) + ' |')

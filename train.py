@@ -70,7 +70,7 @@ save_best = True                # write best.pt whenever val loss improves
 ckpt_every_tokens = 0           # > 0: also keep snapshots ckpt_<tokens seen>.pt every this many tokens
 overwrite = False               # a new run into an out_dir that holds a previous run's files replaces them (else refused)
 allow_config_change = False     # resume even with a batch, accumulation, seed or window alignment other than the run's
-eval_pubmedqa = False           # at the end, PubMedQA zero-shot with lm-evaluation-harness (eval.py), into metrics.jsonl
+eval_pubmedqa = False           # at the end, PubMedQA zero-shot with lm-evaluation-harness (pubmedqa.py), into metrics.jsonl
 pubmedqa_dir = ''               # its data: '' = $PUBMEDQA_DIR, data/pubmedqa or ../shared/data/pubmedqa
 pubmedqa_limit = 0              # only the first N test questions (0 = all 500)
 # wandb
@@ -201,9 +201,9 @@ def check_options(c):
     problems += [(c[k] < 0, f'{k}={c[k]}: must be 0 or more') for k in NOT_NEGATIVE]
     problems += [(not 0 <= c[k] < 1, f'{k}={c[k]}: must be in [0, 1)') for k in ('beta1', 'beta2', 'muon_momentum')]
     if c['eval_pubmedqa']:
-        import eval as pubmedqa_eval
+        import pubmedqa
         try:  # read and checked now, not after the training run
-            pubmedqa_eval.official_test_split(pubmedqa_eval.find_pubmedqa(c['pubmedqa_dir'] or None))
+            pubmedqa.official_test_split(pubmedqa.find_pubmedqa(c['pubmedqa_dir'] or None))
         except (FileNotFoundError, ValueError) as e:
             fail(f'eval_pubmedqa=True: {e}', 2)
     problems += [(c['parallel'] == 'fsdp' and c['dtype'] == 'float16', 'dtype=float16 with parallel=fsdp: use bfloat16 '
@@ -435,17 +435,16 @@ def stall_report(error, timeout):
             f'[{first_line(error)}]')
 
 
-def pubmedqa(model, meta, c, device):
-    """eval.py's PubMedQA figures for the model as it is (exported to a temporary folder), printed."""
-    import eval as pubmedqa_eval
+def evaluate_pubmedqa(model, meta, c, device):
+    """pubmedqa.py's figures for the model as it is (exported to a temporary folder), printed."""
+    import pubmedqa
     from hf import ExportError
     try:
-        result = pubmedqa_eval.evaluate_checkpoint(make_checkpoint(model, meta['tokenizer'], meta['token_bytes']),
-                                                   pubmedqa_dir=c.pubmedqa_dir or None, limit=c.pubmedqa_limit,
-                                                   device=str(device))
+        result = pubmedqa.evaluate_checkpoint(make_checkpoint(model, meta['tokenizer'], meta['token_bytes']),
+                                              pubmedqa_dir=c.pubmedqa_dir or None, limit=c.pubmedqa_limit, device=str(device))
     except (ExportError, FileNotFoundError) as e:
         fail(f'eval_pubmedqa: {e} (the checkpoints are written)')
-    print(pubmedqa_eval.summary(result))
+    print(pubmedqa.summary(result))
     return result
 
 
@@ -728,7 +727,7 @@ def main(config):
     if c.eval_pubmedqa and not c.eval_only and not signalled:
         whole = whole_model(raw_model)  # under FSDP: gathered from every rank, onto rank 0
     if master and c.eval_pubmedqa and not c.eval_only and not signalled:
-        result = pubmedqa(whole.to(dev), meta, c, dev)
+        result = evaluate_pubmedqa(whole.to(dev), meta, c, dev)
         record(metrics_path, wandb_run, {'kind': 'pubmedqa', 'iter': iter_num, 'tokens': tokens_seen,
                                          **{k: v for k, v in result.items() if k not in ('items', 'pubmedqa_dir')}})
     if wandb_run is not None:

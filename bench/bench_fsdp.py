@@ -6,7 +6,8 @@ for a model that is large for a CPU (12 x 768, GPT-2 small's shape), 2 processes
     python bench/bench_fsdp.py --data_dir=... --block_size=256 --steps=8
 
 Each setting is train.py itself (fp32, compile off, no checkpoints, one thread per process), run one
-after the other in this one run, with glibc's mmap threshold fixed (see train()). Memory: rank 0's peak resident set (train.py's peak_memory_mb), which
+after the other in this one run, with glibc's mmap threshold fixed (see train()). Memory: rank 0's peak resident set
+(train.py's peak_memory_mb), which
 on CPU includes the Python and torch runtime (measured here as a 1-layer model's) and, under FSDP, the
 model built whole before it is sharded. Beside it, plan.py's estimate for the same shapes in fp32 (the
 model state, working weights and activations, without the runtime). tokens/s: the median step after
@@ -60,7 +61,7 @@ def main():
     meta = load_meta(data_dir)
     config = GPTConfig(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size,
                        vocab_size=64 * -(-meta['vocab_size'] // 64))
-    estimates = plan.plan(config, batch_size, world=2, bf16=False)
+    estimates = plan.estimate(config, batch_size, world=2, bf16=False)
     with tempfile.TemporaryDirectory() as tmp:
         runtime, _ = train(tmp, 'ddp', False, 1)
         figure('fsdp_bench_runtime_memory_1_layer', round(runtime), 'MB')

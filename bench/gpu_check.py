@@ -138,7 +138,7 @@ def modes(o, device, size, timer):
             base = results[False, 'float32']
             figure(f"modes_{'compiled' if compiled else 'eager'}_{dtype}_steps_per_s", round(1 / seconds, 2), 'steps/s',
                    baseline=round(base, 2), ratio=round(1 / seconds / base, 3), baseline_is='eager float32')
-            del model, raw, optimizers
+            model = raw = optimizers = None  # freed before the next setting is built
 
 
 def fsdp(o, device, size, timer):
@@ -168,12 +168,12 @@ def fsdp(o, device, size, timer):
             scaler = torch.amp.GradScaler(device.type, enabled=False)
             seconds = timer(lambda: train.train_step(model, optimizers, scaler, batches, nullcontext(), 1.0),
                             o['steps'] or (5 if size == 'full' else 2), warmup=2)
-            estimate = plan.plan(raw.config, batch, 1, bf16=dtype == torch.bfloat16)['fsdp', checkpointing]['total']
+            estimate = plan.estimate(raw.config, batch, 1, bf16=dtype == torch.bfloat16)['fsdp', checkpointing]['total']
             measured = peak_gb(device)
             figure(f"fsdp{'_ac' if checkpointing else ''}_peak_memory_gb", measured, 'GB', plan_gb=round(estimate / 1e9, 3),
                    ratio=measured and round(measured / (estimate / 1e9), 3), steps_per_s=round(1 / seconds, 2),
                    micro_batch=batch, dtype=str(dtype).removeprefix('torch.'))
-            del model, raw, optimizers
+            model = raw = optimizers = None  # freed before the next setting is built
     finally:
         dist.destroy_process_group()
 
@@ -237,7 +237,7 @@ def continued(o, device, size, timer):
     window = [(x[:, :-1].contiguous(), x[:, 1:].contiguous())]
     ours_s = timer(lambda: train.train_step(ours, optimizers, scaler, window, autocast, 1.0), steps)
     ours_gb = peak_gb(device)
-    del optimizers
+    optimizers = None
     ours.cpu()
     peak_reset(device)
     theirs_s, peer = hf_trainer_seconds(hf, window[0][0], steps, timer, device)  # its labels are shifted inside

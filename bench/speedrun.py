@@ -200,7 +200,7 @@ def main(argv=None):
     words = [w for w in o['levers'].split(',') if w]
     unknown = [w for w in words if not any(w in lever for lever, _, _ in ABLATIONS)]
     if unknown:
-        fail(f"--levers: no lever named like {', '.join(unknown)} (levers: {', '.join(l for l, _, _ in ABLATIONS)})", 2)
+        fail(f"--levers: no lever named like {', '.join(unknown)} (levers: {', '.join(name for name, _, _ in ABLATIONS)})", 2)
     for key in ('baseline', 'candidate'):
         if not (REPO / o[key]).is_file():
             fail(f"--{key}={o[key]}: no such config file (relative to {REPO})", 2)

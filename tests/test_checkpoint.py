@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from checkpoint import CheckpointError, load_checkpoint, read_checkpoint_file, save_checkpoint
 from conftest import REPO, SHARED, need
@@ -83,7 +82,7 @@ def test_a_sharded_checkpoint_never_runs_code_in_any_command(sharded_run, tiny_d
         results = commands(['sample.py', f'--out_dir={folder.parent}', '--max_new_tokens=2'],
                            ['consolidate.py', f'--ckpt={folder}', f'--out={tmp_path / "c.pt"}'],
                            ['export_hf.py', f'--ckpt={folder}', f'--out={tmp_path / "hf"}'],
-                           ['eval.py', f'--ckpt={folder}', f'--pubmedqa={pubmedqa}'])
+                           ['pubmedqa.py', f'--ckpt={folder}', f'--pubmedqa={pubmedqa}'])
         for code, err in results:
             assert code == 1 and err.count('\n') == 1 and message in err, err
         with pytest.raises(SystemExit) as e:
@@ -110,7 +109,7 @@ def test_damaged_sharded_checkpoints_are_one_line(sharded_run, tiny_data, tmp_pa
         folder = copy_run(sharded_run, tmp_path / name.replace(' ', '_'))
         damage(folder)
         with pytest.raises(CheckpointError, match=message.replace('(', r'\(').replace('.', r'\.')):
-            load_checkpoint(str(folder))  # what sample.py, export_hf.py, eval.py and consolidate.py read
+            load_checkpoint(str(folder))  # what sample.py, export_hf.py, pubmedqa.py and consolidate.py read
         with pytest.raises(SystemExit) as e:
             run_train(tiny_data, folder.parent, '--init_from=resume', '--max_iters=4')
         err = capsys.readouterr().err

@@ -62,7 +62,8 @@ def test_slurm_script_continues_an_open_model_on_two_nodes_requeues_and_resumes(
            'CONFIG': str(config), 'OUT_DIR': str(out),
            'ARGS': f'--data_dir={data} --init_from={folder} --parallel=fsdp --optimizer=muon --learning_rate=1e-3 '
                    '--eval_interval=0 --lr_decay_iters=6 --max_iters=4'}
-    job = subprocess.Popen(['bash', str(REPO / 'scripts' / 'slurm.sh')], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    job = subprocess.Popen(['bash', str(REPO / 'scripts' / 'slurm.sh')], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE,
                            text=True)
     while not record.exists() and job.poll() is None:
         time.sleep(0.1)

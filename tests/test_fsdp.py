@@ -58,7 +58,7 @@ def test_fsdp_follows_ddp_resumes_exactly_on_2_and_on_1_process_and_consolidates
     assert 'optimizer state and the run at iter 8' in r.stdout
     ckpt = load_checkpoint(tmp_path / 'ckpt.pt')
     assert ckpt['iter_num'] == 8 and ckpt['config']['parallel'] == 'fsdp' and len(ckpt['optimizer']) == 1
-    folder = load_checkpoint(str(tmp_path / 'two' / 'ckpt.dcp'))  # what sample.py, export_hf.py, eval.py read of it
+    folder = load_checkpoint(str(tmp_path / 'two' / 'ckpt.dcp'))  # what sample.py, export_hf.py, pubmedqa.py read of it
     assert all(torch.equal(folder['model'][k], v) for k, v in ckpt['model'].items())
     assert python('sample.py', f"--ckpt={tmp_path / 'ckpt.pt'}", '--max_new_tokens=12', '--num_samples=1').stdout.strip()
 
@@ -128,7 +128,7 @@ def test_options_fsdp_cannot_use_are_one_line(arg, message, tiny_data, tmp_path,
 def test_plan_counts_bytes_per_gpu_and_writes_nothing(tiny_data, tmp_path, capsys):
     config = GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=32, vocab_size=64)
     P = sum(p.numel() for p in GPT(config).parameters())
-    plans = plan.plan(config, micro_batch=4, world=8, bf16=False)
+    plans = plan.estimate(config, micro_batch=4, world=8, bf16=False)
     assert plans['ddp', False]['state'] == 16 * P and plans['fsdp', False]['state'] == 16 * P / 8
     t, h = 4 * 32, 32  # fp32: per token and layer 2h (residual) + 5h + 2h (k, v) + 2 x 4h (gelu MLP) floats
     assert plans['ddp', False]['activations'] == 2 * t * 4 * (2 * h + 5 * h + 2 * h + 2 * 4 * h)

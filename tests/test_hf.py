@@ -378,7 +378,8 @@ def test_a_model_folder_is_imported_only_as_it_is_refused_naming_what_is_wrong(t
     configs = {
         'no vocab_size': (lambda c: {k: v for k, v in c.items() if k != 'vocab_size'}, 'has no vocab_size'),
         'vocab 10^12': (put('vocab_size', 10 ** 12), 'vocab_size=1000000000000 is not a size'),
-        'vocab a string': (put('vocab_size', '600'), "does not load in transformers (StrictDataclassFieldValidationError: Validation error for field 'vocab_size'"),
+        'vocab a string': (put('vocab_size', '600'),
+                           "does not load in transformers (StrictDataclassFieldValidationError: Validation error for field 'vocab_size'"),
         'negative width': (put('hidden_size', -64), 'hidden_size=-64 is not a size'),
         'no layers': (put('num_hidden_layers', 0), 'num_hidden_layers=0 is not a size'),
         'kv heads': (put('num_key_value_heads', 3), 'n_head=4 must be a multiple of n_kv_head=3'),

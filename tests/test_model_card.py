@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from conftest import FIXTURES, PUBMED_CORPUS, REPO, SHARED, need, run_prepare
-from test_train import TINY, records, run_train
+from test_train import records, run_train
 
 pytest.importorskip('huggingface_hub')
 pytestmark = pytest.mark.usefixtures('one_thread')
@@ -47,7 +47,7 @@ def test_the_card_says_what_the_run_recorded_and_the_hub_parses_it(tmp_path):
     assert card.data.pipeline_tag == 'text-generation' and card.data.language == ['en'] and card.data.base_model is None
     assert 'from-scratch' in card.data.tags and card.data.model_name == 'hf'
     rec = meta['records']
-    for fact in (f"| weights | trained from scratch |",
+    for fact in ("| weights | trained from scratch |",
                  f"{rec['records']:,} seen in 1 file(s); {meta['train_docs']:,} train and {meta['val_docs']:,} val documents kept",
                  f"{rec['no_abstract']:,} without an abstract", f"{rec['excluded']:,} records of the 1,000 PMIDs listed in "
                  f"`{pubmedqa}` left out of both splits", '| train/val split | by a hash of the PMID: 0.05 of PMIDs in val |',
@@ -64,7 +64,7 @@ def test_an_older_checkpoint_exports_with_unknown_facts_and_a_given_pubmedqa_fil
     from huggingface_hub import ModelCard
     figures = {'questions': 500, 'accuracy': 0.5, 'macro_f1': 0.3, 'majority_accuracy': 0.552, 'majority_macro_f1': 0.237,
                'majority_label': 'yes', 'items': []}
-    (tmp_path / 'pubmedqa.json').write_text(json.dumps(figures))  # as eval.py --out_json writes it
+    (tmp_path / 'pubmedqa.json').write_text(json.dumps(figures))  # as pubmedqa.py --out_json writes it
     (tmp_path / 'broken.json').write_text('{"accuracy": 0.5}')
     shutil.copy(FIXTURES / 'ckpt_v1_before_layout.pt', tmp_path / 'ckpt.pt')  # before checkpoints recorded facts
     r = export(tmp_path / 'ckpt.pt', tmp_path / 'hf', f'--pubmedqa_json={tmp_path / "pubmedqa.json"}')
@@ -77,5 +77,5 @@ def test_an_older_checkpoint_exports_with_unknown_facts_and_a_given_pubmedqa_fil
                  '| val loss | unknown |', '| PubMedQA accuracy | 0.5000 | 0.5520 |', '| processes | unknown |'):
         assert fact in text, fact
     r = export(tmp_path / 'ckpt.pt', tmp_path / 'hf2', f'--pubmedqa_json={tmp_path / "broken.json"}')
-    assert r.returncode == 2 and r.stderr.count('\n') == 1 and 'not a file eval.py --out_json wrote' in r.stderr
+    assert r.returncode == 2 and r.stderr.count('\n') == 1 and 'not a file pubmedqa.py --out_json wrote' in r.stderr
     assert not (tmp_path / 'hf2').exists()

@@ -471,7 +471,8 @@ def test_gpt2_tests_skip_with_the_reason_on_a_fresh_clone_offline(tmp_path):
            'HTTPS_PROXY': 'http://127.0.0.1:9', 'HTTP_PROXY': 'http://127.0.0.1:9', 'NO_PROXY': ''}
     r = subprocess.run([sys.executable, '-m', 'pytest', '-q', '-rs', '-p', 'no:cacheprovider',
                         'tests/test_tokenizer.py::test_gpt2_spec_matches_tiktoken_and_byte_lengths',
-                        'tests/test_prepare.py::test_gpt2_tokenizer', 'tests/test_hf.py::test_train_init_from_gpt2_weights_and_its_clear_errors'],
+                        'tests/test_prepare.py::test_gpt2_tokenizer',
+                        'tests/test_hf.py::test_train_init_from_gpt2_weights_and_its_clear_errors'],
                        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-3000:]
     assert '3 skipped' in r.stdout and r.stdout.count("tiktoken's GPT-2 files are not at hand") == 3
@@ -519,7 +520,7 @@ def test_exclude_pmids_files_are_checked_before_any_work_and_auto_reads_only_pub
     folder = tmp_path / 'pubmedqa'
     folder.mkdir()
     (folder / 'ori_pqal.json').write_text('{"21645374": {}, "12377809": {}}')
-    (folder / 'results.json').write_text('{"accuracy": 0.5, "items": []}')  # eval.py --out_json saved beside them
+    (folder / 'results.json').write_text('{"accuracy": 0.5, "items": []}')  # pubmedqa.py --out_json saved beside them
     assert excluded_pmids(str(folder), only_pubmedqa=True).tolist() == [12377809, 21645374]
     with pytest.raises(ValueError, match="results.json: 'accuracy' is not a PMID"):
         excluded_pmids(str(folder))  # a folder given by name: every file in it is a list of PMIDs

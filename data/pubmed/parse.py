@@ -104,7 +104,7 @@ def record_of(citation, with_meta):
         article = etree.Element('Article')  # an empty stand-in: no title, no abstract
     record = {'pmid': pmid, 'title': text_of(article.find('ArticleTitle')),
               'abstract': abstract_of(article),
-              'language': [normalise(l.text or '').lower() for l in article.iterfind('Language')]}
+              'language': [normalise(lang.text or '').lower() for lang in article.iterfind('Language')]}
     if with_meta:
         record.update(meta_of(article))
     return record

@@ -334,7 +334,7 @@ PUBMEDQA_FILES = ('ori_pqal.json', 'test_ground_truth.json', 'ori_pqaa.json', 'o
 def excluded_pmids(path, only_pubmedqa=False):
     """The sorted PMIDs that path lists: a JSON file's keys (PubMedQA's files are keyed by PMID) or list, the PMIDs of
     a text file (separated by spaces, commas or lines; '#' starts a comment), or those of every .json/.txt file in a
-    folder (only PubMedQA's own files with only_pubmedqa: other JSON, e.g. eval.py's results, may lie beside them).
+    folder (only PubMedQA's own files with only_pubmedqa: other JSON, e.g. pubmedqa.py's results, may lie beside them).
     ValueError naming the file and the first entry that is not a PMID (1-10 ASCII digits)."""
     if os.path.isdir(path):
         files = sorted(os.path.join(path, n) for n in PUBMEDQA_FILES if os.path.isfile(os.path.join(path, n))) \

@@ -1,8 +1,8 @@
 """
 PubMedQA zero-shot with lm-evaluation-harness, on a checkpoint or an exported Hugging Face folder:
 
-    python eval.py --ckpt=out/ckpt.pt                     # exports to a temporary folder first
-    python eval.py --hf=hf/ --pubmedqa=path/to/pubmedqa
+    python pubmedqa.py --ckpt=out/ckpt.pt                     # exports to a temporary folder first
+    python pubmedqa.py --hf=hf/ --pubmedqa=path/to/pubmedqa
 
 The numbers are lm-eval's own: the task evals/pubmedqa/pubmedqa_local.yaml has the prompt and the
 yes/no/maybe log-likelihood scoring of lm-eval's `pubmedqa` task, on the official 500-PMID test split
