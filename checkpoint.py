@@ -57,11 +57,11 @@ def make_checkpoint(model, tokenizer, token_bytes, **training):
     CheckpointError for a model whose weights are not all finite: such a checkpoint is never written."""
     if not all_finite(model.state_dict()):
         raise CheckpointError('the weights are not finite (inf or nan)')
-    return {'model': model.state_dict(), **checkpoint_fields(model, tokenizer, token_bytes, **training)}
+    return {'model': model.state_dict(), **make_fields(model, tokenizer, token_bytes, **training)}
 
 
-def checkpoint_fields(model, tokenizer, token_bytes, **training):
-    """Every key of the checkpoint but the weights."""
+def make_fields(model, tokenizer, token_bytes, **training):
+    """Every key of the checkpoint but the weights (and, sharded, the optimizer state)."""
     unknown = set(training) - set(TRAINING_KEYS) - set(RECORD_KEYS)
     assert not unknown, f'not checkpoint keys: {sorted(unknown)}'
     return {'model_args': dataclasses.asdict(model.config), 'tokenizer': tokenizer, 'token_bytes': token_bytes,
@@ -74,11 +74,59 @@ def save_checkpoint(ckpt, path):
         torch.save(ckpt, f)
 
 
+# training state: the two verbs train.py uses, for either format (NAME.pt, or the sharded folder NAME.dcp)
+def save_state(paths, model, optimizers, tokenizer, token_bytes, **training):
+    """Write the checkpoints `paths` of a training run: NAME.pt files (rank 0 writes them) or NAME.dcp folders of
+    every rank's shards (a collective). `training`: TRAINING_KEYS and RECORD_KEYS but the optimizer state.
+    CheckpointError for weights that are not all finite: then nothing is written."""
+    for path in (p for p in paths if p.endswith('.dcp')):
+        save_sharded(path, model, optimizers, make_fields(model, tokenizer, token_bytes, **training))
+    files = [p for p in paths if not p.endswith('.dcp')]
+    if files:
+        ckpt = make_checkpoint(model, tokenizer, token_bytes, optimizer=[o.state_dict() for o in optimizers], **training)
+        for path in files if is_rank0() else []:
+            save_checkpoint(ckpt, path)
+
+
+def load_state(path, model, optimizers):
+    """Fill a model built from read_fields(path)['model_args'] (on the meta device and given storage is fine) and its
+    optimizers from the checkpoint `path`, either format; CheckpointError saying what does not fit."""
+    if path.endswith('.dcp'):
+        return load_sharded(path, model, optimizers)
+    ckpt = load_checkpoint(path)
+    try:
+        model.load_state_dict(ckpt['model'])
+    except (RuntimeError, KeyError) as e:
+        raise CheckpointError(f'{path}: checkpoint does not fit this model.py ({type(e).__name__}: {first_line(e)})')
+    if not all_finite(ckpt['model']):
+        raise CheckpointError(f"{path}: the checkpoint's weights are not finite (inf or nan): the run that wrote it had "
+                              'blown up')
+    try:
+        for opt, state in zip(optimizers, ckpt['optimizer'], strict=True):
+            opt.load_state_dict(state)
+    except (ValueError, KeyError, TypeError, RuntimeError) as e:
+        raise CheckpointError(f'{path}: its optimizer state does not fit the model ({type(e).__name__}: {first_line(e)})')
+
+
+def read_fields(path):
+    """Every key of the checkpoint `path` but the weights (a file is mmapped: its tensors stay on disk; a sharded
+    folder's train_state.pt, its .metadata checked); CheckpointError when there is none, or it does not read."""
+    folder = sharded_folder(path)
+    if os.path.isdir(folder):
+        if not os.path.isfile(os.path.join(folder, TRAIN_STATE)) or not os.path.isfile(os.path.join(folder, '.metadata')):
+            raise CheckpointError(f'{path}: not a sharded checkpoint of this project (no {TRAIN_STATE} or .metadata in it)')
+        read_sharded_metadata(folder)
+        return read_checkpoint_file(os.path.join(folder, TRAIN_STATE))
+    if not os.path.isfile(path):
+        raise CheckpointError(f'{path}: no such checkpoint (train one with train.py)')
+    return read_checkpoint_file(path, mmap=True)
+
+
 def load_checkpoint(path, map_location='cpu'):
     """The checkpoint dict, read as data (weights_only), or CheckpointError saying what is wrong. A sharded
     checkpoint's folder comes back as the same dict (consolidated in this process's memory)."""
-    if os.path.isdir(sharded(path)):
-        return consolidate(sharded(path))
+    if os.path.isdir(sharded_folder(path)):
+        return consolidate(sharded_folder(path))
     if not os.path.isfile(path):
         raise CheckpointError(f'{path}: no such checkpoint (train one with train.py)')
     ckpt = read_checkpoint_file(path, map_location)
@@ -110,14 +158,14 @@ def read_checkpoint_file(path, map_location='cpu', mmap=False):
 
 
 # sharded checkpoints (FSDP): a folder per checkpoint
-def sharded(path):
+def sharded_folder(path):
     """The folder of the sharded checkpoint `path`: a kill between save_sharded's two renames leaves it as path.old."""
     return path + '.old' if not os.path.exists(path) and os.path.isdir(path + '.old') else path
 
 
 def save_sharded(path, model, optimizers, fields):
     """Write the folder `path`: every rank's shards of the model and optimizer state (torch.distributed.checkpoint,
-    keyed by parameter name), and fields (checkpoint_fields) as train_state.pt. A collective under torchrun. Written
+    keyed by parameter name), and fields (make_fields) as train_state.pt. A collective under torchrun. Written
     into path.tmp and renamed into place: a kill mid-save leaves the previous checkpoint. CheckpointError, on every
     rank, for weights that are not all finite."""
     from torch.distributed import checkpoint as dcp
@@ -151,7 +199,7 @@ def load_sharded(path, model, optimizers):
     weights are not all finite."""
     from torch.distributed.checkpoint.api import CheckpointException
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
-    folder = sharded(path)
+    folder = sharded_folder(path)
     read_sharded_metadata(folder)  # refused here, on every rank, before dcp reads anything
     model_state, optimizer_state = get_state_dict(model, optimizers)
     state = {'model': model_state, 'optimizer': optimizer_state}
@@ -263,28 +311,14 @@ def latest_checkpoint(out_dir, parallel=None):
     paths = [os.path.join(out_dir, 'ckpt.pt'), os.path.join(out_dir, 'ckpt.dcp')]
     if parallel:
         return paths[parallel == 'fsdp']
-    there = [p for p in paths if os.path.exists(sharded(p))]
-    return max(there, key=lambda p: os.path.getmtime(sharded(p))) if there else paths[0]
-
-
-def checkpoint_fields_of(path):
-    """The keys of the checkpoint `path` (a file or a sharded folder) without reading its weights (a file is mmapped)."""
-    return read_train_state(path) if os.path.isdir(sharded(path)) else read_checkpoint_file(path, mmap=True)
-
-
-def read_train_state(path):
-    """train_state.pt of the sharded checkpoint `path`: every key but the weights and optimizer state."""
-    folder = sharded(path)
-    if not os.path.isfile(os.path.join(folder, TRAIN_STATE)) or not os.path.isfile(os.path.join(folder, '.metadata')):
-        raise CheckpointError(f'{path}: not a sharded checkpoint of this project (no {TRAIN_STATE} or .metadata in it)')
-    read_sharded_metadata(folder)
-    return read_checkpoint_file(os.path.join(folder, TRAIN_STATE))
+    there = [p for p in paths if os.path.exists(sharded_folder(p))]
+    return max(there, key=lambda p: os.path.getmtime(sharded_folder(p))) if there else paths[0]
 
 
 def consolidate(path):
     """The one-file checkpoint dict of a sharded checkpoint: the whole weights, and the optimizer state as train.py
     under DDP stores it (so the result also resumes on DDP). Runs in one process, in CPU memory."""
-    fields = read_train_state(path)
+    fields = read_fields(path)
     model = model_from_checkpoint({**fields, 'model': None})
     c = fields['config']  # train.py's run: its optimizers, made as the run made them, take the optimizer state
     optimizers = model.configure_optimizers(c['weight_decay'], c['learning_rate'], (c['beta1'], c['beta2']), 'cpu',
@@ -317,7 +351,7 @@ def model_from_checkpoint(ckpt):
 
 def check_resumable(ckpt, meta, path, data_dir):
     """CheckpointError unless train.py can continue from ckpt on the data described by meta."""
-    in_shards = ('optimizer',) if os.path.isdir(sharded(path)) else ()  # a sharded checkpoint's optimizer state
+    in_shards = ('optimizer',) if os.path.isdir(sharded_folder(path)) else ()  # a sharded checkpoint's optimizer state
     missing = [k for k in TRAINING_KEYS if k not in ckpt and k not in ('scaler', *in_shards)]
     if missing:
         raise CheckpointError(f"{path}: not a checkpoint to resume from (no {', '.join(missing)}): sample it or export it, "

@@ -10,7 +10,7 @@ and optimizer state (16 bytes a parameter with AdamW).
 """
 import os
 
-from checkpoint import CheckpointError, load_checkpoint, save_checkpoint, sharded
+from checkpoint import CheckpointError, load_checkpoint, save_checkpoint, sharded_folder
 from configurator import config_from_globals, configure, fail
 
 ckpt = 'out/ckpt.dcp'
@@ -20,7 +20,7 @@ overwrite = False          # replace --out if it exists
 
 def main():
     c = configure(config_from_globals(globals()))
-    if not os.path.isdir(sharded(c['ckpt'])):
+    if not os.path.isdir(sharded_folder(c['ckpt'])):
         fail(f"--ckpt={c['ckpt']}: not a folder (a sharded checkpoint is the folder NAME.dcp train.py "
              '--parallel=fsdp writes)', 2)
     if os.path.isdir(c['out']):

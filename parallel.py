@@ -11,7 +11,15 @@ reduces gradients in fp32 over fp32 master weights and optimizer state (MixedPre
 standard recipe on GPUs); without it, as on CPU, everything stays fp32. plan.py says which fits.
 
 On one process nothing is sharded or wrapped, whatever --parallel says (checkpoints keep its format).
+
+Also here: what keeps the processes of a run together when one of them stalls or a scheduler stops them
+(progress in torchrun's store and the stall report; SIGTERM/SIGUSR1).
 """
+import os
+import signal
+import time
+from datetime import timedelta
+
 import torch
 import torch.distributed as dist
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, set_model_state_dict
@@ -66,3 +74,39 @@ def whole_model(raw_model):
     model = GPT(raw_model.config)
     model.load_state_dict(state)
     return model
+
+
+# progress of each rank in torchrun's key-value store: when a collective times out, the ranks that waited
+# name the ones that never arrived
+def progress_store():
+    return dist.TCPStore(os.environ['MASTER_ADDR'], int(os.environ['MASTER_PORT']), is_master=False,
+                         timeout=timedelta(seconds=30))
+
+
+def stall_report(error, timeout):
+    """The one line a rank prints when it waited dist_timeout seconds for the others."""
+    from checkpoint import first_line
+    rank, world = int(os.environ['RANK']), int(os.environ['WORLD_SIZE'])
+    try:
+        store = progress_store()
+        store.set(f'pubmed-gpt/timed_out/{rank}', '1')
+        time.sleep(2)  # the other waiting ranks time out at about the same moment
+        stalled = [r for r in range(world) if not store.check([f'pubmed-gpt/timed_out/{r}'])]
+        last = {r: store.get(f'pubmed-gpt/iter/{r}').decode() if store.check([f'pubmed-gpt/iter/{r}']) else 'none'
+                for r in stalled}
+        who = ', '.join(f'rank {r} (its last step: iter {last[r]})' for r in stalled) or 'none found'
+    except Exception:
+        who = 'unknown (torchrun\'s store is not reachable)'
+    return (f'rank {rank}: waited {timeout:g} s (--dist_timeout) for the other processes; stalled or dead: {who} '
+            f'[{first_line(error)}]')
+
+
+# SIGTERM (a scheduler's preemption or requeue, torchrun passing its own on) and SIGUSR1 (a scheduler's warning
+# before the time limit) end a training loop at the next step as a budget would: evaluate, write ckpt, exit
+# 128 + signal. Before the loop starts they stop the process at once, as by default.
+STOP_SIGNALS = []
+
+
+def stop_on_signals():
+    for sig in (signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(sig, lambda signum, frame: STOP_SIGNALS.append(signal.Signals(signum).name))

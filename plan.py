@@ -82,6 +82,40 @@ def estimate(config, micro_batch, world, bf16=True, optimizer='adamw'):
     return plans
 
 
+def print_run_plan(opts, world):
+    """train.py --plan=True: the memory per GPU the run of `opts` would need, from the model's shape alone (no data,
+    no weights read)."""
+    import math
+    import os
+
+    from checkpoint import CheckpointError, first_line, latest_checkpoint, read_fields
+    from configurator import fail
+    from dataloader import load_meta, split_step
+    from run_options import MODEL_DEFAULTS
+    if opts.init_from == 'resume':
+        try:
+            config = GPTConfig(**read_fields(latest_checkpoint(opts.out_dir, opts.parallel))['model_args'])
+        except Exception as e:
+            fail(f'plan: no checkpoint to resume from in {opts.out_dir} ({first_line(e)})')
+    elif opts.init_from == 'scratch':
+        vocab = load_meta(opts.data_dir)['vocab_size'] if os.path.exists(os.path.join(opts.data_dir, 'meta.pkl')) else 50257
+        config = GPTConfig(**{k: getattr(opts, k) for k in MODEL_DEFAULTS}, vocab_size=64 * math.ceil(vocab / 64))
+    else:
+        from hf import shapes_of
+        try:
+            config = shapes_of(opts.init_from, opts.block_size or None)
+        except CheckpointError as e:
+            fail(f'plan: {e}')
+    if opts.block_size and config.pos == 'rotary':  # activations are those of the training window
+        config = dataclasses.replace(config, block_size=opts.block_size)
+    try:
+        micro_batch = split_step(opts.batch_size, opts.gradient_accumulation_steps, world)[1]
+    except ValueError as e:
+        fail(str(e), 2)
+    half = opts.dtype != 'float32'  # 'auto' is bf16 on the GPUs planned for
+    print(report(config, micro_batch, world, opts.plan_gpu_gb, half, opts.optimizer))
+
+
 def fits(total, gpu_bytes):
     return total <= 0.9 * gpu_bytes
 

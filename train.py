@@ -24,7 +24,6 @@ windows for any split of (processes x micro-steps per process) (dataloader.Train
 --parallel=fsdp shards the weights, gradients and optimizer state over the processes (parallel.py) and
 writes sharded checkpoints, folders NAME.dcp (checkpoint.py), which resume on any number of processes.
 """
-import dataclasses
 import gc
 import json
 import math
@@ -41,16 +40,16 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from checkpoint import (CheckpointError, check_resumable, checkpoint_fields, checkpoint_fields_of, first_line, latest_checkpoint,
-                        load_checkpoint, load_sharded, make_checkpoint, model_from_checkpoint, read_train_state,
-                        save_checkpoint, save_sharded, sharded)
-from common import (DTYPES, DeviceError, atomic_write, device_peak_flops, die_with_parent, is_rank0, peak_memory_mb,
-                    precision, resolve_device, writable_folder)
-from configurator import config_from_globals, configure, fail
-from dataloader import DataError, TrainLoader, eval_starts, load_meta, open_tokens, read_windows, split_step
+import run_options
+from checkpoint import (CheckpointError, check_resumable, first_line, latest_checkpoint, load_state, make_checkpoint,
+                        model_from_checkpoint, read_fields, save_state)
+from common import atomic_write, device_peak_flops, die_with_parent, peak_memory_mb, precision, resolve_device
+from configurator import config_from_globals, fail
+from dataloader import DataError, TrainLoader, eval_starts, load_meta, open_tokens, read_windows
 from loss_eval import evaluate
 from model import GPT, GPTConfig
-from parallel import parallelize, whole_model
+from parallel import STOP_SIGNALS, parallelize, progress_store, stall_report, stop_on_signals, whole_model
+from plan import print_run_plan
 from tokenizer import TokenizerError, fingerprint, spec_from_hf_folder
 
 # -----------------------------------------------------------------------------------------------
@@ -119,105 +118,332 @@ plan_gpus = 8                   # ... for this many GPUs (torchrun's world size 
 plan_gpu_gb = 80.0              # ... of this much memory each
 # -----------------------------------------------------------------------------------------------
 
-MODEL_DEFAULTS = {f.name: f.default for f in dataclasses.fields(GPTConfig) if f.name != 'vocab_size'}
-RENAMED = {  # old option names (nanoGPT's, or this project's before) that keep working, with a note
-    'always_save_checkpoint': (True, 'save_latest', lambda value, c: value),
-    'dataset': ('pubmed', 'data_dir', lambda value, c: os.path.join('data', value)),
-    'decay_lr': (True, 'schedule', lambda value, c: c['schedule'] if value else 'constant'),
-}
-GPT2_NAMES = ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl')
-DERIVED = ('n_kv_head', 'head_dim', 'mlp_hidden', 'norm_eps', 'rope_scaling')  # 0 / None: worked out by GPTConfig
-CHOICES = {'optimizer': ('adamw', 'muon'), 'schedule': ('cosine', 'wsd', 'constant'), 'dtype': DTYPES,
-           'parallel': ('ddp', 'fsdp')}
-AT_LEAST_ONE = ('batch_size', 'gradient_accumulation_steps', 'eval_iters', 'log_interval', 'plan_gpus')
-NOT_NEGATIVE = ('eval_interval', 'eval_interval_seconds', 'ckpt_every_tokens', 'pubmedqa_limit', 'learning_rate', 'muon_lr',
-                'weight_decay', 'grad_clip', 'max_iters', 'max_tokens', 'max_seconds', 'warmup_iters', 'lr_decay_iters',
-                'min_lr', 'seed', 'peak_flops')
-# resuming: options whose change would not continue the run's data stream exactly, and those never taken from it
-EXACT_RESUME_KEYS = ('batch_size', 'gradient_accumulation_steps', 'seed', 'align_windows')
-NOT_RESUMED = ('out_dir', 'init_from', 'eval_only', 'overwrite', 'allow_config_change', 'plan')
-
 
 def options(argv=None):
-    """This run's options: the defaults above, then config files and --key=value from argv (default
-    sys.argv); on resume the checkpoint's run fills in what argv does not set. A mistake that a run would
-    only hit later is one line and exit 2, before anything is written."""
-    defaults, given = {**config_from_globals(globals()), **MODEL_DEFAULTS}, set()
-    config = configure(defaults, argv, RENAMED, given)
-    if config['init_from'] == 'resume':
-        config = with_resumed_run(config, given)
-    check_options(config)
-    return config
+    """This run's options (a namespace): the defaults above and GPTConfig's fields, then config files and --key=value
+    from argv (default sys.argv), merged with a resumed run's own and checked (run_options.py)."""
+    return run_options.parse(config_from_globals(globals()), argv)
 
 
-def with_resumed_run(config, given):
-    """The options of the run ckpt.pt continues: its own, except where argv says otherwise (noted). A change
-    that breaks the exact continuation of its data stream is refused unless allow_config_change."""
-    path = latest_checkpoint(config['out_dir'], config['parallel'] if 'parallel' in given else None)
-    if not os.path.exists(sharded(path)):  # main() says there is none
-        return config
+def main(opts):
+    """A training run, phase by phase; the loop is train()."""
+    if opts.plan:
+        return print_run_plan(opts, int(os.environ.get('WORLD_SIZE', opts.plan_gpus)))
+    procs = start_processes(opts)
+    meta, resumed = read_inputs(opts, procs)
+    raw_model, facts = build_model(opts, meta, resumed, procs)
+    data = open_data(opts, meta, raw_model, procs)
+    model = parallelize(raw_model, opts.parallel, procs.device, procs.ptdtype, opts.compile, opts.cpu_offload)
+    if opts.parallel == 'fsdp' and procs.distributed:  # FSDP's policy casts the weights to bf16 itself; autocast is DDP's
+        procs.autocast = nullcontext()
+    optimizers, scaler, state = make_optimizers(opts, raw_model, resumed, data, procs)
+    log = open_output(opts, raw_model, data, procs, state)
+    signalled = train(opts, model, raw_model, optimizers, scaler, meta, data, procs, state, facts, log)
+    finish(opts, model, raw_model, meta, procs, state, log, signalled)
+
+
+# -----------------------------------------------------------------------------------------------
+# the phases before the loop
+
+def start_processes(opts):
+    """One process per device under torchrun, each with its rank (rank 0 writes every file); the device and its
+    precision. Under torchrun, the process groups: the default one (nccl on GPUs), and a host-side one for the
+    loop's small agreements (stop flags), so those never wait on a GPU."""
+    distributed = int(os.environ.get('RANK', -1)) != -1
+    rank, local_rank, world = (int(os.environ[k]) for k in ('RANK', 'LOCAL_RANK', 'WORLD_SIZE')) if distributed else (0, 0, 1)
     try:
-        stored = checkpoint_fields_of(path).get('config')
+        device = resolve_device(opts.device, local_rank)
+    except ValueError as e:
+        fail(str(e))
+    procs = SimpleNamespace(distributed=distributed, rank=rank, world=world, master=rank == 0, device=device,
+                            store=None, host_group=None)
+    if device.type == 'cuda':
+        torch.cuda.set_device(device)
+    procs.ptdtype, procs.autocast = precision(device, opts.dtype)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    return procs
+
+
+def read_inputs(opts, procs):
+    """The data folder's meta.pkl and, resuming, the checkpoint's fields (all but the weights), both checked; a new
+    run's out_dir must not hold a previous run unless --overwrite=True. Then, under torchrun, the processes meet."""
+    path = latest_checkpoint(opts.out_dir, opts.parallel)
+    try:
+        meta = load_meta(opts.data_dir)
+        resumed = None
+        if opts.init_from == 'resume':
+            resumed = SimpleNamespace(path=path, fields=read_fields(path))
+            check_resumable(resumed.fields, meta, path, opts.data_dir)
+    except (DataError, CheckpointError) as e:
+        fail(str(e))
+    opts_previous = previous_run(opts.out_dir) if opts.init_from != 'resume' and not opts.eval_only else []
+    if opts_previous and not opts.overwrite:
+        fail(f"{opts.out_dir} holds a previous run ({', '.join(opts_previous)}): continue it with --init_from=resume, "
+             'train into another --out_dir, or pass --overwrite=True to replace it', 2)
+    procs.previous = opts_previous
+    if procs.distributed:
+        die_with_parent()  # if torchrun's agent is killed, its workers must not train on as orphans
+        timeout = timedelta(seconds=opts.dist_timeout)
+        dist.init_process_group(backend='nccl' if procs.device.type == 'cuda' else 'gloo', timeout=timeout)
+        procs.store = progress_store()
+        procs.host_group = dist.new_group(backend='gloo', timeout=timeout) if procs.device.type == 'cuda' else None
+    return meta, resumed
+
+
+def build_model(opts, meta, resumed, procs):
+    """The model, built from the options, a resumed checkpoint's shapes (its weights come once the model is on its
+    devices: load_state) or an open model's weights; and the run's facts for the export's model card. Under FSDP on
+    several processes only rank 0 initialises or reads weights (parallelize sends each rank its shards): the others,
+    like every resumed run, build the model on the meta device: shapes, no memory."""
+    torch.manual_seed(opts.seed)  # the same initial weights on every rank (DDP)
+    weightless = resumed is not None or (opts.parallel == 'fsdp' and procs.distributed and not procs.master)
+    with torch.device('meta') if weightless else nullcontext():
+        if opts.init_from == 'scratch':
+            model_args = {k: getattr(opts, k) for k in run_options.MODEL_DEFAULTS}
+            raw_model = GPT(GPTConfig(**model_args, vocab_size=64 * math.ceil(meta['vocab_size'] / 64)))  # padded: fast matmuls
+        elif opts.init_from == 'resume':
+            try:
+                raw_model = model_from_checkpoint({**resumed.fields, 'model': None})
+            except CheckpointError as e:
+                fail(f'{resumed.path}: {e}')
+        else:  # an open model reads the tokens of its own tokenizer only
+            check_tokenizer_of(opts.init_from, meta, opts.data_dir)
+            from hf import from_pretrained, shapes_of
+            try:
+                raw_model = GPT(shapes_of(opts.init_from, opts.block_size or None, opts.dropout)) if weightless else \
+                    from_pretrained(opts.init_from, window=opts.block_size or None, dropout=opts.dropout)
+            except CheckpointError as e:
+                fail(str(e))
+        ignored = [f'{k}={getattr(opts, k)!r}' for k in run_options.MODEL_DEFAULTS if k != 'block_size'  # the window
+                   and getattr(opts, k) != getattr(raw_model.config, k) and not (k in run_options.DERIVED and not getattr(opts, k))]
+        if procs.master and ignored:
+            print(f'note: init_from={opts.init_from!r} fixes the architecture; ignoring {", ".join(ignored)}')
+    if raw_model.config.vocab_size < meta['vocab_size']:
+        fail(f"the model's vocabulary ({raw_model.config.vocab_size}) is smaller than the data's ({meta['vocab_size']})")
+    raw_model.activation_checkpointing = opts.activation_checkpointing
+    fields = resumed.fields if resumed else {}
+    facts = {'origin': run_origin(opts.init_from, fields), 'data': data_facts(meta, opts.data_dir), 'processes': procs.world,
+             'precision': f'{str(procs.ptdtype).removeprefix("torch.")} on {procs.device.type}',
+             **({'last_eval': fields['last_eval']} if 'last_eval' in fields else {})}
+    return raw_model, facts
+
+
+def open_data(opts, meta, raw_model, procs):
+    """This rank's share of every step's windows (the loader) and of the fixed val windows. The training window
+    (what a batch holds) and the model's context (how far it reads) are two things: a rotary model continued on
+    short windows keeps the context of the model it came from (hf.config_from_hf)."""
+    window = opts.block_size or raw_model.config.block_size
+    if procs.master and window < raw_model.config.block_size:
+        print(f'note: training on windows of {window} tokens of a context of {raw_model.config.block_size} (the model '
+              'reads, samples and exports that context)')
+    train_tokens, val_tokens = open_tokens(opts.data_dir, 'train', meta), open_tokens(opts.data_dir, 'val', meta)
+    if min(len(train_tokens), len(val_tokens)) <= window:
+        fail(f'{opts.data_dir}: train.bin and val.bin need more than block_size={window} tokens each')
+    try:
+        loader = TrainLoader(train_tokens, window, opts.batch_size, opts.gradient_accumulation_steps, opts.seed, procs.rank,
+                             procs.world, eot=meta['eot_token'] if opts.align_windows else None)
+    except ValueError as e:
+        fail(str(e), 2)
+    if not len(loader.starts):
+        fail(f"{opts.data_dir}: align_windows=True found no <|endoftext|> (id {meta['eot_token']}) in train.bin to align to")
+    if procs.master and loader.micro_batch != opts.batch_size:
+        print(f'note: each of the {procs.world} processes trains {loader.micro_batch * loader.micro_steps} windows a step, '
+              f'in {loader.micro_steps} micro-batch(es) of {loader.micro_batch}: the global batch of batch_size x '
+              f'gradient_accumulation_steps = {opts.batch_size * opts.gradient_accumulation_steps} windows, split '
+              f'{procs.world} ways')
+    val_starts = eval_starts(val_tokens, window, opts.eval_iters * opts.batch_size)  # fewer if val.bin is short
+    if opts.parallel == 'fsdp':  # every rank runs the same number of forward passes: FSDP gathers weights for each
+        val_starts = val_starts[:len(val_starts) - len(val_starts) % procs.world]
+    padding = [0] * (raw_model.config.vocab_size - len(meta['token_bytes']))
+    return SimpleNamespace(window=window, loader=loader, val_tokens=val_tokens, val_starts=val_starts[procs.rank::procs.world],
+                           token_bytes=torch.tensor(meta['token_bytes'] + padding, device=procs.device),
+                           tokens_per_step=opts.batch_size * opts.gradient_accumulation_steps * window)  # all ranks
+
+
+def make_optimizers(opts, raw_model, resumed, data, procs):
+    """The optimizers and fp16's gradient scaler; resuming, their state, the weights and the run's progress (iteration,
+    training time, best val loss, data position, every rank's random state) from the checkpoint."""
+    optimizers = raw_model.configure_optimizers(opts.weight_decay, opts.learning_rate, (opts.beta1, opts.beta2),
+                                                procs.device.type, optimizer=opts.optimizer, muon_lr=opts.muon_lr,
+                                                muon_momentum=opts.muon_momentum)
+    scaler = torch.amp.GradScaler(procs.device.type, enabled=procs.ptdtype == torch.float16)
+    state = SimpleNamespace(iter_num=0, train_seconds=0.0, best_val_loss=float('inf'))
+    torch.manual_seed(opts.seed + procs.rank)  # dropout differs across ranks
+    if resumed is None:
+        return optimizers, scaler, state
+    fields = resumed.fields
+    if fields['config'].get('optimizer', 'adamw') != opts.optimizer:
+        fail(f"{resumed.path} was trained with optimizer={fields['config']['optimizer']!r}: resume with the same optimizer")
+    base_lrs = [[g['base_lr'] for g in opt.param_groups] for opt in optimizers]  # this run's options count
+    try:
+        load_state(resumed.path, raw_model, optimizers)
+        if 'scaler' in fields:
+            scaler.load_state_dict(fields['scaler'])
     except CheckpointError as e:
         fail(str(e))
-    if not isinstance(stored, dict):
-        fail(f'{path}: no run options (config) in it: not a checkpoint to resume from')
-    kept = {k: v for k, v in stored.items() if k in config and k not in NOT_RESUMED}
-    changed = sorted(k for k in kept if k in given and config[k] != kept[k])
-    breaking = [k for k in changed if k in EXACT_RESUME_KEYS]
-    if breaking and not config['allow_config_change']:
-        fail(f"{', '.join(f'--{k}={config[k]!r}' for k in breaking)}: the run in {config['out_dir']} has "
-             f"{', '.join(f'{k}={kept[k]!r}' for k in breaking)}; resuming with another would not continue its data "
-             'stream exactly (leave it out, or pass --allow_config_change=True)', 2)
-    for k in changed:
-        if k in MODEL_DEFAULTS:
-            print(f"note: ignoring --{k}={config[k]!r}: resuming keeps the checkpoint's model ({k}={kept[k]!r})")
+    except (ValueError, KeyError, TypeError, RuntimeError) as e:
+        fail(f'{resumed.path}: its gradient scaler does not fit ({type(e).__name__}: {first_line(e)})')
+    for opt, bases in zip(optimizers, base_lrs):
+        for group, base in zip(opt.param_groups, bases):
+            group['base_lr'] = base
+    state.iter_num, state.train_seconds, state.best_val_loss = fields['iter_num'], fields['train_seconds'], fields['best_val_loss']
+    data.loader.load_state_dict(fields['loader'])
+    if len(fields['rng']) == procs.world:  # on another number of processes only dropout's stream differs
+        set_rng_state(fields['rng'][procs.rank], procs.device)
+    return optimizers, scaler, state
+
+
+def open_output(opts, raw_model, data, procs, state):
+    """out_dir, touched only now that every option, the data and the model have been checked: metrics.jsonl (a
+    resumed run's records after its checkpoint are dropped: it logs them again), wandb, the start-up line. MFU is model
+    FLOPs per second over the peak of all devices."""
+    log = SimpleNamespace(metrics=os.path.join(opts.out_dir, 'metrics.jsonl'), wandb=None,
+                          flops_per_token=raw_model.flops_per_token(data.window),
+                          peak=opts.peak_flops or device_peak_flops(procs.device, procs.ptdtype))
+    if procs.master and not opts.eval_only:  # evaluating a run leaves its files as they are
+        os.makedirs(opts.out_dir, exist_ok=True)
+        if opts.init_from == 'resume':
+            keep_metrics_until(log.metrics, state.iter_num)
         else:
-            print(f'note: resuming with {k}={config[k]!r} (the run had {kept[k]!r})')
-    return {**config, **{k: v for k, v in kept.items() if k not in given or k in MODEL_DEFAULTS}}
+            for name in procs.previous:  # only with --overwrite=True (checked before)
+                path = os.path.join(opts.out_dir, name)
+                shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+            open(log.metrics, 'w').close()
+        if opts.wandb_log:
+            import wandb
+            log.wandb = wandb.init(project=opts.wandb_project, name=opts.wandb_run_name, config=vars(opts), dir=opts.out_dir)
+    if procs.master:
+        print(f'{raw_model.num_params() / 1e6:.2f}M parameters, {data.tokens_per_step:,} tokens per step on {procs.world} '
+              f'process(es), device {procs.device}, {str(procs.ptdtype).removeprefix("torch.")}, peak '
+              f'{log.peak / 1e12:.3f} TFLOP/s per device')
+    return log
 
 
-def check_options(c):
-    """Exit 2 with one line on the first option no run can use."""
-    for key, allowed in CHOICES.items():
-        if c[key] not in allowed:
-            fail(f"{key}={c[key]!r}: expected one of {', '.join(allowed)}", 2)
-    if c['init_from'] not in ('scratch', 'resume', *GPT2_NAMES):
-        if not os.path.isdir(c['init_from']):
-            fail(f"init_from={c['init_from']!r}: expected scratch, resume, {', '.join(GPT2_NAMES)} "
-                 f"or a Hugging Face model folder", 2)
-        if not os.path.isfile(os.path.join(c['init_from'], 'config.json')):
-            fail(f"init_from={c['init_from']!r}: not a Hugging Face model folder (it has no config.json)", 2)
-    if c['eval_only'] and c['init_from'] == 'scratch':
-        fail('eval_only=True evaluates an existing model: --init_from=resume (the run in out_dir) or a model folder', 2)
-    if c['block_size'] == 0 and c['init_from'] == 'scratch':
-        fail("block_size=0 (the model's own context) needs an open model to come from: --init_from=FOLDER", 2)
-    try:
-        GPTConfig(**{k: c[k] for k in MODEL_DEFAULTS if k != 'block_size'}, block_size=max(1, c['block_size']))
-        resolve_device(c['device'])
-    except (ValueError, DeviceError) as e:
-        fail(str(e), 2)
-    problems = [(c[k] < 1, f'{k}={c[k]}: must be at least 1') for k in AT_LEAST_ONE]
-    problems += [(c[k] < 0, f'{k}={c[k]}: must be 0 or more') for k in NOT_NEGATIVE]
-    problems += [(not 0 <= c[k] < 1, f'{k}={c[k]}: must be in [0, 1)') for k in ('beta1', 'beta2', 'muon_momentum')]
-    if c['eval_pubmedqa']:
-        import pubmedqa
-        try:  # read and checked now, not after the training run
-            pubmedqa.official_test_split(pubmedqa.find_pubmedqa(c['pubmedqa_dir'] or None))
-        except (FileNotFoundError, ValueError) as e:
-            fail(f'eval_pubmedqa=True: {e}', 2)
-    problems += [(c['parallel'] == 'fsdp' and c['dtype'] == 'float16', 'dtype=float16 with parallel=fsdp: use bfloat16 '
-                  '(float16 needs a gradient scaler, which is wired for DDP only)'),
-                 (c['cpu_offload'] and c['parallel'] != 'fsdp', 'cpu_offload=True: only with parallel=fsdp'),
-                 (c['plan_gpu_gb'] <= 0, f"plan_gpu_gb={c['plan_gpu_gb']}: must be positive")]
-    problems += [(not 0 <= c['cooldown_frac'] <= 1, f"cooldown_frac={c['cooldown_frac']}: must be in [0, 1]"),
-                 (c['dist_timeout'] <= 0, f"dist_timeout={c['dist_timeout']}: must be positive"),
-                 (os.path.exists(c['out_dir']) and not os.path.isdir(c['out_dir']), f"out_dir={c['out_dir']}: is a file"),
-                 (not writable_folder(c['out_dir']), f"out_dir={c['out_dir']}: cannot create or write to it")]
-    for bad, message in problems:
-        if bad:
-            fail(message, 2)
+# -----------------------------------------------------------------------------------------------
+# the loop
 
+def train(opts, model, raw_model, optimizers, scaler, meta, data, procs, state, facts, log):
+    """Evaluate, checkpoint and step until the first budget or a stop signal; returns whether a signal stopped it."""
+    loader, window, dev = data.loader, data.window, procs.device
+    min_ratio = opts.min_lr / opts.learning_rate if opts.learning_rate else 0.0
+    first_iter, last_eval_seconds = state.iter_num, state.train_seconds
+    stop_on_signals()  # from now on a stop signal checkpoints first; before, it stops the process at once
+    log_seconds, log_iters, batches = 0.0, 0, None
+    while True:
+        if procs.distributed:
+            procs.store.set(f'pubmed-gpt/iter/{procs.rank}', str(state.iter_num))
+        state.tokens_seen = tokens_seen = loader.windows_seen * window
+        progress = max(state.iter_num / max(1, opts.lr_decay_iters or opts.max_iters),
+                       tokens_seen / opts.max_tokens if opts.max_tokens else 0.0,
+                       state.train_seconds / opts.max_seconds if opts.max_seconds else 0.0)
+        # rank 0's clock decides time budgets for everyone; a stop signal to any process stops them all. The flags
+        # are agreed on the host (gloo): no process waits for its device here
+        flags = torch.tensor([procs.master and state.train_seconds >= opts.max_seconds > 0,
+                              procs.master and state.train_seconds - last_eval_seconds >= opts.eval_interval_seconds > 0,
+                              bool(STOP_SIGNALS)], dtype=torch.float32)
+        if procs.distributed:
+            dist.all_reduce(flags, group=procs.host_group)
+        out_of_time, eval_due, signalled = (bool(f) for f in flags.tolist())
+        done = (out_of_time or signalled or state.iter_num >= opts.max_iters
+                or (opts.max_tokens and tokens_seen >= opts.max_tokens) or opts.eval_only)
+
+        # evaluate at the start, on schedule and at the end (a resumed run's start was its predecessor's end)
+        resumed_here = opts.init_from == 'resume' and state.iter_num == first_iter and not opts.eval_only
+        scheduled = opts.eval_interval and state.iter_num % opts.eval_interval == 0
+        if (done or eval_due or scheduled or state.iter_num == first_iter) and not resumed_here:
+            evaluate_and_checkpoint(opts, model, raw_model, optimizers, scaler, meta, data, procs, state, facts, log)
+            last_eval_seconds = state.train_seconds
+        if done:
+            return signalled
+
+        # one optimizer step: the device runs it while the host reads the next one's batches; the host waits for the
+        # device only when it logs (so time is measured between logs: the wait lands in the logging step)
+        mult = lr_multiplier(state.iter_num, progress, opts.warmup_iters, opts.schedule, min_ratio, opts.cooldown_frac)
+        for opt in optimizers:
+            for group in opt.param_groups:
+                group['lr'] = group['base_lr'] * mult
+        t0 = time.perf_counter()
+        loss = train_step(model, optimizers, scaler, batches or next_step_batches(loader, dev), procs.autocast, opts.grad_clip)
+        loader.advance()
+        batches = next_step_batches(loader, dev)
+        state.iter_num += 1
+        state.tokens_seen = tokens_seen = loader.windows_seen * window
+        logging = state.iter_num % opts.log_interval == 0
+        lossf = mean_over_ranks(loss) if logging else None
+        dt = time.perf_counter() - t0
+        state.train_seconds += dt
+        log_seconds, log_iters = log_seconds + dt, log_iters + 1
+        if logging:
+            if not math.isfinite(lossf):
+                fail(f'training loss is {lossf} at iter {state.iter_num}: stopping; the checkpoints in {opts.out_dir} are '
+                     'untouched (try a lower learning_rate, grad_clip=1.0 or dtype=float32)')
+            tokens_per_s = data.tokens_per_step * log_iters / log_seconds
+            mfu = log.flops_per_token * tokens_per_s / (log.peak * procs.world)
+            ms, lr = 1000 * log_seconds / log_iters, opts.learning_rate * mult
+            if procs.master:
+                memory = peak_memory_mb(dev)
+                record(log, {'kind': 'train', 'iter': state.iter_num, 'tokens': tokens_seen, 'train_seconds': round(state.train_seconds, 3),
+                             'loss': lossf, 'lr': lr, 'ms_per_iter': ms, 'tokens_per_s': tokens_per_s, 'mfu': mfu,
+                             'peak_memory_mb': round(memory, 1)})
+                print(f'iter {state.iter_num}: loss {lossf:.4f}, lr {lr:.2e}, {ms:.1f} ms/iter, {tokens_per_s:,.0f} tok/s, '
+                      f'mfu {100 * mfu:.1f}%, peak memory {memory:,.0f} MB')
+            log_seconds, log_iters = 0.0, 0
+        every = opts.ckpt_every_tokens
+        if every and tokens_seen // every > (tokens_seen - data.tokens_per_step) // every:
+            save_training([f'ckpt_{tokens_seen:012d}'], opts, raw_model, optimizers, scaler, meta, data, procs, state, facts)
+
+
+def evaluate_and_checkpoint(opts, model, raw_model, optimizers, scaler, meta, data, procs, state, facts, log):
+    """Val loss, perplexity and bits per byte on the fixed val windows, recorded (or, with eval_only, printed whole);
+    then best (if improved) and ckpt. A non-finite val loss stops the run, its checkpoints untouched."""
+    batches = val_batches(data.val_tokens, data.val_starts, opts.batch_size, data.window, procs.device)
+    ev = evaluate(model, batches, data.token_bytes, procs.autocast)
+    if procs.master:
+        rec = {'kind': 'eval', 'iter': state.iter_num, 'tokens': data.loader.windows_seen * data.window,
+               'train_seconds': round(state.train_seconds, 3), **ev}
+        print(f"eval iter {state.iter_num}: val loss {ev['val_loss']:.4f}, ppl {ev['val_ppl']:.2f}, bpb {ev['val_bpb']:.4f}")
+        if opts.eval_only:  # the whole record on stdout; the run's metrics.jsonl is left as it is
+            print(json.dumps(rec))
+        else:
+            record(log, rec)
+    if not math.isfinite(ev['val_loss']):
+        fail(f'val loss is {ev["val_loss"]} at iter {state.iter_num}: stopping; the checkpoints in {opts.out_dir} are untouched')
+    facts['last_eval'] = {'iter': state.iter_num, **{k: ev[k] for k in ('val_loss', 'val_ppl', 'val_bpb')}}
+    improved = ev['val_loss'] < state.best_val_loss
+    state.best_val_loss = min(state.best_val_loss, ev['val_loss'])
+    if not opts.eval_only and state.iter_num > 0 and (opts.save_latest or (improved and opts.save_best)):
+        # best first: a kill between the two leaves ckpt behind it, and the resumed run writes best again
+        names = [name for name, wanted in (('best', improved and opts.save_best), ('ckpt', opts.save_latest)) if wanted]
+        save_training(names, opts, raw_model, optimizers, scaler, meta, data, procs, state, facts)
+
+
+def finish(opts, model, raw_model, meta, procs, state, log, signalled):
+    """PubMedQA if asked, wandb closed, the process group freed; a stopping signal's exit code (128 + signal)."""
+    pubmedqa_wanted = opts.eval_pubmedqa and not opts.eval_only and not signalled
+    whole = whole_model(raw_model) if pubmedqa_wanted else None  # under FSDP: gathered from every rank, onto rank 0
+    if procs.master and pubmedqa_wanted:
+        result = evaluate_pubmedqa(whole.to(procs.device), meta, opts, procs.device)
+        record(log, {'kind': 'pubmedqa', 'iter': state.iter_num, 'tokens': state.tokens_seen,
+                     **{k: v for k, v in result.items() if k not in ('items', 'pubmedqa_dir')}})
+    if log.wandb is not None:
+        log.wandb.finish()
+    if procs.distributed:  # DDP's reducer (or FSDP's state) holds on to the process group: free it first, or gloo aborts
+        dist.barrier()
+        del model
+        gc.collect()
+        dist.destroy_process_group()
+    if signalled:
+        name = STOP_SIGNALS[0] if STOP_SIGNALS else 'SIGTERM'  # (to another process)
+        if procs.master:
+            written = opts.save_latest and state.iter_num
+            print(f'stopped by {name} at iter {state.iter_num}' + (f': {latest_checkpoint(opts.out_dir, opts.parallel)} '
+                  'written; continue with --init_from=resume' if written else ''))
+        sys.exit(128 + signal.Signals[name])
+
+
+# -----------------------------------------------------------------------------------------------
+# pieces of the loop
 
 def lr_multiplier(it, progress, warmup_iters, schedule, min_ratio, cooldown_frac):
     """Factor applied to every group's base lr: linear warmup over warmup_iters, then cosine (or
@@ -323,7 +549,7 @@ def is_gpt2_folder_without_tokenizer(folder):
 def check_tokenizer_of(init_from, meta, data_dir):
     """Exit unless the data is tokenized with the tokenizer of the model init_from names."""
     ours = meta['tokenizer']
-    if init_from in GPT2_NAMES or is_gpt2_folder_without_tokenizer(init_from):
+    if init_from in run_options.GPT2_NAMES or is_gpt2_folder_without_tokenizer(init_from):
         same, how = ours['name'] == 'gpt2' and meta['vocab_size'] == 50257, '--tokenizer=gpt2'
     else:
         try:
@@ -344,7 +570,7 @@ def run_origin(init_from, ckpt):
         return ckpt.get('origin')
     if init_from == 'scratch':
         return {'from': 'scratch'}
-    if init_from in GPT2_NAMES:
+    if init_from in run_options.GPT2_NAMES:
         return {'from': init_from, 'name': init_from, 'hub_id': f'openai-community/{init_from}'}
     path = os.path.abspath(init_from)
     # a folder of the Hugging Face cache (.../models--ORG--NAME/snapshots/HASH) names its hub id; others do not
@@ -359,27 +585,19 @@ def data_facts(meta, data_dir):
     return {'data_dir': os.path.abspath(data_dir), 'files': len(meta.get('files') or []), **{k: meta.get(k) for k in keys}}
 
 
-def save_training(names, raw_model, meta, optimizers, scaler, loader, config, device, **progress):
-    """Write the checkpoints `names` ('best', 'ckpt', ...) of the run so far to out_dir: NAME.pt, or under FSDP the
-    folder NAME.dcp of every rank's shards. A collective under torchrun (every rank's RNG state goes in). Exits
-    rather than checkpoint a blown-up model. progress: iter_num, train_seconds, best_val_loss, and the run's facts
-    (checkpoint.RECORD_KEYS)."""
-    training = dict(tokens_seen=loader.windows_seen * loader.block, config=config, rng=rng_states(device),
-                    loader=loader.state_dict(), **({'scaler': scaler.state_dict()} if scaler.is_enabled() else {}), **progress)
-    paths = [os.path.join(config['out_dir'], name) for name in names]
+def save_training(names, opts, raw_model, optimizers, scaler, meta, data, procs, state, facts):
+    """Write the checkpoints `names` ('best', 'ckpt', ...) of the run so far to out_dir, in the run's format
+    (checkpoint.save_state: NAME.pt, or under FSDP the folder NAME.dcp). A collective under torchrun (every rank's
+    RNG state goes in). Exits rather than checkpoint a blown-up model."""
+    paths = [os.path.join(opts.out_dir, name + ('.dcp' if opts.parallel == 'fsdp' else '.pt')) for name in names]
     try:
-        if config['parallel'] == 'fsdp':
-            fields = checkpoint_fields(raw_model, meta['tokenizer'], meta['token_bytes'], **training)
-            for path in paths:
-                save_sharded(path + '.dcp', raw_model, optimizers, fields)
-        else:
-            ckpt = make_checkpoint(raw_model, meta['tokenizer'], meta['token_bytes'],
-                                   optimizer=[o.state_dict() for o in optimizers], **training)
-            for path in paths if is_rank0() else []:
-                save_checkpoint(ckpt, path + '.pt')
+        save_state(paths, raw_model, optimizers, meta['tokenizer'], meta['token_bytes'],
+                   tokens_seen=data.loader.windows_seen * data.window, config=vars(opts), rng=rng_states(procs.device),
+                   loader=data.loader.state_dict(), **({'scaler': scaler.state_dict()} if scaler.is_enabled() else {}),
+                   iter_num=state.iter_num, train_seconds=state.train_seconds, best_val_loss=state.best_val_loss, **facts)
     except CheckpointError as e:
-        fail(f"{e} after iter {progress['iter_num']}: stopping without writing it; the checkpoints in "
-             f"{config['out_dir']} are untouched (try a lower learning_rate, grad_clip=1.0 or dtype=float32)")
+        fail(f'{e} after iter {state.iter_num}: stopping without writing it; the checkpoints in {opts.out_dir} are untouched '
+             '(try a lower learning_rate, grad_clip=1.0 or dtype=float32)')
 
 
 def previous_run(out_dir):
@@ -411,355 +629,32 @@ def keep_metrics_until(path, iter_num):
             f.writelines(kept)
 
 
-# progress of each rank in torchrun's key-value store: when a collective times out, the ranks that waited
-# name the ones that never arrived
-def progress_store():
-    return dist.TCPStore(os.environ['MASTER_ADDR'], int(os.environ['MASTER_PORT']), is_master=False,
-                         timeout=timedelta(seconds=30))
-
-
-def stall_report(error, timeout):
-    """The one line a rank prints when it waited dist_timeout seconds for the others."""
-    rank, world = int(os.environ['RANK']), int(os.environ['WORLD_SIZE'])
-    try:
-        store = progress_store()
-        store.set(f'pubmed-gpt/timed_out/{rank}', '1')
-        time.sleep(2)  # the other waiting ranks time out at about the same moment
-        stalled = [r for r in range(world) if not store.check([f'pubmed-gpt/timed_out/{r}'])]
-        last = {r: store.get(f'pubmed-gpt/iter/{r}').decode() if store.check([f'pubmed-gpt/iter/{r}']) else 'none'
-                for r in stalled}
-        who = ', '.join(f'rank {r} (its last step: iter {last[r]})' for r in stalled) or 'none found'
-    except Exception:
-        who = 'unknown (torchrun\'s store is not reachable)'
-    return (f'rank {rank}: waited {timeout:g} s (--dist_timeout) for the other processes; stalled or dead: {who} '
-            f'[{first_line(error)}]')
-
-
-def evaluate_pubmedqa(model, meta, c, device):
+def evaluate_pubmedqa(model, meta, opts, device):
     """pubmedqa.py's figures for the model as it is (exported to a temporary folder), printed."""
     import pubmedqa
     from hf import ExportError
     try:
         result = pubmedqa.evaluate_checkpoint(make_checkpoint(model, meta['tokenizer'], meta['token_bytes']),
-                                              pubmedqa_dir=c.pubmedqa_dir or None, limit=c.pubmedqa_limit, device=str(device))
+                                              pubmedqa_dir=opts.pubmedqa_dir or None, limit=opts.pubmedqa_limit, device=str(device))
     except (ExportError, FileNotFoundError) as e:
         fail(f'eval_pubmedqa: {e} (the checkpoints are written)')
     print(pubmedqa.summary(result))
     return result
 
 
-def print_plan(config, world):
-    """--plan=True: the memory per GPU this run would need, from the model's shape alone (no data, no weights)."""
-    import plan
-    c = SimpleNamespace(**config)
-    if c.init_from == 'resume':
-        try:
-            model_config = GPTConfig(**checkpoint_fields_of(latest_checkpoint(c.out_dir, c.parallel))['model_args'])
-        except Exception as e:
-            fail(f'plan: no checkpoint to resume from in {c.out_dir} ({first_line(e)})')
-    elif c.init_from == 'scratch':
-        vocab = load_meta(c.data_dir)['vocab_size'] if os.path.exists(os.path.join(c.data_dir, 'meta.pkl')) else 50257
-        model_config = GPTConfig(**{k: config[k] for k in MODEL_DEFAULTS}, vocab_size=64 * math.ceil(vocab / 64))
-    else:
-        from hf import shapes_of
-        try:
-            model_config = shapes_of(c.init_from, c.block_size or None)
-        except CheckpointError as e:
-            fail(f'plan: {e}')
-    if c.block_size and model_config.pos == 'rotary':  # activations are those of the training window
-        model_config = dataclasses.replace(model_config, block_size=c.block_size)
-    try:
-        micro_batch = split_step(c.batch_size, c.gradient_accumulation_steps, world)[1]
-    except ValueError as e:
-        fail(str(e), 2)
-    half = c.dtype != 'float32'  # 'auto' is bf16 on the GPUs planned for
-    print(plan.report(model_config, micro_batch, world, c.plan_gpu_gb, half, c.optimizer))
-
-
-def record(path, wandb_run, rec):
+def record(log, rec):
     """One line of metrics.jsonl (and a wandb log): rank 0 only."""
-    with open(path, 'a') as f:
+    with open(log.metrics, 'a') as f:
         f.write(json.dumps(rec) + '\n')
-    if wandb_run is not None:
-        wandb_run.log({k: v for k, v in rec.items() if k != 'kind'}, step=rec['iter'])
-
-
-def main(config):
-    c = SimpleNamespace(**config)
-
-    # processes: one per device under torchrun, each with its rank; rank 0 writes every file
-    ddp = int(os.environ.get('RANK', -1)) != -1
-    rank, local_rank, world = (int(os.environ[k]) for k in ('RANK', 'LOCAL_RANK', 'WORLD_SIZE')) if ddp else (0, 0, 1)
-    master = rank == 0
-    if c.plan:
-        return print_plan(config, int(os.environ.get('WORLD_SIZE', c.plan_gpus)))
-    fsdp = c.parallel == 'fsdp'  # sharded checkpoints; the model is sharded when there are processes to share it
-    ckpt_path = latest_checkpoint(c.out_dir, c.parallel)
-    try:
-        meta = load_meta(c.data_dir)
-        ckpt = None
-        if c.init_from == 'resume':  # a sharded checkpoint's weights and optimizer state come once the model is sharded
-            ckpt = {**read_train_state(ckpt_path), 'model': None} if fsdp else load_checkpoint(ckpt_path)
-            check_resumable(ckpt, meta, ckpt_path, c.data_dir)
-        dev = resolve_device(c.device, local_rank)
-    except (DataError, CheckpointError, DeviceError) as e:
-        fail(str(e))
-    previous = previous_run(c.out_dir) if c.init_from != 'resume' and not c.eval_only else []
-    if previous and not c.overwrite:
-        fail(f"{c.out_dir} holds a previous run ({', '.join(previous)}): continue it with --init_from=resume, "
-             'train into another --out_dir, or pass --overwrite=True to replace it', 2)
-    if dev.type == 'cuda':
-        torch.cuda.set_device(dev)
-    if ddp:
-        die_with_parent()  # if torchrun's agent is killed, its workers must not train on as orphans
-        dist.init_process_group(backend='nccl' if dev.type == 'cuda' else 'gloo', timeout=timedelta(seconds=c.dist_timeout))
-        store = progress_store()
-        # small agreements (stop flags) on the host: beside nccl, a gloo group, so they never wait on a GPU
-        host_group = dist.new_group(backend='gloo', timeout=timedelta(seconds=c.dist_timeout)) if dev.type == 'cuda' else None
-    ptdtype, autocast = precision(dev, c.dtype)
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
-
-    # the model: built from the options, read from a checkpoint, or an open model's weights. Under FSDP on several
-    # processes only rank 0 initialises or reads the weights (parallelize sends each rank its shards); the others,
-    # and every process resuming from a sharded checkpoint, build the model on the meta device: shapes, no memory
-    torch.manual_seed(c.seed)  # the same initial weights on every rank (DDP)
-    weightless = fsdp and ((ddp and not master) or c.init_from == 'resume')
-    with torch.device('meta') if weightless else nullcontext():
-        if c.init_from == 'scratch':
-            model_args = {k: config[k] for k in MODEL_DEFAULTS}
-            raw_model = GPT(GPTConfig(**model_args, vocab_size=64 * math.ceil(meta['vocab_size'] / 64)))  # padded: fast matmuls
-        elif c.init_from == 'resume':
-            try:
-                raw_model = model_from_checkpoint(ckpt)
-            except CheckpointError as e:
-                fail(f'{ckpt_path}: {e}')
-        else:  # an open model reads the tokens of its own tokenizer only
-            check_tokenizer_of(c.init_from, meta, c.data_dir)
-            from hf import from_pretrained, shapes_of
-            try:
-                raw_model = GPT(shapes_of(c.init_from, c.block_size or None, c.dropout)) if weightless else \
-                    from_pretrained(c.init_from, window=c.block_size or None, dropout=c.dropout)
-            except CheckpointError as e:
-                fail(str(e))
-        ignored = [f'{k}={config[k]!r}' for k in MODEL_DEFAULTS if k != 'block_size'  # the window: see below
-                   and config[k] != getattr(raw_model.config, k) and not (k in DERIVED and not config[k])]
-        if master and ignored:
-            print(f'note: init_from={c.init_from!r} fixes the architecture; ignoring {", ".join(ignored)}')
-    # what the export's model card says of the run (checkpoint.RECORD_KEYS), kept in every checkpoint it writes
-    facts = {'origin': run_origin(c.init_from, ckpt), 'data': data_facts(meta, c.data_dir), 'processes': world,
-             'precision': f'{str(ptdtype).removeprefix("torch.")} on {dev.type}',
-             **({'last_eval': ckpt['last_eval']} if ckpt and 'last_eval' in ckpt else {})}
-    if raw_model.config.vocab_size < meta['vocab_size']:
-        fail(f"the model's vocabulary ({raw_model.config.vocab_size}) is smaller than the data's ({meta['vocab_size']})")
-    raw_model.activation_checkpointing = c.activation_checkpointing
-    # the training window (what a batch holds) and the model's context (how far it reads): a rotary model continued
-    # on short windows keeps the context of the model it came from (hf.config_from_hf)
-    block = c.block_size or raw_model.config.block_size
-    if master and block < raw_model.config.block_size:
-        print(f'note: training on windows of {block} tokens of a context of {raw_model.config.block_size} (the model '
-              'reads, samples and exports that context)')
-    model = parallelize(raw_model, c.parallel, dev, ptdtype, c.compile, c.cpu_offload)
-    if fsdp and ddp:  # FSDP's policy casts the weights to bf16 itself; autocast is for DDP
-        autocast = nullcontext()
-
-    # data: this rank's share of every step's windows, and of the fixed val windows
-    train_tokens, val_tokens = open_tokens(c.data_dir, 'train', meta), open_tokens(c.data_dir, 'val', meta)
-    if min(len(train_tokens), len(val_tokens)) <= block:
-        fail(f'{c.data_dir}: train.bin and val.bin need more than block_size={block} tokens each')
-    try:
-        loader = TrainLoader(train_tokens, block, c.batch_size, c.gradient_accumulation_steps, c.seed, rank, world,
-                             eot=meta['eot_token'] if c.align_windows else None)
-    except ValueError as e:
-        fail(str(e), 2)
-    if not len(loader.starts):
-        fail(f"{c.data_dir}: align_windows=True found no <|endoftext|> (id {meta['eot_token']}) in train.bin to align to")
-    if master and loader.micro_batch != c.batch_size:
-        print(f'note: each of the {world} processes trains {loader.micro_batch * loader.micro_steps} windows a step, '
-              f'in {loader.micro_steps} micro-batch(es) of {loader.micro_batch}: the global batch of batch_size x '
-              f'gradient_accumulation_steps = {c.batch_size * c.gradient_accumulation_steps} windows, split {world} ways')
-    val_starts = eval_starts(val_tokens, block, c.eval_iters * c.batch_size)  # fewer if val.bin is short
-    if fsdp:  # every rank runs the same number of forward passes: FSDP gathers weights for each
-        val_starts = val_starts[:len(val_starts) - len(val_starts) % world]
-    val_starts = val_starts[rank::world]
-    token_bytes = torch.tensor(meta['token_bytes'] + [0] * (raw_model.config.vocab_size - len(meta['token_bytes'])), device=dev)
-    tokens_per_step = c.batch_size * c.gradient_accumulation_steps * block  # all ranks
-
-    # optimizers, and the training state of a resumed run
-    optimizers = raw_model.configure_optimizers(c.weight_decay, c.learning_rate, (c.beta1, c.beta2), dev.type,
-                                                optimizer=c.optimizer, muon_lr=c.muon_lr, muon_momentum=c.muon_momentum)
-    scaler = torch.amp.GradScaler(dev.type, enabled=ptdtype == torch.float16)
-    iter_num, train_seconds, best_val_loss = 0, 0.0, float('inf')
-    torch.manual_seed(c.seed + rank)  # dropout differs across ranks
-    if ckpt is not None:
-        if ckpt['config'].get('optimizer', 'adamw') != c.optimizer:
-            fail(f"{ckpt_path} was trained with optimizer={ckpt['config']['optimizer']!r}: resume with the same optimizer")
-        base_lrs = [[g['base_lr'] for g in opt.param_groups] for opt in optimizers]  # this run's config counts
-        try:
-            if fsdp:
-                load_sharded(ckpt_path, raw_model, optimizers)
-            for opt, state in zip(optimizers, [] if fsdp else ckpt['optimizer']):
-                opt.load_state_dict(state)
-            if 'scaler' in ckpt:
-                scaler.load_state_dict(ckpt['scaler'])
-        except CheckpointError as e:
-            fail(str(e))
-        except (ValueError, KeyError, TypeError, RuntimeError) as e:
-            fail(f'{ckpt_path}: its optimizer state does not fit the model ({type(e).__name__}: {first_line(e)})')
-        for opt, bases in zip(optimizers, base_lrs):
-            for g, base in zip(opt.param_groups, bases):
-                g['base_lr'] = base
-        iter_num, train_seconds, best_val_loss = ckpt['iter_num'], ckpt['train_seconds'], ckpt['best_val_loss']
-        loader.load_state_dict(ckpt['loader'])
-        if len(ckpt['rng']) == world:  # on another number of processes only dropout's stream differs
-            set_rng_state(ckpt['rng'][rank], dev)
-        ckpt = None  # free memory
-
-    # logging: MFU is model FLOPs per second over the peak of all devices
-    flops_per_token = raw_model.flops_per_token(block)
-    peak = c.peak_flops or device_peak_flops(dev, ptdtype)
-    # out_dir: touched only now that every option, the data and the model have been checked
-    metrics_path = os.path.join(c.out_dir, 'metrics.jsonl')
-    if master and not c.eval_only:  # evaluating a run leaves its files as they are
-        os.makedirs(c.out_dir, exist_ok=True)
-        if c.init_from == 'resume':
-            keep_metrics_until(metrics_path, iter_num)  # what a killed run logged after its checkpoint comes again
-        else:
-            for name in previous:  # only with --overwrite=True (checked above)
-                path = os.path.join(c.out_dir, name)
-                shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
-            open(metrics_path, 'w').close()
-    wandb_run = None
-    if master and c.wandb_log and not c.eval_only:
-        import wandb
-        wandb_run = wandb.init(project=c.wandb_project, name=c.wandb_run_name, config=config, dir=c.out_dir)
-    if master:
-        print(f'{raw_model.num_params() / 1e6:.2f}M parameters, {tokens_per_step:,} tokens per step on {world} process(es), '
-              f'device {dev}, {str(ptdtype).removeprefix("torch.")}, peak {peak / 1e12:.3f} TFLOP/s per device')
-
-    min_ratio = c.min_lr / c.learning_rate if c.learning_rate else 0.0
-    first_iter, last_eval_seconds = iter_num, train_seconds
-    stop_on_signals()  # from now on a stop signal checkpoints first; before, it stops the process at once
-    log_seconds, log_iters, batches = 0.0, 0, None
-    while True:
-        if ddp:
-            store.set(f'pubmed-gpt/iter/{rank}', str(iter_num))
-        tokens_seen = loader.windows_seen * block
-        progress = iter_num / max(1, c.lr_decay_iters or c.max_iters)
-        if c.max_tokens:
-            progress = max(progress, tokens_seen / c.max_tokens)
-        if c.max_seconds:
-            progress = max(progress, train_seconds / c.max_seconds)
-        # rank 0's clock decides time budgets for everyone; a stop signal to any process stops them all. The flags
-        # are agreed on the host (gloo): no process waits for its device here
-        flags = torch.tensor([master and train_seconds >= c.max_seconds > 0,
-                              master and train_seconds - last_eval_seconds >= c.eval_interval_seconds > 0,
-                              bool(STOP_SIGNALS)], dtype=torch.float32)
-        if ddp:
-            dist.all_reduce(flags, group=host_group)
-        out_of_time, eval_due, signalled = (bool(f) for f in flags.tolist())
-        done = (out_of_time or signalled or iter_num >= c.max_iters or (c.max_tokens and tokens_seen >= c.max_tokens)
-                or c.eval_only)
-
-        # evaluate at the start, on schedule and at the end (a resumed run's start was its predecessor's end)
-        resumed_here = c.init_from == 'resume' and iter_num == first_iter and not c.eval_only
-        if (done or eval_due or (c.eval_interval and iter_num % c.eval_interval == 0) or iter_num == first_iter) and not resumed_here:
-            ev = evaluate(model, val_batches(val_tokens, val_starts, c.batch_size, block, dev), token_bytes, autocast)
-            last_eval_seconds = train_seconds
-            if master:
-                rec = {'kind': 'eval', 'iter': iter_num, 'tokens': tokens_seen, 'train_seconds': round(train_seconds, 3), **ev}
-                print(f"eval iter {iter_num}: val loss {ev['val_loss']:.4f}, ppl {ev['val_ppl']:.2f}, bpb {ev['val_bpb']:.4f}")
-                if c.eval_only:  # the whole record on stdout; the run's metrics.jsonl is left as it is
-                    print(json.dumps(rec))
-                else:
-                    record(metrics_path, wandb_run, rec)
-            if not math.isfinite(ev['val_loss']):
-                fail(f'val loss is {ev["val_loss"]} at iter {iter_num}: stopping; the checkpoints in {c.out_dir} are untouched')
-            facts['last_eval'] = {'iter': iter_num, **{k: ev[k] for k in ('val_loss', 'val_ppl', 'val_bpb')}}
-            improved = ev['val_loss'] < best_val_loss
-            best_val_loss = min(best_val_loss, ev['val_loss'])
-            if not c.eval_only and iter_num > 0 and (c.save_latest or (improved and c.save_best)):
-                # best first: a kill between the two leaves ckpt behind it, and the resumed run writes best again
-                names = [name for name, wanted in (('best', improved and c.save_best), ('ckpt', c.save_latest)) if wanted]
-                save_training(names, raw_model, meta, optimizers, scaler, loader, config, dev, **facts, iter_num=iter_num,
-                              train_seconds=train_seconds, best_val_loss=best_val_loss)
-        if done:
-            break
-
-        # one optimizer step
-        mult = lr_multiplier(iter_num, progress, c.warmup_iters, c.schedule, min_ratio, c.cooldown_frac)
-        for opt in optimizers:
-            for group in opt.param_groups:
-                group['lr'] = group['base_lr'] * mult
-        # the device runs the step while the host reads the next one's batches; the host waits for the device only
-        # when it logs (so time is measured between logs: the wait lands in the logging step)
-        t0 = time.perf_counter()
-        loss = train_step(model, optimizers, scaler, batches or next_step_batches(loader, dev), autocast, c.grad_clip)
-        loader.advance()
-        batches = next_step_batches(loader, dev)
-        iter_num += 1
-        tokens_seen = loader.windows_seen * block
-        if iter_num % c.log_interval == 0:
-            lossf = mean_over_ranks(loss)
-        dt = time.perf_counter() - t0
-        train_seconds += dt
-        log_seconds, log_iters = log_seconds + dt, log_iters + 1
-        if iter_num % c.log_interval == 0:
-            if not math.isfinite(lossf):
-                fail(f'training loss is {lossf} at iter {iter_num}: stopping; the checkpoints in {c.out_dir} are untouched '
-                     f'(try a lower learning_rate, grad_clip=1.0 or dtype=float32)')
-            tokens_per_s = tokens_per_step * log_iters / log_seconds
-            mfu = flops_per_token * tokens_per_s / (peak * world)
-            if master:
-                memory = peak_memory_mb(dev)
-                record(metrics_path, wandb_run, {
-                    'kind': 'train', 'iter': iter_num, 'tokens': tokens_seen, 'train_seconds': round(train_seconds, 3),
-                    'loss': lossf, 'lr': c.learning_rate * mult, 'ms_per_iter': 1000 * log_seconds / log_iters,
-                    'tokens_per_s': tokens_per_s, 'mfu': mfu, 'peak_memory_mb': round(memory, 1)})
-                print(f'iter {iter_num}: loss {lossf:.4f}, lr {c.learning_rate * mult:.2e}, '
-                      f'{1000 * log_seconds / log_iters:.1f} ms/iter, {tokens_per_s:,.0f} tok/s, mfu {100 * mfu:.1f}%, '
-                      f'peak memory {memory:,.0f} MB')
-            log_seconds, log_iters = 0.0, 0
-        if c.ckpt_every_tokens and tokens_seen // c.ckpt_every_tokens > (tokens_seen - tokens_per_step) // c.ckpt_every_tokens:
-            save_training([f'ckpt_{tokens_seen:012d}'], raw_model, meta, optimizers, scaler, loader, config, dev, **facts,
-                          iter_num=iter_num, train_seconds=train_seconds, best_val_loss=best_val_loss)
-
-    if c.eval_pubmedqa and not c.eval_only and not signalled:
-        whole = whole_model(raw_model)  # under FSDP: gathered from every rank, onto rank 0
-    if master and c.eval_pubmedqa and not c.eval_only and not signalled:
-        result = evaluate_pubmedqa(whole.to(dev), meta, c, dev)
-        record(metrics_path, wandb_run, {'kind': 'pubmedqa', 'iter': iter_num, 'tokens': tokens_seen,
-                                         **{k: v for k, v in result.items() if k not in ('items', 'pubmedqa_dir')}})
-    if wandb_run is not None:
-        wandb_run.finish()
-    if ddp:  # DDP's reducer (or FSDP's state) holds on to the process group: free it first, or gloo sometimes aborts
-        dist.barrier()
-        del model
-        gc.collect()
-        dist.destroy_process_group()
-    if signalled:
-        name = STOP_SIGNALS[0] if STOP_SIGNALS else 'SIGTERM'  # (to another process)
-        if master:
-            print(f'stopped by {name} at iter {iter_num}' + (f': {latest_checkpoint(c.out_dir, c.parallel)} written; '
-                  'continue with --init_from=resume' if c.save_latest and iter_num else ''))
-        sys.exit(128 + signal.Signals[name])
-
-
-# SIGTERM (a scheduler's preemption or requeue, torchrun passing its own on) and SIGUSR1 (a scheduler's warning
-# before the time limit) end the run at the next step as a budget would: evaluate, write ckpt, exit 128 + signal
-STOP_SIGNALS = []
-
-
-def stop_on_signals():
-    for sig in (signal.SIGTERM, signal.SIGUSR1):
-        signal.signal(sig, lambda signum, frame: STOP_SIGNALS.append(signal.Signals(signum).name))
+    if log.wandb is not None:
+        log.wandb.log({k: v for k, v in rec.items() if k != 'kind'}, step=rec['iter'])
 
 
 if __name__ == '__main__':
-    config = options()
+    opts = options()
     try:
-        main(config)
+        main(opts)
     except RuntimeError as e:  # under torchrun: a collective that waited dist_timeout for a stalled process
         if 'RANK' not in os.environ or 'timed out' not in str(e).lower():
             raise
-        fail(stall_report(e, config['dist_timeout']))
+        fail(stall_report(e, opts.dist_timeout))

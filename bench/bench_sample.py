@@ -21,6 +21,7 @@ import torch
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _ROOT)
 import train  # noqa: E402
+from run_options import MODEL_DEFAULTS  # noqa: E402
 from configurator import config_from_globals, configure  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
 from run import figure  # noqa: E402
@@ -62,7 +63,7 @@ def main():
     path = config if os.path.isfile(config) else os.path.join(_ROOT, config)
     training = train.options([path])  # train.py's options as that config sets them
     sizes = {k: v for k, v in (('n_layer', n_layer), ('n_head', n_head), ('n_embd', n_embd), ('block_size', block_size)) if v}
-    args = {**{k: training[k] for k in train.MODEL_DEFAULTS}, **sizes, 'vocab_size': vocab_size, 'dropout': 0.0}
+    args = {**{k: getattr(training, k) for k in MODEL_DEFAULTS}, **sizes, 'vocab_size': vocab_size, 'dropout': 0.0}
     model = GPT(GPTConfig(**args)).eval()
     c = model.config
     shape = f'{c.n_layer}x{c.n_embd}, block {c.block_size}, vocab {c.vocab_size}, {model.num_params() / 1e6:.2f}M params'

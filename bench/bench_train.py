@@ -24,6 +24,7 @@ sys.path.insert(0, _ROOT)
 import torch  # noqa: E402
 
 import train  # noqa: E402
+from run_options import MODEL_DEFAULTS  # noqa: E402
 from common import measure_matmul_peak  # noqa: E402
 from configurator import config_from_globals, configure  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
@@ -40,22 +41,22 @@ threads = 0                      # torch threads (0 = torch's default: one per c
 
 def make_step(c, compiled):
     torch.manual_seed(0)
-    gpt = GPT(GPTConfig(vocab_size=vocab_size, **{k: c[k] for k in train.MODEL_DEFAULTS}))
-    optimizers = gpt.configure_optimizers(c['weight_decay'], c['learning_rate'], (c['beta1'], c['beta2']), 'cpu',
-                                          optimizer=c['optimizer'], muon_lr=c['muon_lr'], muon_momentum=c['muon_momentum'])
+    gpt = GPT(GPTConfig(vocab_size=vocab_size, **{k: getattr(c, k) for k in MODEL_DEFAULTS}))
+    optimizers = gpt.configure_optimizers(c.weight_decay, c.learning_rate, (c.beta1, c.beta2), 'cpu',
+                                          optimizer=c.optimizer, muon_lr=c.muon_lr, muon_momentum=c.muon_momentum)
     model = torch.compile(gpt) if compiled else gpt
     scaler = torch.amp.GradScaler('cpu', enabled=False)  # fp32, as the CPU config trains
-    shape = (c['batch_size'], c['block_size'])
+    shape = (c.batch_size, c.block_size)
     batches = [(torch.randint(0, vocab_size, shape), torch.randint(0, vocab_size, shape))
-               for _ in range(c['gradient_accumulation_steps'])]
-    return gpt, lambda: train.train_step(model, optimizers, scaler, batches, nullcontext(), c['grad_clip'])
+               for _ in range(c.gradient_accumulation_steps)]
+    return gpt, lambda: train.train_step(model, optimizers, scaler, batches, nullcontext(), c.grad_clip)
 
 
 def main():
     c = train.options([os.path.join(_ROOT, config)])
     if threads:
         torch.set_num_threads(threads)
-    tokens_per_step = c['batch_size'] * c['block_size'] * c['gradient_accumulation_steps']
+    tokens_per_step = c.batch_size * c.block_size * c.gradient_accumulation_steps
     peak = measure_matmul_peak(torch.device('cpu'), torch.float32, seconds=peak_seconds)
     settings = {'compile_off': make_step(c, False), 'compile_on': make_step(c, True)}
     times = {tag: [] for tag in settings}
@@ -74,7 +75,7 @@ def main():
     for tag, (gpt, step) in settings.items():
         best, median = min(times[tag]), sorted(times[tag])[len(times[tag]) // 2]
         tokens_per_s = tokens_per_step / best
-        flops = gpt.flops_per_token(c['block_size'])
+        flops = gpt.flops_per_token(c.block_size)
         off = tokens_per_step / min(times['compile_off'])
         base = {'baseline': round(off, 1), 'ratio': round(tokens_per_s / off, 3)} if tag == 'compile_on' else {}
         figure(f'train_cpu_tokens_per_s_{tag}', round(tokens_per_s, 1), 'tokens/s', **base,

@@ -328,8 +328,9 @@ def test_every_shipped_recipe_exports_to_a_standard_architecture(config, spec, t
     """Each config's switches at a tiny size (the architecture, not the size, decides the export); the finetune_*
     configs keep the architecture of the model they import."""
     import train
+    import run_options
     options = train.options([str(REPO / 'config' / config)])
-    args = {k: options[k] for k in train.MODEL_DEFAULTS}
+    args = {k: getattr(options, k) for k in run_options.MODEL_DEFAULTS}
     args.update(n_layer=2, n_head=2, n_embd=32, block_size=32, vocab_size=320)
     model = checkpoint_of(spec, tmp_path / 'ckpt.pt', **{k: v for k, v in args.items() if k != 'vocab_size'})
     target = export(load_checkpoint(tmp_path / 'ckpt.pt'), tmp_path / 'hf')

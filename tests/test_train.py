@@ -426,15 +426,15 @@ def test_renamed_options_keep_working_with_a_note(tiny_data, tmp_path, capsys):
         config = train.options(['--dataset=data', '--always_save_checkpoint=False', '--decay_lr=False'])
     finally:
         os.chdir(cwd)
-    assert (config['data_dir'], config['save_latest'], config['schedule']) == ('data/data', False, 'constant')
+    assert (config.data_dir, config.save_latest, config.schedule) == ('data/data', False, 'constant')
     err = capsys.readouterr().err
     assert 'note: always_save_checkpoint is deprecated: use save_latest (here save_latest=False)' in err
     assert "note: decay_lr is deprecated: use schedule (here schedule='constant')" in err
-    assert train.options(['--decay_lr=True', '--schedule=wsd'])['schedule'] == 'wsd'
+    assert train.options(['--decay_lr=True', '--schedule=wsd']).schedule == 'wsd'
     cfg = tmp_path / 'old.py'
     cfg.write_text("dataset = 'openwebtext'\nalways_save_checkpoint = False\n")  # a nanoGPT-style config file
     config = train.options([str(cfg)])
-    assert config['data_dir'] == os.path.join('data', 'openwebtext') and config['save_latest'] is False
+    assert config.data_dir == os.path.join('data', 'openwebtext') and config.save_latest is False
     run_train(tiny_data, tmp_path / 'out', '--max_iters=2', '--always_save_checkpoint=False')
     assert sorted(p.name for p in (tmp_path / 'out').glob('*.pt')) == ['best.pt']
 
@@ -461,14 +461,14 @@ def test_a_new_run_never_replaces_a_previous_one_unless_told(tiny_data, tmp_path
 
 KILLED_AT_SAVE = """
 import os, signal, sys
-import train
-real_save, saves = train.save_checkpoint, []
+import checkpoint, train
+real_save, saves = checkpoint.save_checkpoint, []
 def save_then_maybe_die(ckpt, path):
     saves.append(path)
     if len(saves) == int(os.environ['KILL_AT_SAVE']):
         os.kill(os.getpid(), signal.SIGKILL)  # a real kill -9: no cleanup of any kind runs
     real_save(ckpt, path)
-train.save_checkpoint = save_then_maybe_die
+checkpoint.save_checkpoint = save_then_maybe_die
 train.main(train.options(sys.argv[1:]))
 """
 
@@ -521,7 +521,7 @@ def test_resume_takes_the_runs_own_options_and_refuses_changes_that_break_it(tin
         assert e.value.code == 2 and was in err and '--allow_config_change=True' in err and err.count('\n') == 1
     config = train.options([f'--out_dir={tmp_path / "resumed"}', '--init_from=resume', '--batch_size=8',
                             '--allow_config_change=True'])
-    assert config['batch_size'] == 8 and 'resuming with batch_size=8 (the run had 4)' in capsys.readouterr().out
+    assert config.batch_size == 8 and 'resuming with batch_size=8 (the run had 4)' in capsys.readouterr().out
 
 
 def test_resume_on_data_of_another_tokenizer_is_refused(tiny_data, tmp_path, capsys):

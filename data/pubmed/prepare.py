@@ -432,8 +432,8 @@ def existing_tokenizer(path):
         meta = os.path.join(path, 'meta.pkl') if os.path.isdir(path) else path
         if meta.endswith('.pkl') and os.path.isfile(meta):
             return load_pickle_file(meta)['tokenizer']
-        from checkpoint import checkpoint_fields_of, tokenizer_of  # torch, only for this case
-        return tokenizer_of(checkpoint_fields_of(path), path)  # a ckpt.pt or a sharded NAME.dcp, weights unread
+        from checkpoint import read_fields, tokenizer_of  # torch, only for this case
+        return tokenizer_of(read_fields(path), path)  # a ckpt.pt or a sharded NAME.dcp, weights unread
     except Exception as e:
         fail(f'--tokenizer={path}: no tokenizer to be had from it ({type(e).__name__}: {e})', 2)
 

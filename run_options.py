@@ -1,0 +1,115 @@
+"""
+train.py's options as a run uses them: parsed (configurator.py), merged with the resumed run's own, and
+checked, so that a mistake a run would only hit later is one line and exit 2 before anything is written.
+The options themselves, with their defaults and comments, are train.py's module-level values and
+GPTConfig's fields (model.py); `python train.py --help` prints them.
+"""
+import dataclasses
+import os
+from types import SimpleNamespace
+
+from checkpoint import CheckpointError, latest_checkpoint, read_fields, sharded_folder
+from common import DTYPES, DeviceError, resolve_device, writable_folder
+from configurator import configure, fail
+from model import GPTConfig
+
+MODEL_DEFAULTS = {f.name: f.default for f in dataclasses.fields(GPTConfig) if f.name != 'vocab_size'}
+RENAMED = {  # old option names (nanoGPT's, or this project's before) that keep working, with a note
+    'always_save_checkpoint': (True, 'save_latest', lambda value, opts: value),
+    'dataset': ('pubmed', 'data_dir', lambda value, opts: os.path.join('data', value)),
+    'decay_lr': (True, 'schedule', lambda value, opts: opts['schedule'] if value else 'constant'),
+}
+GPT2_NAMES = ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl')
+DERIVED = ('n_kv_head', 'head_dim', 'mlp_hidden', 'norm_eps', 'rope_scaling')  # 0 / None: worked out by GPTConfig
+CHOICES = {'optimizer': ('adamw', 'muon'), 'schedule': ('cosine', 'wsd', 'constant'), 'dtype': DTYPES,
+           'parallel': ('ddp', 'fsdp')}
+AT_LEAST_ONE = ('batch_size', 'gradient_accumulation_steps', 'eval_iters', 'log_interval', 'plan_gpus')
+NOT_NEGATIVE = ('eval_interval', 'eval_interval_seconds', 'ckpt_every_tokens', 'pubmedqa_limit', 'learning_rate', 'muon_lr',
+                'weight_decay', 'grad_clip', 'max_iters', 'max_tokens', 'max_seconds', 'warmup_iters', 'lr_decay_iters',
+                'min_lr', 'seed', 'peak_flops')
+# resuming: options whose change would not continue the run's data stream exactly, and those never taken from it
+EXACT_RESUME_KEYS = ('batch_size', 'gradient_accumulation_steps', 'seed', 'align_windows')
+NOT_RESUMED = ('out_dir', 'init_from', 'eval_only', 'overwrite', 'allow_config_change', 'plan')
+
+
+def parse(defaults, argv=None):
+    """The run's options (a namespace): `defaults` (train.py's), then config files and --key=value from argv
+    (default sys.argv); on resume the checkpoint's run fills in what argv does not set. Checked: exit 2 on a
+    value no run can use."""
+    given = set()
+    opts = configure({**defaults, **MODEL_DEFAULTS}, argv, RENAMED, given)
+    if opts['init_from'] == 'resume':
+        opts = with_resumed_run(opts, given)
+    opts = SimpleNamespace(**opts)
+    check(opts)
+    return opts
+
+
+def with_resumed_run(opts, given):
+    """The options of the run out_dir's checkpoint continues: its own, except where argv says otherwise (noted). A
+    change that breaks the exact continuation of its data stream is refused unless allow_config_change."""
+    path = latest_checkpoint(opts['out_dir'], opts['parallel'] if 'parallel' in given else None)
+    if not os.path.exists(sharded_folder(path)):  # train.py says there is none
+        return opts
+    try:
+        stored = read_fields(path).get('config')
+    except CheckpointError as e:
+        fail(str(e))
+    if not isinstance(stored, dict):
+        fail(f'{path}: no run options (config) in it: not a checkpoint to resume from')
+    kept = {k: v for k, v in stored.items() if k in opts and k not in NOT_RESUMED}
+    changed = sorted(k for k in kept if k in given and opts[k] != kept[k])
+    breaking = [k for k in changed if k in EXACT_RESUME_KEYS]
+    if breaking and not opts['allow_config_change']:
+        fail(f"{', '.join(f'--{k}={opts[k]!r}' for k in breaking)}: the run in {opts['out_dir']} has "
+             f"{', '.join(f'{k}={kept[k]!r}' for k in breaking)}; resuming with another would not continue its data "
+             'stream exactly (leave it out, or pass --allow_config_change=True)', 2)
+    for k in changed:
+        if k in MODEL_DEFAULTS:
+            print(f"note: ignoring --{k}={opts[k]!r}: resuming keeps the checkpoint's model ({k}={kept[k]!r})")
+        else:
+            print(f'note: resuming with {k}={opts[k]!r} (the run had {kept[k]!r})')
+    return {**opts, **{k: v for k, v in kept.items() if k not in given or k in MODEL_DEFAULTS}}
+
+
+def check(opts):
+    """Exit 2 with one line on the first option no run can use."""
+    o = vars(opts)
+    for key, allowed in CHOICES.items():
+        if o[key] not in allowed:
+            fail(f"{key}={o[key]!r}: expected one of {', '.join(allowed)}", 2)
+    if opts.init_from not in ('scratch', 'resume', *GPT2_NAMES):
+        if not os.path.isdir(opts.init_from):
+            fail(f"init_from={opts.init_from!r}: expected scratch, resume, {', '.join(GPT2_NAMES)} "
+                 f"or a Hugging Face model folder", 2)
+        if not os.path.isfile(os.path.join(opts.init_from, 'config.json')):
+            fail(f"init_from={opts.init_from!r}: not a Hugging Face model folder (it has no config.json)", 2)
+    if opts.eval_only and opts.init_from == 'scratch':
+        fail('eval_only=True evaluates an existing model: --init_from=resume (the run in out_dir) or a model folder', 2)
+    if opts.block_size == 0 and opts.init_from == 'scratch':
+        fail("block_size=0 (the model's own context) needs an open model to come from: --init_from=FOLDER", 2)
+    try:
+        GPTConfig(**{k: o[k] for k in MODEL_DEFAULTS if k != 'block_size'}, block_size=max(1, opts.block_size))
+        resolve_device(opts.device)
+    except (ValueError, DeviceError) as e:
+        fail(str(e), 2)
+    problems = [(o[k] < 1, f'{k}={o[k]}: must be at least 1') for k in AT_LEAST_ONE]
+    problems += [(o[k] < 0, f'{k}={o[k]}: must be 0 or more') for k in NOT_NEGATIVE]
+    problems += [(not 0 <= o[k] < 1, f'{k}={o[k]}: must be in [0, 1)') for k in ('beta1', 'beta2', 'muon_momentum')]
+    if opts.eval_pubmedqa:
+        import pubmedqa
+        try:  # read and checked now, not after the training run
+            pubmedqa.official_test_split(pubmedqa.find_pubmedqa(opts.pubmedqa_dir or None))
+        except (FileNotFoundError, ValueError) as e:
+            fail(f'eval_pubmedqa=True: {e}', 2)
+    problems += [(opts.parallel == 'fsdp' and opts.dtype == 'float16', 'dtype=float16 with parallel=fsdp: use bfloat16 '
+                  '(float16 needs a gradient scaler, which is wired for DDP only)'),
+                 (opts.cpu_offload and opts.parallel != 'fsdp', 'cpu_offload=True: only with parallel=fsdp'),
+                 (opts.plan_gpu_gb <= 0, f'plan_gpu_gb={opts.plan_gpu_gb}: must be positive'),
+                 (not 0 <= opts.cooldown_frac <= 1, f'cooldown_frac={opts.cooldown_frac}: must be in [0, 1]'),
+                 (opts.dist_timeout <= 0, f'dist_timeout={opts.dist_timeout}: must be positive'),
+                 (os.path.exists(opts.out_dir) and not os.path.isdir(opts.out_dir), f'out_dir={opts.out_dir}: is a file'),
+                 (not writable_folder(opts.out_dir), f'out_dir={opts.out_dir}: cannot create or write to it')]
+    for bad, message in problems:
+        if bad:
+            fail(message, 2)
