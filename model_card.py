@@ -35,24 +35,10 @@ def pubmedqa_of(path, iter_num):
     return found
 
 
-def number(value, digits=4):
-    return UNKNOWN if value is None else f'{value:,.{digits}f}' if isinstance(value, float) else f'{value:,}'
-
-
-def card(checkpoint, name, architecture, pubmedqa=None):
-    """The README.md text of an export of `checkpoint` named `name` as `architecture` (a model_type)."""
+def hub_header(name, origin, data, last, pubmedqa):
+    """The YAML header: the hub's model-card fields, with the evaluation results as its model-index."""
     from huggingface_hub import EvalResult, ModelCardData
-    c, run = GPTConfig(**checkpoint['model_args']), checkpoint.get('config') or {}
-    origin, data, last = checkpoint.get('origin'), checkpoint.get('data') or {}, checkpoint.get('last_eval')
-    n_vocab = vocab_size_of(checkpoint['tokenizer'])  # the export drops the rows train.py pads the vocabulary with
-    params = sum(t.numel() for t in checkpoint['model'].values()) - (c.vocab_size - n_vocab) * c.n_embd * (1 + (not c.tie_embeddings))
-    window = run.get('block_size') or c.block_size
     continued = origin and origin.get('from') != 'scratch'
-    start = (UNKNOWN if not origin else 'trained from scratch' if not continued else
-             f"continued from {origin.get('hub_id') or origin.get('name')} (`{origin['from']}`)")
-    size = f'{params / 1e6:.1f}M' if params >= 1e6 else f'{params:,}'
-    intro = start if origin else 'trained from weights the checkpoint does not record'
-
     results = []
     if last:
         results += [EvalResult(task_type='text-generation', dataset_type='pubmed', dataset_name='PubMed abstracts (held-out split)',
@@ -66,12 +52,19 @@ def card(checkpoint, name, architecture, pubmedqa=None):
                     for kind, label, key in (('accuracy', 'accuracy', 'accuracy'), ('f1', 'macro-F1', 'macro_f1'))]
     languages = [LANGUAGES.get(code.strip().lower(), code.strip()) for code in (data.get('languages') or '').split(',')
                  if code.strip() and code.strip().lower() != 'all']
-    header = ModelCardData(license=UNKNOWN, base_model=origin.get('hub_id') if continued else None, datasets=['pubmed'],
-                           language=languages or None, library_name='transformers', pipeline_tag='text-generation',
-                           tags=['pubmed', 'biomedical', 'pubmed-gpt'] + ([] if not origin else
-                                                                          ['continued-pretraining' if continued else 'from-scratch']),
-                           model_name=name, eval_results=results or None)
+    tags = ['pubmed', 'biomedical', 'pubmed-gpt'] + ([] if not origin else ['continued-pretraining' if continued else 'from-scratch'])
+    return ModelCardData(license=UNKNOWN, base_model=origin.get('hub_id') if continued else None, datasets=['pubmed'],
+                         language=languages or None, library_name='transformers', pipeline_tag='text-generation', tags=tags,
+                         model_name=name, eval_results=results or None)
 
+
+def model_and_data_rows(checkpoint, architecture, start):
+    """(what, fact) of the model, the data it read and its training."""
+    c, run, data = GPTConfig(**checkpoint['model_args']), checkpoint.get('config') or {}, checkpoint.get('data') or {}
+    n_vocab = vocab_size_of(checkpoint['tokenizer'])  # the export drops the rows train.py pads the vocabulary with
+    params = sum(t.numel() for t in checkpoint['model'].values()) - (c.vocab_size - n_vocab) * c.n_embd * (1 + (not c.tie_embeddings))
+    size = f'{params / 1e6:.1f}M' if params >= 1e6 else f'{params:,}'
+    window = run.get('block_size') or c.block_size
     records, excluded, split = data.get('records') or {}, data.get('excluded_pmids') or {}, data.get('split') or {}
     drops = ', '.join(f'{number(records.get(k))} {what}' for k, what in (
         ('no_abstract', 'without an abstract'), ('language', 'in other languages'), ('book', 'books'),
@@ -81,7 +74,7 @@ def card(checkpoint, name, architecture, pubmedqa=None):
     epochs = f' ({tokens_seen / data["train_tokens"]:.2f} epochs)' if tokens_seen and data.get('train_tokens') else ''
     batch = run.get('batch_size') and run.get('gradient_accumulation_steps') and \
         run['batch_size'] * run['gradient_accumulation_steps']
-    rows = [
+    return [
         ('architecture', f'{architecture} ({size} parameters: {c.n_layer} layers, {c.n_head} heads '
                          f'({c.n_kv_head} key/value), width {c.n_embd}, {c.pos} positions)'),
         ('context', f'{c.block_size:,} tokens' + (f' (trained on windows of {window:,})' if window < c.block_size else '')),
@@ -105,6 +98,21 @@ def card(checkpoint, name, architecture, pubmedqa=None):
         ('precision', checkpoint.get('precision') or UNKNOWN),
         ('processes', number(checkpoint.get('processes')) + (f" ({run['parallel']})" if 'parallel' in run else '')),
     ]
+
+
+def number(value, digits=4):
+    return UNKNOWN if value is None else f'{value:,.{digits}f}' if isinstance(value, float) else f'{value:,}'
+
+
+def card(checkpoint, name, architecture, pubmedqa=None):
+    """The README.md text of an export of `checkpoint` named `name` as `architecture` (a model_type)."""
+    origin, last = checkpoint.get('origin'), checkpoint.get('last_eval')
+    continued = origin and origin.get('from') != 'scratch'
+    start = (UNKNOWN if not origin else 'trained from scratch' if not continued else
+             f"continued from {origin.get('hub_id') or origin.get('name')} (`{origin['from']}`)")
+    intro = start if origin else 'trained from weights the checkpoint does not record'
+    header = hub_header(name, origin, checkpoint.get('data') or {}, last, pubmedqa)
+    rows = model_and_data_rows(checkpoint, architecture, start)
     evaluation = [('val loss', number(last and last['val_loss']), ''), ('val bits per byte', number(last and last['val_bpb']), '')]
     if pubmedqa:
         evaluation += [('PubMedQA accuracy', number(pubmedqa['accuracy']), number(pubmedqa['majority_accuracy'])),
