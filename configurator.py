@@ -122,19 +122,46 @@ def parse_args(defaults, argv, renamed=None, given=None):
     return config
 
 
-def configure(defaults, argv=None, renamed=None, given=None):
+def configure(defaults, argv=None, renamed=None, given=None, sources=()):
     """Parse sys.argv (or argv) against `defaults` (and `renamed`, see above); on any mistake print one
-    line and exit 2. `given`, a set, receives the keys that argv set (on the command line or in a file)."""
+    line and exit 2. `given`, a set, receives the keys that argv set (on the command line or in a file).
+    --help prints every option, its default and its comment in the script (and in `sources`, more files)."""
     argv = sys.argv[1:] if argv is None else argv
     if any(a in ('-h', '--help') for a in argv):
-        print('options (--key=value) and their defaults:')
+        main = getattr(sys.modules.get('__main__'), '__file__', None)
+        comments = {k: v for path in (main, *sources) if path for k, v in option_comments(path).items()}
+        lines = ['options (--key=value), their defaults and what they do:']
         for key, value in defaults.items():
-            print(f'  --{key}={value!r}')
+            setting = f'  --{key}={value!r}'
+            lines.append(f'{setting:<40} {comments[key]}' if key in comments else setting)
+        try:
+            print('\n'.join(lines))
+        except BrokenPipeError:  # `--help | head`
+            pass
         sys.exit(0)
     try:
         return parse_args(defaults, argv, renamed, given)
     except ConfigError as e:
         fail(e, 2)
+
+
+def option_comments(path):
+    """{key: comment} of the options a file defines with a comment beside them: `key = value  # comment` (module
+    values, dataclass fields) or `'key': value,  # comment` (a dict of defaults), and the comment lines that follow
+    one, indented deeper than its key."""
+    import re
+    found, key, indent = {}, None, 0
+    with open(path, encoding='utf-8') as f:
+        for line in f:
+            more = re.match(r'^(\s+)#\s?(.*)$', line)
+            if key and more and len(more.group(1)) > indent:
+                found[key] += ' ' + more.group(2).strip()
+                continue
+            option = re.match(r"""^(\s*)'?(\w+)'?\s*(?::\s*[\w\[\]\.]+\s*=|=|:)\s*[^#]*?#\s*(.*)$""", line)
+            key = option.group(2) if option else None
+            if option:
+                indent, found[key] = len(option.group(1)), option.group(3).strip()
+    return found
 
 
 def fail(message, code=1):
@@ -144,6 +171,6 @@ def fail(message, code=1):
 
 
 def config_from_globals(scope):
-    """The configurable keys of a script: its plain-valued globals not starting with '_'."""
+    """The configurable keys of a script: its plain-valued globals not starting with '_' and not CONSTANTS."""
     return {k: v for k, v in scope.items()
-            if not k.startswith('_') and isinstance(v, (int, float, bool, str, type(None)))}
+            if not k.startswith('_') and not k.isupper() and isinstance(v, (int, float, bool, str, type(None)))}

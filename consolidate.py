@@ -13,8 +13,8 @@ import os
 from checkpoint import CheckpointError, load_checkpoint, save_checkpoint, sharded_folder
 from configurator import config_from_globals, configure, fail
 
-ckpt = 'out/ckpt.dcp'
-out = 'out/ckpt.pt'
+ckpt = 'out/ckpt.dcp'      # the sharded checkpoint folder
+out = 'out/ckpt.pt'        # the file to write
 overwrite = False          # replace --out if it exists
 
 

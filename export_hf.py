@@ -16,8 +16,8 @@ from configurator import config_from_globals, configure, fail
 from hf import ExportError, export
 from model_card import PUBMEDQA_FIGURES, card, pubmedqa_of
 
-ckpt = 'out/ckpt.pt'
-out = 'hf'
+ckpt = 'out/ckpt.pt'       # the checkpoint to export (a file, or a sharded folder NAME.dcp)
+out = 'hf'                 # the folder to write (config.json, weights, tokenizer, README.md model card)
 overwrite = False          # replace --out if it holds files (else refused: stale weight files would be loaded too)
 pubmedqa_json = ''         # PubMedQA figures for the model card: an pubmedqa.py --out_json file ('' = the run's metrics.jsonl)
 

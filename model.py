@@ -22,11 +22,11 @@ from torch.utils.checkpoint import checkpoint
 @dataclass
 class GPTConfig:
     block_size: int = 1024         # the context: the most positions the model reads (position or rope tables, KV cache)
-    vocab_size: int = 50304
-    n_layer: int = 12
-    n_head: int = 12
-    n_embd: int = 768
-    dropout: float = 0.0
+    vocab_size: int = 50304        # the data's, padded to a multiple of 64 (train.py); not an option
+    n_layer: int = 12              # transformer blocks
+    n_head: int = 12               # attention heads (query heads)
+    n_embd: int = 768              # the residual stream's width
+    dropout: float = 0.0           # in training only (0 for pretraining at this scale)
     bias: bool = True              # biases in Linear and LayerNorm layers, as GPT-2
     pos: str = 'learned'           # 'learned' (GPT-2) or 'rotary'
     norm: str = 'layernorm'        # 'layernorm' or 'rmsnorm'
@@ -35,7 +35,7 @@ class GPTConfig:
     tie_embeddings: bool = True    # lm_head shares the token embedding matrix
     logit_softcap: float = 0.0     # 0 = off, else logits = c * tanh(logits / c)
     zero_init_proj: bool = False   # output projections start at zero: every block starts as identity
-    rope_base: float = 10000.0
+    rope_base: float = 10000.0     # rotary: the base of the angles' frequencies
     # the switches open models need (hf.py imports Llama, Qwen2, Qwen3); 0 / None = derived as noted
     n_kv_head: int = 0             # key/value heads, fewer than n_head for grouped-query attention; 0 = n_head
     head_dim: int = 0              # size of each head; 0 = n_embd // n_head

@@ -149,7 +149,12 @@ def table(micro_batch=8, block_size=2048, world=8, gpu_gb=80):
 
 if __name__ == '__main__':
     from configurator import configure, fail
-    o = configure({'micro_batch': 8, 'block_size': 2048, 'gpus': 8, 'gpu_gb': 80.0})  # an unknown key: one line, exit 2
+    o = configure({  # an unknown key: one line, exit 2
+        'micro_batch': 8,     # windows per GPU per micro-step
+        'block_size': 2048,   # tokens per window
+        'gpus': 8,            # processes the model is spread over
+        'gpu_gb': 80.0,       # memory of each
+    })
     for key, value in o.items():
         if value <= 0:
             fail(f'--{key}={value}: must be positive', 2)

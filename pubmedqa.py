@@ -27,7 +27,7 @@ from pubmedqa_data import LABELS, find_pubmedqa, official_test_split  # noqa: E4
 ckpt = 'out/ckpt.pt'       # the checkpoint to evaluate (exported to a temporary folder)
 hf = ''                    # or an exported Hugging Face folder (wins over ckpt)
 pubmedqa = ''              # folder of ori_pqal.json + test_ground_truth.json; '' = $PUBMEDQA_DIR, data/pubmedqa, ../shared
-batch_size = 16
+batch_size = 16            # questions per forward pass
 device = 'cpu'             # 'cpu', 'cuda', 'cuda:1'
 limit = 0                  # only the first N test questions (0 = all 500)
 out_json = ''              # also write the figures and every question's log-likelihoods here

@@ -11,8 +11,10 @@ from types import SimpleNamespace
 from checkpoint import CheckpointError, latest_checkpoint, read_fields, sharded_folder
 from common import DTYPES, DeviceError, resolve_device, writable_folder
 from configurator import configure, fail
+import model
 from model import GPTConfig
 
+MODEL_SOURCE = model.__file__  # GPTConfig's fields are options too: --help prints their comments from there
 MODEL_DEFAULTS = {f.name: f.default for f in dataclasses.fields(GPTConfig) if f.name != 'vocab_size'}
 RENAMED = {  # old option names (nanoGPT's, or this project's before) that keep working, with a note
     'always_save_checkpoint': (True, 'save_latest', lambda value, opts: value),
@@ -37,7 +39,7 @@ def parse(defaults, argv=None):
     (default sys.argv); on resume the checkpoint's run fills in what argv does not set. Checked: exit 2 on a
     value no run can use."""
     given = set()
-    opts = configure({**defaults, **MODEL_DEFAULTS}, argv, RENAMED, given)
+    opts = configure({**defaults, **MODEL_DEFAULTS}, argv, RENAMED, given, sources=[MODEL_SOURCE])
     if opts['init_from'] == 'resume':
         opts = with_resumed_run(opts, given)
     opts = SimpleNamespace(**opts)

@@ -18,15 +18,15 @@ from common import DTYPES, DeviceError, precision, resolve_device
 from configurator import config_from_globals, configure, fail
 from tokenizer import encoding_from_spec, eot_id
 
-out_dir = 'out'
+out_dir = 'out'            # the run whose ckpt.pt (or ckpt.dcp) to sample, unless --ckpt
 ckpt = ''                  # checkpoint file (or sharded folder NAME.dcp); '' = out_dir's ckpt.pt or ckpt.dcp
 prompt = ''                # the text to continue, or FILE:path.txt; '' = start from <|endoftext|> (the start of a document)
-num_samples = 1
-max_new_tokens = 200
+num_samples = 1            # samples, generated as one batch (the first streams)
+max_new_tokens = 200       # tokens to generate after the prompt
 temperature = 0.8          # 0 = greedy
 top_k = 200                # sample among the k likeliest tokens; 0 = all
 top_p = 1.0                # nucleus: the smallest set of tokens reaching this probability; 1.0 = off
-seed = 1337
+seed = 1337                # the same seed gives the same samples
 device = 'auto'            # 'auto' (cuda if present), 'cpu', 'cuda', 'cuda:1', 'mps'
 dtype = 'auto'             # 'auto' (bf16 if supported, else fp16 on GPU; fp32 elsewhere), 'float32', 'bfloat16', 'float16'
 stop_at_eot = True         # a sample ends at <|endoftext|>

@@ -55,14 +55,14 @@ from tokenizer import TokenizerError, fingerprint, spec_from_hf_folder
 # -----------------------------------------------------------------------------------------------
 # options
 # I/O
-out_dir = 'out'
+out_dir = 'out'                 # the run's folder: checkpoints, metrics.jsonl
 init_from = 'scratch'           # 'scratch', 'resume' (from out_dir/ckpt.pt), or an open model to continue pretraining
                                 # on data prepared with its tokenizer: a local Hugging Face folder (GPT-2, Llama, Qwen2,
                                 # Qwen3, Arcee) or 'gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl' (cache or download)
 eval_interval = 2000            # evaluate every this many iterations (0 = only at the start and end)
 eval_interval_seconds = 0.0     # and/or whenever this much training time passed since the last eval (0 = off)
 eval_iters = 200                # the fixed val set is eval_iters * batch_size windows
-log_interval = 1
+log_interval = 1                # log (and read the loss from the device) every this many iterations
 eval_only = False               # evaluate the model of init_from (resume: out_dir's checkpoint) once, print it, write nothing
 save_latest = True              # write ckpt.pt, the state --init_from=resume continues from, at every evaluation
 save_best = True                # write best.pt whenever val loss improves
@@ -73,9 +73,9 @@ eval_pubmedqa = False           # at the end, PubMedQA zero-shot with lm-evaluat
 pubmedqa_dir = ''               # its data: '' = $PUBMEDQA_DIR, data/pubmedqa or ../shared/data/pubmedqa
 pubmedqa_limit = 0              # only the first N test questions (0 = all 500)
 # wandb
-wandb_log = False
-wandb_project = 'pubmed-gpt'
-wandb_run_name = 'run'
+wandb_log = False               # also log to Weights & Biases
+wandb_project = 'pubmed-gpt'    # ... into this project
+wandb_run_name = 'run'          # ... as this run
 # data
 data_dir = 'data/pubmed'        # a folder with train.bin, val.bin, meta.pkl
 batch_size = 12                 # windows per micro-batch
@@ -88,26 +88,26 @@ align_windows = False           # training windows start where documents start (
 optimizer = 'adamw'             # 'adamw', or 'muon' for the blocks' matrices (AdamW for the rest)
 learning_rate = 6e-4            # AdamW's peak lr
 muon_lr = 0.02                  # Muon's peak lr
-muon_momentum = 0.95
-weight_decay = 1e-1
-beta1 = 0.9
-beta2 = 0.95
+muon_momentum = 0.95            # Muon's momentum
+weight_decay = 1e-1             # on matrices only (AdamW's decoupled decay; Muon's own)
+beta1 = 0.9                     # AdamW's first moment decay
+beta2 = 0.95                    # AdamW's second moment decay
 grad_clip = 1.0                 # 0 = off
 # budgets: the first one reached stops training (0 = no limit)
-max_iters = 600000
-max_tokens = 0
-max_seconds = 0.0
+max_iters = 600000              # optimizer steps
+max_tokens = 0                  # training tokens, all processes
+max_seconds = 0.0               # training time (evaluation and checkpoints excluded)
 # learning-rate schedule: warmup, then cosine (or warmup-stable-decay, or constant) down to min_lr
 schedule = 'cosine'             # 'cosine', 'wsd' or 'constant' (no decay)
-warmup_iters = 2000
+warmup_iters = 2000             # linear warmup from lr/(warmup_iters+1)
 lr_decay_iters = 0              # the decay spans this many iterations (0 = max_iters), or max_tokens / max_seconds
 min_lr = 6e-5                   # the floor, as lr of AdamW; every group decays by the same factor
 cooldown_frac = 0.2             # wsd: the last fraction of training decays linearly to min_lr
 # system
 device = 'auto'                 # 'auto' (cuda if present), 'cpu', 'cuda', 'cuda:1', 'mps'
 dtype = 'auto'                  # 'auto' (bf16 if supported, else fp16 on GPU; fp32 on CPU), 'float32', 'bfloat16', 'float16'
-compile = True
-seed = 1337
+compile = True                  # torch.compile the model (a C++ compiler on CPU; seconds to minutes once)
+seed = 1337                     # initial weights, the data order and dropout
 peak_flops = 0.0                # FLOP/s of one device for MFU; 0 = known GPU table, else a measured matmul peak
 dist_timeout = 600.0            # seconds a process waits for the others (torchrun) before it stops and names the straggler
 parallel = 'ddp'                # 'ddp': each process holds the whole model; 'fsdp': FSDP2 shards it (parallel.py)

@@ -33,11 +33,11 @@ DEFAULTS = {
     'corpus': str(REPO.parent / 'shared' / 'data' / 'pubmed-corpus'),  # PubMed XML
     'files': 3,              # corpus files to prepare (~2,258 abstracts each)
     'steps': 300,            # optimizer steps of continued pretraining
-    'block_size': 128,
-    'batch_size': 16,
+    'block_size': 128,  # training window
+    'batch_size': 16,  # windows per step
     'eval_iters': 10,        # val windows: eval_iters x batch_size
     'learning_rate': 3e-3,   # a random-initialised model: the recipe's 5e-5 is for pretrained weights
-    'threads': 1,
+    'threads': 1,  # torch threads of each side
 }
 
 

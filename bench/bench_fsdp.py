@@ -29,12 +29,12 @@ from model import GPTConfig  # noqa: E402
 from run import figure  # noqa: E402
 
 data_dir = 'data/pubmed'         # a prepared data folder (data/pubmed/prepare.py)
-n_layer = 12
-n_head = 12
-n_embd = 768
-block_size = 128
+n_layer = 12                    # the model benchmarked: blocks
+n_head = 12                     # ... heads
+n_embd = 768                    # ... width
+block_size = 128                # ... training window
 batch_size = 4                   # windows per process per step
-steps = 6
+steps = 6                       # training steps per setting
 SETTINGS = [('ddp', False), ('ddp', True), ('fsdp', False), ('fsdp', True)]
 
 

@@ -34,9 +34,9 @@ DEFAULTS = {
     'shared': str(REPO.parent / 'shared'),  # the read-only samples and corpus
     'parse_mb': 40,          # uncompressed MB of XML for the parse benchmark
     'vocab_size': 32768,     # the BPE measured against GPT-2
-    'workers': os.cpu_count() or 1,
+    'workers': os.cpu_count() or 1,  # prepare.py's processes
     'rss_factor': 8,         # the larger input of the memory benchmark, in copies of pubmed-corpus
-    'rss_vocab_size': 8192,
+    'rss_vocab_size': 8192,  # the BPE size of the peak-memory runs
 }
 
 

@@ -29,15 +29,15 @@ from run import figure  # noqa: E402
 config = 'config/train_pubmed_cpu.py'  # model arguments are read from this training config
 vocab_size = 8192                      # the vocabulary that config expects (prepare.py --vocab_size=8192)
 n_layer = 0                            # > 0: override the config's model size
-n_head = 0
-n_embd = 0
-block_size = 0
-prompt_tokens = 16
-max_new_tokens = 512
-batch_sizes = '1,8'
-repeats = 3
+n_head = 0                             # ... its heads
+n_embd = 0                             # ... its width
+block_size = 0                         # ... its context
+prompt_tokens = 16                     # random prompt tokens before generating
+max_new_tokens = 512                   # tokens generated per sample
+batch_sizes = '1,8'                    # samples generated together, comma-separated settings
+repeats = 3                            # timed runs per setting (the fastest counts)
 threads = 0                            # torch threads; 0 = torch's default
-seed = 1337
+seed = 1337                            # the random model and prompts
 
 
 def seconds_to_generate(model, prompt, use_cache):

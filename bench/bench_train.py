@@ -30,7 +30,7 @@ from configurator import config_from_globals, configure  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
 from run import figure  # noqa: E402
 
-config = 'config/train_pubmed_cpu.py'
+config = 'config/train_pubmed_cpu.py'  # the recipe whose step is timed
 vocab_size = 8192                # the data's vocabulary (config/train_pubmed_cpu.py expects a BPE of 8k)
 steps = 20                       # timed steps per setting (alternating rounds)
 warmup = 3                       # untimed steps first (compilation happens here)

@@ -36,7 +36,12 @@ import torch  # noqa: E402
 from configurator import configure  # noqa: E402
 from run import figure  # noqa: E402
 
-OPTIONS = {'quick': False, 'data_dir': '', 'parts': 'recipe,modes,fsdp,continue,decode,loss', 'steps': 0}
+OPTIONS = {
+    'quick': False,        # every part on CPU with tiny shapes, in under a minute (the tests run it)
+    'data_dir': '',        # a data folder prepare.py made with --tokenizer=gpt2 (the recipe part trains on it)
+    'parts': 'recipe,modes,fsdp,continue,decode,loss',  # which parts, in this order
+    'steps': 0,            # timed steps per setting (0: each part's own default)
+}
 # the shapes of each part: full (a GPU) and quick (CPU, seconds)
 RECIPE = {'full': dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, batch_size=16),
           'quick': dict(n_layer=2, n_head=2, n_embd=64, block_size=32, batch_size=4)}

@@ -43,8 +43,8 @@ DEFAULTS = {
     'budget_s': 600.0,          # training seconds per run (evaluation not counted)
     'eval_every_s': 15.0,       # evaluate the candidate(s) every this many training seconds
     'baseline_eval_every_s': 60.0,  # and the baseline (only its final bpb matters; its GPT-2 head makes evals slow)
-    'baseline': 'config/baseline_gpt2_cpu.py',
-    'candidate': 'config/train_pubmed_cpu.py',
+    'baseline': 'config/baseline_gpt2_cpu.py',  # the reference recipe (GPT-2 tokens)
+    'candidate': 'config/train_pubmed_cpu.py',  # the recipe measured against it
     'vocab_size': 8192,         # the candidate's PubMed BPE
     'same_tokenizer': False,    # train the candidate on the baseline's GPT-2 tokens instead
     'candidate_overrides': '',  # extra train.py options for the candidate (and its ablations), e.g. "--mlp=gelu"
@@ -53,7 +53,7 @@ DEFAULTS = {
     'levers': '',               # with ablate: only the ABLATIONS whose names contain one of these comma-separated words
     'input': str(REPO.parent / 'shared' / 'data' / 'pubmed-corpus'),  # PubMed XML for prepare.py
     'data_root': str(REPO / 'bench' / 'results' / 'speedrun-data'),  # prepared data, one folder per tokenizer
-    'out_root': str(REPO / 'bench' / 'results' / 'speedrun'),
+    'out_root': str(REPO / 'bench' / 'results' / 'speedrun'),  # each run's folder goes here
     'threads': 0,               # torch threads per run (OMP_NUM_THREADS; 0 = torch's default, all cores)
     'reuse': False,             # keep a finished run made by the same command instead of training again
     'plot': 'auto',             # PNG in out_root: 'auto' = speedrun[_same_tokenizer][_ablate].png, '' = none

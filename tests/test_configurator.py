@@ -51,3 +51,26 @@ def test_unknown_key_in_config_file_is_named(tmp_path):
     (tmp_path / 'bad.py').write_text('batch_sise = 3\n')
     r = run_cli(['bad.py'], tmp_path)
     assert r.returncode == 2 and "unknown key 'batch_sise' in config file 'bad.py' (did you mean 'batch_size'?)" in r.stderr
+
+
+COMMANDS = ['train.py', 'sample.py', 'export_hf.py', 'pubmedqa.py', 'consolidate.py', 'data/pubmed/prepare.py', 'plan.py',
+            'bench/gpu_check.py', 'bench/bench_train.py', 'bench/bench_sample.py', 'bench/bench_fsdp.py',
+            'bench/bench_prepare.py', 'bench/bench_continue.py', 'bench/speedrun.py']
+
+
+def test_help_of_every_command_prints_each_option_with_its_comment():
+    """The option reference lives in one place: the comment beside each option (GPTConfig's fields for train.py)."""
+    import re
+
+    from configurator import option_comments
+    procs = [subprocess.Popen([sys.executable, cmd, '--help'], cwd=REPO, text=True, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE) for cmd in COMMANDS]
+    for cmd, proc in zip(COMMANDS, procs):
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        lines = [line for line in out.splitlines() if line.startswith('  --')]
+        comments = {**option_comments(REPO / cmd), **(option_comments(REPO / 'model.py') if cmd == 'train.py' else {})}
+        keys = [re.match(r'  --(\w+)=', line).group(1) for line in lines]
+        assert keys and all(k in comments for k in keys), (cmd, [k for k in keys if k not in comments])
+        assert all(line.rstrip().endswith(comments[k]) for k, line in zip(keys, lines)), cmd
+    assert len(keys) >= 3

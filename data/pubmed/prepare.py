@@ -49,7 +49,7 @@ DEFAULTS = {
     'raw_dir': '',           # downloaded files ('' = out_dir/raw)
     'max_files': 0,          # only the first N baseline (or --input) files; 0 = all
     'updates': False,        # also apply NCBI's update files, in numeric order, after the baseline
-    'base_url': 'https://ftp.ncbi.nlm.nih.gov/pubmed/',
+    'base_url': 'https://ftp.ncbi.nlm.nih.gov/pubmed/',  # NCBI's PubMed folder (a mirror, or a local server in tests)
     'connections': 3,        # parallel downloads
     'retries': 8,            # per request, on timeouts, connection errors and 5xx
     'timeout': 60.0,         # seconds without data before a request is retried
