@@ -36,8 +36,13 @@ def use_tiktoken_cache_copy(source, copy):
     is already set or source is missing. A copy, because tiktoken deletes cache files it distrusts."""
     if os.environ.get('TIKTOKEN_CACHE_DIR') or not os.path.isdir(source):
         return
-    if not os.path.isdir(copy):
-        shutil.copytree(source, copy)
+    if not os.path.isdir(copy):  # made aside and renamed: processes starting together (pytest -n) see it whole
+        staging = f'{copy}.{os.getpid()}.tmp'
+        shutil.copytree(source, staging)
+        try:
+            os.rename(staging, copy)
+        except OSError:  # another process was first
+            shutil.rmtree(staging, ignore_errors=True)
     os.environ['TIKTOKEN_CACHE_DIR'] = str(copy)
 
 
