@@ -3,7 +3,7 @@ Memory per GPU of a training run, before it starts: weights, gradients, optimize
 activations under DDP and FSDP, with and without activation checkpointing, and whether it fits.
 
     python train.py config/finetune_1b_fsdp.py --init_from=models/llama-3.2-1b --plan=True
-    python plan.py              # the README's table: 124M to 8B on 8 x 80 GB GPUs (--gpus, --gpu_gb, --micro_batch, --block_size)
+    python plan.py              # docs/scale.md's table: 124M to 8B on 8 x 80 GB GPUs (--gpus, --gpu_gb, --micro_batch, --block_size)
 
 Estimates from the shapes, in bytes per GPU (P parameters, W processes, t tokens per micro-batch):
   - state: fp32 weights 4P, fp32 gradients 4P, AdamW's two moments 8P (Muon: one 4-byte buffer per
@@ -28,7 +28,7 @@ import torch
 from model import GPT, GPTConfig, head_rows
 
 GB = 1e9
-# published shapes (the README's table)
+# published shapes (docs/scale.md's table)
 SHAPES = {
     '124M (GPT-2)': dict(n_layer=12, n_head=12, n_embd=768, vocab_size=50304),
     '350M (GPT-2 medium)': dict(n_layer=24, n_head=16, n_embd=1024, vocab_size=50304),
@@ -135,7 +135,7 @@ def report(config, micro_batch, world, gpu_gb, bf16=True, optimizer='adamw'):
 
 
 def table(micro_batch=8, block_size=2048, world=8, gpu_gb=80):
-    """The README's markdown table."""
+    """docs/scale.md's markdown table."""
     rows = ['| model | params | DDP | DDP + AC | FSDP | FSDP + AC |', '|---|---|---|---|---|---|']
     for name, shape in SHAPES.items():
         config = GPTConfig(block_size=block_size, **({} if 'GPT-2' in name else LLAMA), **shape)

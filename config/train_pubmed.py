@@ -5,7 +5,7 @@
 # context: rotary, RMSNorm, ReLU^2, untied head, zero-init projections, Muon + AdamW, warmup-stable-decay.
 # No QK-norm and no logit softcap, so that the model exports as a standard architecture (Arcee, a
 # Llama with a ReLU^2 MLP) that transformers, lm-evaluation-harness and vLLM load; their cost at equal
-# training time was measured on the CPU recipe (README, export).
+# training time was measured on the CPU recipe (docs/open-models.md, export).
 # Learning rates are not tuned at this scale (the CPU model's AdamW lr of 1e-2 is for a 128-wide model).
 #
 # Expected speed. The model has N = 110.1M non-embedding parameters (135.3M in all) and costs
@@ -30,7 +30,7 @@ norm = 'rmsnorm'
 mlp = 'relu2'
 qk_norm = False                # exports as ArceeForCausalLM: ReLU² with QK-norm or a logit softcap has no standard
 tie_embeddings = False
-logit_softcap = 0.0            # architecture that transformers and vLLM load (README: export)
+logit_softcap = 0.0            # architecture that transformers and vLLM load (docs/open-models.md: export)
 zero_init_proj = True
 
 # 16 windows x 1024 tokens x 32 micro-steps = 524,288 tokens per step, on any number of GPUs dividing 32

@@ -4,14 +4,14 @@
 # the blocks' matrices with AdamW for embeddings/head/gains, warmup-stable-decay. No logit softcap: on
 # CPU its tanh over every logit cost more time than it saved (dev/LOG.md, speedrun ablation). No
 # QK-norm: with ReLU^2 it has no standard Hugging Face architecture, without it the model exports as
-# ArceeForCausalLM (README, export: the cost measured at equal time).
+# ArceeForCausalLM (docs/open-models.md, export: the cost measured at equal time).
 # Expects data/pubmed prepared with a small BPE (the head dominates the cost of a model this size):
 #   python data/pubmed/prepare.py --vocab_size=8192        (or --input=PATH for local XML)
 #   python train.py config/train_pubmed_cpu.py
 out_dir = 'out-pubmed-cpu'
 device = 'cpu'
 dtype = 'float32'
-compile = False                # its ~20 s compile counts in a time budget: loses at 90 s, about even at 300 s (README)
+compile = False                # its ~20 s compile counts in a time budget: loses at 90 s, about even at 300 s (dev/LOG.md)
 
 # model: 4 layers x 128 wide, 128-token context (~1.3M parameters with the 8k head)
 n_layer = 4
@@ -23,7 +23,7 @@ bias = False
 pos = 'rotary'
 norm = 'rmsnorm'
 mlp = 'relu2'
-qk_norm = False                # exports as ArceeForCausalLM (ReLU² + QK-norm has no standard architecture); cost: README
+qk_norm = False                # exports as ArceeForCausalLM (ReLU² + QK-norm has no standard architecture); cost: docs/open-models.md
 tie_embeddings = False
 logit_softcap = 0.0
 zero_init_proj = True
