@@ -64,6 +64,7 @@ def rewrite_shards(folder, change):
     dcp.save({'model': model_state, 'optimizer': optimizer_state}, checkpoint_id=str(folder), no_dist=True)
 
 
+@pytest.mark.slow
 def test_a_sharded_checkpoint_never_runs_code_in_any_command(sharded_run, tiny_data, tmp_path, capsys):
     """A .metadata holding a posix.system payload (dcp unpickles it with plain pickle) and a shard whose optimizer
     values hold one (dcp reads them with torch.load(weights_only=False)): every command refuses, nothing runs."""
@@ -93,6 +94,7 @@ def test_a_sharded_checkpoint_never_runs_code_in_any_command(sharded_run, tiny_d
     assert not (tmp_path / 'c.pt').exists() and not (tmp_path / 'hf').exists()
 
 
+@pytest.mark.slow
 def test_damaged_sharded_checkpoints_are_one_line(sharded_run, tiny_data, tmp_path, capsys):
     shard = '__0_0.distcp'
     cases = {'cut short': (lambda f: os.truncate(f / shard, 3000), f'the shard {shard} is cut short (3,000 bytes of'),
@@ -142,6 +144,7 @@ def test_a_file_that_is_not_a_checkpoint_is_called_so(tmp_path):
         load_checkpoint(str(text))
 
 
+@pytest.mark.slow
 def test_consolidate_refuses_a_folder_as_its_output(sharded_run):
     code, err = commands(['consolidate.py', f'--ckpt={sharded_run / "ckpt.dcp"}', f'--out={sharded_run / "ckpt.dcp"}',
                           '--overwrite=True'])[0]
@@ -149,6 +152,7 @@ def test_consolidate_refuses_a_folder_as_its_output(sharded_run):
     assert load_checkpoint(str(sharded_run / 'ckpt.dcp'))['iter_num'] == 3
 
 
+@pytest.mark.slow
 def test_prepare_takes_the_tokenizer_of_a_sharded_checkpoint(sharded_run, tiny_data, tmp_path):
     from conftest import FIXTURES, run_prepare
     from dataloader import load_meta

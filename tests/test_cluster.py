@@ -13,7 +13,7 @@ from hf_folders import llama_folder
 from test_train import TINY, records, run_train
 from tokenizer import spec_from_hf_folder
 
-pytestmark = pytest.mark.usefixtures('one_thread')
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures('one_thread')]
 
 # srun as one task per node would: the command after srun's own options, once per node (SLURM_NODEID), here
 SRUN = '''#!/usr/bin/env bash

@@ -58,6 +58,7 @@ COMMANDS = ['train.py', 'sample.py', 'export_hf.py', 'pubmedqa.py', 'consolidate
             'bench/bench_prepare.py', 'bench/bench_continue.py', 'bench/speedrun.py']
 
 
+@pytest.mark.slow
 def test_help_of_every_command_prints_each_option_with_its_comment():
     """The option reference lives in one place: the comment beside each option (GPTConfig's fields for train.py)."""
     import re

@@ -14,6 +14,8 @@ from conftest import PUBMED_CORPUS, REPO, abstracts, need, run_prepare
 from dataloader import eval_starts, load_meta, read_windows
 from hf_folders import llama_folder
 
+pytestmark = pytest.mark.slow  # end to end: real processes, whole chains
+
 transformers = pytest.importorskip('transformers')
 
 

@@ -3,7 +3,11 @@ import json
 import os
 import subprocess
 
+import pytest
+
 from conftest import PUBMED_CORPUS, REPO, need
+
+pytestmark = pytest.mark.slow  # end to end: real processes, whole chains
 
 SEPARATOR = '\n' + '-' * 40 + '\n'
 

@@ -30,6 +30,7 @@ def losses(out):
     return [r['loss'] if r['kind'] == 'train' else r['val_loss'] for r in records(out)]
 
 
+@pytest.mark.slow
 def test_fsdp_follows_ddp_resumes_exactly_on_2_and_on_1_process_and_consolidates(tiny_data, tmp_path):
     """2 FSDP processes (with activation checkpointing) train as 1 DDP process does, within 1e-5: the same windows,
     but FSDP reduce-scatters each micro-step's gradients across the processes, so sums run in another order (and on

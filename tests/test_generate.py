@@ -83,6 +83,7 @@ def test_sample_next_top_k_top_p_and_greedy():
     assert many() == {0, 1, 2, 3, 4}
 
 
+@pytest.mark.slow
 def test_bench_sample_prints_cache_speedup_and_ceiling_per_batch_size():
     import json
     import subprocess

@@ -64,6 +64,7 @@ def test_export_then_load_gives_our_logits_and_token_ids(name, spec, tmp_path):
     torch.testing.assert_close(theirs, ours[..., :300], atol=1e-4, rtol=0)
 
 
+@pytest.mark.slow
 def test_export_cli_writes_a_directory_and_refuses_relu2_with_qk_norm_naming_the_switch(spec, tmp_path):
     checkpoint_of(spec, tmp_path / 'ok.pt', pos='rotary', norm='rmsnorm', mlp='swiglu', bias=False)
     checkpoint_of(spec, tmp_path / 'no.pt', pos='rotary', norm='rmsnorm', mlp='relu2', qk_norm=True, bias=False)
@@ -134,6 +135,7 @@ def test_import_refuses_a_family_or_an_option_model_py_does_not_compute_by_name(
         from_pretrained(str(tmp_path / 'gelu'))
 
 
+@pytest.mark.slow
 def test_train_init_from_gpt2_weights_and_its_clear_errors(tmp_path, tiny_data, gpt2):
     torch.manual_seed(0)
     hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=2, n_head=2, n_embd=32, n_positions=64))
@@ -179,6 +181,7 @@ def test_train_init_from_gpt2_weights_and_its_clear_errors(tmp_path, tiny_data, 
     assert not (tmp_path / 'out4').exists()
 
 
+@pytest.mark.slow
 def test_export_refuses_a_folder_with_files_replaces_it_on_request_and_writes_one_permission(spec, tmp_path):
     checkpoint_of(spec, tmp_path / 'ckpt.pt', pos='rotary', norm='rmsnorm', mlp='swiglu', bias=False)
     out = tmp_path / 'hf'
@@ -202,6 +205,7 @@ def test_export_refuses_a_folder_with_files_replaces_it_on_request_and_writes_on
         assert r.returncode == 2 and message in r.stderr and r.stderr.count('\n') == 1
 
 
+@pytest.mark.slow
 def test_export_overwrite_never_deletes_the_checkpoint_the_current_folder_or_the_repository(spec, tmp_path):
     run = tmp_path / 'run'
     run.mkdir()
@@ -302,6 +306,7 @@ PUBLISHED = {  # the config.json of each published model, at random weights: the
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', list(PUBLISHED))
 def test_published_shapes_map_exactly(name):
     """Every weight at its published shape; the two larger keep 2 of their layers (each layer maps alike, and

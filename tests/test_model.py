@@ -146,6 +146,7 @@ def test_chunked_loss_equals_cross_entropy_of_the_full_logits_values_and_gradien
         chunked_cross_entropy(x.requires_grad_(), w, targets, softcap, 'none')
 
 
+@pytest.mark.slow
 def test_compiled_model_gives_the_same_loss_and_gradients():
     model, x, y = tiny(**SWITCHES['modern']), *fixed_batch()
     losses, grads = [], []

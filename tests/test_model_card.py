@@ -12,7 +12,7 @@ from conftest import FIXTURES, PUBMED_CORPUS, REPO, SHARED, need, run_prepare
 from test_train import records, run_train
 
 pytest.importorskip('huggingface_hub')
-pytestmark = pytest.mark.usefixtures('one_thread')
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures('one_thread')]
 
 
 def export(ckpt, out, *args):

@@ -2,6 +2,8 @@
 import subprocess
 import sys
 
+import pytest
+
 import plan
 import train
 from conftest import REPO
@@ -25,6 +27,7 @@ def test_plan_counts_bytes_per_gpu_and_writes_nothing(tiny_data, tmp_path, capsy
     assert plan.table() in (REPO / 'docs' / 'scale.md').read_text()  # the docs' table is what plan.py prints
 
 
+@pytest.mark.slow
 def test_plan_py_takes_its_options_and_refuses_others():
     runs = [subprocess.run([sys.executable, 'plan.py', *args], cwd=REPO, capture_output=True, text=True, timeout=60)
             for args in (['--foo=1'], ['--gpus=0'], ['--gpus=4', '--gpu_gb=141'])]
@@ -45,6 +48,7 @@ def test_the_1b_fsdp_config_plans_for_a_llama_3_2_1b_folder(tmp_path, capsys):
     assert lines[3].split()[0] == 'fsdp' and lines[3].endswith(' fits') and not (tmp_path / 'out').exists()
 
 
+@pytest.mark.slow
 def test_plan_answers_at_once_for_any_size(tiny_data, tmp_path):
     """From shapes and formulas: 30,000 layers (or a config.json of 10^6) plan as fast as 12."""
     from transformers import LlamaConfig

@@ -236,6 +236,7 @@ def corpus_input(tmp_path, n=3):
     return folder
 
 
+@pytest.mark.slow
 def test_one_and_two_workers_give_identical_bytes(tmp_path):
     folder = corpus_input(tmp_path)
     results = []
@@ -248,6 +249,7 @@ def test_one_and_two_workers_give_identical_bytes(tmp_path):
     assert load_meta(tmp_path / 'w1')['train_docs'] + load_meta(tmp_path / 'w1')['val_docs'] == 3 * 2258
 
 
+@pytest.mark.slow
 def test_kill_9_then_rerun_gives_identical_outputs(tmp_path):
     folder = corpus_input(tmp_path)
     args = [f'--input={folder}', '--vocab_size=400', '--workers=2']
@@ -312,6 +314,7 @@ class Payload:
         return (os.system, (f'touch {self.marker}',))
 
 
+@pytest.mark.slow
 def test_a_pickle_payload_in_meta_pkl_or_a_cache_never_runs(tmp_path):
     import pickle
     folder, out, marker = fixture_input(tmp_path), tmp_path / 'out', tmp_path / 'pwned'
@@ -465,6 +468,7 @@ def test_a_literal_endoftext_in_an_abstract_is_text_not_a_document_end(tmp_path)
     assert len(docs) == 30 and 'A title.\nThe string <|endoftext|> is only text here.' in docs
 
 
+@pytest.mark.slow
 def test_gpt2_tests_skip_with_the_reason_on_a_fresh_clone_offline(tmp_path):
     """No ../shared, an empty tiktoken cache, and every download refused: the GPT-2 tests skip, none fails."""
     env = {**os.environ, 'PUBMED_SHARED': str(tmp_path / 'no-shared'), 'TIKTOKEN_CACHE_DIR': str(tmp_path / 'empty-cache'),
@@ -478,6 +482,7 @@ def test_gpt2_tests_skip_with_the_reason_on_a_fresh_clone_offline(tmp_path):
     assert '3 skipped' in r.stdout and r.stdout.count("tiktoken's GPT-2 files are not at hand") == 3
 
 
+@pytest.mark.slow
 def test_exclude_pmids_keeps_pubmedqa_out_of_both_splits(tmp_path):
     """894 of PubMedQA's 1,000 labelled PMIDs are in the shared corpus, question as title, conclusion included."""
     pubmedqa = need(SHARED / 'data' / 'pubmedqa')

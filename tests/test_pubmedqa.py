@@ -43,6 +43,7 @@ def test_the_test_split_is_the_official_500_and_its_majority_is_yes(pqal):
     assert doc_to_text(rows[0]).startswith('Abstract: ') and doc_to_text(rows[0]).endswith(f"\nQuestion: {rows[0]['QUESTION']}\nAnswer:")
 
 
+@pytest.mark.slow
 def test_pubmedqa_py_equals_lm_eval_cli_and_the_models_own_log_likelihoods(model_ckpt, pqal, tmp_path, spec):
     ours = subprocess.run([sys.executable, 'pubmedqa.py', f'--ckpt={model_ckpt}', f'--pubmedqa={pqal}', '--limit=12',
                            f'--out_json={tmp_path / "ours.json"}'], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
@@ -93,6 +94,7 @@ def pubmedqa_copy(source, folder, change_truth=None, change_labelled=None):
     return folder
 
 
+@pytest.mark.slow
 def test_the_pubmedqa_folder_given_is_the_one_evaluated(model_ckpt, pqal, tmp_path):
     """lm-eval hands metadata only to a TaskManager it makes: the folder must reach the task another way. A copy whose
     labels are all changed changes the figures; without the fix the defaults (../shared) were read instead."""
@@ -106,6 +108,7 @@ def test_the_pubmedqa_folder_given_is_the_one_evaluated(model_ckpt, pqal, tmp_pa
     assert results[1]['pubmedqa_dir'] == str(relabelled) and results[0]['majority_label'] != results[1]['majority_label']
 
 
+@pytest.mark.slow
 def test_pubmedqa_data_and_model_folders_that_do_not_read_are_one_line(model_ckpt, pqal, tmp_path):
     first = next(iter(json.loads((pqal / 'test_ground_truth.json').read_text())))
     cases = {

@@ -71,6 +71,7 @@ def test_empty_prompt_starts_from_endoftext(trained, spec):
     assert r.returncode == 0 and r.stdout == greedy_text(model, spec, [eot], 12)[len(EOT):] + '\n'
 
 
+@pytest.mark.slow
 def test_same_seed_same_samples_batched_and_a_new_seed_differs(trained):
     path, _ = trained
     args = (f'--ckpt={path}', '--prompt=Aspirin', '--num_samples=3', '--max_new_tokens=40', '--temperature=1.5')
@@ -109,6 +110,7 @@ def test_a_sample_ends_at_endoftext_unless_told_otherwise(tmp_path, spec):
     assert go_on.stdout == 'Aspirin' + EOT * 3 + SEPARATOR + 'Aspirin' + EOT * 3 + '\n'
 
 
+@pytest.mark.slow
 def test_bad_checkpoints_are_one_clear_line_and_non_zero(tmp_path, trained):
     corrupt = tmp_path / 'corrupt.pt'
     corrupt.write_bytes(trained[0].read_bytes()[:5000])
@@ -129,6 +131,7 @@ def test_bad_checkpoints_are_one_clear_line_and_non_zero(tmp_path, trained):
         assert r.stderr.count('\n') == 1 and r.stderr.startswith('error: ') and message in r.stderr, r.stderr
 
 
+@pytest.mark.slow
 def test_bad_options_exit_2(trained):
     cases = {'--top_p=0': '--top_p', '--prompt=FILE:/nonexistent.txt': 'prompt file', '--device=banana': 'not a device',
              '--temperature=1e-40': 'must be 0 (greedy) or at least 1e-4', '--device=mps': 'MPS (Apple GPUs) is not available',

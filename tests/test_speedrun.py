@@ -8,6 +8,8 @@ from conftest import REPO, make_dataset
 
 import speedrun
 
+pytestmark = pytest.mark.slow  # end to end: real processes, whole chains
+
 TINY = """n_layer = 1
 n_head = 2
 n_embd = 16

@@ -92,6 +92,7 @@ def test_resume_continues_bitwise_exactly(optimizer, tiny_data, tmp_path):
     assert records(tmp_path / 'resumed', 'eval')[-1]['val_loss'] == records(tmp_path / 'straight', 'eval')[-1]['val_loss']
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('optimizer, accumulation', [('adamw', 2), ('adamw', 1)])  # Muon: tests/test_cluster.py
 def test_torchrun_two_processes_follow_one_process(optimizer, accumulation, tiny_data, tmp_path):
     """gradient_accumulation_steps counts micro-batches over all ranks: 2 x 1 and 1 x 2 see the same windows; with one
@@ -113,6 +114,7 @@ def test_torchrun_two_processes_follow_one_process(optimizer, accumulation, tiny
     assert a['val_bpb'] == pytest.approx(b['val_bpb'], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_a_split_no_process_count_can_share_names_the_ones_that_can(tiny_data, tmp_path):
     r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=3', 'train.py',
                         f'--data_dir={tiny_data}', f'--out_dir={tmp_path / "out"}', *TINY],
@@ -157,6 +159,7 @@ def start_long_torchrun(data, out):
     return proc, workers
 
 
+@pytest.mark.slow
 def test_a_stalled_rank_is_named_after_dist_timeout(tiny_data, tmp_path):
     proc, workers = start_long_torchrun(tiny_data, tmp_path / 'out')
     os.kill(workers[1], signal.SIGSTOP)  # rank 1 stalls (a hung GPU, a stuck filesystem)
@@ -173,6 +176,7 @@ def test_a_stalled_rank_is_named_after_dist_timeout(tiny_data, tmp_path):
     assert 'error: rank 0: waited 5 s (--dist_timeout) for the other processes; stalled or dead: rank 1 (its last step: iter' in err
 
 
+@pytest.mark.slow
 def test_workers_exit_when_torchrun_is_killed(tiny_data, tmp_path):
     proc, workers = start_long_torchrun(tiny_data, tmp_path / 'out')
     os.kill(proc.pid, signal.SIGKILL)  # the agent dies; its workers must not train on as orphans
@@ -200,6 +204,7 @@ def test_eval_only_prints_the_evaluation_and_leaves_the_runs_files_as_they_are(t
     assert not (tmp_path / 'new').exists()
 
 
+@pytest.mark.slow
 def test_sigterm_before_training_starts_stops_at_once(tiny_data, tmp_path):
     """Waiting at torchrun's rendezvous for a process that never comes (or building a model, or planning): a
     scheduler's SIGTERM ends the process then and there; only a training loop checkpoints first."""
@@ -215,6 +220,7 @@ def test_sigterm_before_training_starts_stops_at_once(tiny_data, tmp_path):
     assert proc.wait(timeout=30) == -signal.SIGTERM and not (tmp_path / 'out').exists()
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_at_the_next_step_and_the_run_resumes(tiny_data, tmp_path):
     """What a scheduler's preemption or requeue sends (and torchrun passes on): the run ends as at a budget."""
     out = tmp_path / 'out'
@@ -312,6 +318,7 @@ def test_aligned_windows_train_and_resume_exactly(tiny_data, tmp_path):
     assert losses['c'] != losses['a']  # other windows than the fixed grid
 
 
+@pytest.mark.slow
 def test_wandb_offline_writes_its_run_files(tiny_data, tmp_path):
     out = tmp_path / 'out'
     env = {**os.environ, 'WANDB_MODE': 'offline', 'WANDB_SILENT': 'true', 'OMP_NUM_THREADS': '1'}
@@ -403,6 +410,7 @@ train.main(train.options(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow
 def test_a_kill_between_best_and_ckpt_leaves_them_agreeing_and_metrics_hold_each_iteration_once(tiny_data, tmp_path):
     out = tmp_path / 'out'
     args = [f'--data_dir={tiny_data}', f'--out_dir={out}', *TINY, '--max_iters=4', '--eval_interval=2']
@@ -515,6 +523,7 @@ def test_checkpoints_and_paths_that_cannot_be_used_are_one_line(tiny_data, tmp_p
         assert e.value.code == 2 and message in err and err.count('\n') == 1, err
 
 
+@pytest.mark.slow
 def test_eval_pubmedqa_at_the_end_goes_to_metrics(tiny_data, tmp_path, capsys):
     pytest.importorskip('lm_eval')
     pubmedqa = need(SHARED / 'data' / 'pubmedqa')
