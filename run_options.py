@@ -31,7 +31,7 @@ NOT_NEGATIVE = ('eval_interval', 'eval_interval_seconds', 'ckpt_every_tokens', '
                 'min_lr', 'seed', 'peak_flops')
 # resuming: options whose change would not continue the run's data stream exactly, and those never taken from it
 EXACT_RESUME_KEYS = ('batch_size', 'gradient_accumulation_steps', 'seed', 'align_windows')
-NOT_RESUMED = ('out_dir', 'init_from', 'eval_only', 'overwrite', 'allow_config_change', 'plan')
+NOT_RESUMED = ('out_dir', 'init_from', 'eval_only', 'overwrite', 'allow_config_change', 'plan', 'fast_dev_run')
 
 
 def parse(defaults, argv=None):
@@ -86,6 +86,8 @@ def check(opts):
                  f"or a Hugging Face model folder", 2)
         if not os.path.isfile(os.path.join(opts.init_from, 'config.json')):
             fail(f"init_from={opts.init_from!r}: not a Hugging Face model folder (it has no config.json)", 2)
+    if opts.fast_dev_run and (opts.init_from == 'resume' or opts.eval_only):
+        fail('fast_dev_run=True checks a config before its run: not with init_from=resume or eval_only', 2)
     if opts.eval_only and opts.init_from == 'scratch':
         fail('eval_only=True evaluates an existing model: --init_from=resume (the run in out_dir) or a model folder', 2)
     if opts.block_size == 0 and opts.init_from == 'scratch':

@@ -31,6 +31,7 @@ import os
 import shutil
 import signal
 import sys
+import tempfile
 import time
 from contextlib import nullcontext
 from datetime import timedelta
@@ -41,8 +42,8 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import run_options
-from checkpoint import (CheckpointError, check_resumable, first_line, latest_checkpoint, load_state, make_checkpoint,
-                        model_from_checkpoint, read_fields, save_state)
+from checkpoint import (CheckpointError, check_resumable, first_line, latest_checkpoint, load_checkpoint, load_state,
+                        make_checkpoint, model_from_checkpoint, read_fields, save_state)
 from common import atomic_write, device_peak_flops, die_with_parent, peak_memory_mb, precision, resolve_device
 from configurator import config_from_globals, fail
 from dataloader import DataError, TrainLoader, eval_starts, load_meta, open_tokens, read_windows
@@ -114,6 +115,8 @@ parallel = 'ddp'                # 'ddp': each process holds the whole model; 'fs
 activation_checkpointing = False  # recompute each block's activations in backward: far less memory, ~1/3 more compute
 cpu_offload = False             # fsdp: keep the sharded weights, gradients and optimizer state in CPU memory
 plan = False                    # print the memory per GPU of this run (plan.py) under DDP and FSDP, and exit
+fast_dev_run = False            # check the config in seconds before a long job: 2 steps, evaluation, a checkpoint written and
+                                # resumed, a sample and an export, in a temporary folder (out_dir is not touched)
 plan_gpus = 8                   # ... for this many GPUs (torchrun's world size when run under it)
 plan_gpu_gb = 80.0              # ... of this much memory each
 # -----------------------------------------------------------------------------------------------
@@ -129,6 +132,8 @@ def main(opts):
     """A training run, phase by phase; the loop is train()."""
     if opts.plan:
         return print_run_plan(opts, int(os.environ.get('WORLD_SIZE', opts.plan_gpus)))
+    if opts.fast_dev_run:
+        return smoke_run(opts)
     procs = start_processes(opts)
     meta, resumed = read_inputs(opts, procs)
     raw_model, facts = build_model(opts, meta, resumed, procs)
@@ -140,6 +145,47 @@ def main(opts):
     log = open_output(opts, raw_model, data, procs, state)
     signalled = train(opts, model, raw_model, optimizers, scaler, meta, data, procs, state, facts, log)
     finish(opts, model, raw_model, meta, procs, state, log, signalled)
+
+
+def smoke_run(opts):
+    """--fast_dev_run=True: the config's whole chain on a few steps, in a temporary folder: train 2 steps (evaluating
+    at the start and the end, writing ckpt), resume from that checkpoint for one more, then (rank 0) sample from it and
+    export it. One line at the end: good to launch, or what broke."""
+    run_id = os.environ.get('TORCHELASTIC_RUN_ID', str(os.getpid()))  # the same folder for every rank of a torchrun
+    folder = os.path.join(tempfile.gettempdir(), f'pubmed-gpt-fast-dev-run-{run_id}')
+    short = dict(out_dir=folder, overwrite=True, fast_dev_run=False, max_iters=2, max_tokens=0, max_seconds=0.0,
+                 eval_interval=0, eval_interval_seconds=0.0, eval_iters=min(opts.eval_iters, 2), ckpt_every_tokens=0,
+                 save_latest=True, save_best=False, wandb_log=False, eval_pubmedqa=False)
+    t0, phase, done = time.perf_counter(), 'training', []
+    try:
+        main(SimpleNamespace(**{**vars(opts), **short}))
+        done.append('2 steps and 2 evaluations')
+        phase = 'resuming'
+        main(SimpleNamespace(**{**vars(opts), **short, 'init_from': 'resume', 'max_iters': 3}))
+        path = latest_checkpoint(folder, opts.parallel)
+        done.append(f'{os.path.basename(path)} written and resumed')
+        if int(os.environ.get('RANK', 0)) != 0:
+            return
+        phase = 'sampling'
+        from hf import ExportError, export
+        from tokenizer import encoding_from_spec, eot_id
+        checkpoint = load_checkpoint(path)
+        model = model_from_checkpoint(checkpoint).eval()
+        enc = encoding_from_spec(checkpoint['tokenizer'])
+        ids = model.generate(torch.tensor([[eot_id(checkpoint['tokenizer'])]]), 8, temperature=0, n_vocab=enc.n_vocab)
+        done.append(f'sampled {enc.decode(ids[0, 1:].tolist())!r}')
+        phase = 'exporting'
+        try:
+            done.append(f"exported as {export(checkpoint, os.path.join(folder, 'hf'))}")
+        except ExportError as e:
+            done.append(f'does not export ({e})')
+    except (CheckpointError, RuntimeError, ValueError, OSError) as e:
+        fail(f'fast_dev_run: {phase} broke: {type(e).__name__}: {first_line(e)}')
+    finally:
+        if int(os.environ.get('RANK', 0)) == 0:
+            shutil.rmtree(folder, ignore_errors=True)
+    print(f"fast_dev_run: the config is good to launch ({'; '.join(done)}) in {time.perf_counter() - t0:.0f} s; "
+          f'{opts.out_dir} was not touched')
 
 
 # -----------------------------------------------------------------------------------------------

@@ -536,3 +536,43 @@ def test_eval_pubmedqa_at_the_end_goes_to_metrics(tiny_data, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:  # no PubMedQA data: said before training, not after
         run_train(tiny_data, tmp_path / 'other', '--eval_pubmedqa=True', f'--pubmedqa_dir={tmp_path}')
     assert e.value.code == 2 and 'PubMedQA not found' in capsys.readouterr().err and not (tmp_path / 'other').exists()
+
+
+def test_fast_dev_run_checks_the_whole_chain_and_leaves_out_dir_alone(tiny_data, tmp_path, capsys):
+    """Two steps, the evaluations, a checkpoint written and resumed, a sample and an export, in a temporary folder;
+    one line at the end. For an open model's folder too; a config that cannot run is one line, as always."""
+    import tempfile
+
+    from hf_folders import llama_folder
+    from tokenizer import spec_from_hf_folder
+    folder = os.path.join(tempfile.gettempdir(), f'pubmed-gpt-fast-dev-run-{os.getpid()}')
+    run_train(tiny_data, tmp_path / 'out', '--fast_dev_run=True', '--max_iters=100000', '--eval_interval=5')
+    out = capsys.readouterr().out
+    assert 'fast_dev_run: the config is good to launch (2 steps and 2 evaluations; ckpt.pt written and resumed; sampled' in out
+    assert 'exported as gpt2' in out and f"{tmp_path / 'out'} was not touched" in out
+    assert 'iter 3: loss' in out and not (tmp_path / 'out').exists() and not os.path.exists(folder)
+
+    llama = llama_folder(tmp_path / 'llama', ['Metformin lowers blood glucose in patients. '] * 40, vocab_size=300)
+    data = make_dataset(tmp_path / 'llama-data', spec=spec_from_hf_folder(llama))
+    train.main(train.options([f'--init_from={llama}', f'--data_dir={data}', f'--out_dir={tmp_path / "continued"}',
+                              '--block_size=32', '--batch_size=2', '--gradient_accumulation_steps=1', '--compile=False',
+                              '--device=cpu', '--eval_iters=1', '--fast_dev_run=True']))
+    assert 'good to launch' in capsys.readouterr().out and not (tmp_path / 'continued').exists()
+
+    with pytest.raises(SystemExit) as e:
+        run_train(tmp_path / 'no-data', tmp_path / 'out', '--fast_dev_run=True')
+    assert e.value.code == 1 and 'train.bin not found' in capsys.readouterr().err and not os.path.exists(folder)
+    with pytest.raises(SystemExit) as e:
+        run_train(tiny_data, tmp_path / 'out', '--fast_dev_run=True', '--init_from=resume')
+    assert e.value.code == 2 and 'not with init_from=resume' in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_fast_dev_run_under_torchrun_with_fsdp(tiny_data, tmp_path):
+    r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', 'train.py',
+                        f'--data_dir={tiny_data}', f'--out_dir={tmp_path / "out"}', *TINY, '--parallel=fsdp',
+                        '--fast_dev_run=True'], cwd=REPO, capture_output=True, text=True, timeout=300,
+                       env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert 'good to launch (2 steps and 2 evaluations; ckpt.dcp written and resumed' in r.stdout
+    assert not (tmp_path / 'out').exists()
