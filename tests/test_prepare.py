@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -154,7 +155,8 @@ def test_prepare_fixtures_end_to_end(tmp_path):
                          'title': 'Old MedlineCitationSet format with a byte order mark.',
                          'abstract': 'Still parsed & kept; café <ok>.', 'authors': ['Richard Roe'],
                          'journal': 'Old format journal', 'publication_date': '1998 Jan-Feb',
-                         'affiliations': ['Old Institute.'], 'language': ['eng']}
+                         'affiliations': ['Old Institute.'], 'language': ['eng'], 'year': 1998, 'journal_iso': '',
+                         'nlm_id': '', 'mesh': [], 'publication_types': []}
 
 
 def test_languages_option_is_case_insensitive_and_accepts_all(tmp_path):
@@ -209,6 +211,9 @@ def test_real_samples_truncated_gzip_reported_rest_prepared(tmp_path):
     (['--tokenizer=wordpiece'], 'expected bpe, gpt2, or the path of a Hugging Face folder'),
     (['--val_fraction=1.5'], 'between 0 and 1'),
     (['--input=/nonexistent/*.xml'], 'no .xml or .xml.gz files'),
+    (['--years=abc'], '--years=abc: expected a range of years'),
+    (['--mesh_major=True'], '--mesh_major=True: give the headings with --mesh'),
+    (['--keep_pmids=/nonexistent'], '--keep_pmids=/nonexistent: no such file or folder'),
 ])
 def test_bad_options_exit_2_and_write_nothing(tmp_path, args, message):
     out = tmp_path / 'out'
@@ -531,3 +536,80 @@ def test_exclude_pmids_files_are_checked_before_any_work_and_auto_reads_only_pub
         excluded_pmids(str(folder))  # a folder given by name: every file in it is a list of PMIDs
     (tmp_path / 'list.txt').write_text('# PubMedQA test\n21645374, 12377809\n\n123\n')
     assert excluded_pmids(str(tmp_path / 'list.txt')).tolist() == [123, 12377809, 21645374]
+
+
+def independent_subjects(paths):
+    """PMID -> what the subset options look at, read here with lxml's xpath alone (not parse.py), the last file
+    in prepare.py's order winning for a PMID."""
+    import gzip as gz
+
+    from lxml import etree
+    found = {}
+    for path in paths:
+        opener = gz.open if path.endswith('.gz') else open
+        with opener(path, 'rb') as f:
+            try:
+                root = etree.parse(f, etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)).getroot()
+            except Exception:
+                continue
+        for citation in root.iter('MedlineCitation'):
+            pub = citation.xpath('string(Article/Journal/JournalIssue/PubDate/Year)') or \
+                citation.xpath('string(Article/Journal/JournalIssue/PubDate/MedlineDate)')
+            mesh = [(h.xpath('string(DescriptorName/@UI)'), ' '.join(h.xpath('string(DescriptorName)').split()),
+                     bool(h.xpath('DescriptorName[@MajorTopicYN="Y"] | QualifierName[@MajorTopicYN="Y"]')))
+                    for h in citation.xpath('MeshHeadingList/MeshHeading')]
+            found[int(citation.findtext('PMID'))] = {
+                'year': int(pub[:4]) if pub[:4].isdigit() else 0, 'mesh': mesh,
+                'iso': citation.xpath('string(Article/Journal/ISOAbbreviation)'),
+                'nlm': citation.xpath('string(MedlineJournalInfo/NlmUniqueID)'),
+                'types': [(t.get('UI') or '', ' '.join((t.text or '').split()))
+                          for t in citation.xpath('Article/PublicationTypeList/PublicationType')]}
+    return found
+
+
+@pytest.mark.slow
+def test_subsets_keep_what_an_independent_reading_of_the_xml_says_from_the_same_parse_cache(tmp_path):
+    """MeSH (names, UIs, major topics), years, journals, publication types kept or dropped, a PMID list: each subset
+    of the shared samples is the set an lxml reading of the files predicts, counted in meta and the summary, and
+    changing a filter re-parses nothing."""
+    from data.pubmed.prepare import input_files
+    folder, out = need(PUBMED_XML), tmp_path / 'out'
+    base = [f'--input={folder}', f'--out_dir={out}', '--vocab_size=300', '--val_fraction=0.05', '--allow_bad_files=True',
+            '--exclude_pmids=']
+
+    def kept(*args):
+        r = run_prepare(*base, *args, f'--export_jsonl={tmp_path / "docs.jsonl"}')
+        assert r.returncode == 0, r.stderr
+        return {json.loads(line)['pmid']: json.loads(line) for line in open(tmp_path / 'docs.jsonl')}, r
+    everything, _ = kept()
+    parsed = {p: p.stat().st_mtime_ns for p in (out / 'cache' / 'parsed').iterdir()}
+    info = independent_subjects([str(p) for p in input_files(str(folder))])
+    journals = Counter(info[p]['iso'] for p in everything).most_common(2)
+    nlm = next(info[p]['nlm'] for p in everything if info[p]['iso'] == journals[1][0])
+    (tmp_path / 'keep.txt').write_text('\n'.join(map(str, sorted(everything)[::3])))
+    cases = {
+        'mesh': (['--mesh=Humans;D008297'], 'mesh', lambda i: any(n == 'Humans' or ui == 'D008297' for ui, n, _ in i['mesh'])),
+        'mesh major': (['--mesh=d009369;Neoplasms;Brain', '--mesh_major=True'], 'mesh',
+                       lambda i: any(m and (ui == 'D009369' or n in ('Neoplasms', 'Brain')) for ui, n, m in i['mesh'])),
+        'years': (['--years=1990-2005'], 'year', lambda i: 1990 <= i['year'] <= 2005),
+        'journals': ([f'--journals={journals[0][0].upper()};{nlm}'], 'journal',
+                     lambda i: i['iso'] == journals[0][0] or i['nlm'] == nlm),
+        'types kept': (['--publication_types=Review;Case Reports'], 'publication_type',
+                       lambda i: any(n in ('Review', 'Case Reports') for _, n in i['types'])),
+        'types dropped': (['--drop_publication_types=Review;D016428'], 'publication_type',
+                          lambda i: not any(n == 'Review' or ui == 'D016428' for ui, n in i['types'])),
+        'pmid list': ([f'--keep_pmids={tmp_path / "keep.txt"}'], 'not_in_keep_pmids', lambda i: True),
+    }
+    for name, (args, rule, wanted) in cases.items():
+        subset, r = kept(*args)
+        expected = {p for p in everything if wanted(info[p]) and (rule != 'not_in_keep_pmids' or p in sorted(everything)[::3])}
+        assert set(subset) == expected and 0 < len(expected) < len(everything), name
+        meta = json.loads((out / 'meta.json').read_text())
+        assert meta['records'][rule] == len(everything) - len(expected) and meta['subset'], name
+        assert f"dropped {len(everything) - len(expected):,} by {rule}" in r.stdout, name
+    record = next(iter(subset.values()))  # what the filters looked at is exported
+    assert {'mesh', 'year', 'journal_iso', 'nlm_id', 'publication_types'} <= set(record)
+    assert [m[0] for m in record['mesh']] == [m[0] for m in info[record['pmid']]['mesh']]
+    assert {p: p.stat().st_mtime_ns for p in (out / 'cache' / 'parsed').iterdir()} == parsed  # nothing parsed again
+    r = run_prepare(*base, '--years=2020-2010x')
+    assert r.returncode == 2 and '--years=2020-2010x: expected a range of years' in r.stderr

@@ -5,11 +5,12 @@ PubMed / MEDLINE XML -> records, one file at a time, streaming (memory does not 
 
 Both PubmedArticleSet (2017+) and MedlineCitationSet (older) files carry the same MedlineCitation
 element, so that is what we extract; PubmedBookArticle has none and is only counted. A record is a
-dict {'pmid', 'title', 'abstract', 'language'} (+ 'authors', 'journal', 'publication_date',
-'affiliations' with with_meta=True); `abstract` is '' when there is none. A corrupt file raises;
-the caller decides what to do.
+dict {'pmid', 'title', 'abstract', 'language', 'mesh', 'year', 'journal_iso', 'nlm_id', 'publication_types'}
+(+ 'authors', 'journal', 'publication_date', 'affiliations' with with_meta=True); `abstract` is '' when there is
+none. A corrupt file raises; the caller decides what to do.
 """
 import gzip
+import re
 
 from lxml import etree
 
@@ -94,6 +95,31 @@ def pmid_of(text):
     return int(pmid) if pmid.isascii() and pmid.isdigit() and len(pmid) <= 10 else None
 
 
+def year_of(article):
+    """The publication year (PubDate's Year, else the first year of its MedlineDate, e.g. '1998 Dec-1999 Jan'), or 0."""
+    date = article.find('Journal/JournalIssue/PubDate')
+    text = '' if date is None else (date.findtext('Year') or date.findtext('MedlineDate') or '')
+    found = re.search(r'\b(1[5-9]|2[0-9])\d\d\b', text)
+    return int(found.group(0)) if found else 0
+
+
+def subjects_of(citation, article):
+    """What prepare.py's subset options look at: MeSH descriptors [UI, name, major topic] (major when the descriptor or
+    any of its qualifiers is marked so, as PubMed's [majr] search), the year, the journal (ISO abbreviation and NLM ID)
+    and the publication types [UI, name]."""
+    mesh = []
+    for heading in citation.iterfind('MeshHeadingList/MeshHeading'):
+        descriptor = heading.find('DescriptorName')
+        if descriptor is None:
+            continue
+        major = descriptor.get('MajorTopicYN') == 'Y' or any(q.get('MajorTopicYN') == 'Y' for q in heading.iterfind('QualifierName'))
+        mesh.append([descriptor.get('UI') or '', normalise(descriptor.text or ''), major])  # MEDLINE before 2014 had no UIs
+    return {'mesh': mesh, 'year': year_of(article), 'journal_iso': normalise(article.findtext('Journal/ISOAbbreviation') or ''),
+            'nlm_id': normalise(citation.findtext('MedlineJournalInfo/NlmUniqueID') or ''),
+            'publication_types': [[t.get('UI') or '', normalise(t.text or '')]
+                                  for t in article.iterfind('PublicationTypeList/PublicationType')]}
+
+
 def record_of(citation, with_meta):
     """A MedlineCitation element -> record dict, or None when it has no usable PMID."""
     pmid = pmid_of(citation.findtext('PMID'))
@@ -104,7 +130,8 @@ def record_of(citation, with_meta):
         article = etree.Element('Article')  # an empty stand-in: no title, no abstract
     record = {'pmid': pmid, 'title': text_of(article.find('ArticleTitle')),
               'abstract': abstract_of(article),
-              'language': [normalise(lang.text or '').lower() for lang in article.iterfind('Language')]}
+              'language': [normalise(lang.text or '').lower() for lang in article.iterfind('Language')],
+              **subjects_of(citation, article)}
     if with_meta:
         record.update(meta_of(article))
     return record

@@ -63,11 +63,19 @@ DEFAULTS = {
     'languages': 'eng',      # comma-separated Language codes to keep, any case; 'all' keeps every language
     'export_jsonl': '',      # also write one JSON line per kept document to this path
     'allow_bad_files': False,  # exit 0 even if some files were corrupt or failed to download
+    # subsets of PubMed, applied before the split (each record dropped is counted under the first rule it fails)
+    'mesh': '',              # ;-separated MeSH descriptors (names, any case, or UIs like D009369): keep records with any
+    'mesh_major': False,     # ... counting only the headings marked major topic (PubMed's [majr])
+    'years': '',             # publication years to keep, inclusive: 2000-2019, 2020- or -1999
+    'journals': '',          # ;-separated journals to keep: ISO abbreviations (any case) or NLM IDs
+    'publication_types': '',  # ;-separated publication types to keep (names or UIs): records with any of them
+    'drop_publication_types': '',  # ;-separated publication types to drop, e.g. 'Retracted Publication;Erratum'
+    'keep_pmids': '',        # only the PMIDs listed here: a text file (spaces, commas, lines), a JSON file or a folder
     'exclude_pmids': 'auto',   # PMIDs kept out of both splits (a benchmark's test data): a text file of PMIDs, a JSON
                                # file keyed by PMID (PubMedQA's), or a folder of them; 'auto' = data/pubmedqa if there
 }
 PUBMEDQA = os.path.join(os.path.dirname(HERE), 'pubmedqa')  # data/pubmedqa: where the README puts PubMedQA's files
-PARSE_VERSION = 2  # bump when parse.py's output changes: invalidates cache/parsed
+PARSE_VERSION = 3  # bump when parse.py's output changes: invalidates cache/parsed
 CHUNK = 1024  # records per pickle in the parse cache, documents per tokenizer batch
 PICKLE = 4
 
@@ -110,7 +118,32 @@ def parse_options(argv):
         o['excluded'] = excluded_pmids(o['exclude_pmids'], only_pubmedqa=auto) if o['exclude_pmids'] else np.zeros(0, np.int64)
     except ValueError as e:
         fail(f"--exclude_pmids={o['exclude_pmids']}: {e}", code=2)
+    o['subset'] = subset_filters(o)
     return o
+
+
+def subset_filters(o):
+    """The subset options as the merge applies them ({} when none is set); exit 2 naming a value that is none."""
+    words = lambda key: {w.strip().lower() for w in o[key].split(';') if w.strip()}
+    filters = {key: words(key) for key in ('mesh', 'journals', 'publication_types', 'drop_publication_types') if words(key)}
+    if o['years']:
+        found = re.fullmatch(r'\s*(\d{4})?\s*-\s*(\d{4})?\s*|\s*(\d{4})\s*', o['years'])
+        if not found or not any(found.groups()):
+            fail(f"--years={o['years']}: expected a range of years such as 2000-2019, 2020- or -1999 (or one year)", 2)
+        lo, hi, one = found.groups()
+        filters['years'] = (int(one or lo or 0), int(one or hi or 9999))
+    if o['keep_pmids']:
+        if not os.path.exists(o['keep_pmids']):
+            fail(f"--keep_pmids={o['keep_pmids']}: no such file or folder", 2)
+        try:
+            filters['keep_pmids'] = excluded_pmids(o['keep_pmids'])
+        except ValueError as e:
+            fail(f"--keep_pmids={o['keep_pmids']}: {e}", 2)
+    if o['mesh_major'] and 'mesh' not in filters:
+        fail('--mesh_major=True: give the headings with --mesh', 2)
+    if o['mesh_major']:
+        filters['mesh_major'] = True
+    return filters
 
 
 def lock_out_dir(out_dir):
@@ -208,12 +241,17 @@ def write_parsed(path, cache, with_meta):
     """Stream one file's records into its cache, CHUNK records per pickle, then the header: the
     per-record arrays the merge needs, found through the file's last 8 bytes."""
     pmids, chars, codes, deletes, counts, chunk = [], [], [], [], {'book': 0, 'no_pmid': 0}, []
+    subjects = {'year': [], 'journal': [], 'mesh': [], 'publication_type': []}
     with atomic_write(cache) as f:
         for kind, value in iter_file(path, with_meta):
             if kind == 'record':
                 pmids.append(value['pmid'])
                 chars.append(len(document(value)) if value['abstract'] else 0)
                 codes.append(','.join(value['language']))
+                subjects['year'].append(value['year'])
+                subjects['journal'].append((value['journal_iso'], value['nlm_id']))
+                subjects['mesh'].append([(ui, name, major) for ui, name, major in value['mesh']])
+                subjects['publication_type'].append([(ui, name, False) for ui, name in value['publication_types']])
                 chunk.append(value)
                 if len(chunk) == CHUNK:
                     pickle.dump(chunk, f, PICKLE)
@@ -229,11 +267,29 @@ def write_parsed(path, cache, with_meta):
         header = {'pmid': np.array(pmids, dtype=np.int64), 'deletes': np.array(deletes, dtype=np.int64),
                   'counts': counts, 'chars': np.array(chars, dtype=np.int64), 'languages': languages,
                   'language': np.array([index[c] for c in codes], dtype=np.int32),
-                  'split_hash': split_hash, 'sample_hash': sample_hash}
+                  'split_hash': split_hash, 'sample_hash': sample_hash, **subject_arrays(subjects)}
         header_at = f.tell()
         pickle.dump(header, f, PICKLE)
         f.write(header_at.to_bytes(8, 'little'))
     return len(pmids)
+
+
+def subject_arrays(subjects):
+    """What the subset options look at, as the header's arrays: the year of each record; its journal as an index into
+    a list of [ISO abbreviation, NLM ID]; its MeSH descriptors and publication types as codes (2 x the index of
+    [UI, name] in the file's list of them, + 1 for a major topic) with each record's range of them in `*_at`."""
+    journals = sorted(set(subjects['journal']))
+    journal_index = {j: i for i, j in enumerate(journals)}
+    arrays = {'year': np.array(subjects['year'], dtype=np.int32), 'journals': [list(j) for j in journals],
+              'journal': np.array([journal_index[j] for j in subjects['journal']], dtype=np.int32)}
+    for kind in ('mesh', 'publication_type'):
+        terms = sorted({(ui, name) for entries in subjects[kind] for ui, name, _ in entries})
+        index = {term: i for i, term in enumerate(terms)}
+        arrays[f'{kind}_terms'] = [list(t) for t in terms]
+        arrays[kind] = np.array([2 * index[ui, name] + major for entries in subjects[kind] for ui, name, major in entries],
+                                dtype=np.int32)
+        arrays[f'{kind}_at'] = np.cumsum([0] + [len(entries) for entries in subjects[kind]]).astype(np.int64)
+    return arrays
 
 
 def read_header(cache):
@@ -318,6 +374,8 @@ def parse_all(sources, o):
 # 3. merge: which record of which file ends up where (0 = dropped, 1 = train, 2 = val)
 
 DROPPED, TRAIN, VAL = 0, 1, 2
+SUBSET_RULES = ('not_in_keep_pmids', 'year', 'journal', 'mesh', 'publication_type')
+SUBSET_OPTIONS = ('mesh', 'mesh_major', 'years', 'journals', 'publication_types', 'drop_publication_types', 'keep_pmids')
 SPLITS = {TRAIN: 'train', VAL: 'val'}
 
 
@@ -410,11 +468,45 @@ def merge(parsed, o, excluded=np.zeros(0, dtype=np.int64)):
         listed = wins & ~no_abstract & ~other_language & np.isin(h['pmid'], excluded)
         counts['excluded'] += int(listed.sum())
         keep = wins & ~no_abstract & ~other_language & ~listed
+        for rule, kept in subset_masks(h, o['subset']):  # each record counted under the first rule it fails
+            counts[rule] += int((keep & ~kept).sum())
+            keep &= kept
         plan = np.where(h['split_hash'] < val_below, VAL, TRAIN).astype(np.int8)
         plan[~keep] = DROPPED
         plans[i] = plan
     counts['deleted'] = int(np.sum(state == 3))
     return plans, counts
+
+
+def any_term(h, kind, wanted, major_only=False):
+    """Per record of a file's header: whether any of its `kind` terms (mesh, publication_type) is wanted (by UI or name,
+    lower case), counting major topics only if asked."""
+    hit = np.array([ui.lower() in wanted or name.lower() in wanted for ui, name in h[f'{kind}_terms']] + [False])
+    codes, at = h[kind], h[f'{kind}_at']
+    ok = hit[codes // 2] & ((codes % 2 == 1) if major_only else True)
+    total = np.concatenate([[0], np.cumsum(ok)])
+    return total[at[1:]] > total[at[:-1]]
+
+
+def subset_masks(h, subset):
+    """[(rule, kept)] for the subset options set (parse_options' o['subset']), in the order the summary counts them."""
+    masks = []
+    if 'keep_pmids' in subset:
+        masks.append(('not_in_keep_pmids', np.isin(h['pmid'], subset['keep_pmids'])))
+    if 'years' in subset:
+        lo, hi = subset['years']
+        masks.append(('year', (h['year'] >= lo) & (h['year'] <= hi)))
+    if 'journals' in subset:
+        ok = np.array([iso.lower() in subset['journals'] or nlm.lower() in subset['journals'] for iso, nlm in h['journals']]
+                      + [False])
+        masks.append(('journal', ok[h['journal']]))
+    if 'mesh' in subset:
+        masks.append(('mesh', any_term(h, 'mesh', subset['mesh'], subset.get('mesh_major', False))))
+    if 'publication_types' in subset:
+        masks.append(('publication_type', any_term(h, 'publication_type', subset['publication_types'])))
+    if 'drop_publication_types' in subset:
+        masks.append(('publication_type', ~any_term(h, 'publication_type', subset['drop_publication_types'])))
+    return masks
 
 
 # ------------------------------------------------------------------------------------------------
@@ -575,7 +667,9 @@ def write_jsonl(parsed, plans, path):
                 f.write(json.dumps({'pmid': r['pmid'], 'split': 'val' if split == VAL else 'train',
                                     'title': r['title'], 'abstract': r['abstract'], 'authors': r['authors'],
                                     'journal': r['journal'], 'publication_date': r['publication_date'],
-                                    'affiliations': r['affiliations'], 'language': r['language']},
+                                    'affiliations': r['affiliations'], 'language': r['language'], 'year': r['year'],
+                                    'journal_iso': r['journal_iso'], 'nlm_id': r['nlm_id'], 'mesh': r['mesh'],
+                                    'publication_types': r['publication_types']},
                                    ensure_ascii=False) + '\n')
 
 
@@ -590,6 +684,8 @@ def print_summary(meta, counts, n_files, elapsed):
         f"PMIDs: {counts['replaced']:,} duplicates replaced by a later version, {counts['deleted']:,} deleted "
         f"({counts['delete_requests']:,} delete requests), {counts['excluded']:,} excluded "
         f"({meta['excluded_pmids']['source'] or 'no --exclude_pmids'})",
+        *([f"subset ({', '.join(f'{k}={v!r}' for k, v in meta['subset'].items())}): dropped "
+           f"{', '.join(f'{counts[rule]:,} by {rule}' for rule in SUBSET_RULES if rule in counts)}"] if meta['subset'] else []),
         f"train: {meta['train_docs']:,} docs, {meta['train_tokens']:,} tokens; "
         f"val: {meta['val_docs']:,} docs, {meta['val_tokens']:,} tokens",
         f"{(meta['train_bytes'] + meta['val_bytes']) / max(tokens, 1):.3f} bytes per token "
@@ -637,7 +733,8 @@ def main(argv=None):
     exclusion = {'source': o['exclude_pmids'], 'listed': len(excluded), 'excluded': counts['excluded']}
     meta = write_meta(o['out_dir'], spec, excluded_pmids=exclusion, files=[{'name': p['name'], 'md5': p['md5']} for p in parsed],
                       bad_files=[{'name': n, 'error': e} for n, e in bad], records=dict(sorted(counts.items())),
-                      split={'rule': 'a hash of the PMID', 'val_fraction': o['val_fraction']}, languages=o['languages'], **sizes)
+                      split={'rule': 'a hash of the PMID', 'val_fraction': o['val_fraction']}, languages=o['languages'],
+                      subset={k: o[k] for k in SUBSET_OPTIONS if o[k]}, **sizes)
     print_summary(meta, counts, len(sources) + len(failed_downloads), time.time() - t0)
     if bad:
         print(f"{len(bad)} bad file(s) left out: {', '.join(n for n, _ in bad)}", file=sys.stderr)
