@@ -53,7 +53,7 @@ def test_unknown_key_in_config_file_is_named(tmp_path):
     assert r.returncode == 2 and "unknown key 'batch_sise' in config file 'bad.py' (did you mean 'batch_size'?)" in r.stderr
 
 
-COMMANDS = ['train.py', 'sample.py', 'export_hf.py', 'pubmedqa.py', 'consolidate.py', 'data/pubmed/prepare.py', 'plan.py',
+COMMANDS = ['train.py', 'sample.py', 'export_hf.py', 'pubmedqa.py', 'consolidate.py', 'data/pubmed/prepare.py', 'plan.py', 'sweep.py',
             'bench/gpu_check.py', 'bench/bench_train.py', 'bench/bench_sample.py', 'bench/bench_fsdp.py',
             'bench/bench_prepare.py', 'bench/bench_continue.py', 'bench/speedrun.py']
 
