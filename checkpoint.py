@@ -25,7 +25,11 @@ loading one never runs code. make_checkpoint() is the only place its keys are wr
 Under FSDP (train.py --parallel=fsdp) a checkpoint is a folder, NAME.dcp: each process writes its shards
 of 'model' and 'optimizer' there with torch.distributed.checkpoint (keyed by parameter name, so it loads
 on any number of processes), and rank 0 adds train_state.pt, every other key above. load_checkpoint()
-reads such a folder as the one-file dict (consolidate.py writes it out as a ckpt.pt).
+reads such a folder as the one-file dict (consolidate.py writes it out as a ckpt.pt). A folder is read as
+data too: its .metadata through an allow-list unpickler, the optimizer's non-tensor values with weights_only.
+
+train.py uses two verbs whichever the format: save_state(paths, ...) and load_state(path, model, optimizers),
+with read_fields(path) for everything but the weights (to rebuild the model and its run before loading).
 """
 import dataclasses
 import os
