@@ -128,23 +128,24 @@ def options(argv=None):
     return run_options.parse(config_from_globals(globals()), argv)
 
 
-def main(opts):
-    """A training run, phase by phase; the loop is train()."""
+def main(opts, last=True):
+    """A training run, phase by phase; the loop is train(). last=False keeps the process group for another run in this
+    process (fast_dev_run's resume: initialising one again in a torchrun job can hang on the store's old keys)."""
     if opts.plan:
         return print_run_plan(opts, int(os.environ.get('WORLD_SIZE', opts.plan_gpus)))
     if opts.fast_dev_run:
         return smoke_run(opts)
     procs = start_processes(opts)
-    meta, resumed = read_inputs(opts, procs)
+    meta, resumed, previous = read_inputs(opts, procs)
     raw_model, facts = build_model(opts, meta, resumed, procs)
     data = open_data(opts, meta, raw_model, procs)
     model = parallelize(raw_model, opts.parallel, procs.device, procs.ptdtype, opts.compile, opts.cpu_offload)
     if opts.parallel == 'fsdp' and procs.distributed:  # FSDP's policy casts the weights to bf16 itself; autocast is DDP's
         procs.autocast = nullcontext()
     optimizers, scaler, state = make_optimizers(opts, raw_model, resumed, data, procs)
-    log = open_output(opts, raw_model, data, procs, state)
+    log = open_output(opts, raw_model, data, procs, state, previous)
     signalled = train(opts, model, raw_model, optimizers, scaler, meta, data, procs, state, facts, log)
-    finish(opts, model, raw_model, meta, procs, state, log, signalled)
+    finish(opts, model, raw_model, meta, procs, state, log, signalled, last)
 
 
 def smoke_run(opts):
@@ -158,7 +159,7 @@ def smoke_run(opts):
                  save_latest=True, save_best=False, wandb_log=False, eval_pubmedqa=False)
     t0, phase, done = time.perf_counter(), 'training', []
     try:
-        main(SimpleNamespace(**{**vars(opts), **short}))
+        main(SimpleNamespace(**{**vars(opts), **short}), last=False)
         done.append('2 steps and 2 evaluations')
         phase = 'resuming'
         main(SimpleNamespace(**{**vars(opts), **short, 'init_from': 'resume', 'max_iters': 3}))
@@ -212,8 +213,9 @@ def start_processes(opts):
 
 
 def read_inputs(opts, procs):
-    """The data folder's meta.pkl and, resuming, the checkpoint's fields (all but the weights), both checked; a new
-    run's out_dir must not hold a previous run unless --overwrite=True. Then, under torchrun, the processes meet."""
+    """The data folder's meta.pkl and, resuming, the checkpoint's fields (all but the weights), both checked; the files
+    of a previous run in out_dir, which a new run replaces only with --overwrite=True. Then, under torchrun, the
+    processes meet."""
     path = latest_checkpoint(opts.out_dir, opts.parallel)
     try:
         meta = load_meta(opts.data_dir)
@@ -223,18 +225,18 @@ def read_inputs(opts, procs):
             check_resumable(resumed.fields, meta, path, opts.data_dir)
     except (DataError, CheckpointError) as e:
         fail(str(e))
-    opts_previous = previous_run(opts.out_dir) if opts.init_from != 'resume' and not opts.eval_only else []
-    if opts_previous and not opts.overwrite:
-        fail(f"{opts.out_dir} holds a previous run ({', '.join(opts_previous)}): continue it with --init_from=resume, "
+    previous = previous_run(opts.out_dir) if opts.init_from != 'resume' and not opts.eval_only else []
+    if previous and not opts.overwrite:
+        fail(f"{opts.out_dir} holds a previous run ({', '.join(previous)}): continue it with --init_from=resume, "
              'train into another --out_dir, or pass --overwrite=True to replace it', 2)
-    procs.previous = opts_previous
     if procs.distributed:
         die_with_parent()  # if torchrun's agent is killed, its workers must not train on as orphans
         timeout = timedelta(seconds=opts.dist_timeout)
-        dist.init_process_group(backend='nccl' if procs.device.type == 'cuda' else 'gloo', timeout=timeout)
+        if not dist.is_initialized():  # (a fast_dev_run's resume keeps the group of its first run)
+            dist.init_process_group(backend='nccl' if procs.device.type == 'cuda' else 'gloo', timeout=timeout)
         procs.store = progress_store()
         procs.host_group = dist.new_group(backend='gloo', timeout=timeout) if procs.device.type == 'cuda' else None
-    return meta, resumed
+    return meta, resumed, previous
 
 
 def build_model(opts, meta, resumed, procs):
@@ -340,7 +342,7 @@ def make_optimizers(opts, raw_model, resumed, data, procs):
     return optimizers, scaler, state
 
 
-def open_output(opts, raw_model, data, procs, state):
+def open_output(opts, raw_model, data, procs, state, previous):
     """out_dir, touched only now that every option, the data and the model have been checked: metrics.jsonl (a
     resumed run's records after its checkpoint are dropped: it logs them again), wandb, the start-up line. MFU is model
     FLOPs per second over the peak of all devices."""
@@ -352,7 +354,7 @@ def open_output(opts, raw_model, data, procs, state):
         if opts.init_from == 'resume':
             keep_metrics_until(log.metrics, state.iter_num)
         else:
-            for name in procs.previous:  # only with --overwrite=True (checked before)
+            for name in previous:  # only with --overwrite=True (checked before)
                 path = os.path.join(opts.out_dir, name)
                 shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
             open(log.metrics, 'w').close()
@@ -464,8 +466,8 @@ def evaluate_and_checkpoint(opts, model, raw_model, optimizers, scaler, meta, da
         save_training(names, opts, raw_model, optimizers, scaler, meta, data, procs, state, facts)
 
 
-def finish(opts, model, raw_model, meta, procs, state, log, signalled):
-    """PubMedQA if asked, wandb closed, the process group freed; a stopping signal's exit code (128 + signal)."""
+def finish(opts, model, raw_model, meta, procs, state, log, signalled, last=True):
+    """PubMedQA if asked, wandb closed, the process group freed (if last); a stopping signal's exit code (128 + signal)."""
     pubmedqa_wanted = opts.eval_pubmedqa and not opts.eval_only and not signalled
     whole = whole_model(raw_model) if pubmedqa_wanted else None  # under FSDP: gathered from every rank, onto rank 0
     if procs.master and pubmedqa_wanted:
@@ -478,7 +480,8 @@ def finish(opts, model, raw_model, meta, procs, state, log, signalled):
         dist.barrier()
         del model
         gc.collect()
-        dist.destroy_process_group()
+        if last:
+            dist.destroy_process_group()
     if signalled:
         name = STOP_SIGNALS[0] if STOP_SIGNALS else 'SIGTERM'  # (to another process)
         if procs.master:
