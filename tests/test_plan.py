@@ -29,8 +29,10 @@ def test_plan_counts_bytes_per_gpu_and_writes_nothing(tiny_data, tmp_path, capsy
 
 @pytest.mark.slow
 def test_plan_py_takes_its_options_and_refuses_others():
-    runs = [subprocess.run([sys.executable, 'plan.py', *args], cwd=REPO, capture_output=True, text=True, timeout=60)
-            for args in (['--foo=1'], ['--gpus=0'], ['--gpus=4', '--gpu_gb=141'])]
+    procs = [subprocess.Popen([sys.executable, 'plan.py', *args], cwd=REPO, text=True, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE) for args in (['--foo=1'], ['--gpus=0'], ['--gpus=4', '--gpu_gb=141'])]
+    outputs = [p.communicate(timeout=60) for p in procs]
+    runs = [subprocess.CompletedProcess(p.args, p.returncode, *out) for p, out in zip(procs, outputs)]
     assert runs[0].returncode == 2 and "unknown key 'foo'" in runs[0].stderr and not runs[0].stdout
     assert runs[1].returncode == 2 and '--gpus=0: must be positive' in runs[1].stderr
     assert runs[2].returncode == 0 and runs[2].stdout.strip() == plan.table(world=4, gpu_gb=141.0)
