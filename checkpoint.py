@@ -204,7 +204,6 @@ def load_sharded(path, model, optimizers):
     from torch.distributed.checkpoint.api import CheckpointException
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
     folder = sharded_folder(path)
-    read_sharded_metadata(folder)  # refused here, on every rank, before dcp reads anything
     model_state, optimizer_state = get_state_dict(model, optimizers)
     state = {'model': model_state, 'optimizer': optimizer_state}
     try:
@@ -212,6 +211,8 @@ def load_sharded(path, model, optimizers):
         set_state_dict(model, optimizers, model_state_dict=state['model'], optim_state_dict=state['optimizer'])
     except (Exception, CheckpointException) as e:  # dcp gathers every rank's exceptions into a BaseException
         cause = next(iter(getattr(e, 'failures', {}).values()), (e,))[0]  # the first rank's
+        if isinstance(cause, CheckpointError):  # read_sharded_metadata's, through DataReader
+            raise cause
         if isinstance(cause, pickle.UnpicklingError):
             raise CheckpointError(f'{path}: its shards hold objects other than tensors and plain data, and loading '
                                   'those could run code (refused)')
@@ -327,9 +328,7 @@ def consolidate(path):
     c = fields['config']  # train.py's run: its optimizers, made as the run made them, take the optimizer state
     optimizers = model.configure_optimizers(c['weight_decay'], c['learning_rate'], (c['beta1'], c['beta2']), 'cpu',
                                             optimizer=c['optimizer'], muon_lr=c['muon_lr'], muon_momentum=c['muon_momentum'])
-    load_sharded(path, model, optimizers)
-    if not all_finite(model.state_dict()):
-        raise CheckpointError(f'{path}: the weights are not finite (inf or nan)')
+    load_sharded(path, model, optimizers)  # refuses weights that are not finite
     training = {k: v for k, v in fields.items() if k in TRAINING_KEYS + RECORD_KEYS}
     return make_checkpoint(model, fields['tokenizer'], fields['token_bytes'], **training,
                            optimizer=[o.state_dict() for o in optimizers])
