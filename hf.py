@@ -98,6 +98,19 @@ def to_gpt2_names(sd):
 # ------------------------------------------------------------------------------------------------
 # in
 
+def raw_config(folder):
+    """A model folder's config.json as a dict with a model_type, or CheckpointError saying what it is instead."""
+    path = os.path.join(folder, 'config.json')
+    try:
+        with open(path, encoding='utf-8') as f:
+            raw = json.load(f)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f'{path}: not readable JSON ({type(e).__name__}: {first_line(e)})')
+    if not isinstance(raw, dict) or not isinstance(raw.get('model_type'), str):
+        raise CheckpointError(f'{path}: not a Hugging Face model config (a JSON object with a model_type)')
+    return raw
+
+
 def read_hf_config(name_or_dir, local_only=True):
     """transformers' config of a local folder (its config.json checked first) or hub name. CheckpointError for a
     config that is not one; OSError when it is not to be had (not in the cache, no network)."""
@@ -106,17 +119,10 @@ def read_hf_config(name_or_dir, local_only=True):
     except ImportError:
         raise CheckpointError(f'init from {name_or_dir!r} needs transformers: pip install transformers')
     if os.path.isdir(name_or_dir):
-        path = os.path.join(name_or_dir, 'config.json')
-        try:
-            with open(path, encoding='utf-8') as f:
-                raw = json.load(f)
-        except (OSError, ValueError) as e:
-            raise CheckpointError(f'{path}: not readable ({type(e).__name__}: {first_line(e)})')
-        if not isinstance(raw, dict) or not isinstance(raw.get('model_type'), str):
-            raise CheckpointError(f'{path}: not a Hugging Face model config (a JSON object with a model_type)')
+        raw = raw_config(name_or_dir)
         missing = [k for k in REQUIRED.get(raw['model_type'], ()) if k not in raw]
         if missing:  # transformers would fill in its defaults (another model's sizes)
-            raise CheckpointError(f"{path}: has no {', '.join(missing)}")
+            raise CheckpointError(f"{os.path.join(name_or_dir, 'config.json')}: has no {', '.join(missing)}")
     try:
         config = AutoConfig.from_pretrained(name_or_dir, local_files_only=local_only)
     except OSError:

@@ -82,16 +82,13 @@ def evaluate_checkpoint(checkpoint, **kwargs):
 
 def check_model_folder(folder):
     """Exit unless `folder` has the config.json of a Hugging Face model (lm-eval's traceback otherwise)."""
-    path = os.path.join(folder, 'config.json')
-    if not os.path.isfile(path):
+    from hf import raw_config
+    if not os.path.isfile(os.path.join(folder, 'config.json')):
         fail(f'--hf={folder}: not a Hugging Face model folder (no config.json)', 2)
     try:
-        with open(path, encoding='utf-8') as f:
-            config = json.load(f)
-    except (OSError, ValueError) as e:
-        fail(f'{path}: not readable JSON ({type(e).__name__}: {e})')
-    if not isinstance(config, dict) or not isinstance(config.get('model_type'), str):
-        fail(f'{path}: not a Hugging Face model config (a JSON object with a model_type)')
+        raw_config(folder)
+    except CheckpointError as e:
+        fail(str(e))
 
 
 def summary(r):
