@@ -587,12 +587,12 @@ def is_gpt2_folder_without_tokenizer(folder):
     GPT-2's tokens. A folder with tokenizer files is judged by them, as prepare.py --tokenizer=FOLDER does."""
     if any(os.path.exists(os.path.join(folder, name)) for name in ('tokenizer.json', 'vocab.json', 'merges.txt')):
         return False
+    from hf import raw_config
     try:
-        with open(os.path.join(folder, 'config.json')) as f:
-            config = json.load(f)
-    except (OSError, ValueError):
+        config = raw_config(folder)
+    except CheckpointError:
         return False  # the import says what is wrong with it
-    return isinstance(config, dict) and config.get('model_type') == 'gpt2' and config.get('vocab_size') == 50257
+    return config['model_type'] == 'gpt2' and config.get('vocab_size') == 50257
 
 
 def check_tokenizer_of(init_from, meta, data_dir):
