@@ -29,7 +29,7 @@ hf = ''                    # or an exported Hugging Face folder (wins over ckpt)
 pubmedqa = ''              # folder of ori_pqal.json + test_ground_truth.json; '' = $PUBMEDQA_DIR, data/pubmedqa, ../shared
 batch_size = 16            # questions per forward pass
 device = 'cpu'             # 'cpu', 'cuda', 'cuda:1'
-limit = 0                  # only the first N test questions (0 = all 500)
+limit = 0                  # only N test questions, spread over the split to keep its label mix (0 = all 500)
 out_json = ''              # also write the figures and every question's log-likelihoods here
 
 
@@ -57,9 +57,9 @@ def evaluate_folder(folder, pubmedqa_dir=None, batch_size=16, device='cpu', limi
               'and the end of the abstract)', file=sys.stderr)
         logging.getLogger('lm_eval.models.huggingface').setLevel(logging.ERROR)
     # the folder goes to the task through its TaskManager: lm-eval hands `metadata=` only to one it makes itself
-    tasks = TaskManager(include_path=str(REPO / 'evals' / 'pubmedqa'), metadata={'pubmedqa_dir': str(data)})
+    tasks = TaskManager(include_path=str(REPO / 'evals' / 'pubmedqa'), metadata={'pubmedqa_dir': str(data), 'questions': limit})
     out = simple_evaluate(model='hf', model_args=f'pretrained={folder},dtype=float32', tasks=['pubmedqa_local'],
-                          task_manager=tasks, device=device, batch_size=batch_size, limit=limit or None, log_samples=True)
+                          task_manager=tasks, device=device, batch_size=batch_size, log_samples=True)
     items = [{'pmid': s['doc']['pmid'], 'gold': LABELS.index(s['doc']['final_decision']),
               'loglikelihoods': [r[0] for r in s['filtered_resps']]} for s in out['samples']['pubmedqa_local']]
     golds = [i['gold'] for i in items]

@@ -72,7 +72,7 @@ overwrite = False               # a new run into an out_dir that holds a previou
 allow_config_change = False     # resume even with a batch, accumulation, seed or window alignment other than the run's
 eval_pubmedqa = False           # at the end, PubMedQA zero-shot with lm-evaluation-harness (pubmedqa.py), into metrics.jsonl
 pubmedqa_dir = ''               # its data: '' = $PUBMEDQA_DIR, data/pubmedqa or ../shared/data/pubmedqa
-pubmedqa_limit = 0              # only the first N test questions (0 = all 500)
+pubmedqa_limit = 0              # only N test questions, spread over the split (0 = all 500)
 # wandb
 wandb_log = False               # also log to Weights & Biases
 wandb_project = 'pubmed-gpt'    # ... into this project

@@ -1,89 +1,216 @@
 """
-Continued pretraining of an open model on CPU, end to end: a small random-initialised Llama (SmolLM2's
-layout) with a Llama 3-style byte-level BPE, saved as a Hugging Face folder (hf_folders.py: no hub here),
-is imported; the shared corpus is prepared with its converted tokenizer; config/finetune_pubmed.py trains
-it `steps` steps; the checkpoint is exported back, and transformers' val loss on the same windows is
-printed beside ours.
+Continued pretraining of a real open model on CPU, and the Hugging Face Trainer beside it: the shared
+SmolLM2-135M-Instruct (../shared/models: a Q4_1 GGUF, turned once into a float32 Hugging Face folder by
+hf_folders.smollm2_folder) on the shared corpus prepared with the model's own tokenizer, PubMedQA's 894
+labelled PMIDs excluded.
 
-    python bench/bench_continue.py                   # ~5 minutes on 2 cores
-    python bench/bench_continue.py --steps=100 --files=1
+    python bench/bench_continue.py                     # ~40 minutes on 2 cores
+    python bench/bench_continue.py --parts=speed --dtypes=bfloat16 --contexts=256
 
-One JSON line per figure: val bpb before and after (the first with the second as baseline), tokens/s,
-and transformers' val loss with ours as baseline (their difference is the export's error).
+One JSON line per figure (run.py's format):
+- speed, for each precision (--dtypes: float32; bfloat16 autocast, ~3x the matmul speed on CPUs with
+  avx512_bf16 or AMX) and step shape (--contexts: 4 x 256 tokens, and 1 x 2,048, the recipe's context):
+  tokens/s and peak resident memory of train.py (config/finetune_pubmed.py, compiled as the recipe does; its
+  compile seconds are reported) with transformers' Trainer as the baseline (the peer: what a user of the
+  reference setups runs instead). Each side runs in a process of its own, one after the other, on the same
+  windows of train.bin in the same order, fused AdamW with the same betas, weight decay, clipping and schedule,
+  the same precision and threads. tokens/s counts the steps after the first `warmup` of each side.
+- quality: val bpb before and after `budget_iters` optimizer steps of the recipe (block_size 512, 4 x 2 windows a
+  step: stated in the figure), and PubMedQA accuracy and macro-F1 before (the model folder) and after (train.py
+  --eval_pubmedqa) on the first `pubmedqa_limit` test questions (0 = all 500, ~15 minutes each on 2 cores).
+The prepared data and runs stay in --work (bench/results/continue, not in git) for the next run.
 """
 import json
 import os
+import resource
 import subprocess
 import sys
-import tempfile
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
-from configurator import configure  # noqa: E402
-from data.pubmed.parse import parse_file  # noqa: E402
-from dataloader import eval_starts, load_meta, read_windows  # noqa: E402
-from hf_folders import llama_folder  # noqa: E402
+from configurator import configure, fail  # noqa: E402
+from hf_folders import smollm2_folder  # noqa: E402
 from run import figure  # noqa: E402
 
 DEFAULTS = {
-    'corpus': str(REPO.parent / 'shared' / 'data' / 'pubmed-corpus'),  # PubMed XML
-    'files': 3,              # corpus files to prepare (~2,258 abstracts each)
-    'steps': 300,            # optimizer steps of continued pretraining
-    'block_size': 128,  # training window
-    'batch_size': 16,  # windows per step
-    'eval_iters': 10,        # val windows: eval_iters x batch_size
-    'learning_rate': 3e-3,   # a random-initialised model: the recipe's 5e-5 is for pretrained weights
-    'threads': 1,  # torch threads of each side
+    'shared': str(REPO.parent / 'shared'),  # the shared material: models/smollm2-135m-instruct, data/pubmed-corpus, data/pubmedqa
+    'work': str(REPO / 'bench' / 'results' / 'continue'),  # prepared data and runs (kept for the next run)
+    'parts': 'speed,quality',  # which parts to run
+    'dtypes': 'float32,bfloat16',  # precisions of the speed part (both sides alike)
+    'contexts': '256,2048',  # speed: tokens per window; 4 windows a step below 2,048, 1 at 2,048
+    'steps': 6,              # speed: timed steps of each side
+    'warmup': 2,             # speed: untimed steps first (compilation happens here)
+    'threads': 2,            # torch threads of each side
+    'budget_iters': 40,      # quality: optimizer steps of the recipe (4 x 2 windows of 512 tokens each)
+    'learning_rate': 0.0,    # quality: the recipe's peak lr (0 = config/finetune_pubmed.py's)
+    'quality_dtype': 'bfloat16',  # quality: train.py's --dtype
+    'pubmedqa_limit': 100,   # quality: PubMedQA test questions before and after (0 = all 500)
+    'role': '',              # internal: 'trainer' runs the Trainer side in this process and prints its figures
+    'folder': '', 'data': '', 'block_size': 0, 'batch_size': 0, 'dtype': '',  # internal: the Trainer side's job
 }
+SEED = 1337  # train.py's default: the Trainer side reads the same stream of windows
 
 
-def run(*args, cwd=REPO, threads=1):
-    done = subprocess.run([sys.executable, *map(str, args)], cwd=cwd, capture_output=True, text=True,
+def run(*args, threads, log=None):
+    """A command of this repo in its own process, with `threads` torch threads; exits with its error on failure."""
+    done = subprocess.run([sys.executable, *map(str, args)], cwd=REPO, capture_output=True, text=True,
                           env={**os.environ, 'OMP_NUM_THREADS': str(threads)})
+    if log:
+        Path(log).write_text(done.stdout + done.stderr)
     if done.returncode:
-        sys.exit(f'{args[0]} failed:\n{done.stderr[-3000:]}')
+        sys.exit(f'{Path(str(args[0])).name} failed:\n{done.stderr[-3000:]}')
     return done
+
+
+def prepare(o, folder):
+    """The shared corpus with the model's tokenizer, PubMedQA's PMIDs out (prepare.py resumes: a second run is quick)."""
+    data = Path(o['work']) / 'data'
+    run(REPO / 'data' / 'pubmed' / 'prepare.py', f"--input={Path(o['shared']) / 'data' / 'pubmed-corpus'}",
+        f'--out_dir={data}', f'--tokenizer={folder}', f"--exclude_pmids={Path(o['shared']) / 'data' / 'pubmedqa'}",
+        threads=o['threads'])
+    return data
+
+
+def windows_per_step(context):
+    return 1 if context >= 2048 else 4
+
+
+def recipe_args(folder, data, out, block, batch, dtype):
+    """train.py on config/finetune_pubmed.py, the model and data of this bench, into out."""
+    return ['train.py', 'config/finetune_pubmed.py', f'--init_from={folder}', f'--data_dir={data}', f'--out_dir={out}',
+            '--overwrite=True', f'--block_size={block}', f'--batch_size={batch}', f'--dtype={dtype}', '--device=cpu',
+            f'--seed={SEED}']
+
+
+def ours_speed(o, folder, data, block, batch, dtype):
+    """train.py's tokens/s after warmup, first-step seconds (compilation) and peak memory, from its metrics.jsonl."""
+    out = Path(o['work']) / f'speed-{dtype}-{block}'
+    run(*recipe_args(folder, data, out, block, batch, dtype), '--gradient_accumulation_steps=1',
+        f"--max_iters={o['warmup'] + o['steps']}", '--warmup_iters=2', '--eval_interval=0', '--eval_iters=1',
+        '--log_interval=1', '--save_latest=False', '--save_best=False', threads=o['threads'], log=out.with_suffix('.log'))
+    steps = [json.loads(line) for line in open(out / 'metrics.jsonl')]
+    steps = [r for r in steps if r['kind'] == 'train']
+    first, last = steps[o['warmup'] - 1], steps[-1]
+    rate = (last['tokens'] - first['tokens']) / (last['train_seconds'] - first['train_seconds'])
+    step_s = 1 / rate * block * batch
+    return rate, last['peak_memory_mb'] / 1024, steps[0]['train_seconds'] - step_s
+
+
+def trainer_speed(o, folder, data, block, batch, dtype):
+    """The Trainer side (this script with --role=trainer, in its own process): tokens/s after warmup, peak memory."""
+    done = run(__file__, '--role=trainer', f'--folder={folder}', f'--data={data}', f'--block_size={block}',
+               f'--batch_size={batch}', f'--dtype={dtype}', f"--steps={o['steps']}", f"--warmup={o['warmup']}",
+               threads=o['threads'])
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return result['tokens_per_s'], result['peak_memory_gb']
+
+
+def trainer_side(o):
+    """transformers' Trainer on the windows train.py reads first (TrainLoader, the same seed), in that order: AdamW
+    (fused) with the recipe's betas, decay, clipping, warmup and cosine schedule; bf16 autocast when asked, as
+    train.py's --dtype=bfloat16. Prints {tokens_per_s, peak_memory_gb} as the last line."""
+    import tempfile
+
+    import torch
+    import transformers
+    from torch.utils.data import SequentialSampler
+
+    from dataloader import TrainLoader, load_meta
+    recipe = {}
+    exec(open(REPO / 'config' / 'finetune_pubmed.py').read(), recipe)
+    block, batch, total = o['block_size'], o['batch_size'], o['warmup'] + o['steps']
+    tokens = np.memmap(Path(o['data']) / 'train.bin', dtype=load_meta(o['data'])['dtype'], mode='r')
+    loader, rows = TrainLoader(tokens, block, batch, 1, SEED), []
+    for _ in range(total):
+        [(x, y)] = loader.read_step()
+        loader.advance()
+        # shift_labels: the loss of exactly train.py's targets (labels alone would be shifted inside, one fewer)
+        rows += [{'input_ids': torch.from_numpy(a), 'labels': torch.from_numpy(b), 'shift_labels': torch.from_numpy(b)}
+                 for a, b in zip(x, y)]
+    stamps = []
+
+    class Stamp(transformers.TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            stamps.append(time.perf_counter())
+
+    class InOrder(transformers.Trainer):  # the windows in train.py's order (the Trainer shuffles by default)
+        def _get_train_sampler(self, *args, **kwargs):
+            return SequentialSampler(self.train_dataset)
+
+    model = transformers.AutoModelForCausalLM.from_pretrained(o['folder'], dtype=torch.float32)
+    with tempfile.TemporaryDirectory() as out:
+        args = transformers.TrainingArguments(
+            output_dir=out, per_device_train_batch_size=batch, gradient_accumulation_steps=1, max_steps=total,
+            learning_rate=recipe['learning_rate'], lr_scheduler_type='cosine', warmup_steps=2,
+            weight_decay=recipe['weight_decay'], adam_beta1=recipe['beta1'], adam_beta2=recipe['beta2'],
+            max_grad_norm=recipe['grad_clip'], optim='adamw_torch_fused', bf16=o['dtype'] == 'bfloat16', use_cpu=True,
+            seed=SEED, report_to=[], save_strategy='no', logging_strategy='no', dataloader_num_workers=0)
+        InOrder(model=model, args=args, train_dataset=rows, callbacks=[Stamp()]).train()
+    seconds = stamps[-1] - stamps[o['warmup'] - 1]
+    print(json.dumps({'tokens_per_s': o['steps'] * batch * block / seconds,
+                      'peak_memory_gb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20}))
+
+
+def speed(o, folder, data):
+    for block in (int(c) for c in o['contexts'].split(',')):
+        batch = windows_per_step(block)
+        for dtype in o['dtypes'].split(','):
+            ours, ours_gb, compile_s = ours_speed(o, folder, data, block, batch, dtype)
+            theirs, theirs_gb = trainer_speed(o, folder, data, block, batch, dtype)
+            shape = dict(dtype=dtype, batch=batch, block_size=block, threads=o['threads'], timed_steps=o['steps'],
+                         peer="transformers' Trainer", model='SmolLM2-135M-Instruct')
+            figure('continue_tokens_per_s', round(ours, 1), 'tokens/s', baseline=round(theirs, 1),
+                   ratio=round(ours / theirs, 3), compile_seconds=round(compile_s, 1), **shape)
+            figure('continue_peak_memory_gb', round(ours_gb, 2), 'GB', baseline=round(theirs_gb, 2),
+                   ratio=round(ours_gb / theirs_gb, 3), **shape)
+
+
+def quality(o, folder, data):
+    """val bpb and PubMedQA before and after budget_iters steps of the recipe."""
+    work, limit = Path(o['work']), o['pubmedqa_limit']
+    pubmedqa_dir = Path(o['shared']) / 'data' / 'pubmedqa'
+    before = work / f'pubmedqa_before_{limit}.json'
+    if not before.exists():  # the model folder does not change: measured once
+        run('pubmedqa.py', f'--hf={folder}', f'--limit={limit}', f'--pubmedqa={pubmedqa_dir}', f'--out_json={before}',
+            threads=o['threads'])
+    before = json.loads(before.read_text())
+    out = work / 'quality'
+    lr = o['learning_rate'] or None
+    run(*recipe_args(folder, data, out, 512, 4, o['quality_dtype']), '--gradient_accumulation_steps=2',
+        f"--max_iters={o['budget_iters']}", '--warmup_iters=10', '--eval_interval=0', '--eval_iters=18',
+        '--log_interval=5', '--save_best=False', '--eval_pubmedqa=True', f'--pubmedqa_limit={limit}',
+        f'--pubmedqa_dir={pubmedqa_dir}', *([f'--learning_rate={lr}', f'--min_lr={lr / 10}'] if lr else []),
+        threads=o['threads'], log=work / 'quality.log')
+    records = [json.loads(line) for line in open(out / 'metrics.jsonl')]
+    evals = [r for r in records if r['kind'] == 'eval']
+    after = next(r for r in records if r['kind'] == 'pubmedqa')
+    budget = (f"{o['budget_iters']} steps of 8 x 512 tokens ({evals[-1]['tokens']:,} tokens, {evals[-1]['train_seconds']:.0f} s "
+              f"of training), config/finetune_pubmed.py, lr {lr or 'of the recipe'}, {o['quality_dtype']}")
+    figure('continue_val_bpb_after', round(evals[-1]['val_bpb'], 4), 'bits/byte', baseline=round(evals[0]['val_bpb'], 4),
+           ratio=round(evals[-1]['val_bpb'] / evals[0]['val_bpb'], 4), budget=budget)
+    for key in ('accuracy', 'macro_f1'):
+        figure(f'continue_pubmedqa_{key}_after', round(after[key], 4), key, baseline=round(before[key], 4),
+               questions=after['questions'], budget=budget)
 
 
 def main():
     o = configure(DEFAULTS)
-    import transformers
-    tmp = Path(tempfile.mkdtemp(prefix='bench-continue-'))
-    corpus = tmp / 'corpus'
-    corpus.mkdir()
-    for path in sorted(Path(o['corpus']).glob('*.xml.gz'))[:o['files']]:
-        os.symlink(path, corpus / path.name)
-    records = parse_file(sorted(corpus.iterdir())[0])[0]  # the tokenizer's training text: the first file's abstracts
-    texts = [r['abstract'] for r in records if r['abstract']]
-    folder = llama_folder(tmp / 'llama', texts, vocab_size=2000, max_position_embeddings=o['block_size'])
-    data = tmp / 'data'
-    run(REPO / 'data' / 'pubmed' / 'prepare.py', f'--input={corpus}', f'--out_dir={data}', f'--tokenizer={folder}')
-    out = tmp / 'out'
-    run('train.py', 'config/finetune_pubmed.py', f'--init_from={folder}', f'--data_dir={data}', f'--out_dir={out}',
-        f"--block_size={o['block_size']}", f"--batch_size={o['batch_size']}", '--gradient_accumulation_steps=1',
-        f"--max_iters={o['steps']}", f"--eval_interval={o['steps']}", f"--eval_iters={o['eval_iters']}",
-        f"--learning_rate={o['learning_rate']}", f"--min_lr={o['learning_rate'] / 10}", '--warmup_iters=10',
-        '--compile=False', '--device=cpu', '--log_interval=10', threads=o['threads'])
-    records = [json.loads(line) for line in open(out / 'metrics.jsonl')]
-    evals, steps = [r for r in records if r['kind'] == 'eval'], [r for r in records if r['kind'] == 'train']
-    note = f"{o['steps']} steps of {o['batch_size']} x {o['block_size']} tokens, {o['files']} corpus file(s)"
-    figure('continue_val_bpb_after', round(evals[-1]['val_bpb'], 4), 'bits/byte', baseline=round(evals[0]['val_bpb'], 4),
-           ratio=round(evals[-1]['val_bpb'] / evals[0]['val_bpb'], 4), note=note)
-    figure('continue_tokens_per_s', round(steps[-1]['tokens'] / steps[-1]['train_seconds']), 'tokens/s', note=note)
-    run('export_hf.py', f'--ckpt={out / "ckpt.pt"}', f'--out={tmp / "hf"}')
-    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp / 'hf').eval()
-    meta = load_meta(data)
-    val = np.fromfile(data / 'val.bin', dtype=meta['dtype'])
-    x, y = read_windows(val, eval_starts(val, o['block_size'], o['eval_iters'] * o['batch_size']), o['block_size'])
-    with torch.no_grad():
-        logits = hf(torch.from_numpy(x)).logits
-    theirs = torch.nn.functional.cross_entropy(logits.flatten(0, 1), torch.from_numpy(y).flatten()).item()
-    figure('continue_val_loss_transformers', round(theirs, 6), 'nats', baseline=round(evals[-1]['val_loss'], 6),
-           difference=abs(theirs - evals[-1]['val_loss']), architecture=type(hf).__name__)
+    if o['role'] == 'trainer':
+        return trainer_side(o)
+    folder = smollm2_folder(o['shared'])
+    if folder is None:
+        fail(f"{o['shared']}/models/smollm2-135m-instruct holds no SmolLM2 GGUF: put ../shared beside the checkout "
+             'or give --shared', 2)
+    data = prepare(o, folder)
+    parts = o['parts'].split(',')
+    if 'speed' in parts:
+        speed(o, folder, data)
+    if 'quality' in parts:
+        quality(o, folder, data)
 
 
 if __name__ == '__main__':

@@ -51,3 +51,48 @@ def llama_folder(path, texts, vocab_size=1200, **config):
                 eos_token_id=tok.eos_token_id, rms_norm_eps=1e-5)
     transformers.LlamaForCausalLM(transformers.LlamaConfig(**{**args, **config})).save_pretrained(path)
     return path
+
+
+SMOLLM2_GGUF = 'SmolLM2-135M-Instruct.Q4_1.gguf'
+
+
+def smollm2_folder(shared, cache=None):
+    """The shared SmolLM2-135M-Instruct (a Q4_1 GGUF in shared/models/smollm2-135m-instruct) as a float32 Hugging
+    Face folder, converted once and cached outside git: ~/.cache/pubmed-gpt (or $PUBMED_GPT_CACHE), keyed by the
+    GGUF's size and time. Concurrent callers (pytest-xdist workers) wait on a lock instead of converting twice.
+    None when the GGUF is not there."""
+    from pathlib import Path
+    gguf = Path(shared) / 'models' / 'smollm2-135m-instruct' / SMOLLM2_GGUF
+    if not gguf.exists():
+        return None
+    import os
+    root = Path(cache or os.environ.get('PUBMED_GPT_CACHE') or Path.home() / '.cache' / 'pubmed-gpt')
+    stat = gguf.stat()
+    folder = root / f'smollm2-135m-instruct-f32-{stat.st_size}-{int(stat.st_mtime)}'
+    if (folder / 'model.safetensors').exists():
+        return folder
+    from filelock import FileLock
+    root.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder) + '.lock'):
+        if not (folder / 'model.safetensors').exists():
+            _convert_gguf(gguf, folder)
+    return folder
+
+
+def _convert_gguf(gguf, folder):
+    """transformers dequantizes the GGUF to float32 (the weights keep the 4-bit rounding) but marks the model
+    quantized and refuses to save it, so the state dict moves into a plain LlamaForCausalLM that saves."""
+    import shutil
+    import torch
+    import transformers
+    tok = transformers.AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    loaded = transformers.AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    config = loaded.config
+    config.__dict__.pop('quantization_config', None)
+    model = transformers.LlamaForCausalLM(config)
+    model.load_state_dict(loaded.state_dict())
+    part = folder.with_name(folder.name + '.part')
+    shutil.rmtree(part, ignore_errors=True)
+    model.save_pretrained(part)
+    tok.save_pretrained(part)
+    part.rename(folder)

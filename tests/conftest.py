@@ -1,4 +1,5 @@
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -62,6 +63,15 @@ def abstracts(n):
     xml = gzip.open(need(PUBMED_CORPUS / 'pubmedcorpus-0001.xml.gz'), 'rt', encoding='utf-8').read()
     found = re.findall(r'<AbstractText[^>]*>(.*?)</AbstractText>', xml, re.S)
     return [html.unescape(re.sub(r'<[^>]+>', '', a)) for a in found[:n]]
+
+
+def fuzzed(n, seed=0):
+    """Strings a tokenizer can get wrong: scripts, digits, spaces before digits, newlines, combining marks
+    (NFC composes them), emoji, punctuation runs."""
+    rng = random.Random(seed)
+    pool = (list('abcXYZ019 ') + [' 12', '  7', '\n', '\r\n', '\t', 'é', 'e\u0301', 'ü', 'ß', 'ﬁ', 'α', 'Ω', 'д', '中文',
+            'العربية', '١٢٣', '²', '😀', '👩\u200d🔬', '...', '--', "'s", "'LL", '?!', '(%)', '\u00a0', '\u2009'])
+    return [''.join(rng.choice(pool) for _ in range(rng.randint(1, 40))) for _ in range(n)]
 
 
 # A tiny trained model and its checkpoint, shared by the generation, sample.py and HF tests.
@@ -157,3 +167,15 @@ def make_dataset(path, vocab_size=320, n_docs=240, seed=0, spec=None):
 @pytest.fixture(scope='session')
 def tiny_data(tmp_path_factory):
     return make_dataset(tmp_path_factory.mktemp('data'))
+
+
+@pytest.fixture(scope='session')
+def smollm2():
+    """The shared SmolLM2-135M-Instruct as a float32 Hugging Face folder (converted from its GGUF once, cached
+    outside git: hf_folders.smollm2_folder); skips, saying why, without ../shared or the gguf package."""
+    pytest.importorskip('gguf', reason='the gguf package reads the shared SmolLM2 file: pip install -r requirements-dev.txt')
+    from hf_folders import smollm2_folder
+    folder = smollm2_folder(SHARED)
+    if folder is None:
+        pytest.skip(f'{SHARED}/models/smollm2-135m-instruct (the real SmolLM2 weights) not present')
+    return folder

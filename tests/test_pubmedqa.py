@@ -14,7 +14,7 @@ from conftest import REPO, SHARED, need, write_tiny_checkpoint
 from tokenizer import encoding_from_spec
 
 sys.path.insert(0, str(REPO / 'evals' / 'pubmedqa'))
-from pubmedqa_data import LABELS, doc_to_text, official_test_split  # noqa: E402
+from pubmedqa_data import LABELS, doc_to_text, official_test_split, spread_subset  # noqa: E402
 
 pytest.importorskip('lm_eval')
 pytestmark = pytest.mark.usefixtures('one_thread')
@@ -57,7 +57,7 @@ def test_pubmedqa_py_equals_lm_eval_cli_and_the_models_own_log_likelihoods(model
     cli = subprocess.run([str(Path(sys.executable).parent / 'lm_eval'), '--model', 'hf',
                           '--model_args', f'pretrained={tmp_path / "hf"},dtype=float32',
                           '--tasks', 'pubmedqa_local', '--include_path', str(REPO / 'evals' / 'pubmedqa'), '--device', 'cpu',
-                          '--limit', '12', '--metadata', json.dumps({'pubmedqa_dir': str(pqal)}),
+                          '--metadata', json.dumps({'pubmedqa_dir': str(pqal), 'questions': 12}),
                           '--output_path', str(tmp_path / 'cli')], env=ENV, capture_output=True, text=True, timeout=600,
                          cwd=tmp_path)
     assert cli.returncode == 0, cli.stderr[-3000:]
@@ -65,7 +65,8 @@ def test_pubmedqa_py_equals_lm_eval_cli_and_the_models_own_log_likelihoods(model
     assert reported['results']['pubmedqa_local']['acc,none'] == result['accuracy']
     # each log-likelihood is log p(' yes' | prompt) of our model, computed here without lm_eval
     model, enc = model_from_checkpoint(load_checkpoint(model_ckpt)).eval(), encoding_from_spec(spec)
-    rows = official_test_split(pqal)[:12]
+    rows = spread_subset(official_test_split(pqal), 12)
+    assert [row['final_decision'] for row in rows].count('yes') == 7  # the split's mix (its file is sorted by label)
     for row, item in zip(rows, result['items']):
         assert item['pmid'] == row['pmid'] and LABELS[item['gold']] == row['final_decision']
         prompt = doc_to_text(row)

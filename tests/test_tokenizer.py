@@ -1,13 +1,12 @@
 import io
 import json
 import pickle
-import random
 import re
 
 import pytest
 import torch
 
-from conftest import abstracts
+from conftest import abstracts, fuzzed
 from hf_folders import STYLES, hf_tokenizer_folder
 from tokenizer import (EOT, TokenizerError, encoding_from_spec, eot_id, spec_from_hf_folder, token_byte_lengths, train_bpe,
                        vocab_size_of)
@@ -42,15 +41,6 @@ def test_gpt2_spec_matches_tiktoken_and_byte_lengths(gpt2):
 
 # ------------------------------------------------------------------------------------------------
 # Hugging Face byte-level BPE tokenizers -> specs, in the layouts of the families people adapt
-
-def fuzzed(n, seed=0):
-    """Strings a tokenizer can get wrong: scripts, digits, spaces before digits, newlines, combining marks
-    (NFC composes them), emoji, punctuation runs."""
-    rng = random.Random(seed)
-    pool = (list('abcXYZ019 ') + [' 12', '  7', '\n', '\r\n', '\t', 'é', 'e\u0301', 'ü', 'ß', 'ﬁ', 'α', 'Ω', 'д', '中文',
-            'العربية', '١٢٣', '²', '😀', '👩\u200d🔬', '...', '--', "'s", "'LL", '?!', '(%)', '\u00a0', '\u2009'])
-    return [''.join(rng.choice(pool) for _ in range(rng.randint(1, 40))) for _ in range(n)]
-
 
 @pytest.mark.parametrize('style', list(STYLES))
 def test_hf_tokenizers_convert_to_specs_with_the_same_ids(style, tmp_path):

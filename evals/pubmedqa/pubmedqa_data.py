@@ -50,9 +50,16 @@ def official_test_split(folder):
     return rows
 
 
-def load_pubmedqa(pubmedqa_dir=None, **_):
+def spread_subset(rows, n):
+    """n of the rows spread evenly over them (0 = all). The official test file is sorted by label (276 'yes', then
+    'no', then 'maybe'): its first n would all be 'yes', so a subset takes every (len/n)-th one, keeping the mix."""
+    return [rows[i * len(rows) // n] for i in range(n)] if 0 < n < len(rows) else rows
+
+
+def load_pubmedqa(pubmedqa_dir=None, questions=0, **_):
+    """The test split as lm-eval's dataset; `questions` > 0: that many, spread over it (spread_subset)."""
     import datasets
-    rows = official_test_split(find_pubmedqa(pubmedqa_dir))
+    rows = spread_subset(official_test_split(find_pubmedqa(pubmedqa_dir)), int(questions))
     keep = ('pmid', 'QUESTION', 'CONTEXTS', 'final_decision')
     return datasets.DatasetDict({'test': datasets.Dataset.from_list([{k: r[k] for k in keep} for r in rows])})
 
