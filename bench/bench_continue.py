@@ -49,8 +49,7 @@ DEFAULTS = {
     'learning_rate': 0.0,    # quality: the recipe's peak lr (0 = config/finetune_pubmed.py's)
     'quality_dtype': 'bfloat16',  # quality: train.py's --dtype
     'pubmedqa_limit': 100,   # quality: PubMedQA test questions before and after (0 = all 500)
-    'role': '',              # internal: 'trainer' runs the Trainer side in this process and prints its figures
-    'folder': '', 'data': '', 'block_size': 0, 'batch_size': 0, 'dtype': '',  # internal: the Trainer side's job
+    'trainer_job': '',       # internal: the Trainer side's job (JSON), run in this process; prints its figures
 }
 SEED = 1337  # train.py's default: the Trainer side reads the same stream of windows
 
@@ -101,15 +100,15 @@ def ours_speed(o, folder, data, block, batch, dtype):
 
 
 def trainer_speed(o, folder, data, block, batch, dtype):
-    """The Trainer side (this script with --role=trainer, in its own process): tokens/s after warmup, peak memory."""
-    done = run(__file__, '--role=trainer', f'--folder={folder}', f'--data={data}', f'--block_size={block}',
-               f'--batch_size={batch}', f'--dtype={dtype}', f"--steps={o['steps']}", f"--warmup={o['warmup']}",
-               threads=o['threads'])
+    """The Trainer side (this script with --trainer_job, in its own process): tokens/s after warmup, peak memory."""
+    job = dict(folder=str(folder), data=str(data), block_size=block, batch_size=batch, dtype=dtype, steps=o['steps'],
+               warmup=o['warmup'])
+    done = run(__file__, f'--trainer_job={json.dumps(job)}', threads=o['threads'])
     result = json.loads(done.stdout.strip().splitlines()[-1])
     return result['tokens_per_s'], result['peak_memory_gb']
 
 
-def trainer_side(o):
+def trainer_side(job):
     """transformers' Trainer on the windows train.py reads first (TrainLoader, the same seed), in that order: AdamW
     (fused) with the recipe's betas, decay, clipping, warmup and cosine schedule; bf16 autocast when asked, as
     train.py's --dtype=bfloat16. Prints {tokens_per_s, peak_memory_gb} as the last line."""
@@ -122,6 +121,7 @@ def trainer_side(o):
     from dataloader import TrainLoader, load_meta
     recipe = {}
     exec(open(REPO / 'config' / 'finetune_pubmed.py').read(), recipe)
+    o = json.loads(job)
     block, batch, total = o['block_size'], o['batch_size'], o['warmup'] + o['steps']
     tokens = np.memmap(Path(o['data']) / 'train.bin', dtype=load_meta(o['data'])['dtype'], mode='r')
     loader, rows = TrainLoader(tokens, block, batch, 1, SEED), []
@@ -199,8 +199,8 @@ def quality(o, folder, data):
 
 def main():
     o = configure(DEFAULTS)
-    if o['role'] == 'trainer':
-        return trainer_side(o)
+    if o['trainer_job']:
+        return trainer_side(o['trainer_job'])
     folder = smollm2_folder(o['shared'])
     if folder is None:
         fail(f"{o['shared']}/models/smollm2-135m-instruct holds no SmolLM2 GGUF: put ../shared beside the checkout "
