@@ -1,7 +1,8 @@
 """
-Small Hugging Face folders built here, standing in for downloads (no hub on this machine): byte-level BPE
-tokenizers in the layouts of the families people adapt, trained with the tokenizers library, and a
-random-initialised Llama beside one. Used by the tests and bench/bench_continue.py.
+Hugging Face folders built here, standing in for downloads (no hub on this machine): byte-level BPE tokenizers in
+the layouts of the families people adapt, trained with the tokenizers library; a random-initialised Llama beside
+one; and the real SmolLM2-135M-Instruct, from the GGUF file in ../shared (smollm2_folder). Used by the tests and
+bench/bench_continue.py.
 """
 
 LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
