@@ -108,6 +108,13 @@ def trainer_speed(o, folder, data, block, batch, dtype):
     return result['tokens_per_s'], result['peak_memory_gb']
 
 
+def read_recipe():
+    """config/finetune_pubmed.py's settings (a config file is Python assignments)."""
+    recipe = {}
+    exec((REPO / 'config' / 'finetune_pubmed.py').read_text(), recipe)
+    return recipe
+
+
 def trainer_side(job):
     """transformers' Trainer on the windows train.py reads first (TrainLoader, the same seed), in that order: AdamW
     (fused) with the recipe's betas, decay, clipping, warmup and cosine schedule; bf16 autocast when asked, as
@@ -119,9 +126,7 @@ def trainer_side(job):
     from torch.utils.data import SequentialSampler
 
     from dataloader import TrainLoader, load_meta
-    recipe = {}
-    exec(open(REPO / 'config' / 'finetune_pubmed.py').read(), recipe)
-    o = json.loads(job)
+    recipe, o = read_recipe(), json.loads(job)
     block, batch, total = o['block_size'], o['batch_size'], o['warmup'] + o['steps']
     tokens = np.memmap(Path(o['data']) / 'train.bin', dtype=load_meta(o['data'])['dtype'], mode='r')
     loader, rows = TrainLoader(tokens, block, batch, 1, SEED), []
@@ -179,7 +184,7 @@ def quality(o, folder, data):
             threads=o['threads'])
     before = json.loads(before.read_text())
     out = work / 'quality'
-    lr = o['learning_rate'] or None
+    lr = o['learning_rate'] or None  # None: the recipe's
     run(*recipe_args(folder, data, out, 512, 4, o['quality_dtype']), '--gradient_accumulation_steps=2',
         f"--max_iters={o['budget_iters']}", '--warmup_iters=10', '--eval_interval=0', '--eval_iters=18',
         '--log_interval=5', '--save_best=False', '--eval_pubmedqa=True', f'--pubmedqa_limit={limit}',
@@ -189,7 +194,7 @@ def quality(o, folder, data):
     evals = [r for r in records if r['kind'] == 'eval']
     after = next(r for r in records if r['kind'] == 'pubmedqa')
     budget = (f"{o['budget_iters']} steps of 8 x 512 tokens ({evals[-1]['tokens']:,} tokens, {evals[-1]['train_seconds']:.0f} s "
-              f"of training), config/finetune_pubmed.py, lr {lr or 'of the recipe'}, {o['quality_dtype']}")
+              f"of training), config/finetune_pubmed.py, lr {lr or read_recipe()['learning_rate']}, {o['quality_dtype']}")
     figure('continue_val_bpb_after', round(evals[-1]['val_bpb'], 4), 'bits/byte', baseline=round(evals[0]['val_bpb'], 4),
            ratio=round(evals[-1]['val_bpb'] / evals[0]['val_bpb'], 4), budget=budget)
     for key in ('accuracy', 'macro_f1'):
