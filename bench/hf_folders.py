@@ -67,13 +67,18 @@ def smollm2_folder(shared, cache=None):
     if not gguf.exists():
         return None
     import os
+    import tempfile
     root = Path(cache or os.environ.get('PUBMED_GPT_CACHE') or Path.home() / '.cache' / 'pubmed-gpt')
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError:  # a read-only home (some CI runners): the temp folder, converted once per machine boot
+        root = Path(tempfile.gettempdir()) / 'pubmed-gpt'
+        root.mkdir(parents=True, exist_ok=True)
     stat = gguf.stat()
     folder = root / f'smollm2-135m-instruct-f32-{stat.st_size}-{int(stat.st_mtime)}'
     if (folder / 'model.safetensors').exists():
         return folder
     from filelock import FileLock
-    root.mkdir(parents=True, exist_ok=True)
     with FileLock(str(folder) + '.lock'):
         if not (folder / 'model.safetensors').exists():
             _convert_gguf(gguf, folder)
