@@ -108,11 +108,10 @@ def trainer_speed(o, folder, data, block, batch, dtype):
     return result['tokens_per_s'], result['peak_memory_gb']
 
 
-def read_recipe():
-    """config/finetune_pubmed.py's settings (a config file is Python assignments)."""
-    recipe = {}
-    exec((REPO / 'config' / 'finetune_pubmed.py').read_text(), recipe)
-    return recipe
+def read_recipe(folder):
+    """config/finetune_pubmed.py's options for the model in folder, as train.py reads them."""
+    import train
+    return train.options(['config/finetune_pubmed.py', f'--init_from={folder}'])
 
 
 def trainer_side(job):
@@ -126,7 +125,8 @@ def trainer_side(job):
     from torch.utils.data import SequentialSampler
 
     from dataloader import TrainLoader, load_meta
-    recipe, o = read_recipe(), json.loads(job)
+    o = json.loads(job)
+    recipe = read_recipe(o['folder'])
     block, batch, total = o['block_size'], o['batch_size'], o['warmup'] + o['steps']
     tokens = np.memmap(Path(o['data']) / 'train.bin', dtype=load_meta(o['data'])['dtype'], mode='r')
     loader, rows = TrainLoader(tokens, block, batch, 1, SEED), []
@@ -150,9 +150,9 @@ def trainer_side(job):
     with tempfile.TemporaryDirectory() as out:
         args = transformers.TrainingArguments(
             output_dir=out, per_device_train_batch_size=batch, gradient_accumulation_steps=1, max_steps=total,
-            learning_rate=recipe['learning_rate'], lr_scheduler_type='cosine', warmup_steps=2,
-            weight_decay=recipe['weight_decay'], adam_beta1=recipe['beta1'], adam_beta2=recipe['beta2'],
-            max_grad_norm=recipe['grad_clip'], optim='adamw_torch_fused', bf16=o['dtype'] == 'bfloat16', use_cpu=True,
+            learning_rate=recipe.learning_rate, lr_scheduler_type='cosine', warmup_steps=2,
+            weight_decay=recipe.weight_decay, adam_beta1=recipe.beta1, adam_beta2=recipe.beta2,
+            max_grad_norm=recipe.grad_clip, optim='adamw_torch_fused', bf16=o['dtype'] == 'bfloat16', use_cpu=True,
             seed=SEED, report_to=[], save_strategy='no', logging_strategy='no', dataloader_num_workers=0)
         InOrder(model=model, args=args, train_dataset=rows, callbacks=[Stamp()]).train()
     seconds = stamps[-1] - stamps[o['warmup'] - 1]
@@ -194,7 +194,7 @@ def quality(o, folder, data):
     evals = [r for r in records if r['kind'] == 'eval']
     after = next(r for r in records if r['kind'] == 'pubmedqa')
     budget = (f"{o['budget_iters']} steps of 8 x 512 tokens ({evals[-1]['tokens']:,} tokens, {evals[-1]['train_seconds']:.0f} s "
-              f"of training), config/finetune_pubmed.py, lr {lr or read_recipe()['learning_rate']}, {o['quality_dtype']}")
+              f"of training), config/finetune_pubmed.py, lr {lr or read_recipe(folder).learning_rate}, {o['quality_dtype']}")
     figure('continue_val_bpb_after', round(evals[-1]['val_bpb'], 4), 'bits/byte', baseline=round(evals[0]['val_bpb'], 4),
            ratio=round(evals[-1]['val_bpb'] / evals[0]['val_bpb'], 4), budget=budget)
     for key in ('accuracy', 'macro_f1'):

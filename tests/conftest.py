@@ -15,6 +15,15 @@ FIXTURES = REPO / 'tests' / 'fixtures'
 PREPARE = str(REPO / 'data' / 'pubmed' / 'prepare.py')
 
 
+def run_ok(*args, timeout=600):
+    """A script of the repo (train.py, export_hf.py, sample.py...) in its own process on one thread, as a user runs
+    it; asserts it exits 0 (its stderr's end otherwise)."""
+    r = subprocess.run([sys.executable, *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=timeout,
+                       env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    assert r.returncode == 0, r.stderr[-4000:]
+    return r
+
+
 def run_prepare(*args, timeout=300):
     """data/pubmed/prepare.py in its own process, as a user runs it."""
     return subprocess.run([sys.executable, PREPARE, *args], capture_output=True, text=True, timeout=timeout)

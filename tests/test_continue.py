@@ -3,27 +3,18 @@
 config/finetune_pubmed.py -> export_hf.py -> transformers reproduces the val loss."""
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import PUBMED_CORPUS, REPO, abstracts, need, run_prepare
+from conftest import PUBMED_CORPUS, abstracts, need, run_ok, run_prepare
 from dataloader import eval_starts, load_meta, read_windows
 from hf_folders import llama_folder
 
 pytestmark = pytest.mark.slow  # end to end: real processes, whole chains
 
 transformers = pytest.importorskip('transformers')
-
-
-def run(*args):
-    r = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=600,
-                       env={**os.environ, 'OMP_NUM_THREADS': '1'})
-    assert r.returncode == 0, r.stderr[-4000:]
-    return r
 
 
 def test_a_llama_folder_continues_pretraining_on_pubmed_and_exports_back(tmp_path):
@@ -47,18 +38,18 @@ def test_a_llama_folder_continues_pretraining_on_pubmed_and_exports_back(tmp_pat
     assert (tmp_path / 'again' / 'train.bin').read_bytes() == (data / 'train.bin').read_bytes()
 
     out = tmp_path / 'out'
-    run('train.py', 'config/finetune_pubmed.py', f'--init_from={folder}', f'--data_dir={data}', f'--out_dir={out}',
-        '--block_size=64', '--batch_size=8', '--gradient_accumulation_steps=1', '--max_iters=60', '--eval_interval=30',
-        '--eval_iters=4', '--learning_rate=3e-3', '--min_lr=3e-4', '--warmup_iters=5', '--compile=False', '--device=cpu')
+    run_ok('train.py', 'config/finetune_pubmed.py', f'--init_from={folder}', f'--data_dir={data}', f'--out_dir={out}',
+           '--block_size=64', '--batch_size=8', '--gradient_accumulation_steps=1', '--max_iters=60', '--eval_interval=30',
+           '--eval_iters=4', '--learning_rate=3e-3', '--min_lr=3e-4', '--warmup_iters=5', '--compile=False', '--device=cpu')
     evals = [r for r in map(json.loads, (out / 'metrics.jsonl').open()) if r['kind'] == 'eval']
     assert [r['iter'] for r in evals] == [0, 30, 60] and evals[-1]['val_bpb'] < evals[0]['val_bpb'] - 0.3
     assert run_prepare(f'--input={corpus}', f'--out_dir={tmp_path / "from-ckpt"}', f'--tokenizer={out / "ckpt.pt"}',
                        '--val_fraction=0.05').returncode == 0
     assert (tmp_path / 'from-ckpt' / 'val.bin').read_bytes() == (data / 'val.bin').read_bytes()
 
-    sample = run('sample.py', f'--ckpt={out / "ckpt.pt"}', '--prompt=Metformin', '--max_new_tokens=8', '--seed=1')
+    sample = run_ok('sample.py', f'--ckpt={out / "ckpt.pt"}', '--prompt=Metformin', '--max_new_tokens=8', '--seed=1')
     assert sample.stdout.startswith('Metformin')  # the model's own tokenizer, its <|end_of_text|> ends a sample
-    run('export_hf.py', f'--ckpt={out / "ckpt.pt"}', f'--out={tmp_path / "hf"}')
+    run_ok('export_hf.py', f'--ckpt={out / "ckpt.pt"}', f'--out={tmp_path / "hf"}')
     hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / 'hf').eval()
     assert type(hf).__name__ == 'LlamaForCausalLM' and hf.config.num_key_value_heads == 2
     x, y = read_windows(np.fromfile(data / 'val.bin', dtype=meta['dtype']),
@@ -87,7 +78,7 @@ def test_short_training_windows_keep_the_context_of_the_model_continued(tmp_path
     assert ckpt['model_args']['block_size'] == 128 and ckpt['config']['block_size'] == 32
     assert [r['iter'] for r in map(json.loads, (out / 'metrics.jsonl').open()) if r['kind'] == 'train'] == [1, 2, 3]
 
-    exported = run('export_hf.py', f'--ckpt={out / "ckpt.pt"}', f'--out={tmp_path / "hf"}')
+    exported = run_ok('export_hf.py', f'--ckpt={out / "ckpt.pt"}', f'--out={tmp_path / "hf"}')
     assert 'note: trained on windows of 32 tokens of a context of 128 (max_position_embeddings)' in exported.stdout
     assert json.loads((tmp_path / 'hf' / 'config.json').read_text())['max_position_embeddings'] == 128
     card = (tmp_path / 'hf' / 'README.md').read_text()  # the model card says so too
@@ -99,8 +90,8 @@ def test_short_training_windows_keep_the_context_of_the_model_continued(tmp_path
         theirs = hf(ids).logits
     torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=0)
 
-    sample = run('sample.py', f'--ckpt={out / "ckpt.pt"}', '--prompt=Metformin lowers blood glucose', '--max_new_tokens=80',
-                 '--temperature=0', '--stop_at_eot=False')
+    sample = run_ok('sample.py', f'--ckpt={out / "ckpt.pt"}', '--prompt=Metformin lowers blood glucose', '--max_new_tokens=80',
+                    '--temperature=0', '--stop_at_eot=False')
     assert 'past the context' not in sample.stderr  # 80 tokens and the prompt fit in 128: no window slides
     assert len(encoding_from_spec(spec).encode_ordinary(sample.stdout.rstrip('\n'))) > 80
     from lm_eval.models.huggingface import HFLM

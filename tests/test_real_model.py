@@ -3,25 +3,16 @@
 exported and sampled. Skipped without ../shared."""
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import PUBMED_CORPUS, REPO, abstracts, fuzzed, need, run_prepare
+from conftest import PUBMED_CORPUS, abstracts, fuzzed, need, run_ok, run_prepare
 from dataloader import eval_starts, load_meta, read_windows
 
 pytestmark = pytest.mark.slow  # a 135M model: seconds per step on CPU
 transformers = pytest.importorskip('transformers')
-
-
-def run(*args):
-    r = subprocess.run([sys.executable, *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=900,
-                       env={**os.environ, 'OMP_NUM_THREADS': '1'})
-    assert r.returncode == 0, r.stderr[-4000:]
-    return r
 
 
 def test_the_import_and_the_tokenizer_give_transformers_ids_and_logits_on_real_abstracts(smollm2, one_thread):
@@ -58,15 +49,15 @@ def test_the_real_model_continues_on_pubmed_exports_and_writes_likely_text(smoll
     assert r.returncode == 0, r.stderr
 
     out = tmp_path / 'out'
-    run('train.py', 'config/finetune_pubmed.py', f'--init_from={smollm2}', f'--data_dir={data}', f'--out_dir={out}',
-        '--block_size=64', '--batch_size=4', '--gradient_accumulation_steps=1', '--max_iters=6', '--eval_interval=0',
-        '--eval_iters=4', '--learning_rate=1e-4', '--min_lr=1e-5', '--warmup_iters=1', '--save_best=False',
-        '--compile=False', '--device=cpu')
+    run_ok('train.py', 'config/finetune_pubmed.py', f'--init_from={smollm2}', f'--data_dir={data}', f'--out_dir={out}',
+           '--block_size=64', '--batch_size=4', '--gradient_accumulation_steps=1', '--max_iters=6', '--eval_interval=0',
+           '--eval_iters=4', '--learning_rate=1e-4', '--min_lr=1e-5', '--warmup_iters=1', '--save_best=False',
+           '--compile=False', '--device=cpu', timeout=900)
     evals = [r for r in map(json.loads, (out / 'metrics.jsonl').open()) if r['kind'] == 'eval']
     assert [r['iter'] for r in evals] == [0, 6] and evals[-1]['val_loss'] < evals[0]['val_loss'] - 0.05  # 3.71 -> 3.52 here
     assert evals[0]['val_bpb'] < 1.5  # it starts as the pretrained model it is
 
-    run('export_hf.py', f'--ckpt={out / "ckpt.pt"}', f'--out={tmp_path / "hf"}')
+    run_ok('export_hf.py', f'--ckpt={out / "ckpt.pt"}', f'--out={tmp_path / "hf"}', timeout=900)
     exported = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / 'hf', dtype=torch.float32).eval()
     ours = model_from_checkpoint(load_checkpoint(out / 'ckpt.pt')).eval()
     meta = load_meta(data)
@@ -76,8 +67,8 @@ def test_the_real_model_continues_on_pubmed_exports_and_writes_likely_text(smoll
         assert (exported(torch.from_numpy(x)).logits - ours(torch.from_numpy(x), all_logits=True)[0]).abs().max() < 2e-4
 
     prompt = 'Metformin is a first-line treatment for'
-    text = run('sample.py', f'--ckpt={out / "ckpt.pt"}', f'--prompt={prompt}', '--max_new_tokens=32', '--temperature=0.7',
-               '--top_k=50', '--seed=1').stdout.strip()
+    text = run_ok('sample.py', f'--ckpt={out / "ckpt.pt"}', f'--prompt={prompt}', '--max_new_tokens=32', '--temperature=0.7',
+                  '--top_k=50', '--seed=1', timeout=900).stdout.strip()
     assert text.startswith(prompt) and len(text) > len(prompt) + 40
     tok = transformers.AutoTokenizer.from_pretrained(tmp_path / 'hf')
     start, ids = len(tok(prompt)['input_ids']), torch.tensor([tok(text)['input_ids']])
