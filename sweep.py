@@ -196,7 +196,7 @@ def collect(sweep_dir):
         path = os.path.join(sweep_dir, name, 'metrics.jsonl')
         records = [json.loads(line) for line in open(path)] if os.path.exists(path) else []
         evals = [r for r in records if r['kind'] == 'eval']
-        last = records[-1] if records else {}
+        last = next((r for r in reversed(records) if r['kind'] in ('train', 'eval')), {})  # a PubMedQA record has no time
         pubmedqa = next((r for r in reversed(records) if r['kind'] == 'pubmedqa'), {})
         done = os.path.exists(os.path.join(sweep_dir, name, DONE))
         rows.append({**{k: point.get(k, '') for k in keys},

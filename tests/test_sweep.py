@@ -91,3 +91,18 @@ def test_a_slurm_array_of_the_grid_runs_one_point_per_task_and_resumes(tiny_data
     assert first == (f'-m torch.distributed.run --standalone --nproc_per_node=2 train.py --data_dir={tiny_data} '
                      f"{' '.join(TINY)} --n_embd=32 --learning_rate=0.003 --n_layer=1 --out_dir={point}")
     assert second == first + ' --init_from=resume'
+
+
+def test_collect_takes_a_runs_time_and_tokens_from_its_training_records_beside_pubmedqa(tmp_path, capsys):
+    """A run that ends with --eval_pubmedqa: its last record is PubMedQA's (no time); the row still has the run's time."""
+    import json
+
+    import sweep as sweep_py
+    (tmp_path / 'lr=1').mkdir()
+    (tmp_path / 'sweep.json').write_text(json.dumps({'train_args': [], 'points': [{'lr': '1'}]}))
+    lines = [{'kind': 'eval', 'iter': 4, 'tokens': 512, 'train_seconds': 9.5, 'val_loss': 2.0, 'val_bpb': 0.5},
+             {'kind': 'pubmedqa', 'iter': 4, 'tokens': 512, 'accuracy': 0.5, 'macro_f1': 0.25}]
+    (tmp_path / 'lr=1' / 'metrics.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in lines))
+    sweep_py.collect(str(tmp_path))
+    [row] = csv.DictReader(open(tmp_path / 'results.csv'))
+    assert (row['tokens'], row['train_seconds'], row['pubmedqa_accuracy'], row['status']) == ('512', '9.5', '0.5', 'partial')
