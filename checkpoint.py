@@ -32,6 +32,7 @@ train.py uses two verbs whichever the format: save_state(paths, ...) and load_st
 with read_fields(path) for everything but the weights (to rebuild the model and its run before loading).
 """
 import dataclasses
+import errno
 import os
 import pickle
 import shutil
@@ -40,7 +41,7 @@ import warnings
 import torch
 import torch.distributed as dist
 
-from common import atomic_write, is_rank0
+from common import DiskFullError, atomic_write, disk_full_message, is_rank0
 from model import GPT, GPTConfig
 from tokenizer import fingerprint
 
@@ -73,9 +74,18 @@ def make_fields(model, tokenizer, token_bytes, **training):
 
 
 def save_checkpoint(ckpt, path):
-    """Write atomically: a crash mid-save leaves the previous file intact."""
-    with atomic_write(path) as f:
+    """Write atomically: a crash mid-save leaves the previous file intact (DiskFullError on a full disk)."""
+    with atomic_write(path, needed=tensor_bytes(ckpt)) as f:
         torch.save(ckpt, f)
+
+
+def tensor_bytes(value):
+    """The bytes of the tensors in a nested dict/list: about what torch.save writes of it."""
+    if isinstance(value, torch.Tensor):
+        return value.nbytes
+    if isinstance(value, dict):
+        return sum(tensor_bytes(v) for v in value.values())
+    return sum(tensor_bytes(v) for v in value) if isinstance(value, (list, tuple)) else 0
 
 
 # training state: the two verbs train.py uses, for either format (NAME.pt, or the sharded folder NAME.dcp)
@@ -182,9 +192,15 @@ def save_sharded(path, model, optimizers, fields):
         shutil.rmtree(tmp)
     if dist.is_initialized():
         dist.barrier()
-    with warnings.catch_warnings():
-        warnings.filterwarnings('ignore', 'torch.distributed is disabled')
-        dcp.save({'model': model_state, 'optimizer': optimizer_state}, checkpoint_id=tmp)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings('ignore', 'torch.distributed is disabled')
+            dcp.save({'model': model_state, 'optimizer': optimizer_state}, checkpoint_id=tmp)
+    except BaseException as e:  # dcp gathers every rank's exceptions into a BaseException
+        full = disk_full_message(next(iter(getattr(e, 'failures', {}).values()), (e,))[0], os.path.join(tmp, '.metadata'))
+        if full:
+            raise DiskFullError(errno.ENOSPC, full) from e
+        raise
     if rank0:
         save_checkpoint(fields, os.path.join(tmp, TRAIN_STATE))
         if os.path.exists(path):

@@ -5,8 +5,10 @@ data, and choosing the device, its precision and its peak FLOP/s.
 torch is imported inside the device functions only: data/pubmed/prepare.py writes files through
 this module and has no use for torch's few seconds of start-up.
 """
+import errno
 import os
 import pickle
+import re
 import shutil
 import time
 from contextlib import contextmanager, nullcontext
@@ -20,10 +22,13 @@ DTYPES = ('auto', 'float32', 'bfloat16', 'float16')
 
 
 @contextmanager
-def atomic_write(path, mode='wb'):
+def atomic_write(path, mode='wb', needed=None):
     """Write through a temp file beside `path`, fsync it, then rename it over `path`: after a crash
     (even kill -9 or a power cut once the rename is done) `path` holds the old content or the new,
-    whole. An exception inside the block removes the temp file and leaves `path` as it was."""
+    whole. An exception inside the block removes the temp file and leaves `path` as it was; one that a
+    full disk caused is a DiskFullError saying so (`needed`: the bytes the file takes, if known). The temp
+    files a killed writer of `path` left are removed first."""
+    remove_stale_temporaries(os.path.dirname(os.path.abspath(path)), os.path.basename(path))
     tmp = f'{path}.{os.getpid()}.tmp'
     try:
         with open(tmp, mode) as f:
@@ -31,10 +36,75 @@ def atomic_write(path, mode='wb'):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
+        full = disk_full_message(e, path, needed)  # before the temp file goes: the disk as the failure left it
         if os.path.exists(tmp):
             os.remove(tmp)
+        if full:
+            raise DiskFullError(errno.ENOSPC, full) from e
         raise
+
+
+def remove_stale_temporaries(folder, of=None):
+    """Remove the NAME.<pid>.tmp files or folders (and replace_folder's NAME.<pid>.old) that a process no longer
+    running left in `folder` (a kill mid-write), of the file named `of` or of every file: for a large checkpoint,
+    gigabytes each. A running writer's are left alone."""
+    pattern = re.compile((re.escape(of) if of else '.+') + r'\.(\d+)\.(tmp|old)')
+    for entry in os.listdir(folder) if os.path.isdir(folder) else []:
+        found = pattern.fullmatch(entry)
+        if found and not process_running(int(found.group(1))):
+            stale = os.path.join(folder, entry)
+            shutil.rmtree(stale, ignore_errors=True) if os.path.isdir(stale) else os.remove(stale)
+
+
+def process_running(pid):
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+class DiskFullError(OSError):
+    """A write failed because its filesystem is full; str() is the one line to show."""
+
+    def __str__(self):
+        return self.strerror
+
+
+FULL_BELOW = 1 << 20  # bytes: a filesystem with less free after a write failed is what failed it
+
+
+def disk_full_message(error, path, needed=None):
+    """One line for a write of `path` that `error` stopped, if a full disk (or quota) did; else None. Writers
+    report it in their own words (torch.save: "unexpected pos", safetensors: an IoError string), so a failed write
+    on a filesystem left with under a megabyte free counts too."""
+    if isinstance(error, DiskFullError):
+        return str(error)
+    if not isinstance(error, Exception):
+        return None
+    causes, e = [], error
+    while e is not None and len(causes) < 10:
+        causes.append(e)
+        e = e.__cause__ or e.__context__
+    by_errno = any(isinstance(c, OSError) and c.errno in (errno.ENOSPC, errno.EDQUOT) for c in causes)
+    folder = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(folder):
+        folder = os.path.dirname(folder)
+    free = shutil.disk_usage(folder).free
+    if not by_errno and free >= FULL_BELOW:
+        return None
+    need = f', needs {megabytes(needed)}' if needed else ''
+    return (f'{path}: the disk is full ({megabytes(free)} free on the filesystem of {folder}{need}): nothing was replaced, '
+            'the files there before are whole; free some space or write elsewhere, then run the same command again')
+
+
+def megabytes(n):
+    return f'{n / 2 ** 20:,.1f} MB'
 
 
 def writable_folder(path, create=True):

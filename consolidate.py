@@ -11,6 +11,7 @@ and optimizer state (16 bytes a parameter with AdamW).
 import os
 
 from checkpoint import CheckpointError, load_checkpoint, save_checkpoint, sharded_folder
+from common import DiskFullError
 from configurator import config_from_globals, configure, fail
 
 ckpt = 'out/ckpt.dcp'      # the sharded checkpoint folder
@@ -31,7 +32,10 @@ def main():
         checkpoint = load_checkpoint(c['ckpt'])
     except CheckpointError as e:
         fail(str(e))
-    save_checkpoint(checkpoint, c['out'])
+    try:
+        save_checkpoint(checkpoint, c['out'])
+    except DiskFullError as e:
+        fail(str(e))
     n = sum(t.numel() for t in checkpoint['model'].values())
     print(f"wrote {c['out']}: {n / 1e6:.2f}M weights"
           + (f", optimizer state and the run at iter {checkpoint['iter_num']}" if 'iter_num' in checkpoint else ''))

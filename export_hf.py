@@ -10,11 +10,11 @@ import json
 import os
 import shutil
 
-from checkpoint import CheckpointError, load_checkpoint
-from common import replace_folder, replacing_would_lose, writable_folder
+from checkpoint import CheckpointError, load_checkpoint, tensor_bytes
+from common import disk_full_message, remove_stale_temporaries, replace_folder, replacing_would_lose, writable_folder
 from configurator import config_from_globals, configure, fail
 from hf import ExportError, export
-from model_card import PUBMEDQA_FIGURES, card, pubmedqa_of
+from model_card import card, check_pubmedqa_figures, pubmedqa_of
 
 ckpt = 'out/ckpt.pt'       # the checkpoint to export (a file, or a sharded folder NAME.dcp)
 out = 'hf'                 # the folder to write (config.json, weights, tokenizer, README.md model card)
@@ -40,27 +40,31 @@ def check_out(path, replace, ckpt):
 
 
 def read_pubmedqa_json(path):
-    """The figures of an pubmedqa.py --out_json file, or exit 2 naming it."""
+    """The figures of a pubmedqa.py --out_json file, or exit 2 naming it."""
     try:
         with open(path, encoding='utf-8') as f:
-            figures = json.load(f)
-        assert all(isinstance(figures.get(k), (int, float)) for k in PUBMEDQA_FIGURES), f"no {', '.join(PUBMEDQA_FIGURES)}"
-    except (OSError, ValueError, AssertionError, AttributeError) as e:
+            return check_pubmedqa_figures(json.load(f))
+    except (OSError, ValueError) as e:
         fail(f'--pubmedqa_json={path}: not a file pubmedqa.py --out_json wrote ({type(e).__name__}: {e})', 2)
-    return figures
 
 
 def main():
     c = configure(config_from_globals(globals()))
     check_out(c['out'], c['overwrite'], c['ckpt'])
     pubmedqa = read_pubmedqa_json(c['pubmedqa_json']) if c['pubmedqa_json'] else None
-    staging = f"{os.path.realpath(c['out'])}.{os.getpid()}.tmp"  # the folder appears whole, with nothing stale in it
+    target_folder = os.path.realpath(c['out'])
+    remove_stale_temporaries(os.path.dirname(target_folder), os.path.basename(target_folder))  # a killed export's
+    staging = f'{target_folder}.{os.getpid()}.tmp'  # the folder appears whole, with nothing stale in it
+    checkpoint = {}
     try:
         checkpoint = load_checkpoint(c['ckpt'])
-        target = export(checkpoint, staging)
         # PubMedQA: the file given, else what train.py --eval_pubmedqa recorded at this iteration beside the checkpoint
-        pubmedqa = pubmedqa or pubmedqa_of(os.path.join(os.path.dirname(os.path.abspath(c['ckpt'])), 'metrics.jsonl'),
-                                           checkpoint.get('iter_num'))
+        metrics = os.path.join(os.path.dirname(os.path.abspath(c['ckpt'])), 'metrics.jsonl')
+        try:
+            pubmedqa = pubmedqa or pubmedqa_of(metrics, checkpoint.get('iter_num'))
+        except ValueError as e:
+            fail(f'{e}: give the figures with --pubmedqa_json=FILE (pubmedqa.py --out_json), or mend that line')
+        target = export(checkpoint, staging)
         with open(os.path.join(staging, 'README.md'), 'w', encoding='utf-8') as f:
             f.write(card(checkpoint, os.path.basename(os.path.realpath(c['out'])), target, pubmedqa))
         umask = os.umask(0)
@@ -70,6 +74,11 @@ def main():
         replace_folder(staging, c['out'])
     except (CheckpointError, ExportError) as e:
         fail(f'cannot export {c["ckpt"]}: {e}')
+    except Exception as e:  # safetensors and the tokenizer's writer each say "disk full" in their own words
+        full = disk_full_message(e, os.path.join(staging, 'model.safetensors'), tensor_bytes(checkpoint.get('model')))
+        if not full:
+            raise
+        fail(full.replace(staging, c['out']))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     print(f'wrote {target} model, tokenizer and model card (README.md) to {os.path.realpath(c["out"])}')

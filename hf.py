@@ -166,8 +166,10 @@ def load_hf_model(name_or_dir):
             verbosity = hf_logging.get_verbosity()
             hf_logging.set_verbosity_error()  # its loading report: said below in one line
             try:
+                # mismatched sizes are reported (below, by name and shape) rather than raised as "see the report above"
                 model, info = AutoModelForCausalLM.from_pretrained(name_or_dir, config=config, local_files_only=local_only,
-                                                                   dtype=torch.float32, output_loading_info=True)
+                                                                   dtype=torch.float32, output_loading_info=True,
+                                                                   ignore_mismatched_sizes=True)
             finally:
                 hf_logging.set_verbosity(verbosity)
         except OSError as e:  # not in the cache, no network, or not a model directory
@@ -177,6 +179,8 @@ def load_hf_model(name_or_dir):
             continue
         except (RuntimeError, ValueError) as e:  # e.g. a tensor of another shape than the config's
             raise CheckpointError(f'{name_or_dir}: its weights do not load ({type(e).__name__}: {first_line(e)})')
+        info['mismatched_keys'] = [f'{name} ({shape_text(file)} in the file, {shape_text(config)} by config.json)'
+                                   for name, file, config in info.get('mismatched_keys') or []]
         problems = [f'{what} {", ".join(sorted(info[key])[:3])}' + (f' and {len(info[key]) - 3} more' if len(info[key]) > 3 else '')
                     for key, what in (('missing_keys', 'missing:'), ('unexpected_keys', 'unexpected:'),
                                       ('mismatched_keys', 'of another shape:')) if info.get(key)]
@@ -187,6 +191,10 @@ def load_hf_model(name_or_dir):
     raise CheckpointError(f'cannot load {name_or_dir!r}: not in the Hugging Face cache and not downloadable here '
                           f'({first_line(last_error)}). Fetch it once with network access (any from_pretrained '
                           f'call fills the cache, or huggingface-cli download NAME --local-dir DIR), or pass a local folder')
+
+
+def shape_text(shape):
+    return ' x '.join(map(str, shape))
 
 
 def positive_int(c, key, limit=2 ** 31):

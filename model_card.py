@@ -1,17 +1,21 @@
 """
 The model card of an export: README.md beside the weights, what the Hugging Face hub shows first.
 
-Everything in it comes from what the checkpoint records (train.py writes the run's origin, data facts,
-latest evaluation and options into it; checkpoint.RECORD_KEYS) and, for PubMedQA, from the run's
-metrics.jsonl or an pubmedqa.py --out_json file. What is not recorded (a checkpoint from before, an
-option a run did not have) is "unknown", never a guess. The YAML header uses the hub's model-card
-fields (huggingface_hub's ModelCardData), so the hub renders the evaluation table (model-index).
+Everything in it comes from what the checkpoint records (train.py writes the run's origin and data facts,
+made here by run_origin and data_facts, its latest evaluation and options; checkpoint.RECORD_KEYS) and, for
+PubMedQA, from the run's metrics.jsonl or a pubmedqa.py --out_json file. What is not recorded (a checkpoint
+from before, an option a run did not have) is "unknown", never a guess. A card is published: it names models
+by hub id or folder name and data by folder name, never by a local path. The YAML header uses the hub's
+model-card fields (huggingface_hub's ModelCardData), so the hub renders the evaluation table (model-index).
 """
 import json
 import os
+import re
 
-from model import GPTConfig
-from tokenizer import fingerprint, vocab_size_of
+import torch
+
+from model import GPT, GPTConfig
+from tokenizer import fingerprint
 
 UNKNOWN = 'unknown'
 PUBMEDQA_FIGURES = ('questions', 'accuracy', 'macro_f1', 'majority_accuracy', 'majority_macro_f1')
@@ -19,19 +23,84 @@ LANGUAGES = {'eng': 'en', 'fre': 'fr', 'ger': 'de', 'spa': 'es', 'ita': 'it', 'j
              'por': 'pt', 'dut': 'nl', 'pol': 'pl', 'kor': 'ko'}  # PubMed's Language codes (ISO 639-2) -> the hub's
 
 
+GPT2_HUB_IDS = {name: f'openai-community/{name}' for name in ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl')}
+HUB_ID = re.compile(r'[A-Za-z0-9][\w.-]*/[\w.-]+')  # ORG/NAME, as the hub spells a model
+
+
+# ------------------------------------------------------------------------------------------------
+# the run record: what train.py stores in its checkpoints for the card
+
+def run_origin(init_from, resumed_origin=None):
+    """What the weights started from: {'from': 'scratch'}, or an open model's {'from': its local path, 'name', 'hub_id'}
+    (the card shows the hub id, else the name; the path stays in the checkpoint). A resumed run carries its
+    checkpoint's (None where an older checkpoint did not record it)."""
+    if init_from == 'resume':
+        return resumed_origin
+    if init_from == 'scratch':
+        return {'from': 'scratch'}
+    if init_from in GPT2_HUB_IDS:
+        return {'from': init_from, 'name': init_from, 'hub_id': GPT2_HUB_IDS[init_from]}
+    path = os.path.abspath(init_from)
+    return {'from': path, 'name': os.path.basename(path), 'hub_id': hub_id_of(path)}
+
+
+def hub_id_of(folder):
+    """The hub id of a model folder, or None: a folder of the Hugging Face cache (.../models--ORG--NAME/snapshots/HASH)
+    says it, else an `_name_or_path` of ORG/NAME in its config.json (older transformers saved the name it loaded)."""
+    cached = [p for p in folder.split(os.sep) if p.startswith('models--') and p.count('--') >= 2]
+    if cached:
+        return '/'.join(cached[-1].split('--')[1:3])
+    try:
+        with open(os.path.join(folder, 'config.json'), encoding='utf-8') as f:
+            name = json.load(f).get('_name_or_path')
+    except (OSError, ValueError, AttributeError):
+        return None
+    return name if isinstance(name, str) and HUB_ID.fullmatch(name) and not os.path.exists(name) else None
+
+
+def data_facts(meta, data_dir):
+    """The data folder's facts (meta.pkl; None for what an older data folder did not record): what the card says of
+    the data, and the token files' hashes, by which a resume knows it trains on the same data."""
+    keys = ('records', 'excluded_pmids', 'split', 'languages', 'subset', 'train_tokens', 'val_tokens', 'train_docs',
+            'val_docs', 'token_files')
+    return {'data_dir': os.path.abspath(data_dir), 'files': len(meta.get('files') or []), **{k: meta.get(k) for k in keys}}
+
+
+# ------------------------------------------------------------------------------------------------
+# PubMedQA's figures: from pubmedqa.py --out_json, or the record train.py --eval_pubmedqa wrote
+
+def check_pubmedqa_figures(figures):
+    """ValueError unless `figures` holds PubMedQA's figures as pubmedqa.py writes them: a question count and rates."""
+    if not isinstance(figures, dict):
+        raise ValueError(f'a JSON {type(figures).__name__}, not an object')
+    missing = [k for k in PUBMEDQA_FIGURES if k not in figures]
+    if missing:
+        raise ValueError(f"no {', '.join(missing)}")
+    bad = [f'{k}={figures[k]!r}' for k in PUBMEDQA_FIGURES if isinstance(figures[k], bool)
+           or not isinstance(figures[k], (int, float)) or not (figures[k] >= 1 if k == 'questions' else 0 <= figures[k] <= 1)]
+    if bad:
+        raise ValueError(f"{', '.join(bad)}: expected a number of questions and rates between 0 and 1")
+    return figures
+
+
 def pubmedqa_of(path, iter_num):
-    """The PubMedQA figures train.py --eval_pubmedqa recorded for this iteration in metrics.jsonl, or None."""
+    """The PubMedQA figures train.py --eval_pubmedqa recorded for this iteration in metrics.jsonl, or None. A line
+    that does not read is skipped (a kill can cut the last one short); a PubMedQA record that is not one is a
+    ValueError naming its line."""
     if not os.path.isfile(path):
         return None
     found = None
-    with open(path) as f:
-        for line in f:
+    with open(path, encoding='utf-8', errors='replace') as f:
+        for number, line in enumerate(f, 1):
             try:
                 rec = json.loads(line)
             except ValueError:
                 continue
             if isinstance(rec, dict) and rec.get('kind') == 'pubmedqa' and rec.get('iter') == iter_num:
-                found = rec
+                try:
+                    found = check_pubmedqa_figures(rec)
+                except ValueError as e:
+                    raise ValueError(f'{path}, line {number}: not a PubMedQA record train.py wrote ({e})')
     return found
 
 
@@ -61,9 +130,8 @@ def hub_header(name, origin, data, last, pubmedqa):
 def model_and_data_rows(checkpoint, architecture, start):
     """(what, fact) of the model, the data it read and its training."""
     c, run, data = GPTConfig(**checkpoint['model_args']), checkpoint.get('config') or {}, checkpoint.get('data') or {}
-    n_vocab = vocab_size_of(checkpoint['tokenizer'])  # the export drops the rows train.py pads the vocabulary with
-    params = sum(t.numel() for t in checkpoint['model'].values()) - (c.vocab_size - n_vocab) * c.n_embd * (1 + (not c.tie_embeddings))
-    size = f'{params / 1e6:.1f}M' if params >= 1e6 else f'{params:,}'
+    with torch.device('meta'):  # the shapes alone: counted as train.py counts them when it starts (a tied head once)
+        size = f'{GPT(c).num_params() / 1e6:.2f}M'
     window = run.get('block_size') or c.block_size
     records, excluded, split = data.get('records') or {}, data.get('excluded_pmids') or {}, data.get('split') or {}
     drops = ', '.join(f'{number(records.get(k))} {what}' for k, what in (
@@ -84,9 +152,10 @@ def model_and_data_rows(checkpoint, architecture, start):
                            f"{number(data.get('train_docs'))} train and {number(data.get('val_docs'))} val documents kept"
          if records else UNKNOWN),
         ('dropped', drops),
+        ('subset', subset_fact(data.get('subset'), records)),
         ('decontamination', f"{number(excluded.get('excluded'))} records of the {number(excluded.get('listed'))} PMIDs "
-                            f"listed in `{excluded['source']}` left out of both splits" if excluded.get('source') else
-         'no PMIDs excluded' if excluded else UNKNOWN),
+                            f"listed in `{folder_name(excluded['source'])}` left out of both splits" if excluded.get('source')
+         else 'no PMIDs excluded' if excluded else UNKNOWN),
         ('train/val split', f"by {split['rule']}: {split['val_fraction']:g} of PMIDs in val" if split else UNKNOWN),
         ('languages', data.get('languages') or UNKNOWN),
         ('tokens trained on', f'{number(tokens_seen)}{epochs} of {number(data.get("train_tokens"))} in train.bin'),
@@ -100,6 +169,26 @@ def model_and_data_rows(checkpoint, architecture, start):
     ]
 
 
+SUBSET_RULES = (('not_in_keep_pmids', 'not in --keep_pmids'), ('year', 'by year'), ('journal', 'by journal'),
+                ('mesh', 'by MeSH heading'), ('publication_type', 'by publication type'))  # prepare.py's, in its order
+
+
+def subset_fact(subset, records):
+    """The subset options prepare.py applied and what each rule dropped; a list of PMIDs is named by its file's name."""
+    if subset is None:
+        return UNKNOWN
+    if not subset:
+        return 'none (every record of the files, but for the rules above)'
+    options = ' '.join(f"--{k}={folder_name(v) if k == 'keep_pmids' else v}" for k, v in subset.items())
+    dropped = [(records.get(rule), what) for rule, what in SUBSET_RULES if records.get(rule) is not None]
+    return f"{options}: {number(sum(n for n, _ in dropped))} records dropped ({', '.join(f'{number(n)} {what}' for n, what in dropped)})"
+
+
+def folder_name(path):
+    """A file's or folder's own name, without the local path above it (a card is published)."""
+    return os.path.basename(os.path.normpath(str(path)))
+
+
 def number(value, digits=4):
     return UNKNOWN if value is None else f'{value:,.{digits}f}' if isinstance(value, float) else f'{value:,}'
 
@@ -109,7 +198,7 @@ def card(checkpoint, name, architecture, pubmedqa=None):
     origin, last = checkpoint.get('origin'), checkpoint.get('last_eval')
     continued = origin and origin.get('from') != 'scratch'
     start = (UNKNOWN if not origin else 'trained from scratch' if not continued else
-             f"continued from {origin.get('hub_id') or origin.get('name')} (`{origin['from']}`)")
+             f"continued from {origin.get('hub_id') or origin.get('name')}")
     intro = start if origin else 'trained from weights the checkpoint does not record'
     header = hub_header(name, origin, checkpoint.get('data') or {}, last, pubmedqa)
     rows = model_and_data_rows(checkpoint, architecture, start)

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from checkpoint import CheckpointError, load_checkpoint
-from common import writable_folder
+from common import DiskFullError, atomic_write, writable_folder
 from configurator import config_from_globals, configure, fail
 
 REPO = Path(__file__).resolve().parent
@@ -58,8 +58,8 @@ def evaluate_folder(folder, pubmedqa_dir=None, batch_size=16, device='cpu', limi
         logging.getLogger('lm_eval.models.huggingface').setLevel(logging.ERROR)
     # the folder goes to the task through its TaskManager: lm-eval hands `metadata=` only to one it makes itself
     tasks = TaskManager(include_path=str(REPO / 'evals' / 'pubmedqa'), metadata={'pubmedqa_dir': str(data), 'questions': limit})
-    out = simple_evaluate(model='hf', model_args=f'pretrained={folder},dtype=float32', tasks=['pubmedqa_local'],
-                          task_manager=tasks, device=device, batch_size=batch_size, log_samples=True)
+    out = simple_evaluate(model=language_model(folder, batch_size, device), tasks=['pubmedqa_local'], task_manager=tasks,
+                          log_samples=True)
     items = [{'pmid': s['doc']['pmid'], 'gold': LABELS.index(s['doc']['final_decision']),
               'loglikelihoods': [r[0] for r in s['filtered_resps']]} for s in out['samples']['pubmedqa_local']]
     golds = [i['gold'] for i in items]
@@ -69,6 +69,23 @@ def evaluate_folder(folder, pubmedqa_dir=None, batch_size=16, device='cpu', limi
             'macro_f1': macro_f1(golds, preds), 'majority_label': LABELS[majority],
             'majority_accuracy': golds.count(majority) / len(golds),
             'majority_macro_f1': macro_f1(golds, [majority] * len(golds)), 'pubmedqa_dir': str(data), 'items': items}
+
+
+def language_model(folder, batch_size, device):
+    """lm-eval's model of a Hugging Face folder, loaded by hf.py: a folder whose weights do not match its config is
+    refused naming the tensor (CheckpointError), where transformers would only point at a report it did not print."""
+    from lm_eval.models.huggingface import HFLM
+    from transformers import AutoTokenizer
+
+    from hf import load_hf_model
+    model = load_hf_model(folder).to(device)
+    logging.getLogger('lm_eval.models.huggingface').addFilter(not_the_loaded_model_warning)
+    return HFLM(pretrained=model, tokenizer=AutoTokenizer.from_pretrained(folder), batch_size=batch_size)
+
+
+def not_the_loaded_model_warning(record):
+    """lm-eval warns that a model given loaded may ignore its loading options: it is loaded as we mean it to be."""
+    return 'is not of type `str`' not in record.getMessage()
 
 
 def evaluate_checkpoint(checkpoint, **kwargs):
@@ -111,7 +128,10 @@ def main():
     options = dict(pubmedqa_dir=c['pubmedqa'] or None, batch_size=c['batch_size'], device=c['device'], limit=c['limit'])
     if c['hf']:
         check_model_folder(c['hf'])
-        result = evaluate_folder(c['hf'], **options)
+        try:
+            result = evaluate_folder(c['hf'], **options)
+        except CheckpointError as e:
+            fail(f"--hf={c['hf']}: {e}")
     else:
         from hf import ExportError
         try:
@@ -120,8 +140,11 @@ def main():
             fail(f"cannot evaluate {c['ckpt']}: {e}")
     print(summary(result))
     if c['out_json']:
-        with open(c['out_json'], 'w') as f:
-            json.dump(result, f, indent=1)
+        try:
+            with atomic_write(c['out_json'], 'w') as f:
+                json.dump(result, f, indent=1)
+        except DiskFullError as e:
+            fail(str(e))
 
 
 if __name__ == '__main__':

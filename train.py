@@ -44,11 +44,13 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 import run_options
 from checkpoint import (CheckpointError, check_resumable, first_line, latest_checkpoint, load_checkpoint, load_state,
                         make_checkpoint, model_from_checkpoint, read_fields, save_state)
-from common import atomic_write, device_peak_flops, die_with_parent, peak_memory_mb, precision, resolve_device
+from common import (DiskFullError, atomic_write, device_peak_flops, die_with_parent, disk_full_message, peak_memory_mb, precision,
+                    remove_stale_temporaries, resolve_device)
 from configurator import config_from_globals, fail
 from dataloader import DataError, TrainLoader, eval_starts, load_meta, open_tokens, read_windows
 from loss_eval import evaluate
 from model import GPT, GPTConfig
+from model_card import data_facts, run_origin
 from parallel import STOP_SIGNALS, parallelize, progress_store, stall_report, stop_on_signals, whole_model
 from plan import print_run_plan
 from tokenizer import TokenizerError, fingerprint, spec_from_hf_folder
@@ -109,7 +111,8 @@ device = 'auto'                 # 'auto' (cuda if present), 'cpu', 'cuda', 'cuda
 dtype = 'auto'                  # 'auto' (bf16 if supported, else fp16 on GPU; fp32 on CPU), 'float32', 'bfloat16', 'float16'
 compile = True                  # torch.compile the model (a C++ compiler on CPU; seconds to minutes once)
 seed = 1337                     # initial weights, the data order and dropout
-peak_flops = 0.0                # FLOP/s of one device for MFU; 0 = known GPU table, else a measured matmul peak
+peak_flops = 0.0                # FLOP/s of one device for MFU; 0 = known GPU table, else a measured matmul peak (MFU is
+                                # 'unknown' once the model computes faster than the peak: it was measured too low)
 dist_timeout = 600.0            # seconds a process waits for the others (torchrun) before it stops and names the straggler
 parallel = 'ddp'                # 'ddp': each process holds the whole model; 'fsdp': FSDP2 shards it (parallel.py)
 activation_checkpointing = False  # recompute each block's activations in backward: far less memory, ~1/3 more compute
@@ -223,8 +226,11 @@ def read_inputs(opts, procs):
         if opts.init_from == 'resume':
             resumed = SimpleNamespace(path=path, fields=read_fields(path))
             check_resumable(resumed.fields, meta, path, opts.data_dir)
+            check_same_data(resumed, meta, opts, procs)
     except (DataError, CheckpointError) as e:
         fail(str(e))
+    if opts.init_from == 'resume' and procs.master and not opts.eval_only:
+        remove_stale_temporaries(opts.out_dir)  # what a kill during a save left (the checkpoints are whole)
     previous = previous_run(opts.out_dir) if opts.init_from != 'resume' and not opts.eval_only else []
     if previous and not opts.overwrite:
         fail(f"{opts.out_dir} holds a previous run ({', '.join(previous)}): continue it with --init_from=resume, "
@@ -237,6 +243,22 @@ def read_inputs(opts, procs):
         procs.store = progress_store()
         procs.host_group = dist.new_group(backend='gloo', timeout=timeout) if procs.device.type == 'cuda' else None
     return meta, resumed, previous
+
+
+def check_same_data(resumed, meta, opts, procs):
+    """Exit unless a resumed run continues on the token files it trained on (the hashes its checkpoint recorded from
+    meta.pkl; older checkpoints did not): a folder prepared again would silently change the val set its losses are
+    measured on. --allow_config_change=True continues anyway, with a note."""
+    recorded = (resumed.fields.get('data') or {}).get('token_files')
+    changed = [name for name in ('train.bin', 'val.bin') if recorded and recorded.get(name) != (meta.get('token_files') or {}).get(name)]
+    if not changed:
+        return
+    what = f"{' and '.join(changed)} in {opts.data_dir} are not the ones the run in {resumed.path} trained on (prepared again?)"
+    if not opts.allow_config_change:
+        fail(f'{what}: its val loss would be measured on another val set; resume on the data it trained on, or pass '
+             '--allow_config_change=True to continue on this data', 2)
+    if procs.master:
+        print(f'note: {what}: continuing on them (allow_config_change); val losses before and after are not comparable')
 
 
 def build_model(opts, meta, resumed, procs):
@@ -271,7 +293,7 @@ def build_model(opts, meta, resumed, procs):
         fail(f"the model's vocabulary ({raw_model.config.vocab_size}) is smaller than the data's ({meta['vocab_size']})")
     raw_model.activation_checkpointing = opts.activation_checkpointing
     fields = resumed.fields if resumed else {}
-    facts = {'origin': run_origin(opts.init_from, fields), 'data': data_facts(meta, opts.data_dir), 'processes': procs.world,
+    facts = {'origin': run_origin(opts.init_from, fields.get('origin')), 'data': data_facts(meta, opts.data_dir), 'processes': procs.world,
              'precision': f'{str(procs.ptdtype).removeprefix("torch.")} on {procs.device.type}',
              **({'last_eval': fields['last_eval']} if 'last_eval' in fields else {})}
     return raw_model, facts
@@ -427,7 +449,7 @@ def train(opts, model, raw_model, optimizers, scaler, meta, data, procs, state, 
                 fail(f'training loss is {lossf} at iter {state.iter_num}: stopping; the checkpoints in {opts.out_dir} are '
                      'untouched (try a lower learning_rate, grad_clip=1.0 or dtype=float32)')
             tokens_per_s = data.tokens_per_step * log_iters / log_seconds
-            mfu = log.flops_per_token * tokens_per_s / (log.peak * procs.world)
+            mfu = utilization(log, tokens_per_s, procs)
             ms, lr = 1000 * log_seconds / log_iters, opts.learning_rate * mult
             if procs.master:
                 memory = peak_memory_mb(dev)
@@ -435,11 +457,28 @@ def train(opts, model, raw_model, optimizers, scaler, meta, data, procs, state, 
                              'loss': lossf, 'lr': lr, 'ms_per_iter': ms, 'tokens_per_s': tokens_per_s, 'mfu': mfu,
                              'peak_memory_mb': round(memory, 1)})
                 print(f'iter {state.iter_num}: loss {lossf:.4f}, lr {lr:.2e}, {ms:.1f} ms/iter, {tokens_per_s:,.0f} tok/s, '
-                      f'mfu {100 * mfu:.1f}%, peak memory {memory:,.0f} MB')
+                      f"mfu {'unknown' if mfu is None else f'{100 * mfu:.1f}%'}, peak memory {memory:,.0f} MB")
             log_seconds, log_iters = 0.0, 0
         every = opts.ckpt_every_tokens
         if every and tokens_seen // every > (tokens_seen - data.tokens_per_step) // every:
             save_training([f'ckpt_{tokens_seen:012d}'], opts, raw_model, optimizers, scaler, meta, data, procs, state, facts)
+
+
+def utilization(log, tokens_per_s, procs):
+    """MFU: the model's FLOPs per second over the peak of all devices, or None once the peak is known to be wrong.
+    A measured CPU peak is only as good as the moment it was measured in (a busy machine gives a low one): a rate
+    above it proves it too low, and from then on the run says MFU is unknown rather than print over 100%."""
+    if log.peak is None:
+        return None
+    mfu = log.flops_per_token * tokens_per_s / (log.peak * procs.world)
+    if mfu <= 1:
+        return mfu
+    if procs.master:
+        print(f'note: the model computes {log.flops_per_token * tokens_per_s / procs.world / 1e12:.3f} TFLOP/s per device, '
+              f'above the peak of {log.peak / 1e12:.3f} it was to be compared with (measured at start on a busy machine, or '
+              '--peak_flops too low): MFU is unknown for this run; give the device\'s real peak with --peak_flops')
+    log.peak = None
+    return None
 
 
 def evaluate_and_checkpoint(opts, model, raw_model, optimizers, scaler, meta, data, procs, state, facts, log):
@@ -612,28 +651,6 @@ def check_tokenizer_of(init_from, meta, data_dir):
              f"{fingerprint(ours)}: prepare it with {how}")
 
 
-def run_origin(init_from, ckpt):
-    """What the weights started from, for the model card; a resumed run carries its checkpoint's (None where an
-    older checkpoint did not record it)."""
-    if init_from == 'resume':
-        return ckpt.get('origin')
-    if init_from == 'scratch':
-        return {'from': 'scratch'}
-    if init_from in run_options.GPT2_NAMES:
-        return {'from': init_from, 'name': init_from, 'hub_id': f'openai-community/{init_from}'}
-    path = os.path.abspath(init_from)
-    # a folder of the Hugging Face cache (.../models--ORG--NAME/snapshots/HASH) names its hub id; others do not
-    parts = path.split(os.sep)
-    cached = [p for p in parts if p.startswith('models--') and p.count('--') >= 2]
-    return {'from': path, 'name': os.path.basename(path), 'hub_id': '/'.join(cached[-1].split('--')[1:3]) if cached else None}
-
-
-def data_facts(meta, data_dir):
-    """The data folder's facts for the model card (meta.pkl; None for what an older data folder did not record)."""
-    keys = ('records', 'excluded_pmids', 'split', 'languages', 'train_tokens', 'val_tokens', 'train_docs', 'val_docs')
-    return {'data_dir': os.path.abspath(data_dir), 'files': len(meta.get('files') or []), **{k: meta.get(k) for k in keys}}
-
-
 def save_training(names, opts, raw_model, optimizers, scaler, meta, data, procs, state, facts):
     """Write the checkpoints `names` ('best', 'ckpt', ...) of the run so far to out_dir, in the run's format
     (checkpoint.save_state: NAME.pt, or under FSDP the folder NAME.dcp). A collective under torchrun (every rank's
@@ -647,6 +664,8 @@ def save_training(names, opts, raw_model, optimizers, scaler, meta, data, procs,
     except CheckpointError as e:
         fail(f'{e} after iter {state.iter_num}: stopping without writing it; the checkpoints in {opts.out_dir} are untouched '
              '(try a lower learning_rate, grad_clip=1.0 or dtype=float32)')
+    except DiskFullError as e:
+        fail(f'{e} (at iter {state.iter_num})')
 
 
 def previous_run(out_dir):
@@ -693,8 +712,11 @@ def evaluate_pubmedqa(model, meta, opts, device):
 
 def record(log, rec):
     """One line of metrics.jsonl (and a wandb log): rank 0 only."""
-    with open(log.metrics, 'a') as f:
-        f.write(json.dumps(rec) + '\n')
+    try:
+        with open(log.metrics, 'a') as f:
+            f.write(json.dumps(rec) + '\n')
+    except OSError as e:
+        fail(disk_full_message(e, log.metrics) or f'{log.metrics}: cannot write ({e.strerror})')
     if log.wandb is not None:
         log.wandb.log({k: v for k, v in rec.items() if k != 'kind'}, step=rec['iter'])
 
@@ -703,6 +725,8 @@ if __name__ == '__main__':
     opts = options()
     try:
         main(opts)
+    except DiskFullError as e:  # (a save says at which iteration: save_training)
+        fail(str(e))
     except RuntimeError as e:  # under torchrun: a collective that waited dist_timeout for a stalled process
         if 'RANK' not in os.environ or 'timed out' not in str(e).lower():
             raise

@@ -103,7 +103,8 @@ def recipe(o, device, size, timer):
            note='the first step (compilation and warm-up) less a steady one')
     figure('recipe_tokens_per_s', round(statistics.median(r['tokens_per_s'] for r in steady)), 'tokens/s',
            batch=RECIPE[size]['batch_size'], block_size=RECIPE[size]['block_size'])
-    figure('recipe_mfu', round(statistics.median(r['mfu'] for r in steady), 4), 'fraction of the measured peak')
+    mfus = [r['mfu'] for r in steady if r['mfu'] is not None]  # None: the rate went above the peak measured at start
+    figure('recipe_mfu', round(statistics.median(mfus), 4) if mfus else None, 'fraction of the measured peak')
     figure('recipe_val_loss', round(evals[-1]['val_loss'], 4), 'nats', start=round(evals[0]['val_loss'], 4),
            train_loss_first=round(steps_[0]['loss'], 4), train_loss_last=round(steps_[-1]['loss'], 4))
     if not evals[-1]['val_loss'] < evals[0]['val_loss']:

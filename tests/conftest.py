@@ -188,3 +188,29 @@ def smollm2():
     if folder is None:
         pytest.skip(f'{SHARED}/models/smollm2-135m-instruct (the real SmolLM2 weights) not present')
     return folder
+
+
+
+def on_small_disk(folder, spare_kb, *argv, timeout=300):
+    """Run argv (a repo script and its arguments) in its own process, with `folder` on a filesystem that has
+    `spare_kb` kilobytes free beyond what the folder holds: a tmpfs in a private mount namespace (unshare --mount
+    --map-root-user: no root needed, nothing stays mounted), so writes there meet a real full disk (ENOSPC from the
+    kernel). Afterwards `folder` holds what the small filesystem held at the end. Skips, saying why, where this
+    machine does not allow such namespaces."""
+    import shutil
+    if not shutil.which('unshare') or subprocess.run(['unshare', '--mount', '--map-root-user', 'true'],
+                                                     capture_output=True).returncode:
+        pytest.skip('unshare --mount --map-root-user is not allowed here: no small filesystem to fill')
+    folder, outside = Path(folder), Path(folder).with_name(Path(folder).name + '.outside')
+    folder.mkdir(parents=True, exist_ok=True)
+    outside.mkdir()
+    held = sum(-(-p.stat().st_size // 4096) * 4 for p in folder.rglob('*') if p.is_file())  # tmpfs counts whole pages
+    script = ('cp -a "$1"/. "$2"/ && mount -t tmpfs -o size="$3"k tmpfs "$1" && cp -a "$2"/. "$1"/ || exit 99; '
+              'rm -rf "$2"/*; dir=$1 out=$2; shift 3; "$@"; rc=$?; cp -a "$dir"/. "$out"/; exit $rc')
+    r = subprocess.run(['unshare', '--mount', '--map-root-user', 'sh', '-c', script, 'sh', str(folder), str(outside),
+                        str(held + spare_kb), sys.executable, *map(str, argv)], cwd=REPO, capture_output=True, text=True,
+                       timeout=timeout, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    assert r.returncode != 99, r.stderr
+    shutil.rmtree(folder)
+    outside.rename(folder)
+    return r

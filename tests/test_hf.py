@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO, TINY_TEXT, abstracts, make_dataset, write_tiny_checkpoint
+from conftest import REPO, SHARED, TINY_TEXT, abstracts, make_dataset, need, on_small_disk, write_tiny_checkpoint
 from checkpoint import CheckpointError, load_checkpoint, make_checkpoint, save_checkpoint
 from hf import ExportError, export, from_pretrained, hf_tokenizer, target_architecture
 from model import GPTConfig
@@ -205,6 +205,22 @@ def test_export_refuses_a_folder_with_files_replaces_it_on_request_and_writes_on
         assert r.returncode == 2 and message in r.stderr and r.stderr.count('\n') == 1
 
 
+def test_an_export_onto_a_full_disk_is_one_line_and_keeps_the_export_before(spec, tmp_path):
+    checkpoint_of(spec, tmp_path / 'ckpt.pt', pos='rotary', norm='rmsnorm', mlp='swiglu', bias=False)
+    disk = tmp_path / 'disk'
+    assert export_cli(tmp_path / 'ckpt.pt', disk / 'hf').returncode == 0
+    before = {p.name: p.read_bytes() for p in (disk / 'hf').iterdir()}
+    gone = subprocess.Popen(['true'])
+    gone.wait()
+    (disk / f'hf.{gone.pid}.tmp').mkdir()  # what an export killed mid-write left
+    (disk / f'hf.{gone.pid}.tmp' / 'model.safetensors').write_bytes(b'x' * 4096)
+    r = on_small_disk(disk, 12, 'export_hf.py', f'--ckpt={tmp_path / "ckpt.pt"}', f'--out={disk / "hf"}', '--overwrite=True')
+    assert r.returncode == 1 and r.stderr.count('error:') == 1 and 'Traceback' not in r.stderr, r.stderr
+    last = r.stderr.splitlines()[-1]
+    assert last.startswith(f'error: {disk / "hf"}/') and 'the disk is full (' in last and 'nothing was replaced' in last
+    assert {p.name: p.read_bytes() for p in (disk / 'hf').iterdir()} == before and sorted(os.listdir(disk)) == ['hf']
+
+
 @pytest.mark.slow
 def test_export_overwrite_never_deletes_the_checkpoint_the_current_folder_or_the_repository(spec, tmp_path):
     run = tmp_path / 'run'
@@ -378,7 +394,7 @@ def test_a_model_folder_is_imported_only_as_it_is_refused_naming_what_is_wrong(t
         'unexpected tensor': (dict(change_weights=lambda w: w.update({'model.extra.weight': torch.ones(3)})),
                               'unexpected: model.extra.weight'),
         'wrong shape': (dict(change_weights=lambda w: w.update({'model.norm.weight': torch.ones(16)})),
-                        'its weights do not load'),
+                        'of another shape: model.norm.weight (16 in the file, 64 by config.json)'),
         'index outside': (dict(change_config=lambda c: c), 'lists weight files outside the model folder (../../x.safetensors)'),
     }
     configs = {
@@ -418,13 +434,19 @@ def test_a_model_folder_is_imported_only_as_it_is_refused_naming_what_is_wrong(t
     # through train.py: the tokenizer matches, the weights do not (exit 1, one line, nothing written)
     missing = tmp_path / 'missing_tensor'
     data = make_dataset(tmp_path / 'data', spec=spec_from_hf_folder(missing))
-    for model, args in ((missing, []), (folder, ['--plan=True'])):
+    for model, args, message in ((missing, [], 'missing: model.layers.1.mlp.up_proj.weight'),
+                                 (tmp_path / 'wrong_shape', [], weights['wrong shape'][1]),
+                                 (folder, ['--plan=True'], 'config.json: not readable')):
         capsys.readouterr()
         with pytest.raises(SystemExit) as e:
             train.main(train.options([f'--init_from={model}', f'--data_dir={data}', f'--out_dir={tmp_path / "out"}',
                                       '--block_size=32', '--compile=False', *args]))
         err = capsys.readouterr().err
         last = err.splitlines()[-1]  # after transformers' progress bar of the weights it read
-        assert e.value.code == 1 and err.count('error:') == 1 and last.startswith('error: '), err
-        assert 'missing: model.layers.1.mlp.up_proj.weight' in last if not args else 'config.json: not readable' in last
+        assert e.value.code == 1 and err.count('error:') == 1 and last.startswith('error: ') and message in last, err
     assert not (tmp_path / 'out').exists()
+    # and through the other command that reads a model folder, pubmedqa.py --hf
+    r = subprocess.run([sys.executable, 'pubmedqa.py', f'--hf={tmp_path / "wrong_shape"}', '--limit=2',
+                        f"--pubmedqa={need(SHARED / 'data' / 'pubmedqa')}"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    last = r.stderr.splitlines()[-1]
+    assert r.returncode == 1 and r.stderr.count('error:') == 1 and last.startswith('error: ') and weights['wrong shape'][1] in last

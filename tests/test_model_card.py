@@ -1,7 +1,9 @@
 """The export's model card (README.md): the facts the checkpoint and its data folder recorded, a YAML header the
 Hugging Face hub parses, "unknown" where nothing was recorded."""
+import gzip
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -21,18 +23,21 @@ def export(ckpt, out, *args):
     return r
 
 
-def test_the_card_says_what_the_run_recorded_and_the_hub_parses_it(tmp_path):
+def test_the_card_says_what_the_run_recorded_and_the_hub_parses_it(tmp_path, capsys):
     from huggingface_hub import ModelCard
     corpus = tmp_path / 'corpus'
     corpus.mkdir()
     os.symlink(need(PUBMED_CORPUS) / 'pubmedcorpus-0001.xml.gz', corpus / 'pubmedcorpus-0001.xml.gz')
     pubmedqa = need(SHARED / 'data' / 'pubmedqa')
+    pmids = re.findall(r'<PMID[^>]*>(\d+)</PMID>', gzip.open(corpus / 'pubmedcorpus-0001.xml.gz', 'rt').read())
+    (tmp_path / 'half.txt').write_text('\n'.join(pmids[::2]))  # a subset: every other record
     data, out = tmp_path / 'data', tmp_path / 'out'
     r = run_prepare(f'--input={corpus}', f'--out_dir={data}', '--vocab_size=300', '--val_fraction=0.05',
-                    f'--exclude_pmids={pubmedqa}')
+                    f'--exclude_pmids={pubmedqa}', f'--keep_pmids={tmp_path / "half.txt"}')
     assert r.returncode == 0, r.stderr
     run_train(data, out, '--max_iters=4', '--eval_interval=2', '--eval_pubmedqa=True', f'--pubmedqa_dir={pubmedqa}',
               '--pubmedqa_limit=4')
+    printed = re.search(r'^([\d.]+M) parameters', capsys.readouterr().out, re.M).group(1)
     r = export(out / 'ckpt.pt', tmp_path / 'hf')
     assert r.returncode == 0, r.stderr
     text = (tmp_path / 'hf' / 'README.md').read_text()
@@ -47,10 +52,12 @@ def test_the_card_says_what_the_run_recorded_and_the_hub_parses_it(tmp_path):
     assert card.data.pipeline_tag == 'text-generation' and card.data.language == ['en'] and card.data.base_model is None
     assert 'from-scratch' in card.data.tags and card.data.model_name == 'hf'
     rec = meta['records']
-    for fact in ("| weights | trained from scratch |",
+    for fact in ("| weights | trained from scratch |", f'| architecture | gpt2 ({printed} parameters: 2 layers',
+                 f"| subset | --keep_pmids=half.txt: {rec['not_in_keep_pmids']:,} records dropped ({rec['not_in_keep_pmids']:,} "
+                 'not in --keep_pmids) |',
                  f"{rec['records']:,} seen in 1 file(s); {meta['train_docs']:,} train and {meta['val_docs']:,} val documents kept",
                  f"{rec['no_abstract']:,} without an abstract", f"{rec['excluded']:,} records of the 1,000 PMIDs listed in "
-                 f"`{pubmedqa}` left out of both splits", '| train/val split | by a hash of the PMID: 0.05 of PMIDs in val |',
+                 "`pubmedqa` left out of both splits", '| train/val split | by a hash of the PMID: 0.05 of PMIDs in val |',
                  f"| tokens trained on | {4 * 8 * 32:,} ({4 * 8 * 32 / meta['train_tokens']:.2f} epochs) of "
                  f"{meta['train_tokens']:,} in train.bin |", '| batch | 8 windows of 32 tokens (256 tokens) a step |',
                  '| steps | 4 |', '| precision | float32 on cpu |', '| processes | 1 (ddp) |', '| languages | eng |',
@@ -58,6 +65,16 @@ def test_the_card_says_what_the_run_recorded_and_the_hub_parses_it(tmp_path):
                  f"| val loss | {last_eval['val_loss']:.4f} |", "tokenizer = AutoTokenizer.from_pretrained(\"hf\")"):
         assert fact in text, fact
     assert 'unknown' not in text.split('---', 2)[2]
+    assert 0 < rec['not_in_keep_pmids'] < rec['records'] and str(tmp_path) not in text and str(SHARED) not in text
+
+    # a PubMedQA record that is not one (edited by hand, another tool's): one line naming it, nothing written
+    lines = (out / 'metrics.jsonl').read_text().splitlines()
+    for bad in ({'accuracy': 'high'}, {'questions': None}):
+        broken = [json.dumps({**json.loads(line), **bad}) if '"pubmedqa"' in line else line for line in lines]
+        (out / 'metrics.jsonl').write_text('\n'.join(broken) + '\n')
+        r = export(out / 'ckpt.pt', tmp_path / 'hf-broken')
+        assert r.returncode == 1 and r.stderr.count('\n') == 1 and 'not a PubMedQA record train.py wrote' in r.stderr, r.stderr
+        assert f"metrics.jsonl, line {len(lines)}" in r.stderr and not (tmp_path / 'hf-broken').exists()
 
 
 def test_an_older_checkpoint_exports_with_unknown_facts_and_a_given_pubmedqa_file(tmp_path):

@@ -13,7 +13,7 @@ import torch
 
 import train
 from checkpoint import load_checkpoint, model_from_checkpoint
-from conftest import FIXTURES, REPO, SHARED, make_dataset, need
+from conftest import FIXTURES, REPO, SHARED, make_dataset, need, on_small_disk
 from dataloader import load_meta
 
 TINY = ['--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=32', '--batch_size=4', '--gradient_accumulation_steps=2',
@@ -470,6 +470,68 @@ def test_resume_on_data_of_another_tokenizer_is_refused(tiny_data, tmp_path, cap
     err = capsys.readouterr().err
     assert e.value.code == 1 and err.count('\n') == 1
     assert f'{other} is tokenized with another tokenizer (bpe, 300 tokens, #' in err and 'than the run in' in err
+
+
+def test_resume_on_data_prepared_again_is_refused_unless_allowed(tmp_path, capsys):
+    data = make_dataset(tmp_path / 'data')
+    spec = load_meta(data)['tokenizer']
+    run_train(data, tmp_path / 'out', '--max_iters=2')
+    make_dataset(data, spec=spec, seed=1)  # the same folder prepared again: the same tokenizer, other documents
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        run_train(data, tmp_path / 'out', '--max_iters=4', '--init_from=resume')
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count('\n') == 1, err
+    assert f'train.bin and val.bin in {data} are not the ones the run in {tmp_path / "out" / "ckpt.pt"} trained on' in err
+    assert '--allow_config_change=True' in err and load_checkpoint(tmp_path / 'out' / 'ckpt.pt')['iter_num'] == 2
+    run_train(data, tmp_path / 'out', '--max_iters=4', '--init_from=resume', '--allow_config_change=True')
+    assert 'continuing on them (allow_config_change); val losses before and after are not comparable' in capsys.readouterr().out
+    assert load_checkpoint(tmp_path / 'out' / 'ckpt.pt')['data']['token_files'] == load_meta(data)['token_files']
+    run_train(data, tmp_path / 'out', '--max_iters=5', '--init_from=resume')  # the data it now trains on: no word
+    assert 'not the ones' not in capsys.readouterr().out
+
+
+def test_mfu_is_never_above_100_percent(tiny_data, tmp_path, capsys):
+    """A peak the run's own rate exceeds was measured on a busy machine (or given too low): MFU is unknown then."""
+    out = tmp_path / 'out'
+    run_train(tiny_data, out, '--max_iters=3', '--eval_interval=0', '--peak_flops=1.0')
+    printed = capsys.readouterr().out
+    assert [r['mfu'] for r in records(out, 'train')] == [None, None, None]
+    assert printed.count('MFU is unknown for this run') == 1 and printed.count('mfu unknown') == 3 and '%, peak memory' not in printed
+
+
+def test_a_full_disk_during_a_save_is_one_line_and_keeps_the_checkpoint_before(tiny_data, tmp_path):
+    out = tmp_path / 'out'
+    run_train(tiny_data, out, '--max_iters=2', '--eval_interval=0', '--save_best=False')
+    before = (out / 'ckpt.pt').read_bytes()
+    r = on_small_disk(out, 16, 'train.py', f'--data_dir={tiny_data}', f'--out_dir={out}', *TINY, '--max_iters=4',
+                      '--eval_interval=0', '--save_best=False', '--init_from=resume')
+    assert r.returncode == 1 and r.stderr.count('\n') == 1 and 'Traceback' not in r.stderr, r.stderr
+    assert f'error: {out / "ckpt.pt"}: the disk is full (' in r.stderr and 'MB free on the filesystem of' in r.stderr
+    assert 'nothing was replaced' in r.stderr and '(at iter 4)' in r.stderr
+    assert (out / 'ckpt.pt').read_bytes() == before and sorted(p.name for p in out.iterdir()) == ['ckpt.pt', 'metrics.jsonl']
+
+
+def test_the_next_save_or_resume_removes_what_a_kill_during_a_save_left(tiny_data, tmp_path):
+    out = tmp_path / 'out'
+    run_train(tiny_data, out, '--max_iters=2', '--eval_interval=0')
+    gone = subprocess.Popen(['true'])
+    gone.wait()  # a process id no process has now: the writer killed mid-save
+    alive = subprocess.Popen(['sleep', '60'])  # a writer still at work
+    try:
+        for name in (f'ckpt.pt.{gone.pid}.tmp', f'best.pt.{gone.pid}.tmp', f'ckpt_000000001024.pt.{gone.pid}.tmp',
+                     f'ckpt.pt.{alive.pid}.tmp'):
+            (out / name).write_bytes(b'x' * 1000)
+        run_train(tiny_data, out, '--max_iters=3', '--eval_interval=0', '--init_from=resume', '--save_latest=False')
+        assert sorted(p.name for p in out.iterdir()) == ['best.pt', 'ckpt.pt', f'ckpt.pt.{alive.pid}.tmp', 'metrics.jsonl']
+        (out / f'best.pt.{gone.pid}.tmp').write_bytes(b'x')
+        from common import atomic_write
+        with atomic_write(out / 'best.pt') as f:  # a save removes its own name's
+            f.write((out / 'ckpt.pt').read_bytes())
+        assert not (out / f'best.pt.{gone.pid}.tmp').exists() and (out / f'ckpt.pt.{alive.pid}.tmp').exists()
+    finally:
+        alive.kill()
+        alive.wait()
 
 
 @pytest.mark.parametrize('arg, message', [
