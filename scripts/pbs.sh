@@ -4,12 +4,15 @@
 #   qsub -l select=4:ngpus=8 -v CONFIG=config/finetune_1b_fsdp.py,OUT_DIR=out-1b,ARGS="--init_from=models/llama-3.2-1b" scripts/pbs.sh
 # Environment (all optional): CONFIG, ARGS (more train.py options), OUT_DIR, GPUS_PER_NODE, PORT, PYTHON,
 # LAUNCHER (how to start one process per node: PBS Pro's mpiexec by default; OpenMPI: "mpirun -np N --npernode 1").
+# ARGS and LAUNCHER are split on spaces into words, and nothing more: no quotes, no globbing, never run as shell
+# code (a value with a space goes in a config file, CONFIG).
 #PBS -N pubmed-gpt
 #PBS -l select=2:ngpus=8
 #PBS -l walltime=24:00:00
 #PBS -r y
 #PBS -j oe
 set -euo pipefail
+set -f  # ARGS's and LAUNCHER's words are never globbed: '*' or '[1]' in a value reaches train.py as it is
 cd "${PBS_O_WORKDIR:-.}"
 CONFIG=${CONFIG:-config/finetune_1b_fsdp.py}
 OUT_DIR=${OUT_DIR:-out-pbs}

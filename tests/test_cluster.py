@@ -112,3 +112,30 @@ def test_the_scripts_outside_a_job_say_so_and_launch_nothing(tmp_path):
                            env={**base, **extra, 'PATH': path, 'RECORD': str(record)})
         assert r.returncode == 2 and r.stderr.startswith('error: ') and r.stderr.count('\n') == 1 and message in r.stderr, r.stderr
     assert not record.exists()
+
+
+ARGV_RECORDER = '''#!/usr/bin/env bash
+printf '%s\\0' "$@" >> "$RECORD"
+'''
+
+
+@pytest.mark.parametrize('script', ['slurm.sh', 'pbs.sh'])
+def test_the_scripts_split_args_on_spaces_and_never_glob_or_run_a_value_or_path_as_shell_code(tmp_path, script):
+    """ARGS is train.py's options split on spaces, and nothing more: a '*', '[a]', '$(...)' or backticks in it, and
+    any character in CONFIG, OUT_DIR and PYTHON, reach train.py as they are (the job's folder holds a file a glob finds)."""
+    (tmp_path / '--wandb_project=a.txt').write_text('')  # what a glob of --wandb_project=[a].txt finds
+    hostile = "x y $(touch PWNED) `touch PWNED` it's $HOME ${HOME} * [a].txt"
+    args = '--wandb_run_name=* --wandb_project=[a].txt --data_dir=$(touch${IFS}PWNED) --init_from=`touch PWNED`'
+    record, nodefile = tmp_path / 'launch.txt', tmp_path / 'nodes'
+    nodefile.write_text('x3001\n')
+    env = {**os.environ, 'PATH': stubs(tmp_path / 'bin', srun=ARGV_RECORDER, mpiexec=ARGV_RECORDER, scontrol=SCONTROL),
+           'RECORD': str(record), 'SLURM_JOB_ID': '4242', 'SLURM_JOB_NUM_NODES': '1', 'SLURM_JOB_NODELIST': 'gpu07',
+           'SLURM_SUBMIT_DIR': str(tmp_path), 'PBS_NODEFILE': str(nodefile), 'PBS_JOBID': '1234.pbs01', 'PBS_O_WORKDIR': str(tmp_path),
+           'GPUS_PER_NODE': '1', 'PYTHON': f'py {hostile}', 'CONFIG': f'c {hostile}.py', 'OUT_DIR': f'o {hostile}', 'ARGS': args}
+    r = subprocess.run(['bash', str(REPO / 'scripts' / script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    argv = record.read_text().split('\0')[:-1]
+    python = argv.index(env['PYTHON'])
+    assert argv[python:python + 3] == [env['PYTHON'], '-m', 'torch.distributed.run']
+    assert argv[argv.index('train.py'):] == ['train.py', env['CONFIG'], *args.split(' '), f"--out_dir={env['OUT_DIR']}"]
+    assert not list(tmp_path.rglob('PWNED')) and not (REPO / 'PWNED').exists()
