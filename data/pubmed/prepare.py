@@ -216,7 +216,7 @@ def gather_sources(o):
         try:
             names = list_files(url, o['timeout'], o['retries'], o['backoff'])
         except (DownloadError, OSError) as e:  # requests' errors are OSErrors
-            fail(f'cannot list {url}: {e}\n(no network? prepare local files with --input=DIR)')
+            fail(f"cannot list {url}: {str(e).removeprefix(f'{url}: ')} (no network? prepare local files with --input=DIR)")
         if folder == 'baseline' and o['max_files']:
             names = names[:o['max_files']]
         print(f'{url}: {len(names)} files')
