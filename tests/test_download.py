@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from conftest import FIXTURES, PREPARE, run_prepare
+from conftest import FIXTURES, PREPARE, error_lines, fill_disk, run_prepare
 from data.pubmed.download import download_all, parse_listing, parse_md5
 from dataloader import load_meta
 
@@ -246,3 +246,17 @@ def test_503s_on_the_listing_are_retried_until_it_is_served(tmp_path):
     assert r.returncode == 0, r.stderr
     assert s.requests('/pubmed/baseline/') == [None] * 3
 
+
+def test_a_full_disk_during_downloads_is_one_line_not_a_failed_download(tmp_path, tmpfs):
+    """raw_dir on a full filesystem: one line saying so, and no file is retried or reported as a download that
+    failed (the run went on to parse nothing and said '2 bad')."""
+    files = fixture_server_files()
+    raw = fill_disk(tmpfs(tmp_path / 'disk')).parent / 'raw'
+    with Server(files) as s:
+        r = prepare(f'--base_url={s.url}/pubmed/', f'--out_dir={tmp_path / "out"}', f'--raw_dir={raw}', '--connections=1')
+    errors = error_lines(r.stderr)
+    assert r.returncode == 1 and errors == [f'error: {raw}: the disk is full (No space left on device; 0 bytes free): make '
+                                            'room there, or write elsewhere, then run the same command again (what is done is '
+                                            'cached); the files already there are unchanged'], r.stderr
+    assert all(len(s.requests(path)) <= 1 for path in files) and 'download failed' not in r.stderr
+    assert not list(raw.rglob('*.tmp'))

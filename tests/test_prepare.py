@@ -13,7 +13,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from conftest import FIXTURES, PREPARE, PUBMED_CORPUS, PUBMED_XML, REPO, SHARED, need, run_prepare
+from conftest import FIXTURES, PREPARE, PUBMED_CORPUS, PUBMED_XML, REPO, SHARED, error_lines, fill_disk, need, run_prepare
 from data.pubmed.parse import parse_file
 from dataloader import META_KEYS, load_meta
 from tokenizer import encoding_from_spec
@@ -613,3 +613,66 @@ def test_subsets_keep_what_an_independent_reading_of_the_xml_says_from_the_same_
     assert {p: p.stat().st_mtime_ns for p in (out / 'cache' / 'parsed').iterdir()} == parsed  # nothing parsed again
     r = run_prepare(*base, '--years=2020-2010x')
     assert r.returncode == 2 and '--years=2020-2010x: expected a range of years' in r.stderr
+
+
+def test_a_full_disk_at_each_stage_is_one_line_and_leaves_the_outputs_and_caches_whole(tmp_path, tmpfs):
+    """A real full filesystem (a 1 MB tmpfs filled to the last byte) under out_dir, at each stage that writes: one
+    `error:` line saying the disk is full, where, and what it needed when known (the token files' size), exit 1; the
+    previous outputs byte for byte, every cache file whole (none removed as unreadable), no temp file left; the input
+    never called corrupt. Once there is room again, the same command finishes. (ndarray.tofile lost the error while
+    writing train.bin: prepare.py exited 0 with an empty train.bin and a meta.pkl describing it.)"""
+    from common import size_text
+    folder, out = fixture_input(tmp_path, gz=()), tmpfs(tmp_path / 'disk') / 'out'
+    args = [f'--input={folder}', f'--out_dir={out}', '--val_fraction=0.5', '--exclude_pmids=']
+    assert run_prepare(*args, '--vocab_size=300').returncode == 0
+    expected, caches = outputs(out), {p: p.read_bytes() for p in (out / 'cache').rglob('*') if p.is_file()}
+    meta = load_meta(out)
+    filler = fill_disk(out.parent)
+    stages = {  # what each run has to write first: the token files, a new BPE, new token shards, two new parse caches
+        'write': (['--vocab_size=300'], f"{out}: the disk is full (No space left on device; "
+                  f"{size_text(2 * (meta['train_tokens'] + meta['val_tokens']))} needed, 0 bytes free)"),
+        'bpe': (['--vocab_size=310'], f'{out}/cache/bpe.'),
+        'tokenize': ([f'--tokenizer={out}', '--val_fraction=0.4'], f'{out}/cache/tokens: the disk is full'),
+        'parse': (['--vocab_size=300', '--workers=2'], f'{out}/cache/parsed: the disk is full'),
+    }
+    for stage, (extra, where) in stages.items():
+        if stage == 'parse':
+            for n in (5, 6):
+                write_xml(folder / f'pubmed99n000{n}.xml', *(citation(p) for p in range(1000 * n, 1000 * n + 5)))
+        r = run_prepare(*args, *extra)
+        errors = error_lines(r.stderr)
+        assert r.returncode == 1 and len(errors) == 1 and where in errors[0] and 'the disk is full' in errors[0], (stage, r.stderr)
+        assert 'Traceback' not in r.stderr and 'corrupt' not in r.stderr and 'unreadable' not in r.stderr, stage
+        assert outputs(out) == expected and {p: p.read_bytes() for p in caches} == caches, stage
+        assert not list(out.rglob('*.tmp')), stage
+    filler.unlink()
+    r = run_prepare(*args, '--vocab_size=300')
+    assert r.returncode == 0 and 'files: 5 given, 5 prepared, 0 bad' in r.stdout, r.stderr
+
+
+def test_a_cache_folder_that_cannot_be_written_blames_no_input_file(tmp_path, tmpfs):
+    """cache/parsed on a read-only filesystem: one line naming it, where each intact input file was 'corrupt or
+    unreadable, left out'."""
+    folder, out = fixture_input(tmp_path), tmp_path / 'out'
+    tmpfs(out / 'cache' / 'parsed', read_only=True)
+    r = run_prepare(f'--input={folder}', f'--out_dir={out}', '--vocab_size=300', '--val_fraction=0.5')
+    errors = error_lines(r.stderr)
+    assert r.returncode == 1 and len(errors) == 1 and 'corrupt' not in r.stderr, r.stderr
+    assert errors[0].startswith(f'error: {out}/cache/parsed: cannot write (Read-only file system: {out}/cache/parsed/pubmed99n000')
+
+
+def test_a_filesystem_without_locks_is_not_taken_for_another_prepare(tmp_path, monkeypatch, capsys):
+    """lockf fails with ENOLCK on filesystems without locks (some NFS): no prepare.py holds out_dir, so none is named."""
+    import errno
+    import fcntl
+
+    from data.pubmed.prepare import lock_out_dir
+
+    def no_locks(*args):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+    monkeypatch.setattr(fcntl, 'lockf', no_locks)
+    with pytest.raises(SystemExit) as exit:
+        lock_out_dir(str(tmp_path))
+    err = capsys.readouterr().err
+    assert exit.value.code == 1 and 'No locks available): its filesystem does not support locks' in err
+    assert 'another prepare.py' not in err

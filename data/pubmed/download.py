@@ -8,7 +8,8 @@ holding `MD5(<name>)= <32 hex digits>`. A file is streamed into `<dest>.part` (r
 Range request after a dropped connection or a killed run), checked against its MD5, then renamed.
 Its verified MD5 is recorded in `<dest>.md5` first, so a file next to its record is never fetched
 again. Timeouts, connection errors and 5xx responses are retried with exponential backoff + jitter; a host name
-that does not resolve (no network) is tried twice, not `retries` times.
+that does not resolve (no network) is tried twice, not `retries` times. A file that cannot be had is left out and
+the others go on; an error of this machine's (a full disk, a folder that cannot be written) stops them all.
 """
 import hashlib
 import os
@@ -158,7 +159,8 @@ def download_file(url, dest, timeout, retries, backoff, bar):
 
 
 def download_all(jobs, connections=3, timeout=60.0, retries=8, backoff=1.0):
-    """jobs: [(url, dest)] -> (ok: [(dest, md5)] in job order, failed: [(name, message)])."""
+    """jobs: [(url, dest)] -> (ok: [(dest, md5)] in job order, failed: [(name, message)]); raises this machine's
+    errors (OSError: a full disk, a folder that cannot be written), never counted as a file that failed."""
     for _, dest in jobs:
         os.makedirs(os.path.dirname(dest) or '.', exist_ok=True)
     with tqdm(total=0, unit='B', unit_scale=True, unit_divisor=1024, desc='download') as bar, \
@@ -168,6 +170,9 @@ def download_all(jobs, connections=3, timeout=60.0, retries=8, backoff=1.0):
         for (url, dest), future in zip(jobs, futures):
             try:
                 ok.append((dest, future.result()))
-            except (DownloadError, OSError) as e:
+            except (DownloadError, requests.RequestException) as e:  # this file cannot be had: the others go on
                 failed.append((os.path.basename(dest), str(e)))
+            except BaseException:  # this machine's (a full disk, a folder it may not write): no other file fares better
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
     return ok, failed

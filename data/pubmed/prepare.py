@@ -14,6 +14,7 @@ it stopped and gives byte-identical outputs, whatever --workers is:
   5. tokenize   one worker per file -> cache/tokens/<file>.<key>.npz
   6. write      concatenate in file order, temp file + rename
 """
+import errno
 import fcntl
 import glob
 import gzip
@@ -28,6 +29,7 @@ import time
 import zipfile
 import zlib
 from collections import Counter
+from contextlib import contextmanager
 from itertools import chain
 
 import numpy as np
@@ -36,7 +38,7 @@ from tqdm import tqdm
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))  # the repo root, when run as a script
-from common import atomic_write, die_with_parent, load_data_pickle, writable_folder  # noqa: E402
+from common import atomic_write, die_with_parent, disk_full_message, is_disk_full, load_data_pickle, writable_folder  # noqa: E402
 from configurator import configure, fail  # noqa: E402
 from data.pubmed.download import DownloadError, download_all, file_md5, list_files, natural_key  # noqa: E402
 from data.pubmed.parse import iter_file  # noqa: E402
@@ -152,19 +154,47 @@ def lock_out_dir(out_dir):
     lock = open(os.path.join(out_dir, '.prepare.lock'), 'a+')
     try:  # a POSIX record lock: held by this process only, not by the workers it forks
         fcntl.lockf(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    except OSError as e:
+        if e.errno not in (errno.EACCES, errno.EAGAIN):  # not held by anyone: this filesystem has no locks (ENOLCK)
+            fail(f'{out_dir}: cannot be locked ({e.strerror}): its filesystem does not support locks (some network '
+                 'filesystems): use an --out_dir on a local disk')
         lock.seek(0)
         fail(f"another prepare.py (pid {lock.read().strip() or '?'}) is writing to {out_dir}: wait for it to finish, "
              'or use another --out_dir')
     lock.truncate(0)
     lock.write(str(os.getpid()))
     lock.flush()
-    stale = glob.glob(os.path.join(out_dir, '*.tmp')) + glob.glob(os.path.join(out_dir, 'cache', '**', '*.tmp'), recursive=True)
+    stale = remove_temp_files(out_dir, os.path.join(out_dir, 'cache', '**'))
+    if stale:
+        print(f'removed {stale} temp file(s) left by a killed run', file=sys.stderr)
+    return lock
+
+
+def remove_temp_files(*folders):
+    """Remove atomic_write's temp files in these folders (globs): only while this process holds the lock, when
+    none is another run's. Returns how many there were."""
+    stale = [p for folder in folders for p in glob.glob(os.path.join(folder, '*.tmp'), recursive=True)]
     for path in stale:
         os.remove(path)
-    if stale:
-        print(f'removed {len(stale)} temp file(s) left by a killed run', file=sys.stderr)
-    return lock
+    return len(stale)
+
+
+@contextmanager
+def writing_to(where, needed=None, workers_write_in=None):
+    """The block writes at `where` (a file, or a folder of them; `needed` bytes when known): an OSError of this
+    machine's there, a full disk above all, ends the run with one error line naming it (exit 1), never a traceback
+    or an input file blamed. What the block wrote goes through atomic_write, so what was there before stays whole;
+    the temp files of workers killed with their pool are removed from `workers_write_in`."""
+    try:
+        yield
+    except OSError as e:
+        if workers_write_in:
+            remove_temp_files(workers_write_in)
+        if is_disk_full(e):
+            fail(f'{disk_full_message(where, e, needed)}, then run the same command again (what is done is cached); '
+                 'the files already there are unchanged')
+        fail(f"{where}: cannot write ({e.strerror or e}{f': {e.filename}' if e.filename else ''}); the files already "
+             'there are unchanged')
 
 
 def short_hash(*parts):
@@ -243,7 +273,7 @@ def write_parsed(path, cache, with_meta):
     pmids, chars, codes, deletes, counts, chunk = [], [], [], [], {'book': 0, 'no_pmid': 0}, []
     subjects = {'year': [], 'journal': [], 'mesh': [], 'publication_type': []}
     with atomic_write(cache) as f:
-        for kind, value in iter_file(path, with_meta):
+        for kind, value in read_input(path, with_meta):
             if kind == 'record':
                 pmids.append(value['pmid'])
                 chars.append(len(document(value)) if value['abstract'] else 0)
@@ -316,6 +346,8 @@ def cached(path, read):
         return None
     try:
         return read(path)
+    except MemoryError:  # this machine's, not the file's: the cache is fine
+        raise
     except Exception as e:
         print(f'note: {path}: unreadable cache ({type(e).__name__}: {e}): rebuilding it', file=sys.stderr)
         os.remove(path)
@@ -337,20 +369,39 @@ def describe(e):
     return f'{type(e).__name__}: {e}'
 
 
+class BadInput(Exception):
+    """An input file that cannot be read or parsed (its problem, describe()d): it is left out, the others go on."""
+
+
+def read_input(path, with_meta):
+    """iter_file(path), its errors raised as BadInput: only what reading the input raised blames the input, not
+    what writing its cache raised (a full disk, a folder that cannot be written: this machine's, they stop the run)."""
+    try:
+        yield from iter_file(path, with_meta)
+    except MemoryError:
+        raise
+    except Exception as e:
+        raise BadInput(describe(e)) from e
+
+
 def parse_task(task):
-    """Worker: parse one file into the cache unless already there; never raises on a bad file."""
+    """Worker: parse one file into the cache unless already there; never raises on a bad file (only on errors of
+    this machine's, which no other file would escape)."""
     path, md5, cache_dir, with_meta = task
     name = os.path.basename(path)
     try:
-        md5 = md5 or file_md5(path)
+        try:
+            md5 = md5 or file_md5(path)
+        except OSError as e:
+            raise BadInput(describe(e))
         stem = name.split('.')[0]
         cache = os.path.join(cache_dir, f'{stem}.{md5[:16]}.{short_hash(PARSE_VERSION, with_meta)}.pkl')
         n = cached(cache, lambda path: len(read_header(path)['pmid']))
         if n is None:
             n = write_parsed(path, cache, with_meta)
         return {'name': name, 'md5': md5, 'cache': cache, 'records': n, 'error': None}
-    except Exception as e:  # a corrupt file is reported with its name, the others go on
-        return {'name': name, 'path': path, 'error': describe(e)}
+    except BadInput as e:  # a corrupt file is reported with its name, the others go on
+        return {'name': name, 'path': path, 'error': str(e)}
 
 
 def parse_all(sources, o):
@@ -358,15 +409,16 @@ def parse_all(sources, o):
     os.makedirs(cache_dir, exist_ok=True)
     tasks = [(path, md5, cache_dir, bool(o['export_jsonl'])) for path, md5 in sources]
     parsed, bad, records = [], [], 0
-    bar = tqdm(pool_imap(parse_task, tasks, o['workers']), total=len(tasks), unit='file', desc='parse')
-    for result in bar:
-        if result['error']:
-            tqdm.write(f"error: {result['path']}: corrupt or unreadable, left out: {result['error']}", file=sys.stderr)
-            bad.append((result['name'], result['error']))
-        else:
-            parsed.append(result)
-            records += result['records']
-            bar.set_postfix(records=f'{records:,}')
+    with writing_to(cache_dir, workers_write_in=cache_dir), \
+            tqdm(pool_imap(parse_task, tasks, o['workers']), total=len(tasks), unit='file', desc='parse') as bar:
+        for result in bar:
+            if result['error']:
+                tqdm.write(f"error: {result['path']}: corrupt or unreadable, left out: {result['error']}", file=sys.stderr)
+                bad.append((result['name'], result['error']))
+            else:
+                parsed.append(result)
+                records += result['records']
+                bar.set_postfix(records=f'{records:,}')
     return parsed, bad
 
 
@@ -567,7 +619,7 @@ def train_tokenizer(parsed, plans, o):
             yield from (document(r) for r, chosen in zip(iter_records(p['cache']), sample) if chosen)
     n_chars = sum(int(h['chars'][s].sum()) for h, s in zip(headers, samples))
     print(f'training a {o["vocab_size"]}-token BPE on {n_chars:,} characters of the train split ...', file=sys.stderr)
-    with atomic_write(cache) as f:
+    with writing_to(cache), atomic_write(cache) as f:
         pickle.dump(train_bpe(texts(), o['vocab_size']), f, PICKLE)
     return load_pickle_file(cache)  # always the unpickled copy: meta.pkl's bytes must not depend on the path taken
 
@@ -634,28 +686,36 @@ def tokenize_all(parsed, plans, spec, o):
     spec_key = short_hash(pickle.dumps({k: v for k, v in spec.items() if k != 'name'}, PICKLE))
     tasks = [(p['cache'], plan, os.path.join(token_dir, f"{os.path.basename(p['cache'])[:-4]}.{short_hash(spec_key, plan.tobytes())}.npz"))
              for p, plan in zip(parsed, plans)]
-    totals, bar = Counter(), tqdm(total=len(tasks), unit='file', desc='tokenize')
-    for stats in pool_imap(tokenize_task, tasks, o['workers'], init_encoder, (spec,)):
-        totals.update(stats)
-        bar.update()
-        bar.set_postfix(tokens=f"{totals['train'] + totals['val']:,}")
-    bar.close()
+    totals = Counter()
+    with writing_to(token_dir, workers_write_in=token_dir), tqdm(total=len(tasks), unit='file', desc='tokenize') as bar:
+        for stats in pool_imap(tokenize_task, tasks, o['workers'], init_encoder, (spec,)):
+            totals.update(stats)
+            bar.update()
+            bar.set_postfix(tokens=f"{totals['train'] + totals['val']:,}")
     return [t[2] for t in tasks], totals
 
 
 # ------------------------------------------------------------------------------------------------
 # 6. outputs
 
-def write_bins(shards, out_dir):
-    with atomic_write(os.path.join(out_dir, 'train.bin')) as train, atomic_write(os.path.join(out_dir, 'val.bin')) as val:
+def write_bins(shards, out_dir, needed):
+    """train.bin and val.bin: the shards' tokens in file order (`needed` bytes in all, said if the disk is full)."""
+    with writing_to(out_dir, needed), atomic_write(os.path.join(out_dir, 'train.bin')) as train, \
+            atomic_write(os.path.join(out_dir, 'val.bin')) as val:
         for shard in shards:
-            try:
-                with np.load(shard) as z:
-                    z['train'].tofile(train)
-                    z['val'].tofile(val)
-            except (OSError, ValueError, zipfile.BadZipFile) as e:
-                os.remove(shard)
-                fail(f'{shard}: unreadable cache ({type(e).__name__}: {e}): removed; run the same command again to rebuild it')
+            tokens = read_shard(shard)
+            train.write(tokens['train'])  # file.write raises on a full disk; ndarray.tofile lost that error: a short file
+            val.write(tokens['val'])
+
+
+def read_shard(shard):
+    """A token shard's arrays; an unreadable one is removed (to be rebuilt) with one error line."""
+    try:
+        with np.load(shard) as z:
+            return {'train': z['train'], 'val': z['val']}
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        os.remove(shard)
+        fail(f'{shard}: unreadable cache ({type(e).__name__}: {e}): removed; run the same command again to rebuild it')
 
 
 def write_jsonl(parsed, plans, path):
@@ -704,9 +764,11 @@ def main(argv=None):
         spec = None  # trained after the merge, on the train split
     else:  # a tokenizer that cannot be had fails now, not after the parse
         spec = load_gpt2() if o['tokenizer'] == 'gpt2' else existing_tokenizer(o['tokenizer'])
-    os.makedirs(o['out_dir'], exist_ok=True)
-    lock = lock_out_dir(o['out_dir'])  # noqa: F841 (held until the process ends)
-    sources, failed_downloads = gather_sources(o)
+    with writing_to(o['out_dir']):
+        os.makedirs(o['out_dir'], exist_ok=True)
+        lock = lock_out_dir(o['out_dir'])  # noqa: F841 (held until the process ends)
+    with writing_to(o['raw_dir']):  # downloads only
+        sources, failed_downloads = gather_sources(o)
     parsed, corrupt = parse_all(sources, o)
     bad = failed_downloads + corrupt
     if not parsed:
@@ -726,15 +788,17 @@ def main(argv=None):
         check_bpe_size(spec, o)
     shards, totals = tokenize_all(parsed, plans, spec, o)
     if o['export_jsonl']:
-        write_jsonl(parsed, plans, o['export_jsonl'])
-    write_bins(shards, o['out_dir'])
+        with writing_to(o['export_jsonl']):
+            write_jsonl(parsed, plans, o['export_jsonl'])
+    write_bins(shards, o['out_dir'], (totals['train'] + totals['val']) * np.dtype(token_dtype(vocab_size_of(spec))).itemsize)
     sizes = {'train_tokens': totals['train'], 'val_tokens': totals['val'],
              **{k: totals[k] for k in ('train_docs', 'val_docs', 'train_bytes', 'val_bytes')}}
     exclusion = {'source': o['exclude_pmids'], 'listed': len(excluded), 'excluded': counts['excluded']}
-    meta = write_meta(o['out_dir'], spec, excluded_pmids=exclusion, files=[{'name': p['name'], 'md5': p['md5']} for p in parsed],
-                      bad_files=[{'name': n, 'error': e} for n, e in bad], records=dict(sorted(counts.items())),
-                      split={'rule': 'a hash of the PMID', 'val_fraction': o['val_fraction']}, languages=o['languages'],
-                      subset={k: o[k] for k in SUBSET_OPTIONS if o[k]}, **sizes)
+    with writing_to(o['out_dir']):
+        meta = write_meta(o['out_dir'], spec, excluded_pmids=exclusion, files=[{'name': p['name'], 'md5': p['md5']} for p in parsed],
+                          bad_files=[{'name': n, 'error': e} for n, e in bad], records=dict(sorted(counts.items())),
+                          split={'rule': 'a hash of the PMID', 'val_fraction': o['val_fraction']}, languages=o['languages'],
+                          subset={k: o[k] for k in SUBSET_OPTIONS if o[k]}, **sizes)
     print_summary(meta, counts, len(sources) + len(failed_downloads), time.time() - t0)
     if bad:
         print(f"{len(bad)} bad file(s) left out: {', '.join(n for n, _ in bad)}", file=sys.stderr)
