@@ -120,20 +120,37 @@ def parse_options(argv):
         o['excluded'] = excluded_pmids(o['exclude_pmids'], only_pubmedqa=auto) if o['exclude_pmids'] else np.zeros(0, np.int64)
     except ValueError as e:
         fail(f"--exclude_pmids={o['exclude_pmids']}: {e}", code=2)
+    if o['exclude_pmids'] and not len(o['excluded']):  # an empty list would let the benchmark into the training data unsaid
+        if not auto:
+            fail(f"--exclude_pmids={o['exclude_pmids']}: lists no PMID (--exclude_pmids='' excludes none)", 2)
+        print(f"note: {PUBMEDQA}: no PMID in PubMedQA's files there ({', '.join(PUBMEDQA_FILES)}): none excluded",
+              file=sys.stderr)
+        o['exclude_pmids'] = ''
     o['subset'] = subset_filters(o)
     return o
 
 
 def subset_filters(o):
-    """The subset options as the merge applies them ({} when none is set); exit 2 naming a value that is none."""
-    words = lambda key: {w.strip().lower() for w in o[key].split(';') if w.strip()}
-    filters = {key: words(key) for key in ('mesh', 'journals', 'publication_types', 'drop_publication_types') if words(key)}
+    """The subset options as the merge applies them ({} when none is set); exit 2 naming a value that is none, or
+    options that could keep nothing whatever the input (a reversed range, a type both kept and dropped, an empty list)."""
+    filters = {}
+    for key in ('mesh', 'journals', 'publication_types', 'drop_publication_types'):
+        if o[key]:
+            filters[key] = {w.strip().lower() for w in o[key].split(';') if w.strip()}
+            if not filters[key]:  # ';' alone: no filter at all would be applied, unsaid
+                fail(f"--{key}={o[key]}: names nothing (give ;-separated names or UIs)", 2)
+    both = sorted(filters.get('publication_types', set()) & filters.get('drop_publication_types', set()))
+    if both:
+        fail(f"--publication_types and --drop_publication_types both name {'; '.join(both)}: a record cannot be kept "
+             'and dropped for the same type', 2)
     if o['years']:
         found = re.fullmatch(r'\s*(\d{4})?\s*-\s*(\d{4})?\s*|\s*(\d{4})\s*', o['years'])
         if not found or not any(found.groups()):
             fail(f"--years={o['years']}: expected a range of years such as 2000-2019, 2020- or -1999 (or one year)", 2)
         lo, hi, one = found.groups()
         filters['years'] = (int(one or lo or 0), int(one or hi or 9999))
+        if filters['years'][0] > filters['years'][1]:
+            fail(f"--years={o['years']}: the first year is after the last (did you mean {hi}-{lo}?)", 2)
     if o['keep_pmids']:
         if not os.path.exists(o['keep_pmids']):
             fail(f"--keep_pmids={o['keep_pmids']}: no such file or folder", 2)
@@ -141,11 +158,22 @@ def subset_filters(o):
             filters['keep_pmids'] = excluded_pmids(o['keep_pmids'])
         except ValueError as e:
             fail(f"--keep_pmids={o['keep_pmids']}: {e}", 2)
+        if not len(filters['keep_pmids']):
+            fail(f"--keep_pmids={o['keep_pmids']}: lists no PMID, so nothing would be kept", 2)
+        if np.isin(filters['keep_pmids'], o['excluded']).all():
+            fail(f"--keep_pmids={o['keep_pmids']}: every PMID it lists is excluded by --exclude_pmids={o['exclude_pmids']}, "
+                 "so nothing would be kept (--exclude_pmids='' keeps them)", 2)
     if o['mesh_major'] and 'mesh' not in filters:
         fail('--mesh_major=True: give the headings with --mesh', 2)
     if o['mesh_major']:
         filters['mesh_major'] = True
     return filters
+
+
+def pmid_list_hash(pmids):
+    """What names a list of PMIDs whatever its file's format: blake2b-128 of the sorted PMIDs, one per line
+    (`sort -n | uniq | b2sum -l 128` of the list's numbers gives the same)."""
+    return hashlib.blake2b(''.join(f'{p}\n' for p in np.unique(pmids)).encode(), digest_size=16).hexdigest()
 
 
 def lock_out_dir(out_dir):
@@ -428,6 +456,8 @@ def parse_all(sources, o):
 DROPPED, TRAIN, VAL = 0, 1, 2
 SUBSET_RULES = ('not_in_keep_pmids', 'year', 'journal', 'mesh', 'publication_type')
 SUBSET_OPTIONS = ('mesh', 'mesh_major', 'years', 'journals', 'publication_types', 'drop_publication_types', 'keep_pmids')
+RULE_OPTIONS = {'not_in_keep_pmids': ('keep_pmids',), 'year': ('years',), 'journal': ('journals',), 'mesh': ('mesh', 'mesh_major'),
+                'publication_type': ('publication_types', 'drop_publication_types')}  # the options behind each rule
 SPLITS = {TRAIN: 'train', VAL: 'val'}
 
 
@@ -491,7 +521,13 @@ def merge(parsed, o, excluded=np.zeros(0, dtype=np.int64)):
     # every PMID met, sorted: a PMID's state lives at its index here, so memory grows with the number of
     # PMIDs, not with the largest one (a single 10-digit PMID would otherwise cost gigabytes). The headers
     # are read again in the walk below: holding them all would cost ~36 bytes a record (1.3 GB for PubMed)
-    met = [np.unique(np.concatenate([h['pmid'], h['deletes']])) for h in (read_header(p['cache']) for p in parsed)]
+    met, terms = [], {'mesh': set(), 'publication_type': set(), 'journal': set()}
+    for h in (read_header(p['cache']) for p in parsed):
+        met.append(np.unique(np.concatenate([h['pmid'], h['deletes']])))
+        for kind in ('mesh', 'publication_type'):
+            terms[kind].update(tuple(term) for term in h[f'{kind}_terms'])
+        terms['journal'].update((nlm, iso) for iso, nlm in h['journals'])
+    subset = with_other_spellings(o['subset'], terms)
     ids = np.unique(np.concatenate(met))
     state = np.zeros(len(ids), dtype=np.int8)
     counts, plans = Counter(), [None] * len(parsed)
@@ -520,7 +556,7 @@ def merge(parsed, o, excluded=np.zeros(0, dtype=np.int64)):
         listed = wins & ~no_abstract & ~other_language & np.isin(h['pmid'], excluded)
         counts['excluded'] += int(listed.sum())
         keep = wins & ~no_abstract & ~other_language & ~listed
-        for rule, kept in subset_masks(h, o['subset']):  # each record counted under the first rule it fails
+        for rule, kept in subset_masks(h, subset):  # each record counted under the first rule it fails
             counts[rule] += int((keep & ~kept).sum())
             keep &= kept
         plan = np.where(h['split_hash'] < val_below, VAL, TRAIN).astype(np.int8)
@@ -528,6 +564,25 @@ def merge(parsed, o, excluded=np.zeros(0, dtype=np.int64)):
         plans[i] = plan
     counts['deleted'] = int(np.sum(state == 3))
     return plans, counts
+
+
+TERM_OPTIONS = {'mesh': 'mesh', 'publication_types': 'publication_type', 'drop_publication_types': 'publication_type',
+                'journals': 'journal'}
+
+
+def with_other_spellings(subset, terms):
+    """The subset with every MeSH heading, publication type or journal it names by its ID (a UI, an NLM ID) also named
+    by each name the input gives that ID, and one named by name also by its ID and that ID's other names: MEDLINE
+    before 2014 wrote no UIs, older records abbreviate a journal otherwise ('J. Clin. Oncol.', now 'J Clin Oncol'),
+    NLM renames headings now and then; without this a rule would silently miss those records.
+    terms: {kind: {(ID, name)}} of every input file."""
+    subset = dict(subset)
+    for key, kind in TERM_OPTIONS.items():
+        if key in subset:
+            wanted = subset[key]
+            ids = {i.lower() for i, name in terms[kind] if i and (i.lower() in wanted or name.lower() in wanted)}
+            subset[key] = wanted | ids | {name.lower() for i, name in terms[kind] if name and i.lower() in ids}
+    return subset
 
 
 def any_term(h, kind, wanted, major_only=False):
@@ -547,7 +602,8 @@ def subset_masks(h, subset):
         masks.append(('not_in_keep_pmids', np.isin(h['pmid'], subset['keep_pmids'])))
     if 'years' in subset:
         lo, hi = subset['years']
-        masks.append(('year', (h['year'] >= lo) & (h['year'] <= hi)))
+        known = h['year'] > 0  # 0: the record gives no year, so none of the range (-1999 is from year 1, not from 0)
+        masks.append(('year', known & (h['year'] >= lo) & (h['year'] <= hi)))
     if 'journals' in subset:
         ok = np.array([iso.lower() in subset['journals'] or nlm.lower() in subset['journals'] for iso, nlm in h['journals']]
                       + [False])
@@ -733,6 +789,30 @@ def write_jsonl(parsed, plans, path):
                                    ensure_ascii=False) + '\n')
 
 
+def subset_record(o):
+    """meta's `subset`: the subset options set, as given; with --keep_pmids also the list itself, by its number of
+    PMIDs and its hash (pmid_list_hash): a path says nothing of what the file held when the data was made."""
+    record = {k: o[k] for k in SUBSET_OPTIONS if o[k]}
+    if o['keep_pmids']:
+        pmids = o['subset']['keep_pmids']
+        record.update(keep_pmids_listed=len(pmids), keep_pmids_blake2b=pmid_list_hash(pmids))
+    return record
+
+
+def why_nothing_is_kept(counts, o):
+    """Of the records met, how many each rule dropped (those that dropped any), a subset rule by its options."""
+    if not counts['records']:
+        return 'the files hold no citation records'
+    reasons = [(counts['replaced'], 'replaced by a later version'), (counts['deleted'], 'deleted'),
+               (counts['no_abstract'], 'without abstract'),
+               (counts['language'], f"in another language (--languages={o['languages']}"
+                                    f"{'' if o['subset'] else '; --languages=all keeps every one'})"),
+               (counts['excluded'], f"excluded by --exclude_pmids={o['exclude_pmids']}"),
+               *((counts[rule], 'dropped by ' + ' '.join(f'--{k}={o[k]}' for k in RULE_OPTIONS[rule] if o[k]))
+                 for rule in SUBSET_RULES)]
+    return f"of the {counts['records']:,} records, " + ', '.join(f'{n:,} {why}' for n, why in reasons if n)
+
+
 def print_summary(meta, counts, n_files, elapsed):
     docs = meta['train_docs'] + meta['val_docs']
     tokens = meta['train_tokens'] + meta['val_tokens'] - docs  # <|endoftext|> is not text
@@ -744,7 +824,7 @@ def print_summary(meta, counts, n_files, elapsed):
         f"PMIDs: {counts['replaced']:,} duplicates replaced by a later version, {counts['deleted']:,} deleted "
         f"({counts['delete_requests']:,} delete requests), {counts['excluded']:,} excluded "
         f"({meta['excluded_pmids']['source'] or 'no --exclude_pmids'})",
-        *([f"subset ({', '.join(f'{k}={v!r}' for k, v in meta['subset'].items())}): dropped "
+        *([f"subset ({', '.join(f'{k}={v!r}' for k, v in meta['subset'].items() if k in SUBSET_OPTIONS)}): dropped "
            f"{', '.join(f'{counts[rule]:,} by {rule}' for rule in SUBSET_RULES if rule in counts)}"] if meta['subset'] else []),
         f"train: {meta['train_docs']:,} docs, {meta['train_tokens']:,} tokens; "
         f"val: {meta['val_docs']:,} docs, {meta['val_tokens']:,} tokens",
@@ -777,12 +857,11 @@ def main(argv=None):
     plans, counts = merge(parsed, o, excluded)
     train_docs, val_docs = sum(int((p == TRAIN).sum()) for p in plans), sum(int((p == VAL).sum()) for p in plans)
     if not train_docs and not val_docs:
-        fail(f"no documents to keep: none of the {counts['records']:,} records has an abstract in a kept language "
-             f"(--languages={o['languages']}; --languages=all keeps every one); nothing written")
+        fail(f'no documents to keep: {why_nothing_is_kept(counts, o)}; nothing written')
     if not train_docs or not val_docs:
         fail(f'the {"val" if train_docs else "train"} split is empty ({train_docs} train, {val_docs} val '
-             f'documents): use more input files or a {"larger" if train_docs else "smaller"} --val_fraction; '
-             'nothing written')
+             f'documents): use more input files{", a subset that keeps more" if o["subset"] else ""} or a '
+             f'{"larger" if train_docs else "smaller"} --val_fraction; nothing written')
     if spec is None:
         spec = train_tokenizer(parsed, plans, o)
         check_bpe_size(spec, o)
@@ -793,12 +872,13 @@ def main(argv=None):
     write_bins(shards, o['out_dir'], (totals['train'] + totals['val']) * np.dtype(token_dtype(vocab_size_of(spec))).itemsize)
     sizes = {'train_tokens': totals['train'], 'val_tokens': totals['val'],
              **{k: totals[k] for k in ('train_docs', 'val_docs', 'train_bytes', 'val_bytes')}}
-    exclusion = {'source': o['exclude_pmids'], 'listed': len(excluded), 'excluded': counts['excluded']}
+    exclusion = {'source': o['exclude_pmids'], 'listed': len(excluded), 'excluded': counts['excluded'],
+                 'blake2b': pmid_list_hash(excluded) if o['exclude_pmids'] else ''}
     with writing_to(o['out_dir']):
         meta = write_meta(o['out_dir'], spec, excluded_pmids=exclusion, files=[{'name': p['name'], 'md5': p['md5']} for p in parsed],
                           bad_files=[{'name': n, 'error': e} for n, e in bad], records=dict(sorted(counts.items())),
                           split={'rule': 'a hash of the PMID', 'val_fraction': o['val_fraction']}, languages=o['languages'],
-                          subset={k: o[k] for k in SUBSET_OPTIONS if o[k]}, **sizes)
+                          subset=subset_record(o), **sizes)
     print_summary(meta, counts, len(sources) + len(failed_downloads), time.time() - t0)
     if bad:
         print(f"{len(bad)} bad file(s) left out: {', '.join(n for n, _ in bad)}", file=sys.stderr)
