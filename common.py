@@ -114,6 +114,34 @@ def writable_folder(path, create=True):
     return os.path.isdir(path) and os.access(path, os.W_OK | os.X_OK)
 
 
+# a write that failed for want of space: the disk, the user's quota, the largest file the filesystem (or ulimit) allows
+DISK_FULL = {errno.ENOSPC: 'the disk is full', errno.EDQUOT: 'the disk quota is used up',
+             errno.EFBIG: 'the file is larger than the filesystem (or ulimit -f) allows'}
+
+
+def is_disk_full(error):
+    return isinstance(error, OSError) and error.errno in DISK_FULL
+
+
+def size_text(n):
+    for unit, scale in (('GB', 1e9), ('MB', 1e6), ('kB', 1e3)):
+        if n >= scale:
+            return f'{n / scale:,.1f} {unit}'
+    return f'{n:,} bytes'
+
+
+def disk_full_message(path, error, needed=None):
+    """One line for a write to `path` (a file, or a folder of them) that failed for want of space (is_disk_full):
+    that the disk is full, where, what it needed when the caller knows, and what is free there now."""
+    folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+    try:
+        free = f'{size_text(shutil.disk_usage(folder).free)} free'
+    except OSError:
+        free = 'free space unknown'
+    need = f'{size_text(needed)} needed, ' if needed else ''
+    return f'{path}: {DISK_FULL[error.errno]} ({error.strerror}; {need}{free}): make room there, or write elsewhere'
+
+
 REPO = os.path.dirname(os.path.abspath(__file__))
 
 

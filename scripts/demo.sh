@@ -12,7 +12,7 @@ if [ -n "${PUBMED_INPUT:-}" ]; then
 else
   source_args=(--max_files="$files" --raw_dir="$demo/raw")
 fi
-echo "== 1/3 prepare: ${PUBMED_INPUT:-first $files NCBI baseline file(s)} -> $demo/data"
+echo "== 1/3 prepare: ${PUBMED_INPUT:-first $files NCBI baseline file(s) (offline: PUBMED_INPUT=DIR of .xml/.xml.gz files)} -> $demo/data"
 python data/pubmed/prepare.py "${source_args[@]}" --out_dir="$demo/data" --vocab_size=8192
 echo "== 2/3 train config/train_pubmed_cpu.py for $seconds s -> $demo/out (a re-run of the demo replaces its last run)"
 python train.py config/train_pubmed_cpu.py --data_dir="$demo/data" --out_dir="$demo/out" --overwrite=True \

@@ -1,5 +1,7 @@
+import errno
 import os
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -55,6 +57,49 @@ def gpt2():
     except Exception as e:
         pytest.skip(f"tiktoken's GPT-2 files are not at hand ({type(e).__name__}): put ../shared beside the checkout, "
                     'set PUBMED_SHARED, or TIKTOKEN_CACHE_DIR to a folder holding them')
+
+
+@pytest.fixture
+def tmpfs():
+    """mount(folder, size, read_only): a small tmpfs at `folder`, a real filesystem to fill up (fill_disk) or that
+    cannot be written, unmounted after the test. Mounting needs root (CI runs as root); skips, saying why, where
+    it is refused."""
+    mounted = []
+
+    def mount(folder, size='1m', read_only=False):
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            r = subprocess.run(['mount', '-t', 'tmpfs', '-o', f'size={size}' + (',ro' if read_only else ''), 'tmpfs', str(folder)],
+                               capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            r = subprocess.CompletedProcess([], 1, '', str(e))
+        if r.returncode:
+            pytest.skip(f'cannot mount a tmpfs (needs root): {r.stderr.strip()}')
+        mounted.append(folder)
+        return folder
+    yield mount
+    for folder in reversed(mounted):
+        subprocess.run(['umount', '-l', str(folder)], capture_output=True, timeout=30)
+
+
+def fill_disk(folder):
+    """Fill the filesystem of `folder` to the last byte with one file, `folder/filler` (removing it frees the disk)."""
+    fd = os.open(folder / 'filler', os.O_WRONLY | os.O_CREAT)
+    try:
+        for block in (1 << 16, 4096, 1):
+            try:
+                while True:
+                    os.write(fd, b'x' * block)
+            except OSError as e:
+                assert e.errno == errno.ENOSPC, e
+    finally:
+        os.close(fd)
+    return folder / 'filler'
+
+
+def error_lines(stderr):
+    """The `error:` lines of a command's stderr, progress bars (carriage returns) apart."""
+    return [line for line in re.split(r'[\r\n]', stderr) if line.startswith('error:')]
 
 
 def need(path):

@@ -2,14 +2,17 @@
 faults: 500s, a connection dropped mid-file, a slow response, a corrupted body (MD5 mismatch)."""
 import gzip
 import hashlib
+import os
 import random
+import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from conftest import FIXTURES, run_prepare
+from conftest import FIXTURES, PREPARE, error_lines, fill_disk, run_prepare
 from data.pubmed.download import download_all, parse_listing, parse_md5
 from dataloader import load_meta
 
@@ -30,7 +33,7 @@ def md5_line(name, data):
 
 
 class Server:
-    """files: {'/pubmed/baseline/x.xml.gz': bytes}; faults: {path: ['500' | 'drop' | 'slow' | 'corrupt' | 'norange']}
+    """files: {'/pubmed/baseline/x.xml.gz': bytes}; faults: {path: ['500' | '503' | 'drop' | 'slow' | 'corrupt' | 'norange']}
     consumed one per request. Listings, .md5 companions, README.txt and *_stats.html come for free."""
 
     def __init__(self, files, faults=None):
@@ -55,8 +58,8 @@ class Server:
                 data = server.files.get(self.path)
                 if data is None:
                     return self.send_error(404)
-                if fault == '500':
-                    return self.send_error(500)
+                if fault in ('500', '503'):
+                    return self.send_error(int(fault))
                 if fault == 'slow':
                     time.sleep(SLOW)
                 if fault == 'corrupt':
@@ -223,3 +226,37 @@ def test_prepare_max_files_and_a_file_that_never_verifies(tmp_path):
         r = prepare(f'--base_url={s.url}/pubmed/', f'--out_dir={tmp_path / "two"}')
     assert r.returncode == 1 and 'pubmed99n0002.xml.gz' in r.stderr and 'MD5 mismatch' in r.stderr
     assert [f['name'] for f in load_meta(tmp_path / 'two')['files']] == ['pubmed99n0001.xml.gz']
+
+
+def test_a_host_name_that_does_not_resolve_fails_in_seconds_in_one_line(tmp_path):
+    """Offline, the README's first command (scripts/demo.sh) waited 3.5 minutes: a name lookup that fails was retried 8
+    times with backoff. It is tried twice, with the default retries and backoff, and said in one line."""
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith('_proxy')}  # the lookup itself, not a proxy's
+    start = time.time()
+    r = subprocess.run([sys.executable, PREPARE, '--base_url=http://nonexistent.invalid/pubmed/', f'--out_dir={tmp_path}',
+                        '--exclude_pmids='], capture_output=True, text=True, timeout=60, env=env)
+    assert time.time() - start < 15 and r.returncode == 1 and r.stderr.count('\n') == 1, r.stderr
+    assert r.stderr == ('error: cannot list http://nonexistent.invalid/pubmed/baseline/: the host name nonexistent.invalid '
+                        'does not resolve (gave up after 2 attempts) (no network? prepare local files with --input=DIR)\n')
+
+
+def test_503s_on_the_listing_are_retried_until_it_is_served(tmp_path):
+    with Server(fixture_server_files(), {'/pubmed/baseline/': ['503', '503']}) as s:
+        r = prepare(f'--base_url={s.url}/pubmed/', f'--out_dir={tmp_path}')
+    assert r.returncode == 0, r.stderr
+    assert s.requests('/pubmed/baseline/') == [None] * 3
+
+
+def test_a_full_disk_during_downloads_is_one_line_not_a_failed_download(tmp_path, tmpfs):
+    """raw_dir on a full filesystem: one line saying so, and no file is retried or reported as a download that
+    failed (the run went on to parse nothing and said '2 bad')."""
+    files = fixture_server_files()
+    raw = fill_disk(tmpfs(tmp_path / 'disk')).parent / 'raw'
+    with Server(files) as s:
+        r = prepare(f'--base_url={s.url}/pubmed/', f'--out_dir={tmp_path / "out"}', f'--raw_dir={raw}', '--connections=1')
+    errors = error_lines(r.stderr)
+    assert r.returncode == 1 and errors == [f'error: {raw}: the disk is full (No space left on device; 0 bytes free): make '
+                                            'room there, or write elsewhere, then run the same command again (what is done is '
+                                            'cached); the files already there are unchanged'], r.stderr
+    assert all(len(s.requests(path)) <= 1 for path in files) and 'download failed' not in r.stderr
+    assert not list(raw.rglob('*.tmp'))

@@ -13,7 +13,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from conftest import FIXTURES, PREPARE, PUBMED_CORPUS, PUBMED_XML, REPO, SHARED, need, run_prepare
+from conftest import FIXTURES, PREPARE, PUBMED_CORPUS, PUBMED_XML, REPO, SHARED, error_lines, fill_disk, need, run_prepare
 from data.pubmed.parse import parse_file
 from dataloader import META_KEYS, load_meta
 from tokenizer import encoding_from_spec
@@ -214,6 +214,11 @@ def test_real_samples_truncated_gzip_reported_rest_prepared(tmp_path):
     (['--years=abc'], '--years=abc: expected a range of years'),
     (['--mesh_major=True'], '--mesh_major=True: give the headings with --mesh'),
     (['--keep_pmids=/nonexistent'], '--keep_pmids=/nonexistent: no such file or folder'),
+    # options that keep nothing whatever the input, or that would be no filter at all
+    (['--years=2020-2000'], '--years=2020-2000: the first year is after the last (did you mean 2000-2020?)'),
+    (['--publication_types=Review;Letter', '--drop_publication_types=REVIEW'],
+     '--publication_types and --drop_publication_types both name review: a record cannot be kept and dropped'),
+    (['--mesh=;'], '--mesh=;: names nothing'),
 ])
 def test_bad_options_exit_2_and_write_nothing(tmp_path, args, message):
     out = tmp_path / 'out'
@@ -503,10 +508,13 @@ def test_exclude_pmids_keeps_pubmedqa_out_of_both_splits(tmp_path):
         titles = {doc.split('\n', 1)[0] for doc in documents(out, 'train') + documents(out, 'val')}
         runs[name] = (pmids & listed, sum(q in titles for q in questions), load_meta(out), r)
     kept, found, meta, r = runs['without']  # 6 of the 894 titles are not the question verbatim
-    assert len(kept) == 894 and found == 888 and meta['excluded_pmids'] == {'source': '', 'listed': 0, 'excluded': 0}
+    assert len(kept) == 894 and found == 888
+    assert meta['excluded_pmids'] == {'source': '', 'listed': 0, 'excluded': 0, 'blake2b': ''}
     kept, found, meta, r = runs['with']
     assert kept == set() and found == 0
-    assert meta['excluded_pmids'] == {'source': str(pubmedqa), 'listed': 1000, 'excluded': 894}
+    assert meta['excluded_pmids'] == {'source': str(pubmedqa), 'listed': 1000, 'excluded': 894,  # the list by its hash too
+                                      'blake2b': hashlib.blake2b(''.join(f'{p}\n' for p in sorted(listed)).encode(),
+                                                                 digest_size=16).hexdigest()}
     assert '894 excluded' in r.stdout and f'excluding the PMIDs listed in {pubmedqa}' in r.stderr
     assert json.loads((tmp_path / 'with' / 'meta.json').read_text())['records']['excluded'] == 894
 
@@ -587,17 +595,26 @@ def test_subsets_keep_what_an_independent_reading_of_the_xml_says_from_the_same_
     journals = Counter(info[p]['iso'] for p in everything).most_common(2)
     nlm = next(info[p]['nlm'] for p in everything if info[p]['iso'] == journals[1][0])
     (tmp_path / 'keep.txt').write_text('\n'.join(map(str, sorted(everything)[::3])))
+
+    def spellings(kind, *words):
+        """The words with every UI and name the input pairs with one of them: a heading given by UI matches the
+        records written without UIs (MEDLINE before 2014; 82 of the kept records have such MeSH headings)."""
+        pairs = {(term[0], term[1]) for i in info.values() for term in i[kind] if term[0]}
+        uis = {ui for ui, name in pairs if ui in words or name in words}
+        return set(words) | uis | {name for ui, name in pairs if ui in uis}
+    humans_or_male, neoplasms_or_brain = spellings('mesh', 'Humans', 'D008297'), spellings('mesh', 'D009369', 'Neoplasms', 'Brain')
+    review_or_support = spellings('types', 'Review', 'D013485')  # 43 kept records name one of these without a UI
     cases = {
-        'mesh': (['--mesh=Humans;D008297'], 'mesh', lambda i: any(n == 'Humans' or ui == 'D008297' for ui, n, _ in i['mesh'])),
+        'mesh': (['--mesh=Humans;D008297'], 'mesh', lambda i: any(n in humans_or_male or ui in humans_or_male for ui, n, _ in i['mesh'])),
         'mesh major': (['--mesh=d009369;Neoplasms;Brain', '--mesh_major=True'], 'mesh',
-                       lambda i: any(m and (ui == 'D009369' or n in ('Neoplasms', 'Brain')) for ui, n, m in i['mesh'])),
+                       lambda i: any(m and (ui in neoplasms_or_brain or n in neoplasms_or_brain) for ui, n, m in i['mesh'])),
         'years': (['--years=1990-2005'], 'year', lambda i: 1990 <= i['year'] <= 2005),
-        'journals': ([f'--journals={journals[0][0].upper()};{nlm}'], 'journal',
-                     lambda i: i['iso'] == journals[0][0] or i['nlm'] == nlm),
+        'journals': ([f'--journals={journals[0][0].upper()};{nlm}'], 'journal',  # its older abbreviation too, by its NLM ID
+                     lambda i: i['nlm'] in {nlm} | {j['nlm'] for j in info.values() if j['iso'] == journals[0][0]}),
         'types kept': (['--publication_types=Review;Case Reports'], 'publication_type',
                        lambda i: any(n in ('Review', 'Case Reports') for _, n in i['types'])),
-        'types dropped': (['--drop_publication_types=Review;D016428'], 'publication_type',
-                          lambda i: not any(n == 'Review' or ui == 'D016428' for ui, n in i['types'])),
+        'types dropped': (['--drop_publication_types=Review;D013485'], 'publication_type',
+                          lambda i: not any(n in review_or_support or ui in review_or_support for ui, n in i['types'])),
         'pmid list': ([f'--keep_pmids={tmp_path / "keep.txt"}'], 'not_in_keep_pmids', lambda i: True),
     }
     for name, (args, rule, wanted) in cases.items():
@@ -613,3 +630,167 @@ def test_subsets_keep_what_an_independent_reading_of_the_xml_says_from_the_same_
     assert {p: p.stat().st_mtime_ns for p in (out / 'cache' / 'parsed').iterdir()} == parsed  # nothing parsed again
     r = run_prepare(*base, '--years=2020-2010x')
     assert r.returncode == 2 and '--years=2020-2010x: expected a range of years' in r.stderr
+
+
+def subject_citation(pmid, year=None, journal=None, mesh=(), types=()):
+    """A record with what the subset rules look at, each left out when None or empty: the publication year, the
+    journal as (ISO abbreviation, NLM ID), MeSH descriptors and publication types as (UI, name), a UI '' written
+    without one as MEDLINE did before 2014."""
+    tag = lambda name, ui, text: f'<{name} UI="{ui}">{text}</{name}>' if ui else f'<{name}>{text}</{name}>'
+    journal_xml = '<Journal>' + (f'<JournalIssue><PubDate><Year>{year}</Year></PubDate></JournalIssue>' if year else '') + \
+        (f'<ISOAbbreviation>{journal[0]}</ISOAbbreviation>' if journal else '') + '</Journal>'
+    types_xml = f"<PublicationTypeList>{''.join(tag('PublicationType', ui, n) for ui, n in types)}</PublicationTypeList>" if types else ''
+    mesh_xml = ('<MeshHeadingList>' + ''.join(f"<MeshHeading>{tag('DescriptorName', ui, n)}</MeshHeading>" for ui, n in mesh)
+                + '</MeshHeadingList>') if mesh else ''
+    return (f'<PubmedArticle><MedlineCitation><PMID Version="1">{pmid}</PMID><Article>{journal_xml}<ArticleTitle>Record {pmid}.'
+            f'</ArticleTitle><Abstract><AbstractText>An abstract.</AbstractText></Abstract><Language>eng</Language>{types_xml}'
+            f'</Article>' + (f'<MedlineJournalInfo><NlmUniqueID>{journal[1]}</NlmUniqueID></MedlineJournalInfo>' if journal else '')
+            + f'{mesh_xml}</MedlineCitation></PubmedArticle>')
+
+
+def test_each_subset_rule_drops_a_record_that_lacks_its_field_and_matches_a_term_written_without_its_ui(tmp_path):
+    """docs/data.md: a record without a year is dropped by --years (it was kept by an open lower bound, the year 0
+    being inside -1999), without a journal by --journals, without MeSH by --mesh, without publication types by
+    --publication_types; --drop_publication_types keeps it. A MeSH heading or publication type asked for by UI also
+    matches the records that name it without one (MEDLINE before 2014), by the name the input gives that UI; a journal
+    its older abbreviation (J. Test), by its NLM ID."""
+    groups = {  # 12 records each, so that both splits have some of every kept set
+        'new': dict(year=1990, journal=('J Test', '0001'), mesh=[('D006801', 'Humans')], types=[('D016454', 'Review')]),
+        'old': dict(year=1998, journal=('J. Test', '0001'), mesh=[('', 'Humans')], types=[('', 'Review')]),
+        'mice': dict(year=2010, journal=('Other J', '0002'), mesh=[('D051379', 'Mice')], types=[('D016428', 'Journal Article')]),
+        'bare': dict(),
+    }
+    pmids = {group: range(1 + 12 * i, 13 + 12 * i) for i, group in enumerate(groups)}
+    write_xml(tmp_path / 'in' / 'pubmed99n0001.xml', *(subject_citation(p, **groups[g]) for g in groups for p in pmids[g]))
+    cases = {'--years=-1999': ('new', 'old'), '--years=2000-': ('mice',), '--journals=j test': ('new', 'old'),
+             '--mesh=D006801': ('new', 'old'), '--publication_types=D016454': ('new', 'old'),
+             '--drop_publication_types=D016454': ('mice', 'bare')}
+    runs = {option: subprocess.Popen([sys.executable, PREPARE, f'--input={tmp_path / "in"}', f'--out_dir={tmp_path / str(i)}',
+                                      '--vocab_size=300', '--val_fraction=0.5', '--exclude_pmids=', option,
+                                      f'--export_jsonl={tmp_path / str(i)}.jsonl'], text=True, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE) for i, option in enumerate(cases)}  # at once: ~1 s each
+    for i, (option, kept) in enumerate(cases.items()):
+        out, err = runs[option].communicate(timeout=120)
+        assert runs[option].returncode == 0, err
+        assert [json.loads(line)['pmid'] for line in open(tmp_path / f'{i}.jsonl')] == [p for g in kept for p in pmids[g]], option
+        assert f'dropped {48 - 12 * len(kept)} by' in out, option
+
+
+def test_a_subset_that_keeps_nothing_names_the_rule_that_dropped_each_record(tmp_path):
+    """The shared samples' 1,235 records (the truncated file left out) with a subset that matches none of them: the
+    error counts each rule's drops, the subset's by its option, where it said 'none has an abstract in a kept language'."""
+    base = [f'--input={need(PUBMED_XML)}', f'--out_dir={tmp_path / "out"}', '--exclude_pmids=', '--workers=1']
+    for option in ('--journals=Nonexistent', '--years=1800-1850'):
+        r = run_prepare(*base, option)
+        assert r.returncode == 1 and error_lines(r.stderr)[-1] == (
+            'error: no documents to keep: of the 1,235 records, 12 replaced by a later version, 238 without abstract, '
+            f'23 in another language (--languages=eng), 962 dropped by {option}; nothing written'), r.stderr
+    assert not (tmp_path / 'out' / 'train.bin').exists()
+
+
+def test_pmid_lists_that_keep_or_exclude_nothing_are_option_errors(tmp_path, monkeypatch, capsys):
+    """An empty --keep_pmids list keeps nothing; a list all excluded by --exclude_pmids too; an empty
+    --exclude_pmids list would let a benchmark in unsaid: exit 2 before any work. An auto data/pubmedqa without
+    PubMedQA's files excludes nothing, and says so."""
+    (tmp_path / 'empty.txt').write_text('# none yet\n')
+    (tmp_path / 'some.txt').write_text('101 102')
+    cases = {(f'--keep_pmids={tmp_path / "empty.txt"}',): 'empty.txt: lists no PMID, so nothing would be kept',
+             (f'--keep_pmids={tmp_path / "some.txt"}', f'--exclude_pmids={tmp_path / "some.txt"}'):
+                 'every PMID it lists is excluded by --exclude_pmids',
+             (f'--exclude_pmids={tmp_path / "empty.txt"}',): "empty.txt: lists no PMID (--exclude_pmids='' excludes none)"}
+    for args, message in cases.items():
+        r = run_prepare(f'--input={FIXTURES}', f'--out_dir={tmp_path / "out"}', *args)
+        assert r.returncode == 2 and r.stderr.count('\n') == 1 and message in r.stderr, r.stderr
+    assert not (tmp_path / 'out').exists()
+    from data.pubmed import prepare
+    (tmp_path / 'pubmedqa').mkdir()
+    monkeypatch.setattr(prepare, 'PUBMEDQA', str(tmp_path / 'pubmedqa'))
+    assert prepare.parse_options([f'--input={FIXTURES}', f'--out_dir={tmp_path / "out"}'])['exclude_pmids'] == ''
+    assert f"note: {tmp_path / 'pubmedqa'}: no PMID in PubMedQA's files there" in capsys.readouterr().err
+
+
+def test_meta_records_the_pmid_lists_by_count_and_hash_not_only_by_path(tmp_path):
+    """--keep_pmids and --exclude_pmids are files that can change after the data is made: meta names each list by its
+    number of PMIDs and the blake2b-128 of its sorted PMIDs one per line (`sort -n | uniq | b2sum -l 128`), the same
+    for the same PMIDs in another file or format."""
+    folder = fixture_input(tmp_path)
+    keep = [101, 102, 103, 104, 107, 108, 110, 999]  # 999 is in no input file
+    (tmp_path / 'keep.txt').write_text('# mine\n101, 102 103\n104\n107\n108\n110\n999\n102\n')
+    (tmp_path / 'keep.json').write_text(json.dumps([str(p) for p in reversed(keep)]))
+    (tmp_path / 'exclude.txt').write_text('110\n')
+    digest = lambda pmids: hashlib.blake2b(''.join(f'{p}\n' for p in sorted(pmids)).encode(), digest_size=16).hexdigest()
+    for name in ('keep.txt', 'keep.json'):
+        out = tmp_path / name.replace('.', '_')
+        r = run_prepare(f'--input={folder}', f'--out_dir={out}', '--vocab_size=300', '--val_fraction=0.5',
+                        f'--keep_pmids={tmp_path / name}', f'--exclude_pmids={tmp_path / "exclude.txt"}')
+        assert r.returncode == 0, r.stderr
+        for meta in (load_meta(out), json.loads((out / 'meta.json').read_text())):
+            assert meta['subset'] == {'keep_pmids': str(tmp_path / name), 'keep_pmids_listed': 8,
+                                      'keep_pmids_blake2b': digest(keep)}
+            assert meta['excluded_pmids'] == {'source': str(tmp_path / 'exclude.txt'), 'listed': 1, 'excluded': 1,
+                                              'blake2b': digest([110])}
+            assert meta['records']['not_in_keep_pmids'] == 2 and meta['train_docs'] + meta['val_docs'] == 6  # 113, 120 not kept
+        assert f"subset (keep_pmids='{tmp_path / name}'): dropped 2 by not_in_keep_pmids" in r.stdout
+
+
+def test_a_full_disk_at_each_stage_is_one_line_and_leaves_the_outputs_and_caches_whole(tmp_path, tmpfs):
+    """A real full filesystem (a 1 MB tmpfs filled to the last byte) under out_dir, at each stage that writes: one
+    `error:` line saying the disk is full, where, and what it needed when known (the token files' size), exit 1; the
+    previous outputs byte for byte, every cache file whole (none removed as unreadable), no temp file left; the input
+    never called corrupt. Once there is room again, the same command finishes. (ndarray.tofile lost the error while
+    writing train.bin: prepare.py exited 0 with an empty train.bin and a meta.pkl describing it.)"""
+    from common import size_text
+    folder, out = fixture_input(tmp_path, gz=()), tmpfs(tmp_path / 'disk') / 'out'
+    args = [f'--input={folder}', f'--out_dir={out}', '--val_fraction=0.5', '--exclude_pmids=']
+    assert run_prepare(*args, '--vocab_size=300').returncode == 0
+    expected, caches = outputs(out), {p: p.read_bytes() for p in (out / 'cache').rglob('*') if p.is_file()}
+    meta = load_meta(out)
+    filler = fill_disk(out.parent)
+    stages = {  # what each run has to write first: the token files, a new BPE, new token shards, two new parse caches
+        'write': (['--vocab_size=300'], f"{out}: the disk is full (No space left on device; "
+                  f"{size_text(2 * (meta['train_tokens'] + meta['val_tokens']))} needed, 0 bytes free)"),
+        'bpe': (['--vocab_size=310'], f'{out}/cache/bpe.'),
+        'tokenize': ([f'--tokenizer={out}', '--val_fraction=0.4'], f'{out}/cache/tokens: the disk is full'),
+        'parse': (['--vocab_size=300', '--workers=2'], f'{out}/cache/parsed: the disk is full'),
+    }
+    for stage, (extra, where) in stages.items():
+        if stage == 'parse':
+            for n in (5, 6):
+                write_xml(folder / f'pubmed99n000{n}.xml', *(citation(p) for p in range(1000 * n, 1000 * n + 5)))
+        r = run_prepare(*args, *extra)
+        errors = error_lines(r.stderr)
+        assert r.returncode == 1 and len(errors) == 1 and where in errors[0] and 'the disk is full' in errors[0], (stage, r.stderr)
+        assert 'Traceback' not in r.stderr and 'corrupt' not in r.stderr and 'unreadable' not in r.stderr, stage
+        assert outputs(out) == expected and {p: p.read_bytes() for p in caches} == caches, stage
+        assert not list(out.rglob('*.tmp')), stage
+    filler.unlink()
+    r = run_prepare(*args, '--vocab_size=300')
+    assert r.returncode == 0 and 'files: 5 given, 5 prepared, 0 bad' in r.stdout, r.stderr
+
+
+def test_a_cache_folder_that_cannot_be_written_blames_no_input_file(tmp_path, tmpfs):
+    """cache/parsed on a read-only filesystem: one line naming it, where each intact input file was 'corrupt or
+    unreadable, left out'."""
+    folder, out = fixture_input(tmp_path), tmp_path / 'out'
+    tmpfs(out / 'cache' / 'parsed', read_only=True)
+    r = run_prepare(f'--input={folder}', f'--out_dir={out}', '--vocab_size=300', '--val_fraction=0.5')
+    errors = error_lines(r.stderr)
+    assert r.returncode == 1 and len(errors) == 1 and 'corrupt' not in r.stderr, r.stderr
+    assert errors[0].startswith(f'error: {out}/cache/parsed: cannot write (Read-only file system: {out}/cache/parsed/pubmed99n000')
+
+
+def test_a_filesystem_without_locks_is_not_taken_for_another_prepare(tmp_path, monkeypatch, capsys):
+    """lockf fails with ENOLCK on filesystems without locks (some NFS): no prepare.py holds out_dir, so none is named."""
+    import errno
+    import fcntl
+
+    from data.pubmed.prepare import lock_out_dir
+
+    def no_locks(*args):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+    monkeypatch.setattr(fcntl, 'lockf', no_locks)
+    with pytest.raises(SystemExit) as exit:
+        lock_out_dir(str(tmp_path))
+    err = capsys.readouterr().err
+    assert exit.value.code == 1 and 'No locks available): its filesystem does not support locks' in err
+    assert 'another prepare.py' not in err

@@ -7,14 +7,18 @@ NCBI serves a plain HTML index per folder and, beside every data file, a compani
 holding `MD5(<name>)= <32 hex digits>`. A file is streamed into `<dest>.part` (resumed with an HTTP
 Range request after a dropped connection or a killed run), checked against its MD5, then renamed.
 Its verified MD5 is recorded in `<dest>.md5` first, so a file next to its record is never fetched
-again. Timeouts, connection errors and 5xx responses are retried with exponential backoff + jitter.
+again. Timeouts, connection errors and 5xx responses are retried with exponential backoff + jitter; a host name
+that does not resolve (no network) is tried twice, not `retries` times. A file that cannot be had is left out and
+the others go on; an error of this machine's (a full disk, a folder that cannot be written) stops them all.
 """
 import hashlib
 import os
 import random
 import re
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
 
 import requests
 from tqdm import tqdm
@@ -58,6 +62,23 @@ def parse_md5(text, name):
     return match.group(2).lower()
 
 
+UNRESOLVED_ATTEMPTS = 2  # a host name that does not resolve is no network (or a typo): one retry, not minutes of them
+
+
+def name_not_resolved(error):
+    """Whether a requests error comes from a host name lookup that failed (socket.gaierror, under urllib3's wrappers)."""
+    pending, seen = [error], set()
+    while pending:
+        e = pending.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, socket.gaierror) or type(e).__name__ == 'NameResolutionError':
+            return True
+        pending += [getattr(e, 'reason', None), e.__cause__, e.__context__, *(a for a in e.args if isinstance(a, BaseException))]
+    return False
+
+
 def retrying(fn, what, retries, backoff):
     """Call fn() until it succeeds; retry timeouts, connection errors and 5xx with backoff + jitter."""
     for attempt in range(retries + 1):
@@ -65,6 +86,9 @@ def retrying(fn, what, retries, backoff):
             return fn()
         except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
                 ServerError) as e:
+            if name_not_resolved(e) and attempt + 1 >= min(UNRESOLVED_ATTEMPTS, retries + 1):
+                raise DownloadError(f'{what}: the host name {urlsplit(what).hostname} does not resolve '
+                                    f'(gave up after {attempt + 1} attempts)') from e
             if attempt == retries:
                 raise DownloadError(f'{what}: gave up after {retries + 1} attempts: {e}') from e
             time.sleep(min(60.0, backoff * 2 ** attempt) * random.uniform(0.5, 1.5))
@@ -135,7 +159,8 @@ def download_file(url, dest, timeout, retries, backoff, bar):
 
 
 def download_all(jobs, connections=3, timeout=60.0, retries=8, backoff=1.0):
-    """jobs: [(url, dest)] -> (ok: [(dest, md5)] in job order, failed: [(name, message)])."""
+    """jobs: [(url, dest)] -> (ok: [(dest, md5)] in job order, failed: [(name, message)]); raises this machine's
+    errors (OSError: a full disk, a folder that cannot be written), never counted as a file that failed."""
     for _, dest in jobs:
         os.makedirs(os.path.dirname(dest) or '.', exist_ok=True)
     with tqdm(total=0, unit='B', unit_scale=True, unit_divisor=1024, desc='download') as bar, \
@@ -145,6 +170,9 @@ def download_all(jobs, connections=3, timeout=60.0, retries=8, backoff=1.0):
         for (url, dest), future in zip(jobs, futures):
             try:
                 ok.append((dest, future.result()))
-            except (DownloadError, OSError) as e:
+            except (DownloadError, requests.RequestException) as e:  # this file cannot be had: the others go on
                 failed.append((os.path.basename(dest), str(e)))
+            except BaseException:  # this machine's (a full disk, a folder it may not write): no other file fares better
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
     return ok, failed

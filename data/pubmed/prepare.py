@@ -14,6 +14,7 @@ it stopped and gives byte-identical outputs, whatever --workers is:
   5. tokenize   one worker per file -> cache/tokens/<file>.<key>.npz
   6. write      concatenate in file order, temp file + rename
 """
+import errno
 import fcntl
 import glob
 import gzip
@@ -28,6 +29,7 @@ import time
 import zipfile
 import zlib
 from collections import Counter
+from contextlib import contextmanager
 from itertools import chain
 
 import numpy as np
@@ -36,7 +38,7 @@ from tqdm import tqdm
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))  # the repo root, when run as a script
-from common import atomic_write, die_with_parent, load_data_pickle, writable_folder  # noqa: E402
+from common import atomic_write, die_with_parent, disk_full_message, is_disk_full, load_data_pickle, writable_folder  # noqa: E402
 from configurator import configure, fail  # noqa: E402
 from data.pubmed.download import DownloadError, download_all, file_md5, list_files, natural_key  # noqa: E402
 from data.pubmed.parse import iter_file  # noqa: E402
@@ -118,20 +120,37 @@ def parse_options(argv):
         o['excluded'] = excluded_pmids(o['exclude_pmids'], only_pubmedqa=auto) if o['exclude_pmids'] else np.zeros(0, np.int64)
     except ValueError as e:
         fail(f"--exclude_pmids={o['exclude_pmids']}: {e}", code=2)
+    if o['exclude_pmids'] and not len(o['excluded']):  # an empty list would let the benchmark into the training data unsaid
+        if not auto:
+            fail(f"--exclude_pmids={o['exclude_pmids']}: lists no PMID (--exclude_pmids='' excludes none)", 2)
+        print(f"note: {PUBMEDQA}: no PMID in PubMedQA's files there ({', '.join(PUBMEDQA_FILES)}): none excluded",
+              file=sys.stderr)
+        o['exclude_pmids'] = ''
     o['subset'] = subset_filters(o)
     return o
 
 
 def subset_filters(o):
-    """The subset options as the merge applies them ({} when none is set); exit 2 naming a value that is none."""
-    words = lambda key: {w.strip().lower() for w in o[key].split(';') if w.strip()}
-    filters = {key: words(key) for key in ('mesh', 'journals', 'publication_types', 'drop_publication_types') if words(key)}
+    """The subset options as the merge applies them ({} when none is set); exit 2 naming a value that is none, or
+    options that could keep nothing whatever the input (a reversed range, a type both kept and dropped, an empty list)."""
+    filters = {}
+    for key in ('mesh', 'journals', 'publication_types', 'drop_publication_types'):
+        if o[key]:
+            filters[key] = {w.strip().lower() for w in o[key].split(';') if w.strip()}
+            if not filters[key]:  # ';' alone: no filter at all would be applied, unsaid
+                fail(f"--{key}={o[key]}: names nothing (give ;-separated names or UIs)", 2)
+    both = sorted(filters.get('publication_types', set()) & filters.get('drop_publication_types', set()))
+    if both:
+        fail(f"--publication_types and --drop_publication_types both name {'; '.join(both)}: a record cannot be kept "
+             'and dropped for the same type', 2)
     if o['years']:
         found = re.fullmatch(r'\s*(\d{4})?\s*-\s*(\d{4})?\s*|\s*(\d{4})\s*', o['years'])
         if not found or not any(found.groups()):
             fail(f"--years={o['years']}: expected a range of years such as 2000-2019, 2020- or -1999 (or one year)", 2)
         lo, hi, one = found.groups()
         filters['years'] = (int(one or lo or 0), int(one or hi or 9999))
+        if filters['years'][0] > filters['years'][1]:
+            fail(f"--years={o['years']}: the first year is after the last (did you mean {hi}-{lo}?)", 2)
     if o['keep_pmids']:
         if not os.path.exists(o['keep_pmids']):
             fail(f"--keep_pmids={o['keep_pmids']}: no such file or folder", 2)
@@ -139,11 +158,22 @@ def subset_filters(o):
             filters['keep_pmids'] = excluded_pmids(o['keep_pmids'])
         except ValueError as e:
             fail(f"--keep_pmids={o['keep_pmids']}: {e}", 2)
+        if not len(filters['keep_pmids']):
+            fail(f"--keep_pmids={o['keep_pmids']}: lists no PMID, so nothing would be kept", 2)
+        if np.isin(filters['keep_pmids'], o['excluded']).all():
+            fail(f"--keep_pmids={o['keep_pmids']}: every PMID it lists is excluded by --exclude_pmids={o['exclude_pmids']}, "
+                 "so nothing would be kept (--exclude_pmids='' keeps them)", 2)
     if o['mesh_major'] and 'mesh' not in filters:
         fail('--mesh_major=True: give the headings with --mesh', 2)
     if o['mesh_major']:
         filters['mesh_major'] = True
     return filters
+
+
+def pmid_list_hash(pmids):
+    """What names a list of PMIDs whatever its file's format: blake2b-128 of the sorted PMIDs, one per line
+    (`sort -n | uniq | b2sum -l 128` of the list's numbers gives the same)."""
+    return hashlib.blake2b(''.join(f'{p}\n' for p in np.unique(pmids)).encode(), digest_size=16).hexdigest()
 
 
 def lock_out_dir(out_dir):
@@ -152,19 +182,47 @@ def lock_out_dir(out_dir):
     lock = open(os.path.join(out_dir, '.prepare.lock'), 'a+')
     try:  # a POSIX record lock: held by this process only, not by the workers it forks
         fcntl.lockf(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    except OSError as e:
+        if e.errno not in (errno.EACCES, errno.EAGAIN):  # not held by anyone: this filesystem has no locks (ENOLCK)
+            fail(f'{out_dir}: cannot be locked ({e.strerror}): its filesystem does not support locks (some network '
+                 'filesystems): use an --out_dir on a local disk')
         lock.seek(0)
         fail(f"another prepare.py (pid {lock.read().strip() or '?'}) is writing to {out_dir}: wait for it to finish, "
              'or use another --out_dir')
     lock.truncate(0)
     lock.write(str(os.getpid()))
     lock.flush()
-    stale = glob.glob(os.path.join(out_dir, '*.tmp')) + glob.glob(os.path.join(out_dir, 'cache', '**', '*.tmp'), recursive=True)
+    stale = remove_temp_files(out_dir, os.path.join(out_dir, 'cache', '**'))
+    if stale:
+        print(f'removed {stale} temp file(s) left by a killed run', file=sys.stderr)
+    return lock
+
+
+def remove_temp_files(*folders):
+    """Remove atomic_write's temp files in these folders (globs): only while this process holds the lock, when
+    none is another run's. Returns how many there were."""
+    stale = [p for folder in folders for p in glob.glob(os.path.join(folder, '*.tmp'), recursive=True)]
     for path in stale:
         os.remove(path)
-    if stale:
-        print(f'removed {len(stale)} temp file(s) left by a killed run', file=sys.stderr)
-    return lock
+    return len(stale)
+
+
+@contextmanager
+def writing_to(where, needed=None, workers_write_in=None):
+    """The block writes at `where` (a file, or a folder of them; `needed` bytes when known): an OSError of this
+    machine's there, a full disk above all, ends the run with one error line naming it (exit 1), never a traceback
+    or an input file blamed. What the block wrote goes through atomic_write, so what was there before stays whole;
+    the temp files of workers killed with their pool are removed from `workers_write_in`."""
+    try:
+        yield
+    except OSError as e:
+        if workers_write_in:
+            remove_temp_files(workers_write_in)
+        if is_disk_full(e):
+            fail(f'{disk_full_message(where, e, needed)}, then run the same command again (what is done is cached); '
+                 'the files already there are unchanged')
+        fail(f"{where}: cannot write ({e.strerror or e}{f': {e.filename}' if e.filename else ''}); the files already "
+             'there are unchanged')
 
 
 def short_hash(*parts):
@@ -216,7 +274,7 @@ def gather_sources(o):
         try:
             names = list_files(url, o['timeout'], o['retries'], o['backoff'])
         except (DownloadError, OSError) as e:  # requests' errors are OSErrors
-            fail(f'cannot list {url}: {e}\n(no network? prepare local files with --input=DIR)')
+            fail(f"cannot list {url}: {str(e).removeprefix(f'{url}: ')} (no network? prepare local files with --input=DIR)")
         if folder == 'baseline' and o['max_files']:
             names = names[:o['max_files']]
         print(f'{url}: {len(names)} files')
@@ -243,7 +301,7 @@ def write_parsed(path, cache, with_meta):
     pmids, chars, codes, deletes, counts, chunk = [], [], [], [], {'book': 0, 'no_pmid': 0}, []
     subjects = {'year': [], 'journal': [], 'mesh': [], 'publication_type': []}
     with atomic_write(cache) as f:
-        for kind, value in iter_file(path, with_meta):
+        for kind, value in read_input(path, with_meta):
             if kind == 'record':
                 pmids.append(value['pmid'])
                 chars.append(len(document(value)) if value['abstract'] else 0)
@@ -316,6 +374,8 @@ def cached(path, read):
         return None
     try:
         return read(path)
+    except MemoryError:  # this machine's, not the file's: the cache is fine
+        raise
     except Exception as e:
         print(f'note: {path}: unreadable cache ({type(e).__name__}: {e}): rebuilding it', file=sys.stderr)
         os.remove(path)
@@ -337,20 +397,39 @@ def describe(e):
     return f'{type(e).__name__}: {e}'
 
 
+class BadInput(Exception):
+    """An input file that cannot be read or parsed (its problem, describe()d): it is left out, the others go on."""
+
+
+def read_input(path, with_meta):
+    """iter_file(path), its errors raised as BadInput: only what reading the input raised blames the input, not
+    what writing its cache raised (a full disk, a folder that cannot be written: this machine's, they stop the run)."""
+    try:
+        yield from iter_file(path, with_meta)
+    except MemoryError:
+        raise
+    except Exception as e:
+        raise BadInput(describe(e)) from e
+
+
 def parse_task(task):
-    """Worker: parse one file into the cache unless already there; never raises on a bad file."""
+    """Worker: parse one file into the cache unless already there; never raises on a bad file (only on errors of
+    this machine's, which no other file would escape)."""
     path, md5, cache_dir, with_meta = task
     name = os.path.basename(path)
     try:
-        md5 = md5 or file_md5(path)
+        try:
+            md5 = md5 or file_md5(path)
+        except OSError as e:
+            raise BadInput(describe(e))
         stem = name.split('.')[0]
         cache = os.path.join(cache_dir, f'{stem}.{md5[:16]}.{short_hash(PARSE_VERSION, with_meta)}.pkl')
         n = cached(cache, lambda path: len(read_header(path)['pmid']))
         if n is None:
             n = write_parsed(path, cache, with_meta)
         return {'name': name, 'md5': md5, 'cache': cache, 'records': n, 'error': None}
-    except Exception as e:  # a corrupt file is reported with its name, the others go on
-        return {'name': name, 'path': path, 'error': describe(e)}
+    except BadInput as e:  # a corrupt file is reported with its name, the others go on
+        return {'name': name, 'path': path, 'error': str(e)}
 
 
 def parse_all(sources, o):
@@ -358,15 +437,16 @@ def parse_all(sources, o):
     os.makedirs(cache_dir, exist_ok=True)
     tasks = [(path, md5, cache_dir, bool(o['export_jsonl'])) for path, md5 in sources]
     parsed, bad, records = [], [], 0
-    bar = tqdm(pool_imap(parse_task, tasks, o['workers']), total=len(tasks), unit='file', desc='parse')
-    for result in bar:
-        if result['error']:
-            tqdm.write(f"error: {result['path']}: corrupt or unreadable, left out: {result['error']}", file=sys.stderr)
-            bad.append((result['name'], result['error']))
-        else:
-            parsed.append(result)
-            records += result['records']
-            bar.set_postfix(records=f'{records:,}')
+    with writing_to(cache_dir, workers_write_in=cache_dir), \
+            tqdm(pool_imap(parse_task, tasks, o['workers']), total=len(tasks), unit='file', desc='parse') as bar:
+        for result in bar:
+            if result['error']:
+                tqdm.write(f"error: {result['path']}: corrupt or unreadable, left out: {result['error']}", file=sys.stderr)
+                bad.append((result['name'], result['error']))
+            else:
+                parsed.append(result)
+                records += result['records']
+                bar.set_postfix(records=f'{records:,}')
     return parsed, bad
 
 
@@ -376,6 +456,8 @@ def parse_all(sources, o):
 DROPPED, TRAIN, VAL = 0, 1, 2
 SUBSET_RULES = ('not_in_keep_pmids', 'year', 'journal', 'mesh', 'publication_type')
 SUBSET_OPTIONS = ('mesh', 'mesh_major', 'years', 'journals', 'publication_types', 'drop_publication_types', 'keep_pmids')
+RULE_OPTIONS = {'not_in_keep_pmids': ('keep_pmids',), 'year': ('years',), 'journal': ('journals',), 'mesh': ('mesh', 'mesh_major'),
+                'publication_type': ('publication_types', 'drop_publication_types')}  # the options behind each rule
 SPLITS = {TRAIN: 'train', VAL: 'val'}
 
 
@@ -439,7 +521,13 @@ def merge(parsed, o, excluded=np.zeros(0, dtype=np.int64)):
     # every PMID met, sorted: a PMID's state lives at its index here, so memory grows with the number of
     # PMIDs, not with the largest one (a single 10-digit PMID would otherwise cost gigabytes). The headers
     # are read again in the walk below: holding them all would cost ~36 bytes a record (1.3 GB for PubMed)
-    met = [np.unique(np.concatenate([h['pmid'], h['deletes']])) for h in (read_header(p['cache']) for p in parsed)]
+    met, terms = [], {'mesh': set(), 'publication_type': set(), 'journal': set()}
+    for h in (read_header(p['cache']) for p in parsed):
+        met.append(np.unique(np.concatenate([h['pmid'], h['deletes']])))
+        for kind in ('mesh', 'publication_type'):
+            terms[kind].update(tuple(term) for term in h[f'{kind}_terms'])
+        terms['journal'].update((nlm, iso) for iso, nlm in h['journals'])
+    subset = with_other_spellings(o['subset'], terms)
     ids = np.unique(np.concatenate(met))
     state = np.zeros(len(ids), dtype=np.int8)
     counts, plans = Counter(), [None] * len(parsed)
@@ -468,7 +556,7 @@ def merge(parsed, o, excluded=np.zeros(0, dtype=np.int64)):
         listed = wins & ~no_abstract & ~other_language & np.isin(h['pmid'], excluded)
         counts['excluded'] += int(listed.sum())
         keep = wins & ~no_abstract & ~other_language & ~listed
-        for rule, kept in subset_masks(h, o['subset']):  # each record counted under the first rule it fails
+        for rule, kept in subset_masks(h, subset):  # each record counted under the first rule it fails
             counts[rule] += int((keep & ~kept).sum())
             keep &= kept
         plan = np.where(h['split_hash'] < val_below, VAL, TRAIN).astype(np.int8)
@@ -476,6 +564,25 @@ def merge(parsed, o, excluded=np.zeros(0, dtype=np.int64)):
         plans[i] = plan
     counts['deleted'] = int(np.sum(state == 3))
     return plans, counts
+
+
+TERM_OPTIONS = {'mesh': 'mesh', 'publication_types': 'publication_type', 'drop_publication_types': 'publication_type',
+                'journals': 'journal'}
+
+
+def with_other_spellings(subset, terms):
+    """The subset with every MeSH heading, publication type or journal it names by its ID (a UI, an NLM ID) also named
+    by each name the input gives that ID, and one named by name also by its ID and that ID's other names: MEDLINE
+    before 2014 wrote no UIs, older records abbreviate a journal otherwise ('J. Clin. Oncol.', now 'J Clin Oncol'),
+    NLM renames headings now and then; without this a rule would silently miss those records.
+    terms: {kind: {(ID, name)}} of every input file."""
+    subset = dict(subset)
+    for key, kind in TERM_OPTIONS.items():
+        if key in subset:
+            wanted = subset[key]
+            ids = {i.lower() for i, name in terms[kind] if i and (i.lower() in wanted or name.lower() in wanted)}
+            subset[key] = wanted | ids | {name.lower() for i, name in terms[kind] if name and i.lower() in ids}
+    return subset
 
 
 def any_term(h, kind, wanted, major_only=False):
@@ -495,7 +602,8 @@ def subset_masks(h, subset):
         masks.append(('not_in_keep_pmids', np.isin(h['pmid'], subset['keep_pmids'])))
     if 'years' in subset:
         lo, hi = subset['years']
-        masks.append(('year', (h['year'] >= lo) & (h['year'] <= hi)))
+        known = h['year'] > 0  # 0: the record gives no year, so none of the range (-1999 is from year 1, not from 0)
+        masks.append(('year', known & (h['year'] >= lo) & (h['year'] <= hi)))
     if 'journals' in subset:
         ok = np.array([iso.lower() in subset['journals'] or nlm.lower() in subset['journals'] for iso, nlm in h['journals']]
                       + [False])
@@ -567,7 +675,7 @@ def train_tokenizer(parsed, plans, o):
             yield from (document(r) for r, chosen in zip(iter_records(p['cache']), sample) if chosen)
     n_chars = sum(int(h['chars'][s].sum()) for h, s in zip(headers, samples))
     print(f'training a {o["vocab_size"]}-token BPE on {n_chars:,} characters of the train split ...', file=sys.stderr)
-    with atomic_write(cache) as f:
+    with writing_to(cache), atomic_write(cache) as f:
         pickle.dump(train_bpe(texts(), o['vocab_size']), f, PICKLE)
     return load_pickle_file(cache)  # always the unpickled copy: meta.pkl's bytes must not depend on the path taken
 
@@ -634,28 +742,36 @@ def tokenize_all(parsed, plans, spec, o):
     spec_key = short_hash(pickle.dumps({k: v for k, v in spec.items() if k != 'name'}, PICKLE))
     tasks = [(p['cache'], plan, os.path.join(token_dir, f"{os.path.basename(p['cache'])[:-4]}.{short_hash(spec_key, plan.tobytes())}.npz"))
              for p, plan in zip(parsed, plans)]
-    totals, bar = Counter(), tqdm(total=len(tasks), unit='file', desc='tokenize')
-    for stats in pool_imap(tokenize_task, tasks, o['workers'], init_encoder, (spec,)):
-        totals.update(stats)
-        bar.update()
-        bar.set_postfix(tokens=f"{totals['train'] + totals['val']:,}")
-    bar.close()
+    totals = Counter()
+    with writing_to(token_dir, workers_write_in=token_dir), tqdm(total=len(tasks), unit='file', desc='tokenize') as bar:
+        for stats in pool_imap(tokenize_task, tasks, o['workers'], init_encoder, (spec,)):
+            totals.update(stats)
+            bar.update()
+            bar.set_postfix(tokens=f"{totals['train'] + totals['val']:,}")
     return [t[2] for t in tasks], totals
 
 
 # ------------------------------------------------------------------------------------------------
 # 6. outputs
 
-def write_bins(shards, out_dir):
-    with atomic_write(os.path.join(out_dir, 'train.bin')) as train, atomic_write(os.path.join(out_dir, 'val.bin')) as val:
+def write_bins(shards, out_dir, needed):
+    """train.bin and val.bin: the shards' tokens in file order (`needed` bytes in all, said if the disk is full)."""
+    with writing_to(out_dir, needed), atomic_write(os.path.join(out_dir, 'train.bin')) as train, \
+            atomic_write(os.path.join(out_dir, 'val.bin')) as val:
         for shard in shards:
-            try:
-                with np.load(shard) as z:
-                    z['train'].tofile(train)
-                    z['val'].tofile(val)
-            except (OSError, ValueError, zipfile.BadZipFile) as e:
-                os.remove(shard)
-                fail(f'{shard}: unreadable cache ({type(e).__name__}: {e}): removed; run the same command again to rebuild it')
+            tokens = read_shard(shard)
+            train.write(tokens['train'])  # file.write raises on a full disk; ndarray.tofile lost that error: a short file
+            val.write(tokens['val'])
+
+
+def read_shard(shard):
+    """A token shard's arrays; an unreadable one is removed (to be rebuilt) with one error line."""
+    try:
+        with np.load(shard) as z:
+            return {'train': z['train'], 'val': z['val']}
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        os.remove(shard)
+        fail(f'{shard}: unreadable cache ({type(e).__name__}: {e}): removed; run the same command again to rebuild it')
 
 
 def write_jsonl(parsed, plans, path):
@@ -673,6 +789,30 @@ def write_jsonl(parsed, plans, path):
                                    ensure_ascii=False) + '\n')
 
 
+def subset_record(o):
+    """meta's `subset`: the subset options set, as given; with --keep_pmids also the list itself, by its number of
+    PMIDs and its hash (pmid_list_hash): a path says nothing of what the file held when the data was made."""
+    record = {k: o[k] for k in SUBSET_OPTIONS if o[k]}
+    if o['keep_pmids']:
+        pmids = o['subset']['keep_pmids']
+        record.update(keep_pmids_listed=len(pmids), keep_pmids_blake2b=pmid_list_hash(pmids))
+    return record
+
+
+def why_nothing_is_kept(counts, o):
+    """Of the records met, how many each rule dropped (those that dropped any), a subset rule by its options."""
+    if not counts['records']:
+        return 'the files hold no citation records'
+    reasons = [(counts['replaced'], 'replaced by a later version'), (counts['deleted'], 'deleted'),
+               (counts['no_abstract'], 'without abstract'),
+               (counts['language'], f"in another language (--languages={o['languages']}"
+                                    f"{'' if o['subset'] else '; --languages=all keeps every one'})"),
+               (counts['excluded'], f"excluded by --exclude_pmids={o['exclude_pmids']}"),
+               *((counts[rule], 'dropped by ' + ' '.join(f'--{k}={o[k]}' for k in RULE_OPTIONS[rule] if o[k]))
+                 for rule in SUBSET_RULES)]
+    return f"of the {counts['records']:,} records, " + ', '.join(f'{n:,} {why}' for n, why in reasons if n)
+
+
 def print_summary(meta, counts, n_files, elapsed):
     docs = meta['train_docs'] + meta['val_docs']
     tokens = meta['train_tokens'] + meta['val_tokens'] - docs  # <|endoftext|> is not text
@@ -684,7 +824,7 @@ def print_summary(meta, counts, n_files, elapsed):
         f"PMIDs: {counts['replaced']:,} duplicates replaced by a later version, {counts['deleted']:,} deleted "
         f"({counts['delete_requests']:,} delete requests), {counts['excluded']:,} excluded "
         f"({meta['excluded_pmids']['source'] or 'no --exclude_pmids'})",
-        *([f"subset ({', '.join(f'{k}={v!r}' for k, v in meta['subset'].items())}): dropped "
+        *([f"subset ({', '.join(f'{k}={v!r}' for k, v in meta['subset'].items() if k in SUBSET_OPTIONS)}): dropped "
            f"{', '.join(f'{counts[rule]:,} by {rule}' for rule in SUBSET_RULES if rule in counts)}"] if meta['subset'] else []),
         f"train: {meta['train_docs']:,} docs, {meta['train_tokens']:,} tokens; "
         f"val: {meta['val_docs']:,} docs, {meta['val_tokens']:,} tokens",
@@ -704,9 +844,11 @@ def main(argv=None):
         spec = None  # trained after the merge, on the train split
     else:  # a tokenizer that cannot be had fails now, not after the parse
         spec = load_gpt2() if o['tokenizer'] == 'gpt2' else existing_tokenizer(o['tokenizer'])
-    os.makedirs(o['out_dir'], exist_ok=True)
-    lock = lock_out_dir(o['out_dir'])  # noqa: F841 (held until the process ends)
-    sources, failed_downloads = gather_sources(o)
+    with writing_to(o['out_dir']):
+        os.makedirs(o['out_dir'], exist_ok=True)
+        lock = lock_out_dir(o['out_dir'])  # noqa: F841 (held until the process ends)
+    with writing_to(o['raw_dir']):  # downloads only
+        sources, failed_downloads = gather_sources(o)
     parsed, corrupt = parse_all(sources, o)
     bad = failed_downloads + corrupt
     if not parsed:
@@ -715,26 +857,28 @@ def main(argv=None):
     plans, counts = merge(parsed, o, excluded)
     train_docs, val_docs = sum(int((p == TRAIN).sum()) for p in plans), sum(int((p == VAL).sum()) for p in plans)
     if not train_docs and not val_docs:
-        fail(f"no documents to keep: none of the {counts['records']:,} records has an abstract in a kept language "
-             f"(--languages={o['languages']}; --languages=all keeps every one); nothing written")
+        fail(f'no documents to keep: {why_nothing_is_kept(counts, o)}; nothing written')
     if not train_docs or not val_docs:
         fail(f'the {"val" if train_docs else "train"} split is empty ({train_docs} train, {val_docs} val '
-             f'documents): use more input files or a {"larger" if train_docs else "smaller"} --val_fraction; '
-             'nothing written')
+             f'documents): use more input files{", a subset that keeps more" if o["subset"] else ""} or a '
+             f'{"larger" if train_docs else "smaller"} --val_fraction; nothing written')
     if spec is None:
         spec = train_tokenizer(parsed, plans, o)
         check_bpe_size(spec, o)
     shards, totals = tokenize_all(parsed, plans, spec, o)
     if o['export_jsonl']:
-        write_jsonl(parsed, plans, o['export_jsonl'])
-    write_bins(shards, o['out_dir'])
+        with writing_to(o['export_jsonl']):
+            write_jsonl(parsed, plans, o['export_jsonl'])
+    write_bins(shards, o['out_dir'], (totals['train'] + totals['val']) * np.dtype(token_dtype(vocab_size_of(spec))).itemsize)
     sizes = {'train_tokens': totals['train'], 'val_tokens': totals['val'],
              **{k: totals[k] for k in ('train_docs', 'val_docs', 'train_bytes', 'val_bytes')}}
-    exclusion = {'source': o['exclude_pmids'], 'listed': len(excluded), 'excluded': counts['excluded']}
-    meta = write_meta(o['out_dir'], spec, excluded_pmids=exclusion, files=[{'name': p['name'], 'md5': p['md5']} for p in parsed],
-                      bad_files=[{'name': n, 'error': e} for n, e in bad], records=dict(sorted(counts.items())),
-                      split={'rule': 'a hash of the PMID', 'val_fraction': o['val_fraction']}, languages=o['languages'],
-                      subset={k: o[k] for k in SUBSET_OPTIONS if o[k]}, **sizes)
+    exclusion = {'source': o['exclude_pmids'], 'listed': len(excluded), 'excluded': counts['excluded'],
+                 'blake2b': pmid_list_hash(excluded) if o['exclude_pmids'] else ''}
+    with writing_to(o['out_dir']):
+        meta = write_meta(o['out_dir'], spec, excluded_pmids=exclusion, files=[{'name': p['name'], 'md5': p['md5']} for p in parsed],
+                          bad_files=[{'name': n, 'error': e} for n, e in bad], records=dict(sorted(counts.items())),
+                          split={'rule': 'a hash of the PMID', 'val_fraction': o['val_fraction']}, languages=o['languages'],
+                          subset=subset_record(o), **sizes)
     print_summary(meta, counts, len(sources) + len(failed_downloads), time.time() - t0)
     if bad:
         print(f"{len(bad)} bad file(s) left out: {', '.join(n for n, _ in bad)}", file=sys.stderr)
