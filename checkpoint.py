@@ -32,7 +32,6 @@ train.py uses two verbs whichever the format: save_state(paths, ...) and load_st
 with read_fields(path) for everything but the weights (to rebuild the model and its run before loading).
 """
 import dataclasses
-import errno
 import os
 import pickle
 import shutil
@@ -197,9 +196,9 @@ def save_sharded(path, model, optimizers, fields):
             warnings.filterwarnings('ignore', 'torch.distributed is disabled')
             dcp.save({'model': model_state, 'optimizer': optimizer_state}, checkpoint_id=tmp)
     except BaseException as e:  # dcp gathers every rank's exceptions into a BaseException
-        full = disk_full_message(next(iter(getattr(e, 'failures', {}).values()), (e,))[0], os.path.join(tmp, '.metadata'))
+        full = disk_full_message(tmp, next(iter(getattr(e, 'failures', {}).values()), (e,))[0])
         if full:
-            raise DiskFullError(errno.ENOSPC, full) from e
+            raise DiskFullError(f'{full}; nothing was replaced') from e
         raise
     if rank0:
         save_checkpoint(fields, os.path.join(tmp, TRAIN_STATE))

@@ -37,11 +37,11 @@ def atomic_write(path, mode='wb', needed=None):
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as e:
-        full = disk_full_message(e, path, needed)  # before the temp file goes: the disk as the failure left it
+        full = disk_full_message(path, e, needed)  # before the temp file goes: the disk as the failure left it
         if os.path.exists(tmp):
             os.remove(tmp)
-        if full:
-            raise DiskFullError(errno.ENOSPC, full) from e
+        if full and not isinstance(e, DiskFullError):
+            raise DiskFullError(f'{full}; nothing was replaced') from e
         raise
 
 
@@ -69,44 +69,6 @@ def process_running(pid):
     return True
 
 
-class DiskFullError(OSError):
-    """A write failed because its filesystem is full; str() is the one line to show."""
-
-    def __str__(self):
-        return self.strerror
-
-
-FULL_BELOW = 1 << 20  # bytes: a filesystem with less free after a write failed is what failed it
-
-
-def disk_full_message(error, path, needed=None):
-    """One line for a write of `path` that `error` stopped, if a full disk (or quota) did; else None. Writers
-    report it in their own words (torch.save: "unexpected pos", safetensors: an IoError string), so a failed write
-    on a filesystem left with under a megabyte free counts too."""
-    if isinstance(error, DiskFullError):
-        return str(error)
-    if not isinstance(error, Exception):
-        return None
-    causes, e = [], error
-    while e is not None and len(causes) < 10:
-        causes.append(e)
-        e = e.__cause__ or e.__context__
-    by_errno = any(isinstance(c, OSError) and c.errno in (errno.ENOSPC, errno.EDQUOT) for c in causes)
-    folder = os.path.dirname(os.path.abspath(path))
-    while not os.path.exists(folder):
-        folder = os.path.dirname(folder)
-    free = shutil.disk_usage(folder).free
-    if not by_errno and free >= FULL_BELOW:
-        return None
-    need = f', needs {megabytes(needed)}' if needed else ''
-    return (f'{path}: the disk is full ({megabytes(free)} free on the filesystem of {folder}{need}): nothing was replaced, '
-            'the files there before are whole; free some space or write elsewhere, then run the same command again')
-
-
-def megabytes(n):
-    return f'{n / 2 ** 20:,.1f} MB'
-
-
 def writable_folder(path, create=True):
     """Whether files can be written in `path` (an existing folder, or one that can be created there)."""
     while create and not os.path.exists(path) and path != os.path.dirname(path):
@@ -117,6 +79,21 @@ def writable_folder(path, create=True):
 # a write that failed for want of space: the disk, the user's quota, the largest file the filesystem (or ulimit) allows
 DISK_FULL = {errno.ENOSPC: 'the disk is full', errno.EDQUOT: 'the disk quota is used up',
              errno.EFBIG: 'the file is larger than the filesystem (or ulimit -f) allows'}
+FULL_BELOW = 1 << 20  # bytes: a filesystem left with less than this after a write failed is what failed it
+
+
+class DiskFullError(OSError):
+    """A write that failed for want of space (ENOSPC), with its one line to show: str(error)."""
+
+    def __init__(self, message):
+        super().__init__(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.message = message
+
+    def __str__(self):
+        return self.message
+
+    def __reduce__(self):  # as a pool worker's error it crosses to the parent process pickled
+        return DiskFullError, (self.message,)
 
 
 def is_disk_full(error):
@@ -131,15 +108,27 @@ def size_text(n):
 
 
 def disk_full_message(path, error, needed=None):
-    """One line for a write to `path` (a file, or a folder of them) that failed for want of space (is_disk_full):
-    that the disk is full, where, what it needed when the caller knows, and what is free there now."""
+    """One line for a write to `path` (a file, or a folder of them) that `error` stopped for want of space: that the
+    disk is full, where, what it needed when the caller knows, and what is free there now; None for another error.
+    Some writers say it in their own words (torch.save: "unexpected pos", safetensors: an IoError string): a failed
+    write that left its filesystem with under a megabyte free counts too."""
+    causes = [error]
+    while len(causes) < 10 and (causes[-1].__cause__ or causes[-1].__context__) is not None:
+        causes.append(causes[-1].__cause__ or causes[-1].__context__)
+    full = next((c for c in causes if is_disk_full(c)), None)
     folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(folder):
+        folder = os.path.dirname(folder)
     try:
-        free = f'{size_text(shutil.disk_usage(folder).free)} free'
+        free = shutil.disk_usage(folder).free
     except OSError:
-        free = 'free space unknown'
+        free = None
+    if full is None and not (isinstance(error, Exception) and free is not None and free < FULL_BELOW):
+        return None
+    reason, cause = (DISK_FULL[full.errno], f'{full.strerror}; ') if full is not None else (DISK_FULL[errno.ENOSPC], '')
     need = f'{size_text(needed)} needed, ' if needed else ''
-    return f'{path}: {DISK_FULL[error.errno]} ({error.strerror}; {need}{free}): make room there, or write elsewhere'
+    free = 'free space unknown' if free is None else f'{size_text(free)} free'
+    return f'{path}: {reason} ({cause}{need}{free}): make room there, or write elsewhere'
 
 
 REPO = os.path.dirname(os.path.abspath(__file__))

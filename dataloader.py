@@ -42,7 +42,7 @@ def write_meta(out_dir, spec, **facts):
     """meta.pkl and meta.json for a data folder tokenized with `spec` (tokenizer.py). `facts`: the token,
     document and byte counts of each split (train_tokens, val_tokens, train_docs, val_docs, train_bytes,
     val_bytes), and where they came from (files: [{name, md5}], bad_files: [{name, error}], records:
-    {what was seen and dropped: count}, excluded_pmids: {source, listed, excluded}, split: {rule, val_fraction},
+    {what was seen and dropped: count}, excluded_pmids: {source, listed, excluded, blake2b}, split: {rule, val_fraction},
     languages: the codes kept, subset: prepare.py's subset options that were set). vocab_size, dtype,
     eot_token and token_bytes (UTF-8 length of each id, 0 for special tokens: the denominator of bits per
     byte) follow from the spec; token_files
@@ -55,7 +55,8 @@ def write_meta(out_dir, spec, **facts):
                    for name in ('train.bin', 'val.bin')}
     meta = {'vocab_size': vocab_size, 'dtype': token_dtype(vocab_size), 'tokenizer': spec,
             'eot_token': eot_id(spec), 'token_bytes': token_byte_lengths(spec),
-            'files': [], 'bad_files': [], 'records': {}, 'excluded_pmids': {'source': '', 'listed': 0, 'excluded': 0}, 'subset': {},
+            'files': [], 'bad_files': [], 'records': {}, 'subset': {},
+            'excluded_pmids': {'source': '', 'listed': 0, 'excluded': 0, 'blake2b': ''},
             'token_files': token_files, **facts}
     summary = {k: v for k, v in meta.items() if k not in ('tokenizer', 'token_bytes')}
     summary['tokenizer'] = {'name': spec['name'], 'vocab_size': vocab_size, 'pattern': spec['pattern'],

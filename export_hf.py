@@ -75,10 +75,10 @@ def main():
     except (CheckpointError, ExportError) as e:
         fail(f'cannot export {c["ckpt"]}: {e}')
     except Exception as e:  # safetensors and the tokenizer's writer each say "disk full" in their own words
-        full = disk_full_message(e, os.path.join(staging, 'model.safetensors'), tensor_bytes(checkpoint.get('model')))
+        full = disk_full_message(os.path.join(staging, 'model.safetensors'), e, tensor_bytes(checkpoint.get('model')))
         if not full:
             raise
-        fail(full.replace(staging, c['out']))
+        fail(f"{full.replace(staging, c['out'])}; nothing was replaced")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     print(f'wrote {target} model, tokenizer and model card (README.md) to {os.path.realpath(c["out"])}')

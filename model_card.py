@@ -179,7 +179,9 @@ def subset_fact(subset, records):
         return UNKNOWN
     if not subset:
         return 'none (every record of the files, but for the rules above)'
-    options = ' '.join(f"--{k}={folder_name(v) if k == 'keep_pmids' else v}" for k, v in subset.items())
+    listed = subset.get('keep_pmids_listed')  # a list of PMIDs: its file's name and how many it lists (meta has its hash)
+    options = ' '.join(f"--{k}={folder_name(v) + (f' ({listed:,} PMIDs)' if listed is not None else '') if k == 'keep_pmids' else v}"
+                       for k, v in subset.items() if k not in ('keep_pmids_listed', 'keep_pmids_blake2b'))
     dropped = [(records.get(rule), what) for rule, what in SUBSET_RULES if records.get(rule) is not None]
     return f"{options}: {number(sum(n for n, _ in dropped))} records dropped ({', '.join(f'{number(n)} {what}' for n, what in dropped)})"
 

@@ -716,7 +716,7 @@ def record(log, rec):
         with open(log.metrics, 'a') as f:
             f.write(json.dumps(rec) + '\n')
     except OSError as e:
-        fail(disk_full_message(e, log.metrics) or f'{log.metrics}: cannot write ({e.strerror})')
+        fail(disk_full_message(log.metrics, e) or f'{log.metrics}: cannot write ({e.strerror})')
     if log.wandb is not None:
         log.wandb.log({k: v for k, v in rec.items() if k != 'kind'}, step=rec['iter'])
 

@@ -82,8 +82,9 @@ def tmpfs():
         subprocess.run(['umount', '-l', str(folder)], capture_output=True, timeout=30)
 
 
-def fill_disk(folder):
-    """Fill the filesystem of `folder` to the last byte with one file, `folder/filler` (removing it frees the disk)."""
+def fill_disk(folder, leave=0):
+    """Fill the filesystem of `folder` with one file, `folder/filler` (removing it frees the disk), to the last byte
+    or but for about `leave` bytes."""
     fd = os.open(folder / 'filler', os.O_WRONLY | os.O_CREAT)
     try:
         for block in (1 << 16, 4096, 1):
@@ -92,6 +93,8 @@ def fill_disk(folder):
                     os.write(fd, b'x' * block)
             except OSError as e:
                 assert e.errno == errno.ENOSPC, e
+        if leave:
+            os.ftruncate(fd, max(0, os.fstat(fd).st_size - leave))
     finally:
         os.close(fd)
     return folder / 'filler'
@@ -235,27 +238,3 @@ def smollm2():
     return folder
 
 
-
-def on_small_disk(folder, spare_kb, *argv, timeout=300):
-    """Run argv (a repo script and its arguments) in its own process, with `folder` on a filesystem that has
-    `spare_kb` kilobytes free beyond what the folder holds: a tmpfs in a private mount namespace (unshare --mount
-    --map-root-user: no root needed, nothing stays mounted), so writes there meet a real full disk (ENOSPC from the
-    kernel). Afterwards `folder` holds what the small filesystem held at the end. Skips, saying why, where this
-    machine does not allow such namespaces."""
-    import shutil
-    if not shutil.which('unshare') or subprocess.run(['unshare', '--mount', '--map-root-user', 'true'],
-                                                     capture_output=True).returncode:
-        pytest.skip('unshare --mount --map-root-user is not allowed here: no small filesystem to fill')
-    folder, outside = Path(folder), Path(folder).with_name(Path(folder).name + '.outside')
-    folder.mkdir(parents=True, exist_ok=True)
-    outside.mkdir()
-    held = sum(-(-p.stat().st_size // 4096) * 4 for p in folder.rglob('*') if p.is_file())  # tmpfs counts whole pages
-    script = ('cp -a "$1"/. "$2"/ && mount -t tmpfs -o size="$3"k tmpfs "$1" && cp -a "$2"/. "$1"/ || exit 99; '
-              'rm -rf "$2"/*; dir=$1 out=$2; shift 3; "$@"; rc=$?; cp -a "$dir"/. "$out"/; exit $rc')
-    r = subprocess.run(['unshare', '--mount', '--map-root-user', 'sh', '-c', script, 'sh', str(folder), str(outside),
-                        str(held + spare_kb), sys.executable, *map(str, argv)], cwd=REPO, capture_output=True, text=True,
-                       timeout=timeout, env={**os.environ, 'OMP_NUM_THREADS': '1'})
-    assert r.returncode != 99, r.stderr
-    shutil.rmtree(folder)
-    outside.rename(folder)
-    return r

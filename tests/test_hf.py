@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO, SHARED, TINY_TEXT, abstracts, make_dataset, need, on_small_disk, write_tiny_checkpoint
+from conftest import REPO, SHARED, TINY_TEXT, abstracts, fill_disk, make_dataset, need, write_tiny_checkpoint
 from checkpoint import CheckpointError, load_checkpoint, make_checkpoint, save_checkpoint
 from hf import ExportError, export, from_pretrained, hf_tokenizer, target_architecture
 from model import GPTConfig
@@ -205,20 +205,22 @@ def test_export_refuses_a_folder_with_files_replaces_it_on_request_and_writes_on
         assert r.returncode == 2 and message in r.stderr and r.stderr.count('\n') == 1
 
 
-def test_an_export_onto_a_full_disk_is_one_line_and_keeps_the_export_before(spec, tmp_path):
+def test_an_export_onto_a_full_disk_is_one_line_and_keeps_the_export_before(spec, tmp_path, tmpfs):
     checkpoint_of(spec, tmp_path / 'ckpt.pt', pos='rotary', norm='rmsnorm', mlp='swiglu', bias=False)
-    disk = tmp_path / 'disk'
+    disk = tmpfs(tmp_path / 'disk', size='2m')
     assert export_cli(tmp_path / 'ckpt.pt', disk / 'hf').returncode == 0
     before = {p.name: p.read_bytes() for p in (disk / 'hf').iterdir()}
     gone = subprocess.Popen(['true'])
     gone.wait()
     (disk / f'hf.{gone.pid}.tmp').mkdir()  # what an export killed mid-write left
     (disk / f'hf.{gone.pid}.tmp' / 'model.safetensors').write_bytes(b'x' * 4096)
-    r = on_small_disk(disk, 12, 'export_hf.py', f'--ckpt={tmp_path / "ckpt.pt"}', f'--out={disk / "hf"}', '--overwrite=True')
+    fill_disk(disk, leave=8192)
+    r = subprocess.run([sys.executable, 'export_hf.py', f'--ckpt={tmp_path / "ckpt.pt"}', f'--out={disk / "hf"}',
+                        '--overwrite=True'], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode == 1 and r.stderr.count('error:') == 1 and 'Traceback' not in r.stderr, r.stderr
     last = r.stderr.splitlines()[-1]
-    assert last.startswith(f'error: {disk / "hf"}/') and 'the disk is full (' in last and 'nothing was replaced' in last
-    assert {p.name: p.read_bytes() for p in (disk / 'hf').iterdir()} == before and sorted(os.listdir(disk)) == ['hf']
+    assert last.startswith(f'error: {disk / "hf"}/') and 'the disk is full (' in last and last.endswith('; nothing was replaced')
+    assert {p.name: p.read_bytes() for p in (disk / 'hf').iterdir()} == before and sorted(os.listdir(disk)) == ['filler', 'hf']
 
 
 @pytest.mark.slow

@@ -53,7 +53,8 @@ def test_the_card_says_what_the_run_recorded_and_the_hub_parses_it(tmp_path, cap
     assert 'from-scratch' in card.data.tags and card.data.model_name == 'hf'
     rec = meta['records']
     for fact in ("| weights | trained from scratch |", f'| architecture | gpt2 ({printed} parameters: 2 layers',
-                 f"| subset | --keep_pmids=half.txt: {rec['not_in_keep_pmids']:,} records dropped ({rec['not_in_keep_pmids']:,} "
+                 f"| subset | --keep_pmids=half.txt ({len(set(pmids[::2])):,} PMIDs): {rec['not_in_keep_pmids']:,} records "
+                 f"dropped ({rec['not_in_keep_pmids']:,} "
                  'not in --keep_pmids) |',
                  f"{rec['records']:,} seen in 1 file(s); {meta['train_docs']:,} train and {meta['val_docs']:,} val documents kept",
                  f"{rec['no_abstract']:,} without an abstract", f"{rec['excluded']:,} records of the 1,000 PMIDs listed in "
