@@ -22,11 +22,9 @@ loading one never runs code. make_checkpoint() is the only place its keys are wr
     last_eval      the latest evaluation: {'iter', 'val_loss', 'val_ppl', 'val_bpb'}
     processes      how many processes trained; precision: the dtype they computed in, on which device type
 
-Under FSDP (train.py --parallel=fsdp) a checkpoint is a folder, NAME.dcp: each process writes its shards
-of 'model' and 'optimizer' there with torch.distributed.checkpoint (keyed by parameter name, so it loads
-on any number of processes), and rank 0 adds train_state.pt, every other key above. load_checkpoint()
-reads such a folder as the one-file dict (consolidate.py writes it out as a ckpt.pt). A folder is read as
-data too: its .metadata through an allow-list unpickler, the optimizer's non-tensor values with weights_only.
+Under FSDP (train.py --parallel=fsdp) a checkpoint is a folder, NAME.dcp (sharded_checkpoint.py: the shards of
+'model' and 'optimizer', and train_state.pt with every other key above). load_checkpoint() reads such a folder
+as the one-file dict, weights whole (consolidate.py writes one out as a ckpt.pt, with the optimizer state).
 
 train.py uses two verbs whichever the format: save_state(paths, ...) and load_state(path, model, optimizers),
 with read_fields(path) for everything but the weights (to rebuild the model and its run before loading).
@@ -34,25 +32,18 @@ with read_fields(path) for everything but the weights (to rebuild the model and 
 import dataclasses
 import os
 import pickle
-import shutil
-import warnings
 
 import torch
-import torch.distributed as dist
 
-from common import DiskFullError, atomic_write, disk_full_message, is_rank0
+from common import CheckpointError, atomic_write, first_line, is_rank0
 from model import GPT, GPTConfig
+from sharded_checkpoint import TRAIN_STATE, all_finite, load_sharded, read_sharded_metadata, save_sharded, sharded_folder
 from tokenizer import fingerprint
 
 CKPT_VERSION = 1
-TRAIN_STATE = 'train_state.pt'  # in a sharded checkpoint's folder
 TRAINING_KEYS = ('optimizer', 'scaler', 'iter_num', 'tokens_seen', 'train_seconds', 'best_val_loss', 'config',
                  'rng', 'loader')
 RECORD_KEYS = ('origin', 'data', 'last_eval', 'processes', 'precision')
-
-
-class CheckpointError(Exception):
-    pass
 
 
 def make_checkpoint(model, tokenizer, token_bytes, **training):
@@ -137,9 +128,14 @@ def read_fields(path):
 
 def load_checkpoint(path, map_location='cpu'):
     """The checkpoint dict, read as data (weights_only), or CheckpointError saying what is wrong. A sharded
-    checkpoint's folder comes back as the same dict (consolidated in this process's memory)."""
+    checkpoint's folder comes back as the same dict, its weights whole in this process's memory (without the
+    optimizer state: consolidate.py writes a file that resumes)."""
     if os.path.isdir(sharded_folder(path)):
-        return consolidate(sharded_folder(path))
+        fields = read_fields(path)
+        model = model_from_checkpoint({**fields, 'model': None})
+        load_sharded(path, model)  # refuses weights that are not finite
+        return make_checkpoint(model, fields['tokenizer'], fields['token_bytes'],
+                               **{k: v for k, v in fields.items() if k in TRAINING_KEYS + RECORD_KEYS})
     if not os.path.isfile(path):
         raise CheckpointError(f'{path}: no such checkpoint (train one with train.py)')
     ckpt = read_checkpoint_file(path, map_location)
@@ -170,161 +166,6 @@ def read_checkpoint_file(path, map_location='cpu', mmap=False):
     return ckpt
 
 
-# sharded checkpoints (FSDP): a folder per checkpoint
-def sharded_folder(path):
-    """The folder of the sharded checkpoint `path`: a kill between save_sharded's two renames leaves it as path.old."""
-    return path + '.old' if not os.path.exists(path) and os.path.isdir(path + '.old') else path
-
-
-def save_sharded(path, model, optimizers, fields):
-    """Write the folder `path`: every rank's shards of the model and optimizer state (torch.distributed.checkpoint,
-    keyed by parameter name), and fields (make_fields) as train_state.pt. A collective under torchrun. Written
-    into path.tmp and renamed into place: a kill mid-save leaves the previous checkpoint. CheckpointError, on every
-    rank, for weights that are not all finite."""
-    from torch.distributed import checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import get_state_dict
-    model_state, optimizer_state = get_state_dict(model, optimizers)
-    if not agreed_finite(model_state):
-        raise CheckpointError('the weights are not finite (inf or nan)')
-    rank0, tmp, old = is_rank0(), path + '.tmp', path + '.old'
-    if rank0 and os.path.exists(tmp):  # a killed save's
-        shutil.rmtree(tmp)
-    if dist.is_initialized():
-        dist.barrier()
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings('ignore', 'torch.distributed is disabled')
-            dcp.save({'model': model_state, 'optimizer': optimizer_state}, checkpoint_id=tmp)
-    except BaseException as e:  # dcp gathers every rank's exceptions into a BaseException
-        full = disk_full_message(tmp, next(iter(getattr(e, 'failures', {}).values()), (e,))[0])
-        if full:
-            raise DiskFullError(f'{full}; nothing was replaced') from e
-        raise
-    if rank0:
-        save_checkpoint(fields, os.path.join(tmp, TRAIN_STATE))
-        if os.path.exists(path):
-            if os.path.exists(old):  # a kill after the rename below left it: path is whole, so old is stale
-                shutil.rmtree(old)
-            os.rename(path, old)
-        os.rename(tmp, path)
-        shutil.rmtree(old, ignore_errors=True)
-    if dist.is_initialized():
-        dist.barrier()
-
-
-def load_sharded(path, model, optimizers):
-    """Fill model and optimizers, sharded by FSDP on any number of processes or whole on one, from the folder, read
-    as data (DataReader, DataLoadPlanner). CheckpointError, on every rank, when its shards do not fit or their
-    weights are not all finite."""
-    from torch.distributed.checkpoint.api import CheckpointException
-    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
-    folder = sharded_folder(path)
-    model_state, optimizer_state = get_state_dict(model, optimizers)
-    state = {'model': model_state, 'optimizer': optimizer_state}
-    try:
-        load_as_data(state, folder)
-        set_state_dict(model, optimizers, model_state_dict=state['model'], optim_state_dict=state['optimizer'])
-    except (Exception, CheckpointException) as e:  # dcp gathers every rank's exceptions into a BaseException
-        cause = next(iter(getattr(e, 'failures', {}).values()), (e,))[0]  # the first rank's
-        if isinstance(cause, CheckpointError):  # read_sharded_metadata's, through DataReader
-            raise cause
-        if isinstance(cause, pickle.UnpicklingError):
-            raise CheckpointError(f'{path}: its shards hold objects other than tensors and plain data, and loading '
-                                  'those could run code (refused)')
-        raise CheckpointError(f'{path}: its shards do not fit this model and optimizer ({type(cause).__name__}: '
-                              f'{first_line(cause)})')
-    if not agreed_finite(model.state_dict()):
-        raise CheckpointError(f'{path}: the weights are not finite (inf or nan): the run that wrote it had blown up')
-
-
-def agreed_finite(state_dict):
-    """Whether every rank's (local shards of the) weights are finite: a collective under torchrun."""
-    finite = all_finite({k: getattr(v, '_local_tensor', v) for k, v in state_dict.items()})
-    if not dist.is_initialized():
-        return finite
-    # nccl reduces tensors on this process's GPU only (shards may live in CPU memory: cpu_offload)
-    flag = torch.tensor(float(finite), device='cuda' if dist.get_backend() == 'nccl' else 'cpu')
-    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-    return bool(flag.item())
-
-
-# A sharded checkpoint's .metadata is a pickle, and dcp reads it (and the optimizer's non-tensor values) with plain
-# pickle / torch.load(weights_only=False): a folder from someone else could run code. Read both as data instead.
-DCP_METADATA = 'torch.distributed.checkpoint.metadata'
-DCP_CLASSES = {(DCP_METADATA, name) for name in ('Metadata', 'MetadataIndex', 'StorageMeta', 'TensorProperties',
-                                                 'TensorStorageMetadata', 'BytesStorageMetadata', 'ChunkStorageMetadata',
-                                                 '_MEM_FORMAT_ENCODING')} | {
-    ('torch.distributed.checkpoint.filesystem', '_StorageInfo'), ('torch', 'Size'), ('torch.serialization', '_get_layout'),
-    ('pathlib', 'PosixPath'), ('pathlib', 'WindowsPath'), ('pathlib', 'PurePosixPath'), ('pathlib', 'PureWindowsPath')}
-
-
-class DcpMetadataUnpickler(pickle.Unpickler):
-    """Unpickles dcp's metadata classes, torch sizes and dtypes and builtins; refuses anything else."""
-
-    def find_class(self, module, name):
-        if (module, name) in DCP_CLASSES or (module == 'torch' and isinstance(getattr(torch, name, None), torch.dtype)):
-            return super().find_class(module, name)
-        raise CheckpointError(f'it refers to {module}.{name}, which is not checkpoint metadata (a pickle can run code '
-                              'when loaded: refused)')
-
-
-def read_sharded_metadata(folder):
-    """The dcp Metadata of a sharded checkpoint's folder, read as data, whose shards are files of that folder and as
-    long as it says; CheckpointError saying what is wrong."""
-    from torch.distributed.checkpoint.metadata import Metadata
-    try:
-        with open(os.path.join(folder, '.metadata'), 'rb') as f:
-            metadata = DcpMetadataUnpickler(f).load()
-    except OSError as e:
-        raise CheckpointError(f'{folder}: cannot read its .metadata ({e.strerror})')
-    except CheckpointError as e:
-        raise CheckpointError(f'{folder}/.metadata: {e}')
-    except Exception as e:
-        raise CheckpointError(f'{folder}/.metadata: not readable ({type(e).__name__}: {first_line(e)}; a truncated or '
-                              'corrupt file)')
-    if not isinstance(metadata, Metadata) or not isinstance(getattr(metadata, 'storage_data', None), dict):
-        raise CheckpointError(f'{folder}/.metadata: not the metadata of a sharded checkpoint')
-    ends = {}
-    for info in metadata.storage_data.values():
-        name, offset, length = (getattr(info, k, None) for k in ('relative_path', 'offset', 'length'))
-        if not (isinstance(name, str) and name == os.path.basename(name) and name not in ('', '.', '..')
-                and isinstance(offset, int) and isinstance(length, int) and min(offset, length) >= 0):
-            raise CheckpointError(f'{folder}/.metadata: names a shard {name!r} that is not a file of the folder')
-        ends[name] = max(ends.get(name, 0), offset + length)
-    for name, end in sorted(ends.items()):
-        shard = os.path.join(folder, name)
-        if not os.path.isfile(shard):
-            raise CheckpointError(f'{folder}: the shard {name} is missing (an incomplete copy?)')
-        if os.path.getsize(shard) < end:
-            raise CheckpointError(f'{folder}: the shard {name} is cut short ({os.path.getsize(shard):,} bytes of {end:,})')
-    return metadata
-
-
-def load_as_data(state, folder):
-    """dcp.load of the folder into state, with .metadata read as data (read_sharded_metadata) and the non-tensor
-    values (the optimizer's hyperparameters) with torch.load(weights_only=True) first: dcp's own reader and planner
-    read both with plain pickle. (dcp is imported here: a second of start-up that only sharded checkpoints need.)"""
-    from torch.distributed import checkpoint as dcp
-    from torch.distributed.checkpoint.metadata import StorageMeta
-
-    class DataReader(dcp.FileSystemReader):
-        def read_metadata(self, *args, **kwargs):
-            metadata = read_sharded_metadata(str(self.path))
-            metadata.storage_meta = metadata.storage_meta or StorageMeta()
-            metadata.storage_meta.load_id = self.load_id
-            return metadata
-
-    class DataLoadPlanner(dcp.DefaultLoadPlanner):
-        def load_bytes(self, read_item, value):
-            torch.load(value, weights_only=True)  # UnpicklingError for anything but tensors and plain data
-            value.seek(0)
-            super().load_bytes(read_item, value)
-
-    with warnings.catch_warnings():  # on one process without torchrun, dcp says it loads in one process: yes
-        warnings.filterwarnings('ignore', 'torch.distributed is disabled')
-        dcp.load(state, storage_reader=DataReader(folder), planner=DataLoadPlanner())
-
-
 def latest_checkpoint(out_dir, parallel=None):
     """A run's checkpoint to continue or sample: out_dir/ckpt.pt (DDP) or the folder ckpt.dcp (FSDP); without
     parallel, the one there is (the newer, if both: consolidate.py writes a ckpt.pt beside the folder)."""
@@ -333,24 +174,6 @@ def latest_checkpoint(out_dir, parallel=None):
         return paths[parallel == 'fsdp']
     there = [p for p in paths if os.path.exists(sharded_folder(p))]
     return max(there, key=lambda p: os.path.getmtime(sharded_folder(p))) if there else paths[0]
-
-
-def consolidate(path):
-    """The one-file checkpoint dict of a sharded checkpoint: the whole weights, and the optimizer state as train.py
-    under DDP stores it (so the result also resumes on DDP). Runs in one process, in CPU memory."""
-    fields = read_fields(path)
-    model = model_from_checkpoint({**fields, 'model': None})
-    c = fields['config']  # train.py's run: its optimizers, made as the run made them, take the optimizer state
-    optimizers = model.configure_optimizers(c['weight_decay'], c['learning_rate'], (c['beta1'], c['beta2']), 'cpu',
-                                            optimizer=c['optimizer'], muon_lr=c['muon_lr'], muon_momentum=c['muon_momentum'])
-    load_sharded(path, model, optimizers)  # refuses weights that are not finite
-    training = {k: v for k, v in fields.items() if k in TRAINING_KEYS + RECORD_KEYS}
-    return make_checkpoint(model, fields['tokenizer'], fields['token_bytes'], **training,
-                           optimizer=[o.state_dict() for o in optimizers])
-
-
-def all_finite(state_dict):
-    return all(torch.isfinite(t).all() for t in state_dict.values() if t.is_floating_point())
 
 
 def model_from_checkpoint(ckpt):
@@ -383,10 +206,6 @@ def check_resumable(ckpt, meta, path, data_dir):
     if ckpt.get('tokenizer') != meta['tokenizer']:
         raise CheckpointError(f"{data_dir} is tokenized with another tokenizer ({fingerprint(meta['tokenizer'])}) than the "
                               f"run in {path} ({fingerprint(ckpt.get('tokenizer'))}): resume on the data the run trained on")
-
-
-def first_line(e):
-    return (str(e).splitlines() or [type(e).__name__])[0]
 
 
 def tokenizer_of(ckpt, path):

@@ -5,13 +5,28 @@ data, and choosing the device, its precision and its peak FLOP/s.
 torch is imported inside the device functions only: data/pubmed/prepare.py writes files through
 this module and has no use for torch's few seconds of start-up.
 """
+import ctypes
 import errno
 import os
 import pickle
 import re
+import resource
 import shutil
+import signal
+import sys
 import time
 from contextlib import contextmanager, nullcontext
+
+def fail(message, code=1):
+    """The commands' way out: one `error:` line on stderr and a non-zero exit code (2 = bad usage)."""
+    print(f'error: {message}', file=sys.stderr)
+    sys.exit(code)
+
+
+def first_line(error):
+    """An exception's first line: what one `error:` line quotes of another library's message."""
+    return (str(error).splitlines() or [type(error).__name__])[0]
+
 
 # dense bf16/fp16 tensor-core peaks (FLOP/s); the first name contained in torch.cuda.get_device_name() wins
 GPU_PEAK_FLOPS = (('H100 NVL', 835e12), ('H100 PCIe', 756e12), ('H100', 989e12), ('H200', 989e12),
@@ -184,8 +199,6 @@ def die_with_parent():
     was killed (kill -9 of torchrun's agent, or of prepare.py) must not run on as an orphan. SIGKILL, not SIGTERM:
     train.py takes SIGTERM as "checkpoint and stop", which could wait on a collective for dist_timeout. No-op elsewhere."""
     try:
-        import ctypes
-        import signal
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
@@ -193,6 +206,11 @@ def die_with_parent():
 
 class DeviceError(ValueError):
     pass
+
+
+class CheckpointError(Exception):
+    """A checkpoint (ours, or a model folder of another tool) that cannot be read, written or used: the message says
+    which file and why."""
 
 
 def resolve_device(name, local_rank=0):
@@ -237,8 +255,6 @@ def is_rank0():
 
 def peak_memory_mb(device):
     """This process's peak memory so far, MB: what the allocator handed out on a GPU, the peak resident set on CPU."""
-    import resource
-
     import torch
     if device.type == 'cuda':
         return torch.cuda.max_memory_allocated(device) / 2 ** 20

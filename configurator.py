@@ -1,26 +1,75 @@
 """
-The `--key=value` layer shared by train.py, sample.py, bench scripts and data/pubmed/prepare.py.
+The `--key=value` layer every command shares (train.py, prepare.py, sample.py, sweep.py, the benches...).
 
-    config = configure(defaults)          # defaults: {key: default value}
+A command declares its options one way: a dict OPTIONS with a comment beside each entry (the comment is
+what --help prints), and where a value has limits, an Option that says them next to it:
+
+    OPTIONS = {
+        'out_dir': 'out',                          # the run's folder
+        'batch_size': Option(12, at_least(1)),     # windows per micro-batch
+    }
     python train.py config/x.py --batch_size=32 --compile=False
 
 Arguments are applied left to right: a bare path is a config file (python assignments, executed
 with the current values in scope), `--key=value` overrides one key. Compared with nanoGPT's
 configurator this fixes what users trip on: an int is fine for a float key, a key whose default is
 None can be set, a value may contain '=', booleans accept True/False/true/false/1/0/yes/no.
-Any mistake is one clear line on stderr naming the key and exit code 2, before anything is written.
-A script may keep old option names working: `renamed={'old': (old default, 'new', convert)}` sets
-new = convert(old value, config so far) with a one-line note on stderr.
+Any mistake, a value outside its limits included, is one clear line on stderr naming the key and exit
+code 2, before anything is written. A script may keep old option names working:
+`renamed={'old': (old default, 'new', convert)}` sets new = convert(old value, config so far) with a
+one-line note on stderr.
 """
 import ast
 import difflib
+import re
 import sys
+from typing import Callable, NamedTuple
+
+from common import fail
 
 BOOLS = {'true': True, '1': True, 'yes': True, 'false': False, '0': False, 'no': False}
 
 
 class ConfigError(ValueError):
     pass
+
+
+class Option(NamedTuple):
+    """An option's default and its limits: check(value) says what is wrong with a value, or None."""
+    default: object
+    check: Callable = None
+
+
+def at_least(low):
+    return lambda v: None if v >= low else (f'must be at least {low}' if low else 'must be 0 or more')
+
+
+def positive(v):
+    return None if v > 0 else 'must be positive'
+
+
+def fraction(v):
+    return None if 0 <= v < 1 else 'must be in [0, 1)'
+
+
+def inside(low, high):
+    return lambda v: None if low < v < high else f'must be between {low} and {high}'
+
+
+def between(low, high):
+    return lambda v: None if low <= v <= high else f'must be in [{low}, {high}]'
+
+
+def one_of(*choices):
+    return lambda v: None if v in choices else f"expected one of {', '.join(map(str, choices))}"
+
+
+def check_limits(declared, config):
+    """ConfigError for the first value outside its Option's limits."""
+    for key, option in declared.items():
+        problem = isinstance(option, Option) and option.check and option.check(config[key])
+        if problem:
+            raise ConfigError(f'--{key}={config[key]!r}: {problem}')
 
 
 def _closest(key, keys):
@@ -122,11 +171,13 @@ def parse_args(defaults, argv, renamed=None, given=None):
     return config
 
 
-def configure(defaults, argv=None, renamed=None, given=None, sources=()):
-    """Parse sys.argv (or argv) against `defaults` (and `renamed`, see above); on any mistake print one
-    line and exit 2. `given`, a set, receives the keys that argv set (on the command line or in a file).
-    --help prints every option, its default and its comment in the script (and in `sources`, more files)."""
+def configure(declared, argv=None, renamed=None, given=None, sources=()):
+    """Parse sys.argv (or argv) against the `declared` options ({key: default or Option}; and `renamed`, see
+    above): {key: value}, each within its limits; on any mistake print one line and exit 2. `given`, a set, receives
+    the keys that argv set (on the command line or in a file). --help prints every option, its default and its
+    comment in the script (and in `sources`, more files)."""
     argv = sys.argv[1:] if argv is None else argv
+    defaults = {k: v.default if isinstance(v, Option) else v for k, v in declared.items()}
     if any(a in ('-h', '--help') for a in argv):
         main = getattr(sys.modules.get('__main__'), '__file__', None)
         comments = {k: v for path in (main, *sources) if path for k, v in option_comments(path).items()}
@@ -140,16 +191,17 @@ def configure(defaults, argv=None, renamed=None, given=None, sources=()):
             pass
         sys.exit(0)
     try:
-        return parse_args(defaults, argv, renamed, given)
+        config = parse_args(defaults, argv, renamed, given)
+        check_limits(declared, config)
     except ConfigError as e:
         fail(e, 2)
+    return config
 
 
 def option_comments(path):
     """{key: comment} of the options a file defines with a comment beside them: `key = value  # comment` (module
     values, dataclass fields) or `'key': value,  # comment` (a dict of defaults), and the comment lines that follow
     one, indented deeper than its key."""
-    import re
     found, key, indent = {}, None, 0
     with open(path, encoding='utf-8') as f:
         for line in f:
@@ -164,13 +216,8 @@ def option_comments(path):
     return found
 
 
-def fail(message, code=1):
-    """The scripts' way out: one `error:` line on stderr and a non-zero exit code (2 = bad usage)."""
-    print(f'error: {message}', file=sys.stderr)
-    sys.exit(code)
-
-
-def config_from_globals(scope):
-    """The configurable keys of a script: its plain-valued globals not starting with '_' and not CONSTANTS."""
-    return {k: v for k, v in scope.items()
-            if not k.startswith('_') and not k.isupper() and isinstance(v, (int, float, bool, str, type(None)))}
+def options_of(scope):
+    """A script's declared options: its globals that are Options or plain values, not starting with '_' and not
+    CONSTANTS."""
+    return {k: v for k, v in scope.items() if not k.startswith('_') and not k.isupper()
+            and isinstance(v, (Option, int, float, bool, str, type(None)))}

@@ -10,17 +10,34 @@ and optimizer state (16 bytes a parameter with AdamW).
 """
 import os
 
-from checkpoint import CheckpointError, load_checkpoint, save_checkpoint, sharded_folder
-from common import DiskFullError
-from configurator import config_from_globals, configure, fail
+from checkpoint import (RECORD_KEYS, TRAINING_KEYS, CheckpointError, make_checkpoint, model_from_checkpoint, read_fields,
+                        save_checkpoint)
+from run_options import optimizers_of
+from sharded_checkpoint import load_sharded, sharded_folder
+from common import DiskFullError, fail
+from configurator import configure
 
-ckpt = 'out/ckpt.dcp'      # the sharded checkpoint folder
-out = 'out/ckpt.pt'        # the file to write
-overwrite = False          # replace --out if it exists
+OPTIONS = {
+    'ckpt': 'out/ckpt.dcp',       # the sharded checkpoint folder
+    'out': 'out/ckpt.pt',         # the file to write
+    'overwrite': False,           # replace --out if it exists
+}
+
+
+def consolidated(path):
+    """The one-file checkpoint of a sharded one: the whole weights, and the optimizer state as train.py under DDP
+    stores it (so the file also resumes on DDP), taken into the optimizers the run made (its options, which the
+    checkpoint records). Runs in one process, in CPU memory."""
+    fields = read_fields(path)
+    model = model_from_checkpoint({**fields, 'model': None})
+    optimizers = optimizers_of(model, fields['config'], 'cpu')
+    load_sharded(path, model, optimizers)  # refuses weights that are not finite
+    return make_checkpoint(model, fields['tokenizer'], fields['token_bytes'], optimizer=[o.state_dict() for o in optimizers],
+                           **{k: v for k, v in fields.items() if k in TRAINING_KEYS + RECORD_KEYS})
 
 
 def main():
-    c = configure(config_from_globals(globals()))
+    c = configure(OPTIONS)
     if not os.path.isdir(sharded_folder(c['ckpt'])):
         fail(f"--ckpt={c['ckpt']}: not a folder (a sharded checkpoint is the folder NAME.dcp train.py "
              '--parallel=fsdp writes)', 2)
@@ -29,7 +46,7 @@ def main():
     if os.path.exists(c['out']) and not c['overwrite']:
         fail(f"--out={c['out']} exists: pass --overwrite=True to replace it", 2)
     try:
-        checkpoint = load_checkpoint(c['ckpt'])
+        checkpoint = consolidated(sharded_folder(c['ckpt']))
     except CheckpointError as e:
         fail(str(e))
     try:

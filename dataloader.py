@@ -23,6 +23,7 @@ import pickle
 import numpy as np
 
 from common import atomic_write, load_data_pickle
+from tokenizer import eot_id, token_byte_lengths, vocab_size_of
 
 META_KEYS = ('vocab_size', 'dtype', 'tokenizer', 'eot_token', 'token_bytes', 'train_tokens', 'val_tokens',
              'train_docs', 'val_docs', 'train_bytes', 'val_bytes', 'files', 'bad_files', 'records', 'token_files',
@@ -47,7 +48,6 @@ def write_meta(out_dir, spec, **facts):
     eot_token and token_bytes (UTF-8 length of each id, 0 for special tokens: the denominator of bits per
     byte) follow from the spec; token_files
     ({'train.bin': {'bytes', 'blake2b'}, 'val.bin': ...}) from the token files, already in out_dir."""
-    from tokenizer import eot_id, token_byte_lengths, vocab_size_of
     unknown = set(facts) - set(META_KEYS)
     assert not unknown, f'not meta.pkl keys: {sorted(unknown)}'
     vocab_size = vocab_size_of(spec)

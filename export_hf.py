@@ -11,15 +11,17 @@ import os
 import shutil
 
 from checkpoint import CheckpointError, load_checkpoint, tensor_bytes
-from common import disk_full_message, remove_stale_temporaries, replace_folder, replacing_would_lose, writable_folder
-from configurator import config_from_globals, configure, fail
+from common import disk_full_message, fail, remove_stale_temporaries, replace_folder, replacing_would_lose, writable_folder
+from configurator import configure
 from hf import ExportError, export
 from model_card import card, check_pubmedqa_figures, pubmedqa_of
 
-ckpt = 'out/ckpt.pt'       # the checkpoint to export (a file, or a sharded folder NAME.dcp)
-out = 'hf'                 # the folder to write (config.json, weights, tokenizer, README.md model card)
-overwrite = False          # replace --out if it holds files (else refused: stale weight files would be loaded too)
-pubmedqa_json = ''         # PubMedQA figures for the model card: an pubmedqa.py --out_json file ('' = the run's metrics.jsonl)
+OPTIONS = {
+    'ckpt': 'out/ckpt.pt',        # the checkpoint to export (a file, or a sharded folder NAME.dcp)
+    'out': 'hf',                  # the folder to write (config.json, weights, tokenizer, README.md model card)
+    'overwrite': False,           # replace --out if it holds files (else refused: stale weight files would be loaded too)
+    'pubmedqa_json': '',          # PubMedQA figures for the model card: a pubmedqa.py --out_json file ('' = the run's metrics.jsonl)
+}
 
 
 def check_out(path, replace, ckpt):
@@ -49,7 +51,7 @@ def read_pubmedqa_json(path):
 
 
 def main():
-    c = configure(config_from_globals(globals()))
+    c = configure(OPTIONS)
     check_out(c['out'], c['overwrite'], c['ckpt'])
     pubmedqa = read_pubmedqa_json(c['pubmedqa_json']) if c['pubmedqa_json'] else None
     target_folder = os.path.realpath(c['out'])

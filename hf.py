@@ -23,9 +23,10 @@ import os
 
 import torch
 
-from checkpoint import CheckpointError, first_line, model_from_checkpoint, tokenizer_of
+from checkpoint import CheckpointError, model_from_checkpoint, tokenizer_of
+from common import first_line
 from model import GPT, GPTConfig
-from tokenizer import EOT, bytes_to_unicode, eot_id, vocab_size_of
+from tokenizer import eot_id, hf_tokenizer, vocab_size_of
 
 LLAMA_FAMILY = {'llama': 'LlamaForCausalLM', 'qwen2': 'Qwen2ForCausalLM', 'qwen3': 'Qwen3ForCausalLM',
                 'arcee': 'ArceeForCausalLM'}
@@ -37,8 +38,13 @@ REQUIRED = {'gpt2': ('vocab_size', 'n_embd', 'n_layer', 'n_head'),
 HF_GPT2_TRANSPOSED = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight')
 
 
+class ModelFolderError(CheckpointError):
+    """A Hugging Face model folder (or config) that does not import: a checkpoint of another tool, so callers that
+    refuse unusable checkpoints refuse it too."""
+
+
 class ExportError(Exception):
-    pass
+    """A checkpoint with no standard architecture to export as (or no transformers to write one)."""
 
 
 # ------------------------------------------------------------------------------------------------
@@ -99,60 +105,60 @@ def to_gpt2_names(sd):
 # in
 
 def raw_config(folder):
-    """A model folder's config.json as a dict with a model_type, or CheckpointError saying what it is instead."""
+    """A model folder's config.json as a dict with a model_type, or ModelFolderError saying what it is instead."""
     path = os.path.join(folder, 'config.json')
     try:
         with open(path, encoding='utf-8') as f:
             raw = json.load(f)
     except (OSError, ValueError) as e:
-        raise CheckpointError(f'{path}: not readable JSON ({type(e).__name__}: {first_line(e)})')
+        raise ModelFolderError(f'{path}: not readable JSON ({type(e).__name__}: {first_line(e)})')
     if not isinstance(raw, dict) or not isinstance(raw.get('model_type'), str):
-        raise CheckpointError(f'{path}: not a Hugging Face model config (a JSON object with a model_type)')
+        raise ModelFolderError(f'{path}: not a Hugging Face model config (a JSON object with a model_type)')
     return raw
 
 
 def read_hf_config(name_or_dir, local_only=True):
-    """transformers' config of a local folder (its config.json checked first) or hub name. CheckpointError for a
+    """transformers' config of a local folder (its config.json checked first) or hub name. ModelFolderError for a
     config that is not one; OSError when it is not to be had (not in the cache, no network)."""
     try:
         from transformers import AutoConfig
     except ImportError:
-        raise CheckpointError(f'init from {name_or_dir!r} needs transformers: pip install transformers')
+        raise ModelFolderError(f'init from {name_or_dir!r} needs transformers: pip install transformers')
     if os.path.isdir(name_or_dir):
         raw = raw_config(name_or_dir)
         missing = [k for k in REQUIRED.get(raw['model_type'], ()) if k not in raw]
         if missing:  # transformers would fill in its defaults (another model's sizes)
-            raise CheckpointError(f"{os.path.join(name_or_dir, 'config.json')}: has no {', '.join(missing)}")
+            raise ModelFolderError(f"{os.path.join(name_or_dir, 'config.json')}: has no {', '.join(missing)}")
     try:
         config = AutoConfig.from_pretrained(name_or_dir, local_files_only=local_only)
     except OSError:
         raise
     except Exception as e:
-        raise CheckpointError(f'{name_or_dir}: its config does not load in transformers ({type(e).__name__}: '
+        raise ModelFolderError(f'{name_or_dir}: its config does not load in transformers ({type(e).__name__}: '
                               f'{first_line(e)})')
     if config.model_type not in ('gpt2', *LLAMA_FAMILY):
-        raise CheckpointError(f"{name_or_dir}: a {config.model_type!r} model; this project imports GPT-2, "
+        raise ModelFolderError(f"{name_or_dir}: a {config.model_type!r} model; this project imports GPT-2, "
                               f"{', '.join(LLAMA_FAMILY.values())}")
     return config
 
 
 def check_weight_files(folder):
-    """CheckpointError unless the weight files a folder's index lists are files of the folder itself."""
+    """ModelFolderError unless the weight files a folder's index lists are files of the folder itself."""
     for index in sorted(glob.glob(os.path.join(folder, '*.index.json'))):
         try:
             with open(index, encoding='utf-8') as f:
                 files = set(json.load(f)['weight_map'].values())
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-            raise CheckpointError(f'{index}: not a readable weight index ({type(e).__name__}: {first_line(e)})')
+            raise ModelFolderError(f'{index}: not a readable weight index ({type(e).__name__}: {first_line(e)})')
         outside = sorted(str(n) for n in files if not isinstance(n, str) or n != os.path.basename(n) or n in ('', '.', '..'))
         if outside:
-            raise CheckpointError(f'{index}: lists weight files outside the model folder ({", ".join(outside[:3])}): '
+            raise ModelFolderError(f'{index}: lists weight files outside the model folder ({", ".join(outside[:3])}): '
                                   'only files inside it are read')
 
 
 def load_hf_model(name_or_dir):
     """transformers' model of a local folder or hub name: the local cache first, then (unless
-    HF_HUB_OFFLINE) a download. CheckpointError when it cannot be had, is of another family, or its weights do not
+    HF_HUB_OFFLINE) a download. ModelFolderError when it cannot be had, is of another family, or its weights do not
     match its config (missing, unexpected or of another shape: never trained from a random initialisation)."""
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
@@ -178,17 +184,17 @@ def load_hf_model(name_or_dir):
                 break
             continue
         except (RuntimeError, ValueError) as e:  # e.g. a tensor of another shape than the config's
-            raise CheckpointError(f'{name_or_dir}: its weights do not load ({type(e).__name__}: {first_line(e)})')
+            raise ModelFolderError(f'{name_or_dir}: its weights do not load ({type(e).__name__}: {first_line(e)})')
         info['mismatched_keys'] = [f'{name} ({shape_text(file)} in the file, {shape_text(config)} by config.json)'
                                    for name, file, config in info.get('mismatched_keys') or []]
         problems = [f'{what} {", ".join(sorted(info[key])[:3])}' + (f' and {len(info[key]) - 3} more' if len(info[key]) > 3 else '')
                     for key, what in (('missing_keys', 'missing:'), ('unexpected_keys', 'unexpected:'),
                                       ('mismatched_keys', 'of another shape:')) if info.get(key)]
         if problems:
-            raise CheckpointError(f"{name_or_dir}: its weights do not match its config.json ({'; '.join(problems)}): "
+            raise ModelFolderError(f"{name_or_dir}: its weights do not match its config.json ({'; '.join(problems)}): "
                                   'refused rather than trained from random values')
         return model
-    raise CheckpointError(f'cannot load {name_or_dir!r}: not in the Hugging Face cache and not downloadable here '
+    raise ModelFolderError(f'cannot load {name_or_dir!r}: not in the Hugging Face cache and not downloadable here '
                           f'({first_line(last_error)}). Fetch it once with network access (any from_pretrained '
                           f'call fills the cache, or huggingface-cli download NAME --local-dir DIR), or pass a local folder')
 
@@ -200,13 +206,13 @@ def shape_text(shape):
 def positive_int(c, key, limit=2 ** 31):
     value = getattr(c, key, None)
     if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= limit:
-        raise CheckpointError(f'{c.model_type}: {key}={value!r} is not a size (a whole number from 1 to {limit:,})')
+        raise ModelFolderError(f'{c.model_type}: {key}={value!r} is not a size (a whole number from 1 to {limit:,})')
     return value
 
 
 def config_from_hf(c, window=None, dropout=0.0):
     """Our GPTConfig for a transformers config, to train on windows of `window` tokens (None: the model's positions);
-    CheckpointError naming what does not map. Every field of these families' configs that changes the function is
+    ModelFolderError naming what does not map. Every field of these families' configs that changes the function is
     either carried over or refused here. The context (GPTConfig.block_size) of a rotary model is its positions, or
     the window if that is longer; GPT-2's position table is cut to the window (its table is its context)."""
     if c.model_type == 'gpt2':
@@ -245,10 +251,10 @@ def config_from_hf(c, window=None, dropout=0.0):
                     rope_base=float(rope.get('rope_theta', getattr(c, 'rope_theta', 10000.0))), rope_scaling=scaling)
     for bad, what in unsupported:
         if bad:
-            raise CheckpointError(f'{c.model_type}: {what} is not something model.py computes')
+            raise ModelFolderError(f'{c.model_type}: {what} is not something model.py computes')
     if c.model_type == 'gpt2':  # learned positions: the table is the context, cut to the training window
         if window and window > positions:
-            raise CheckpointError(f'block_size={window}: the model has only {positions} positions')
+            raise ModelFolderError(f'block_size={window}: the model has only {positions} positions')
         context = window or positions
     else:  # rotary: the training window is a choice of the run; the model reads as far as it did (or further)
         context = max(positions, window or 0)
@@ -256,12 +262,12 @@ def config_from_hf(c, window=None, dropout=0.0):
         return GPTConfig(block_size=context, vocab_size=sizes['vocab_size'], dropout=dropout,
                          tie_embeddings=bool(c.tie_word_embeddings), **args)
     except (ValueError, TypeError) as e:
-        raise CheckpointError(f'{c.model_type}: its config does not make a model ({first_line(e)})')
+        raise ModelFolderError(f'{c.model_type}: its config does not make a model ({first_line(e)})')
 
 
 def from_pretrained(name_or_dir, window=None, dropout=0.0):
     """Our GPT with the weights of a Hugging Face model (see the table above), to train on windows of `window`
-    tokens (config_from_hf: what that does to the context). CheckpointError when it can't be had or does not map."""
+    tokens (config_from_hf: what that does to the context). ModelFolderError when it can't be had or does not map."""
     return from_hf_model(load_hf_model(name_or_dir), window, dropout)
 
 
@@ -288,7 +294,7 @@ def shapes_of(name_or_dir, window=None, dropout=0.0):
     try:
         return config_from_hf(read_hf_config(name_or_dir), window, dropout)
     except OSError as e:
-        raise CheckpointError(f'cannot read the config of {name_or_dir!r} ({first_line(e)})')
+        raise ModelFolderError(f'cannot read the config of {name_or_dir!r} ({first_line(e)})')
 
 
 # ------------------------------------------------------------------------------------------------
@@ -338,55 +344,6 @@ def hf_config(c, target, n_vocab, eot):
     if target == 'qwen2':
         return transformers.Qwen2Config(hidden_act='silu', **llama_like)
     return transformers.Qwen3Config(hidden_act='silu', attention_bias=False, **llama_like)
-
-
-def merges_from_ranks(tokens):
-    """BPE merges in rank order. A token's merge is found by running BPE on its bytes with the lower-ranked
-    tokens only: it ends in exactly the two parts tiktoken joins last."""
-    ranks = {b: i for i, b in enumerate(tokens) if b is not None}
-    merges = []
-    for rank, token in enumerate(tokens):
-        if token is None or len(token) < 2:
-            continue
-        parts = [bytes([b]) for b in token]
-        while len(parts) > 2:
-            pairs = [(ranks.get(parts[j] + parts[j + 1], rank), j) for j in range(len(parts) - 1)]
-            best, j = min(pairs)
-            if best >= rank:
-                break
-            parts[j:j + 2] = [parts[j] + parts[j + 1]]
-        assert len(parts) == 2, f'token {rank} ({token!r}) is not the merge of two lower-ranked tokens'
-        merges.append(tuple(parts))
-    return merges
-
-
-def hf_tokenizer(spec, max_length):
-    """A transformers fast tokenizer equal to tiktoken on the spec: same split regex, same BPE, same ids.
-    A literal '<|endoftext|>' in text is text, as in train.bin (prepare.py encodes documents as ordinary
-    text): split_special_tokens keeps transformers from reading it as the end-of-text id, which only the
-    code that joins documents puts in (bos/eos_token_id still name it)."""
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-    byte_char = bytes_to_unicode()
-    as_str = lambda b: ''.join(byte_char[x] for x in b)
-    vocab = {as_str(b): i for i, b in enumerate(spec['tokens']) if b is not None}
-    vocab.update(spec['special_tokens'])
-    merges = [(as_str(a), as_str(b)) for a, b in merges_from_ranks(spec['tokens'])]
-    # ignore_merges: a piece that is itself a token is that token, as in tiktoken
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, ignore_merges=True))
-    if spec.get('normalizer') == 'NFC':
-        tok.normalizer = normalizers.NFC()
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(spec['pattern']), behavior='isolated', invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
-    tok.decoder = decoders.ByteLevel()
-    text_tokens = spec.get('text_tokens', [])  # in the vocabulary above already: these keep their ids
-    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in spec['special_tokens'] if t not in text_tokens])
-    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in text_tokens])
-    eot = spec.get('eot', EOT)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=eot, eos_token=eot, unk_token=eot,
-                                   model_max_length=max_length, clean_up_tokenization_spaces=False,
-                                   split_special_tokens=True)
 
 
 def export(checkpoint, out_dir):

@@ -33,7 +33,7 @@ def evaluate(model, batches, token_bytes, autocast):
     sums = torch.zeros(4, dtype=torch.float64, device=token_bytes.device)
     for x, y in batches:
         with autocast:
-            _, nats = model(x, y, reduction='none')
+            nats = model(x, y, reduction='none')
         sums += loss_sums(nats.double(), y, token_bytes)
     if dist.is_initialized():
         dist.all_reduce(sums)

@@ -18,6 +18,9 @@ import torch.nn as nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
+from loss import chunked_cross_entropy, head_rows
+from muon import Muon
+
 
 @dataclass
 class GPTConfig:
@@ -71,6 +74,11 @@ class GPTConfig:
         # swiglu has two input matrices: 2/3 the width keeps the parameter count of GELU's
         self.mlp_hidden = self.mlp_hidden or (64 * math.ceil(8 * self.n_embd / 3 / 64) if self.mlp == 'swiglu' else 4 * self.n_embd)
         self.norm_eps = self.norm_eps or (1e-5 if self.norm == 'layernorm' else 1e-6)
+
+
+def padded_vocab(vocab_size):
+    """A vocabulary padded to a multiple of 64 rows: the head's matmuls run faster (the extra rows are no tokens)."""
+    return 64 * math.ceil(vocab_size / 64)
 
 
 def rope_frequencies(config):
@@ -262,8 +270,10 @@ class GPT(nn.Module):
         return 6 * self.num_params() + 12 * c.n_layer * c.n_head * c.head_dim * T
 
     def forward(self, idx, targets=None, cache=None, reduction='mean', all_logits=False):
-        """Given targets: (None, cross-entropy with ignore_index=-1), computed without storing the (B, T, vocab)
-        logits (chunked_cross_entropy). Else (logits, None): of the last position, or of every one with all_logits."""
+        """The logits (B, 1, vocab) of the last position, or of every one with all_logits; given targets, the loss
+        instead, alone: cross-entropy with ignore_index=-1 (reduction 'mean', 'sum' or 'none' per token), computed
+        by loss.py without ever building the (B, T, vocab) logits. nanochat's convention: `logits = model(x)`,
+        `loss = model(x, y)` (nanoGPT's `logits, loss = model(x, y)` fails loudly: there are no logits to give)."""
         B, T = idx.size()
         start = cache.pos if cache is not None else 0
         x = self.transformer.wte(idx)
@@ -283,13 +293,12 @@ class GPT(nn.Module):
         if cache is not None:
             cache.pos += T
         if targets is not None:
-            loss = chunked_cross_entropy(x.view(B * T, -1), self.lm_head.weight, targets.view(-1),
-                                         self.config.logit_softcap, reduction, head_rows(x.device.type, self.config.vocab_size))
-            return None, loss
+            return chunked_cross_entropy(x.view(B * T, -1), self.lm_head.weight, targets.view(-1), self.config.logit_softcap,
+                                         reduction, head_rows(x.device.type, self.config.vocab_size))
         logits = self.lm_head(x if all_logits else x[:, -1:, :]).float()
         if self.config.logit_softcap:
             logits = self.config.logit_softcap * torch.tanh(logits / self.config.logit_softcap)
-        return logits, None
+        return logits
 
     def configure_optimizers(self, weight_decay, learning_rate, betas, device_type,
                              optimizer='adamw', muon_lr=0.02, muon_momentum=0.95):
@@ -306,7 +315,6 @@ class GPT(nn.Module):
         groups = [{'params': decay, 'weight_decay': weight_decay}, {'params': no_decay, 'weight_decay': 0.0}]
         optimizers = [torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=device_type in ('cuda', 'cpu'))]
         if use_muon:
-            from muon import Muon
             optimizers.append(Muon([params[n] for n in params if n in hidden], lr=muon_lr,
                                    momentum=muon_momentum, weight_decay=weight_decay))
         for opt in optimizers:  # train.py scales every group's lr from its base lr
@@ -330,13 +338,13 @@ class GPT(nn.Module):
             if idx.size(1) - start > block:
                 start, cache = idx.size(1) - max(1, block // 2), None
             if not use_cache:
-                logits, _ = self(idx[:, start:])
+                logits = self(idx[:, start:])
             elif cache is None:
                 # no more positions than this window will reach (an 8k-context model sampling 200 tokens)
                 cache = KVCache(self.config, idx.size(0), idx.device, idx.size(1) - start + max_new_tokens)
-                logits, _ = self(idx[:, start:], cache=cache)
+                logits = self(idx[:, start:], cache=cache)
             else:
-                logits, _ = self(idx[:, -1:], cache=cache)
+                logits = self(idx[:, -1:], cache=cache)
             next_token = sample_next(logits[:, -1, :n_vocab], temperature, top_k, top_p, generator)
             idx = torch.cat((idx, next_token), dim=1)
             yield next_token
@@ -361,76 +369,3 @@ def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None)
         logits = logits.masked_fill(drop.scatter(1, order, drop), float('-inf'))
     probs = F.softmax(logits, dim=-1)
     return torch.multinomial(probs, num_samples=1, generator=generator)
-
-
-# ----------------------------------------------------------------------------------------------
-# The loss. For a small model the head dominates a step, and its (tokens x vocab) logits are too big
-# for the cache: every elementwise pass over them (softcap, log-softmax and their backward) runs at
-# memory speed, and storing them for backward costs tokens x vocab x 4 bytes (2,048 x 8,192 = 64 MB for
-# the CPU config; 16k x 32k = 2 GB per micro-batch for the GPU one). Here they are computed a few
-# hundred rows at a time, with their gradients in the same pass, and never stored whole: the loss
-# and gradients are F.cross_entropy's (tested), 1.47x faster per CPU step, and the memory is the
-# gradient of x (tokens x n_embd) instead of the logits. The price: the head's matmuls run in chunks
-# (256 rows on CPU, where a chunk's logits fit the cache; 8192 on GPU, few large kernels), and the
-# gradient is computed even if backward never runs, which is why forward without targets (sampling)
-# and evaluation under no_grad take the plain per-row path. Used whenever forward gets targets.
-
-def head_rows(device_type, vocab_size):
-    """Rows of logits chunked_cross_entropy computes at once: 256 fit a CPU's cache; on a GPU few large kernels,
-    but at most 2^27 logits (0.5 GB in fp32 per buffer, of three) so a 128k vocabulary does not cost gigabytes."""
-    return 256 if device_type == 'cpu' else max(256, min(8192, 2 ** 27 // vocab_size))
-
-
-def chunked_cross_entropy(x, weight, targets, softcap=0.0, reduction='mean', rows=256):
-    """F.cross_entropy(logits, targets, ignore_index=-1, reduction=reduction) of the logits x @ weight.T
-    (x: (N, C), weight: (vocab, C)), capped to softcap * tanh(logits / softcap) if softcap, computed
-    `rows` rows at a time. The gradients are computed in the same pass; reduction='none' is for evaluation."""
-    if not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)):
-        losses = head_losses(x, weight, targets, softcap, rows)
-        return {'none': losses, 'sum': losses.sum(), 'mean': losses.sum() / (targets != -1).sum()}[reduction]
-    if reduction not in ('mean', 'sum'):
-        raise ValueError(f"reduction={reduction!r} with gradients: expected 'mean' or 'sum' ('none' is for evaluation)")
-    loss = SummedHeadLoss.apply(x, weight, targets, softcap, rows)
-    return loss / (targets != -1).sum() if reduction == 'mean' else loss
-
-
-class SummedHeadLoss(torch.autograd.Function):
-    """The summed loss of head_losses; its gradients come out of the forward pass, chunk by chunk."""
-
-    @staticmethod
-    def forward(ctx, x, weight, targets, softcap, rows):
-        grads = torch.empty_like(x), torch.zeros_like(weight, dtype=torch.float32)
-        loss = head_losses(x, weight, targets, softcap, rows, grads).sum()
-        ctx.save_for_backward(*grads)
-        ctx.weight_dtype = weight.dtype
-        return loss
-
-    @staticmethod
-    def backward(ctx, grad_loss):
-        grad_x, grad_weight = ctx.saved_tensors
-        return grad_x * grad_loss, (grad_weight * grad_loss).to(ctx.weight_dtype), None, None, None
-
-
-def head_losses(x, weight, targets, softcap, rows, grads=None):
-    """Cross-entropy (nats, float32) of each row, 0 where the target is -1. With grads=(grad_x, grad_weight),
-    also writes the gradient of their sum into them."""
-    losses = torch.empty(x.size(0), device=x.device, dtype=torch.float32)
-    for i in range(0, x.size(0), rows):
-        xi, counted = x[i:i + rows], (targets[i:i + rows] != -1)[:, None]
-        target = targets[i:i + rows].clamp(min=0)[:, None]
-        if softcap:  # dividing x, not the logits, saves a pass over them
-            capped = torch.tanh(((xi / softcap) @ weight.t()).float())
-            logits = softcap * capped
-        else:
-            logits = (xi @ weight.t()).float()
-        logp = torch.log_softmax(logits, dim=-1)
-        losses[i:i + rows] = torch.where(counted, -logp.gather(1, target), 0.0).squeeze(1)
-        if grads is not None:
-            dlogits = logp.exp_()  # softmax, minus one at the target
-            dlogits.scatter_add_(1, target, torch.full_like(target, -1, dtype=dlogits.dtype))
-            if softcap:  # tanh' = 1 - tanh^2
-                dlogits.addcmul_(dlogits * capped, capped, value=-1)
-            dlogits = dlogits.to(weight.dtype)  # ignored rows are zeroed on the small side of the matmuls
-            grads[0][i:i + rows] = (dlogits @ weight) * counted
-            grads[1].add_(dlogits.t() @ (xi * counted))
-    return losses

@@ -58,6 +58,13 @@ def hub_id_of(folder):
     return name if isinstance(name, str) and HUB_ID.fullmatch(name) and not os.path.exists(name) else None
 
 
+def run_record(init_from, resumed, meta, data_dir, processes, computed):
+    """The RECORD_KEYS train.py writes into its checkpoints: what the weights started from, the data's facts, how many
+    processes trained and what they `computed` in ('bfloat16 on cuda'); a resumed run keeps its latest evaluation."""
+    return {'origin': run_origin(init_from, resumed.get('origin')), 'data': data_facts(meta, data_dir),
+            'processes': processes, 'precision': computed, **({'last_eval': resumed['last_eval']} if 'last_eval' in resumed else {})}
+
+
 def data_facts(meta, data_dir):
     """The data folder's facts (meta.pkl; None for what an older data folder did not record): what the card says of
     the data, and the token files' hashes, by which a resume knows it trains on the same data."""

@@ -26,6 +26,9 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_
 from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from common import first_line
+from model import GPT
+
 
 def parallelize(raw_model, parallel, device, ptdtype, compiled=False, cpu_offload=False):
     """The module train_step runs, on `device`: raw_model compiled and wrapped in DDP, or raw_model itself sharded in
@@ -67,7 +70,6 @@ def whole_model(raw_model):
     rank calls it; the others get None). Unsharded models come back as they are."""
     if not is_sharded(raw_model):
         return raw_model
-    from model import GPT
     state = get_model_state_dict(raw_model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if dist.get_rank() != 0:
         return None
@@ -85,7 +87,6 @@ def progress_store():
 
 def stall_report(error, timeout):
     """The one line a rank prints when it waited dist_timeout seconds for the others."""
-    from checkpoint import first_line
     rank, world = int(os.environ['RANK']), int(os.environ['WORLD_SIZE'])
     try:
         store = progress_store()

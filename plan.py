@@ -22,10 +22,16 @@ Allocator fragmentation, CUDA context (~0.5-1 GB) and communication buffers come
 10% of the GPU free. On CPU the same arithmetic with fp32 everywhere; bench/bench_fsdp.py measures it.
 """
 import dataclasses
+import os
 
 import torch
 
-from model import GPT, GPTConfig, head_rows
+from checkpoint import CheckpointError, latest_checkpoint, read_fields
+from common import fail, first_line
+from dataloader import load_meta, split_step
+from loss import head_rows
+from model import GPT, GPTConfig
+from run_options import model_config
 
 GB = 1e9
 # published shapes (docs/scale.md's table)
@@ -84,28 +90,13 @@ def estimate(config, micro_batch, world, bf16=True, optimizer='adamw'):
 
 def print_run_plan(opts, world):
     """train.py --plan=True: the memory per GPU the run of `opts` would need, from the model's shape alone (no data,
-    no weights read)."""
-    import math
-    import os
-
-    from checkpoint import CheckpointError, first_line, latest_checkpoint, read_fields
-    from configurator import fail
-    from dataloader import load_meta, split_step
-    from run_options import MODEL_DEFAULTS
-    if opts.init_from == 'resume':
-        try:
-            config = GPTConfig(**read_fields(latest_checkpoint(opts.out_dir, opts.parallel))['model_args'])
-        except Exception as e:
-            fail(f'plan: no checkpoint to resume from in {opts.out_dir} ({first_line(e)})')
-    elif opts.init_from == 'scratch':
-        vocab = load_meta(opts.data_dir)['vocab_size'] if os.path.exists(os.path.join(opts.data_dir, 'meta.pkl')) else 50257
-        config = GPTConfig(**{k: getattr(opts, k) for k in MODEL_DEFAULTS}, vocab_size=64 * math.ceil(vocab / 64))
-    else:
-        from hf import shapes_of
-        try:
-            config = shapes_of(opts.init_from, opts.block_size or None)
-        except CheckpointError as e:
-            fail(f'plan: {e}')
+    no weights read): the model train.py would build (run_options.model_config), on its training windows."""
+    vocab = load_meta(opts.data_dir)['vocab_size'] if os.path.exists(os.path.join(opts.data_dir, 'meta.pkl')) else 50257
+    try:
+        resumed = read_fields(latest_checkpoint(opts.out_dir, opts.parallel)) if opts.init_from == 'resume' else None
+        config = model_config(opts, vocab, resumed)
+    except CheckpointError as e:
+        fail(f'plan: no checkpoint to resume from in {opts.out_dir} ({first_line(e)})' if opts.init_from == 'resume' else f'plan: {e}')
     if opts.block_size and config.pos == 'rotary':  # activations are those of the training window
         config = dataclasses.replace(config, block_size=opts.block_size)
     try:
@@ -148,14 +139,12 @@ def table(micro_batch=8, block_size=2048, world=8, gpu_gb=80):
 
 
 if __name__ == '__main__':
-    from configurator import configure, fail
-    o = configure({  # an unknown key: one line, exit 2
-        'micro_batch': 8,     # windows per GPU per micro-step
-        'block_size': 2048,   # tokens per window
-        'gpus': 8,            # processes the model is spread over
-        'gpu_gb': 80.0,       # memory of each
-    })
-    for key, value in o.items():
-        if value <= 0:
-            fail(f'--{key}={value}: must be positive', 2)
+    from configurator import Option, configure, positive
+    OPTIONS = {  # python plan.py: docs/scale.md's table for
+        'micro_batch': Option(8, positive),     # windows per GPU per micro-step
+        'block_size': Option(2048, positive),   # tokens per window
+        'gpus': Option(8, positive),            # processes the model is spread over
+        'gpu_gb': Option(80.0, positive),       # memory of each
+    }
+    o = configure(OPTIONS)
     print(table(o['micro_batch'], o['block_size'], o['gpus'], o['gpu_gb']))

@@ -17,20 +17,23 @@ import tempfile
 from pathlib import Path
 
 from checkpoint import CheckpointError, load_checkpoint
-from common import DiskFullError, atomic_write, writable_folder
-from configurator import config_from_globals, configure, fail
+from hf import ExportError, export, load_hf_model, raw_config
+from common import DeviceError, DiskFullError, atomic_write, fail, resolve_device, writable_folder
+from configurator import Option, at_least, configure
 
 REPO = Path(__file__).resolve().parent
 sys.path.insert(0, str(REPO / 'evals' / 'pubmedqa'))
 from pubmedqa_data import LABELS, find_pubmedqa, official_test_split  # noqa: E402
 
-ckpt = 'out/ckpt.pt'       # the checkpoint to evaluate (exported to a temporary folder)
-hf = ''                    # or an exported Hugging Face folder (wins over ckpt)
-pubmedqa = ''              # folder of ori_pqal.json + test_ground_truth.json; '' = $PUBMEDQA_DIR, data/pubmedqa, ../shared
-batch_size = 16            # questions per forward pass
-device = 'cpu'             # 'cpu', 'cuda', 'cuda:1'
-limit = 0                  # only N test questions, spread over the split to keep its label mix (0 = all 500)
-out_json = ''              # also write the figures and every question's log-likelihoods here
+OPTIONS = {
+    'ckpt': 'out/ckpt.pt',        # the checkpoint to evaluate (exported to a temporary folder)
+    'hf': '',                     # or an exported Hugging Face folder (wins over ckpt)
+    'pubmedqa': '',               # folder of ori_pqal.json + test_ground_truth.json; '' = $PUBMEDQA_DIR, data/pubmedqa, ../shared
+    'batch_size': Option(16, at_least(1)),  # questions per forward pass
+    'device': 'auto',             # 'auto' (cuda if present), 'cpu', 'cuda', 'cuda:1'
+    'limit': Option(0, at_least(0)),  # only N test questions, spread over the split to keep its label mix (0 = all 500)
+    'out_json': '',               # also write the figures and every question's log-likelihoods here
+}
 
 
 def macro_f1(golds, preds):
@@ -77,7 +80,6 @@ def language_model(folder, batch_size, device):
     from lm_eval.models.huggingface import HFLM
     from transformers import AutoTokenizer
 
-    from hf import load_hf_model
     model = load_hf_model(folder).to(device)
     logging.getLogger('lm_eval.models.huggingface').addFilter(not_the_loaded_model_warning)
     return HFLM(pretrained=model, tokenizer=AutoTokenizer.from_pretrained(folder), batch_size=batch_size)
@@ -91,7 +93,6 @@ def not_the_loaded_model_warning(record):
 def evaluate_checkpoint(checkpoint, **kwargs):
     """evaluate_folder on a loaded checkpoint, exported to a temporary folder (ExportError if it has no standard
     architecture)."""
-    from hf import export
     with tempfile.TemporaryDirectory() as folder:
         export(checkpoint, folder)
         return evaluate_folder(folder, **kwargs)
@@ -99,7 +100,6 @@ def evaluate_checkpoint(checkpoint, **kwargs):
 
 def check_model_folder(folder):
     """Exit unless `folder` has the config.json of a Hugging Face model (lm-eval's traceback otherwise)."""
-    from hf import raw_config
     if not os.path.isfile(os.path.join(folder, 'config.json')):
         fail(f'--hf={folder}: not a Hugging Face model folder (no config.json)', 2)
     try:
@@ -114,9 +114,7 @@ def summary(r):
 
 
 def main():
-    c = configure(config_from_globals(globals()))
-    if c['limit'] < 0 or c['batch_size'] < 1:
-        fail('--limit must be 0 (all) or more and --batch_size at least 1', 2)
+    c = configure(OPTIONS)
     if c['out_json'] and not writable_folder(os.path.dirname(os.path.abspath(c['out_json'])), create=False):
         fail(f"--out_json={c['out_json']}: its folder does not exist or is not writable", 2)
     try:
@@ -125,7 +123,11 @@ def main():
         fail(str(e), 2)
     except ValueError as e:
         fail(str(e))
-    options = dict(pubmedqa_dir=c['pubmedqa'] or None, batch_size=c['batch_size'], device=c['device'], limit=c['limit'])
+    try:
+        device = str(resolve_device(c['device']))
+    except DeviceError as e:
+        fail(str(e), 2)
+    options = dict(pubmedqa_dir=c['pubmedqa'] or None, batch_size=c['batch_size'], device=device, limit=c['limit'])
     if c['hf']:
         check_model_folder(c['hf'])
         try:
@@ -133,7 +135,6 @@ def main():
         except CheckpointError as e:
             fail(f"--hf={c['hf']}: {e}")
     else:
-        from hf import ExportError
         try:
             result = evaluate_checkpoint(load_checkpoint(c['ckpt']), **options)
         except (CheckpointError, ExportError) as e:

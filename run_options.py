@@ -1,18 +1,23 @@
 """
 train.py's options as a run uses them: parsed (configurator.py), merged with the resumed run's own, and
 checked, so that a mistake a run would only hit later is one line and exit 2 before anything is written.
-The options themselves, with their defaults and comments, are train.py's module-level values and
-GPTConfig's fields (model.py); `python train.py --help` prints them.
+The options themselves, with their defaults, limits and comments, are train.py's OPTIONS and
+GPTConfig's fields (model.py); `python train.py --help` prints them. Also here, what the options make and
+more than one command needs: the model's config for any init_from (train.py, plan.py) and a run's optimizers
+(train.py, consolidate.py, which rebuilds a sharded run's from the options its checkpoint records).
 """
 import dataclasses
 import os
 from types import SimpleNamespace
 
-from checkpoint import CheckpointError, latest_checkpoint, read_fields, sharded_folder
-from common import DTYPES, DeviceError, resolve_device, writable_folder
-from configurator import configure, fail
 import model
-from model import GPTConfig
+import pubmedqa
+from checkpoint import CheckpointError, latest_checkpoint, read_fields
+from common import DeviceError, fail, first_line, resolve_device, writable_folder
+from configurator import configure
+from hf import shapes_of
+from model import GPTConfig, padded_vocab
+from sharded_checkpoint import sharded_folder
 
 MODEL_SOURCE = model.__file__  # GPTConfig's fields are options too: --help prints their comments from there
 MODEL_DEFAULTS = {f.name: f.default for f in dataclasses.fields(GPTConfig) if f.name != 'vocab_size'}
@@ -23,15 +28,30 @@ RENAMED = {  # old option names (nanoGPT's, or this project's before) that keep 
 }
 GPT2_NAMES = ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl')
 DERIVED = ('n_kv_head', 'head_dim', 'mlp_hidden', 'norm_eps', 'rope_scaling')  # 0 / None: worked out by GPTConfig
-CHOICES = {'optimizer': ('adamw', 'muon'), 'schedule': ('cosine', 'wsd', 'constant'), 'dtype': DTYPES,
-           'parallel': ('ddp', 'fsdp')}
-AT_LEAST_ONE = ('batch_size', 'gradient_accumulation_steps', 'eval_iters', 'log_interval', 'plan_gpus')
-NOT_NEGATIVE = ('eval_interval', 'eval_interval_seconds', 'ckpt_every_tokens', 'pubmedqa_limit', 'learning_rate', 'muon_lr',
-                'weight_decay', 'grad_clip', 'max_iters', 'max_tokens', 'max_seconds', 'warmup_iters', 'lr_decay_iters',
-                'min_lr', 'seed', 'peak_flops')
 # resuming: options whose change would not continue the run's data stream exactly, and those never taken from it
 EXACT_RESUME_KEYS = ('batch_size', 'gradient_accumulation_steps', 'seed', 'align_windows')
 NOT_RESUMED = ('out_dir', 'init_from', 'eval_only', 'overwrite', 'allow_config_change', 'plan', 'fast_dev_run')
+
+
+def model_config(opts, vocab_size, resumed=None):
+    """The GPTConfig of the run's model for any init_from: scratch (the options, the data's vocabulary padded to a
+    multiple of 64: fast matmuls), resume (the checkpoint's model_args, from its fields), or an open model (its
+    config.json, for training windows of block_size). CheckpointError when it does not make a model."""
+    if opts.init_from == 'scratch':
+        return GPTConfig(**{k: getattr(opts, k) for k in MODEL_DEFAULTS}, vocab_size=padded_vocab(vocab_size))
+    if opts.init_from == 'resume':
+        try:
+            return GPTConfig(**resumed['model_args'])
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f'checkpoint does not fit this model.py ({type(e).__name__}: {first_line(e)})')
+    return shapes_of(opts.init_from, opts.block_size or None, opts.dropout)
+
+
+def optimizers_of(model, options, device_type):
+    """The optimizers a run with these options ({train.py option: value}, a checkpoint's config) trains with."""
+    return model.configure_optimizers(options['weight_decay'], options['learning_rate'], (options['beta1'], options['beta2']),
+                                      device_type, optimizer=options.get('optimizer', 'adamw'),
+                                      muon_lr=options.get('muon_lr', 0.02), muon_momentum=options.get('muon_momentum', 0.95))
 
 
 def parse(defaults, argv=None):
@@ -75,11 +95,9 @@ def with_resumed_run(opts, given):
 
 
 def check(opts):
-    """Exit 2 with one line on the first option no run can use."""
+    """Exit 2 with one line on the first option no run can use, where options meet: each option's own limits are
+    checked where it is declared (train.py's OPTIONS, GPTConfig)."""
     o = vars(opts)
-    for key, allowed in CHOICES.items():
-        if o[key] not in allowed:
-            fail(f"{key}={o[key]!r}: expected one of {', '.join(allowed)}", 2)
     if opts.init_from not in ('scratch', 'resume', *GPT2_NAMES):
         if not os.path.isdir(opts.init_from):
             fail(f"init_from={opts.init_from!r}: expected scratch, resume, {', '.join(GPT2_NAMES)} "
@@ -97,23 +115,16 @@ def check(opts):
         resolve_device(opts.device)
     except (ValueError, DeviceError) as e:
         fail(str(e), 2)
-    problems = [(o[k] < 1, f'{k}={o[k]}: must be at least 1') for k in AT_LEAST_ONE]
-    problems += [(o[k] < 0, f'{k}={o[k]}: must be 0 or more') for k in NOT_NEGATIVE]
-    problems += [(not 0 <= o[k] < 1, f'{k}={o[k]}: must be in [0, 1)') for k in ('beta1', 'beta2', 'muon_momentum')]
     if opts.eval_pubmedqa:
-        import pubmedqa
         try:  # read and checked now, not after the training run
             pubmedqa.official_test_split(pubmedqa.find_pubmedqa(opts.pubmedqa_dir or None))
         except (FileNotFoundError, ValueError) as e:
             fail(f'eval_pubmedqa=True: {e}', 2)
-    problems += [(opts.parallel == 'fsdp' and opts.dtype == 'float16', 'dtype=float16 with parallel=fsdp: use bfloat16 '
-                  '(float16 needs a gradient scaler, which is wired for DDP only)'),
-                 (opts.cpu_offload and opts.parallel != 'fsdp', 'cpu_offload=True: only with parallel=fsdp'),
-                 (opts.plan_gpu_gb <= 0, f'plan_gpu_gb={opts.plan_gpu_gb}: must be positive'),
-                 (not 0 <= opts.cooldown_frac <= 1, f'cooldown_frac={opts.cooldown_frac}: must be in [0, 1]'),
-                 (opts.dist_timeout <= 0, f'dist_timeout={opts.dist_timeout}: must be positive'),
-                 (os.path.exists(opts.out_dir) and not os.path.isdir(opts.out_dir), f'out_dir={opts.out_dir}: is a file'),
-                 (not writable_folder(opts.out_dir), f'out_dir={opts.out_dir}: cannot create or write to it')]
+    problems = [(opts.parallel == 'fsdp' and opts.dtype == 'float16', 'dtype=float16 with parallel=fsdp: use bfloat16 '
+                 '(float16 needs a gradient scaler, which is wired for DDP only)'),
+                (opts.cpu_offload and opts.parallel != 'fsdp', 'cpu_offload=True: only with parallel=fsdp'),
+                (os.path.exists(opts.out_dir) and not os.path.isdir(opts.out_dir), f'out_dir={opts.out_dir}: is a file'),
+                (not writable_folder(opts.out_dir), f'out_dir={opts.out_dir}: cannot create or write to it')]
     for bad, message in problems:
         if bad:
             fail(message, 2)

@@ -14,36 +14,34 @@ import sys
 import torch
 
 from checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, model_from_checkpoint, tokenizer_of
-from common import DTYPES, DeviceError, precision, resolve_device
-from configurator import config_from_globals, configure, fail
+from common import DTYPES, DeviceError, fail, precision, resolve_device
+from configurator import Option, at_least, configure, one_of
 from tokenizer import encoding_from_spec, eot_id
 
-out_dir = 'out'            # the run whose ckpt.pt (or ckpt.dcp) to sample, unless --ckpt
-ckpt = ''                  # checkpoint file (or sharded folder NAME.dcp); '' = out_dir's ckpt.pt or ckpt.dcp
-prompt = ''                # the text to continue, or FILE:path.txt; '' = start from <|endoftext|> (the start of a document)
-num_samples = 1            # samples, generated as one batch (the first streams)
-max_new_tokens = 200       # tokens to generate after the prompt
-temperature = 0.8          # 0 = greedy
-top_k = 200                # sample among the k likeliest tokens; 0 = all
-top_p = 1.0                # nucleus: the smallest set of tokens reaching this probability; 1.0 = off
-seed = 1337                # the same seed gives the same samples
-device = 'auto'            # 'auto' (cuda if present), 'cpu', 'cuda', 'cuda:1', 'mps'
-dtype = 'auto'             # 'auto' (bf16 if supported, else fp16 on GPU; fp32 elsewhere), 'float32', 'bfloat16', 'float16'
-stop_at_eot = True         # a sample ends at <|endoftext|>
+def greedy_or_not_tiny(v):
+    return None if v == 0 or v >= 1e-4 else 'must be 0 (greedy) or at least 1e-4 (below, logits / temperature overflow)'
+
+
+def in_unit_interval(v):
+    return None if 0 < v <= 1 else 'must be in (0, 1]'
+
+
+OPTIONS = {
+    'out_dir': 'out',             # the run whose ckpt.pt (or ckpt.dcp) to sample, unless --ckpt
+    'ckpt': '',                   # checkpoint file (or sharded folder NAME.dcp); '' = out_dir's ckpt.pt or ckpt.dcp
+    'prompt': '',                 # the text to continue, or FILE:path.txt; '' = start from <|endoftext|> (the start of a document)
+    'num_samples': Option(1, at_least(1)),  # samples, generated as one batch (the first streams)
+    'max_new_tokens': Option(200, at_least(0)),  # tokens to generate after the prompt
+    'temperature': Option(0.8, greedy_or_not_tiny),  # 0 = greedy
+    'top_k': Option(200, at_least(0)),  # sample among the k likeliest tokens; 0 = all
+    'top_p': Option(1.0, in_unit_interval),  # nucleus: the smallest set of tokens reaching this probability; 1.0 = off
+    'seed': 1337,                 # the same seed gives the same samples
+    'device': 'auto',             # 'auto' (cuda if present), 'cpu', 'cuda', 'cuda:1', 'mps'
+    'dtype': Option('auto', one_of(*DTYPES)),  # 'auto' (bf16 if supported, else fp16 on GPU; fp32 elsewhere), 'float32',
+                                               # 'bfloat16', 'float16'
+    'stop_at_eot': True,          # a sample ends at <|endoftext|>
+}
 SEPARATOR = '\n' + '-' * 40 + '\n'
-
-
-def check_options(c):
-    problems = [(c['num_samples'] < 1, '--num_samples must be at least 1'),
-                (c['max_new_tokens'] < 0, '--max_new_tokens must be 0 or more'),
-                (c['temperature'] < 0 or 0 < c['temperature'] < 1e-4,
-                 f"--temperature={c['temperature']}: must be 0 (greedy) or at least 1e-4 (below, logits / temperature overflow)"),
-                (c['top_k'] < 0, '--top_k must be 0 (off) or more'),
-                (not 0 < c['top_p'] <= 1, '--top_p must be in (0, 1]'),
-                (c['dtype'] not in DTYPES, f"--dtype must be one of {', '.join(DTYPES)}")]
-    for bad, message in problems:
-        if bad:
-            fail(message, 2)
 
 
 def read_prompt(text):
@@ -57,8 +55,7 @@ def read_prompt(text):
 
 
 def main():
-    c = configure(config_from_globals(globals()))
-    check_options(c)
+    c = configure(OPTIONS)
     path = c['ckpt'] or latest_checkpoint(c['out_dir'])
     try:
         dev = resolve_device(c['device'])

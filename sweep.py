@@ -33,14 +33,15 @@ import time
 from contextlib import redirect_stderr, redirect_stdout
 
 from common import atomic_write, writable_folder
-from configurator import configure, fail
+from common import fail
+from configurator import Option, at_least, configure, one_of
 
 REPO = os.path.dirname(os.path.abspath(__file__))
-OWN = {
+OPTIONS = {
     'sweep_dir': '',          # where each point's run goes ('' = sweeps/<config file's name>)
-    'launcher': 'local',      # 'local' (one run after another, here) or 'slurm' (a job array script)
+    'launcher': Option('local', one_of('local', 'slurm')),  # 'local' (one run after another, here) or 'slurm' (a job array)
     'submit': False,          # slurm: also submit the script with sbatch (else it is written, and the command printed)
-    'gpus_per_task': 1,       # slurm: GPUs (torchrun processes) of each array task
+    'gpus_per_task': Option(1, at_least(1)),  # slurm: GPUs (torchrun processes) of each array task
     'grid': '',               # a file of JSON lines, one option set per line ({"learning_rate": 3e-3, "n_layer": 6})
     'collect': '',            # a sweep's folder: print its table, write results.csv, results.md and val_bpb.png
     'overwrite': False,       # this sweep replaces sweep_dir's sweep.json, and its points' runs of other train.py
@@ -62,7 +63,7 @@ def split_argv(argv):
         key = arg[2:].split('=', 1)[0] if arg.startswith('--') else None
         if key == 'sweep':
             sweeps.append(arg.split('=', 1)[1] if '=' in arg else '')
-        elif key in OWN or arg in ('-h', '--help'):
+        elif key in OPTIONS or arg in ('-h', '--help'):
             own.append(arg)
         else:
             rest.append(arg)
@@ -495,10 +496,6 @@ def check_own(own, given, sweeps, rest):
         fail(f"--collect={own['collect']} reads a sweep's results: it takes no other options", 2)
     if 'task' in given and (own['task'] < 0 or sweeps or rest or given - {'task', 'sweep_dir', 'gpus_per_task', 'overwrite'}):
         fail(f"--task={own['task']}: what sweep.sbatch runs: a point's index in --sweep_dir's sweep.json, and no other options", 2)
-    if own['launcher'] not in ('local', 'slurm'):
-        fail(f"--launcher={own['launcher']}: expected local or slurm", 2)
-    if own['gpus_per_task'] < 1:
-        fail(f"--gpus_per_task={own['gpus_per_task']}: must be at least 1", 2)
     if own['collect'] or 'task' in given:
         return
     if own['launcher'] == 'local' and (own['submit'] or own['gpus_per_task'] != 1):
@@ -512,7 +509,7 @@ def check_own(own, given, sweeps, rest):
 def main(argv=None):
     sweeps, own_args, rest = split_argv(sys.argv[1:] if argv is None else argv)
     given = set()
-    own = configure(OWN, own_args, given=given)
+    own = configure(OPTIONS, own_args, given=given)
     check_own(own, given, sweeps, rest)
     if own['collect']:
         return collect(own['collect'])

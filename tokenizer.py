@@ -122,6 +122,36 @@ def token_byte_lengths(spec):
 # Hugging Face tokenizer.json <-> spec. Byte-level BPE vocabularies are strings of printable stand-ins
 # for the 256 byte values (GPT-2's bytes_to_unicode map); merges are pairs of such strings.
 
+GPT2_MODELS = ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl')  # OpenAI's, by name: they read GPT-2's tokens
+
+
+def model_tokenizer(model):
+    """The spec of the tokenizer a model reads (a Hugging Face folder, or one of GPT2_MODELS): its tokenizer.json's,
+    or GPT-2's for OpenAI's GPT-2 (by name, or a folder of one saved without tokenizer files). TokenizerError naming
+    what does not convert."""
+    return gpt2_spec() if reads_gpt2_tokens(model) else spec_from_hf_folder(model)
+
+
+def reads_gpt2_tokens(model):
+    """Whether a model reads GPT-2's tokens with no tokenizer files of its own: one of GPT2_MODELS, or a GPT-2 of
+    OpenAI's vocabulary (50,257) saved with save_pretrained alone. A folder with tokenizer files is judged by them."""
+    if model in GPT2_MODELS:
+        return True
+    if any(os.path.exists(os.path.join(model, name)) for name in ('tokenizer.json', 'vocab.json', 'merges.txt')):
+        return False
+    try:
+        with open(os.path.join(model, 'config.json'), encoding='utf-8') as f:
+            config = json.load(f)
+    except (OSError, ValueError):
+        return False  # the import says what is wrong with it
+    return isinstance(config, dict) and config.get('model_type') == 'gpt2' and config.get('vocab_size') == 50257
+
+
+def same_tokens(spec, other):
+    """Whether two specs give the same ids for every text (their names aside)."""
+    return {k: v for k, v in spec.items() if k != 'name'} == {k: v for k, v in other.items() if k != 'name'}
+
+
 def bytes_to_unicode():
     """GPT-2's map from the 256 byte values to printable characters: byte-level BPE vocabularies are strings of these."""
     printable = [*range(ord('!'), ord('~') + 1), *range(ord('¡'), ord('¬') + 1), *range(ord('®'), ord('ÿ') + 1)]
@@ -220,3 +250,52 @@ def spec_from_tokenizer_json(tj, path):
     if normalizer:
         spec['normalizer'] = 'NFC'
     return spec
+
+
+def merges_from_ranks(tokens):
+    """BPE merges in rank order. A token's merge is found by running BPE on its bytes with the lower-ranked
+    tokens only: it ends in exactly the two parts tiktoken joins last."""
+    ranks = {b: i for i, b in enumerate(tokens) if b is not None}
+    merges = []
+    for rank, token in enumerate(tokens):
+        if token is None or len(token) < 2:
+            continue
+        parts = [bytes([b]) for b in token]
+        while len(parts) > 2:
+            pairs = [(ranks.get(parts[j] + parts[j + 1], rank), j) for j in range(len(parts) - 1)]
+            best, j = min(pairs)
+            if best >= rank:
+                break
+            parts[j:j + 2] = [parts[j] + parts[j + 1]]
+        assert len(parts) == 2, f'token {rank} ({token!r}) is not the merge of two lower-ranked tokens'
+        merges.append(tuple(parts))
+    return merges
+
+
+def hf_tokenizer(spec, max_length):
+    """A transformers fast tokenizer equal to tiktoken on the spec: same split regex, same BPE, same ids.
+    A literal '<|endoftext|>' in text is text, as in train.bin (prepare.py encodes documents as ordinary
+    text): split_special_tokens keeps transformers from reading it as the end-of-text id, which only the
+    code that joins documents puts in (bos/eos_token_id still name it)."""
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+    byte_char = bytes_to_unicode()
+    as_str = lambda b: ''.join(byte_char[x] for x in b)
+    vocab = {as_str(b): i for i, b in enumerate(spec['tokens']) if b is not None}
+    vocab.update(spec['special_tokens'])
+    merges = [(as_str(a), as_str(b)) for a, b in merges_from_ranks(spec['tokens'])]
+    # ignore_merges: a piece that is itself a token is that token, as in tiktoken
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, ignore_merges=True))
+    if spec.get('normalizer') == 'NFC':
+        tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(spec['pattern']), behavior='isolated', invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.decoder = decoders.ByteLevel()
+    text_tokens = spec.get('text_tokens', [])  # in the vocabulary above already: these keep their ids
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in spec['special_tokens'] if t not in text_tokens])
+    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in text_tokens])
+    eot = spec.get('eot', EOT)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=eot, eos_token=eot, unk_token=eot,
+                                   model_max_length=max_length, clean_up_tokenization_spaces=False,
+                                   split_special_tokens=True)

@@ -8,7 +8,7 @@ Train a GPT on the token files that data/pubmed/prepare.py writes.
     python train.py config/finetune_1b_fsdp.py --init_from=models/llama-3.2-1b --plan=True   # memory per GPU, then exit
     python train.py --init_from=resume --out_dir=out                 # continue exactly where ckpt.pt stopped
 
-Every module-level value below is a `--key=value` option (configurator.py), and so is every field of
+Every entry of OPTIONS below is a `--key=value` option (configurator.py), and so is every field of
 GPTConfig in model.py (--n_layer, --pos, ...). Training stops at the first budget reached: max_iters,
 max_tokens, max_seconds. Time budgets count training time only: evaluation and checkpoint writing are
 excluded, so runs with different eval settings compare. The learning rate warms up over warmup_iters,
@@ -22,7 +22,7 @@ the same command trains the same way on 1 or 8 GPUs: the global batch of step k 
 windows for any split of (processes x micro-steps per process) (dataloader.TrainLoader).
 
 --parallel=fsdp shards the weights, gradients and optimizer state over the processes (parallel.py) and
-writes sharded checkpoints, folders NAME.dcp (checkpoint.py), which resume on any number of processes.
+writes sharded checkpoints, folders NAME.dcp (sharded_checkpoint.py), which resume on any number of processes.
 """
 import gc
 import json
@@ -35,100 +35,153 @@ import tempfile
 import time
 from contextlib import nullcontext
 from datetime import timedelta
+from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+import pubmedqa
 import run_options
-from checkpoint import (CheckpointError, check_resumable, first_line, latest_checkpoint, load_checkpoint, load_state,
+from checkpoint import (CheckpointError, check_resumable, latest_checkpoint, load_checkpoint, load_state,
                         make_checkpoint, model_from_checkpoint, read_fields, save_state)
-from common import (DiskFullError, atomic_write, device_peak_flops, die_with_parent, disk_full_message, peak_memory_mb, precision,
-                    remove_stale_temporaries, resolve_device)
-from configurator import config_from_globals, fail
+from common import (DTYPES, DiskFullError, atomic_write, device_peak_flops, die_with_parent, disk_full_message, peak_memory_mb, precision,
+                    fail, first_line, remove_stale_temporaries, resolve_device)
+from configurator import Option, at_least, between, fraction, one_of, positive
 from dataloader import DataError, TrainLoader, eval_starts, load_meta, open_tokens, read_windows
+from hf import ExportError, export, from_pretrained
 from loss_eval import evaluate
-from model import GPT, GPTConfig
-from model_card import data_facts, run_origin
+from model import GPT
+from model_card import run_record
 from parallel import STOP_SIGNALS, parallelize, progress_store, stall_report, stop_on_signals, whole_model
 from plan import print_run_plan
-from tokenizer import TokenizerError, fingerprint, spec_from_hf_folder
+from tokenizer import TokenizerError, encoding_from_spec, eot_id, fingerprint, model_tokenizer, reads_gpt2_tokens, same_tokens
 
 # -----------------------------------------------------------------------------------------------
 # options
-# I/O
-out_dir = 'out'                 # the run's folder: checkpoints, metrics.jsonl
-init_from = 'scratch'           # 'scratch', 'resume' (from out_dir/ckpt.pt), or an open model to continue pretraining
-                                # on data prepared with its tokenizer: a local Hugging Face folder (GPT-2, Llama, Qwen2,
-                                # Qwen3, Arcee) or 'gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl' (cache or download)
-eval_interval = 2000            # evaluate every this many iterations (0 = only at the start and end)
-eval_interval_seconds = 0.0     # and/or whenever this much training time passed since the last eval (0 = off)
-eval_iters = 200                # the fixed val set is eval_iters * batch_size windows
-log_interval = 1                # log (and read the loss from the device) every this many iterations
-eval_only = False               # evaluate the model of init_from (resume: out_dir's checkpoint) once, print it, write nothing
-save_latest = True              # write ckpt.pt, the state --init_from=resume continues from, at every evaluation
-save_best = True                # write best.pt whenever val loss improves
-ckpt_every_tokens = 0           # > 0: also keep snapshots ckpt_<tokens seen>.pt every this many tokens
-overwrite = False               # a new run into an out_dir that holds a previous run's files replaces them (else refused)
-allow_config_change = False     # resume even with a batch, accumulation, seed or window alignment other than the run's
-eval_pubmedqa = False           # at the end, PubMedQA zero-shot with lm-evaluation-harness (pubmedqa.py), into metrics.jsonl
-pubmedqa_dir = ''               # its data: '' = $PUBMEDQA_DIR, data/pubmedqa or ../shared/data/pubmedqa
-pubmedqa_limit = 0              # only N test questions, spread over the split (0 = all 500)
-# wandb
-wandb_log = False               # also log to Weights & Biases
-wandb_project = 'pubmed-gpt'    # ... into this project
-wandb_run_name = 'run'          # ... as this run
-# data
-data_dir = 'data/pubmed'        # a folder with train.bin, val.bin, meta.pkl
-batch_size = 12                 # windows per micro-batch
-gradient_accumulation_steps = 40  # micro-batches per step, summed over all processes
-align_windows = False           # training windows start where documents start (see window_starts), not every block_size
-# model: the fields of GPTConfig (model.py), defaults there (GPT-2 small); on resume the checkpoint's shape is used.
-# block_size is the training window: a model from scratch reads as far; an open model with rotary positions keeps
-# its own context when that is longer (GPT-2's position table is cut to the window)
-# optimizer
-optimizer = 'adamw'             # 'adamw', or 'muon' for the blocks' matrices (AdamW for the rest)
-learning_rate = 6e-4            # AdamW's peak lr
-muon_lr = 0.02                  # Muon's peak lr
-muon_momentum = 0.95            # Muon's momentum
-weight_decay = 1e-1             # on matrices only (AdamW's decoupled decay; Muon's own)
-beta1 = 0.9                     # AdamW's first moment decay
-beta2 = 0.95                    # AdamW's second moment decay
-grad_clip = 1.0                 # 0 = off
-# budgets: the first one reached stops training (0 = no limit)
-max_iters = 600000              # optimizer steps
-max_tokens = 0                  # training tokens, all processes
-max_seconds = 0.0               # training time (evaluation and checkpoints excluded)
-# learning-rate schedule: warmup, then cosine (or warmup-stable-decay, or constant) down to min_lr
-schedule = 'cosine'             # 'cosine', 'wsd' or 'constant' (no decay)
-warmup_iters = 2000             # linear warmup from lr/(warmup_iters+1)
-lr_decay_iters = 0              # the decay spans this many iterations (0 = max_iters), or max_tokens / max_seconds
-min_lr = 6e-5                   # the floor, as lr of AdamW; every group decays by the same factor
-cooldown_frac = 0.2             # wsd: the last fraction of training decays linearly to min_lr
-# system
-device = 'auto'                 # 'auto' (cuda if present), 'cpu', 'cuda', 'cuda:1', 'mps'
-dtype = 'auto'                  # 'auto' (bf16 if supported, else fp16 on GPU; fp32 on CPU), 'float32', 'bfloat16', 'float16'
-compile = True                  # torch.compile the model (a C++ compiler on CPU; seconds to minutes once)
-seed = 1337                     # initial weights, the data order and dropout
-peak_flops = 0.0                # FLOP/s of one device for MFU; 0 = known GPU table, else a measured matmul peak (MFU is
-                                # 'unknown' once the model computes faster than the peak: it was measured too low)
-dist_timeout = 600.0            # seconds a process waits for the others (torchrun) before it stops and names the straggler
-parallel = 'ddp'                # 'ddp': each process holds the whole model; 'fsdp': FSDP2 shards it (parallel.py)
-activation_checkpointing = False  # recompute each block's activations in backward: far less memory, ~1/3 more compute
-cpu_offload = False             # fsdp: keep the sharded weights, gradients and optimizer state in CPU memory
-plan = False                    # print the memory per GPU of this run (plan.py) under DDP and FSDP, and exit
-fast_dev_run = False            # check the config in seconds before a long job: 2 steps, evaluation, a checkpoint written and
-                                # resumed, a sample and an export, in a temporary folder (out_dir is not touched)
-plan_gpus = 8                   # ... for this many GPUs (torchrun's world size when run under it)
-plan_gpu_gb = 80.0              # ... of this much memory each
+OPTIONS = {
+    # I/O
+    'out_dir': 'out',                  # the run's folder: checkpoints, metrics.jsonl
+    'init_from': 'scratch',            # 'scratch', 'resume' (from out_dir/ckpt.pt), or an open model to continue pretraining
+                                           # on data prepared with its tokenizer: a local Hugging Face folder (GPT-2, Llama, Qwen2,
+                                           # Qwen3, Arcee) or 'gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl' (cache or download)
+    'eval_interval': Option(2000, at_least(0)),  # evaluate every this many iterations (0 = only at the start and end)
+    'eval_interval_seconds': Option(0.0, at_least(0)),  # and/or whenever this much training time passed since the last eval (0 = off)
+    'eval_iters': Option(200, at_least(1)),  # the fixed val set is eval_iters * batch_size windows
+    'log_interval': Option(1, at_least(1)),  # log (and read the loss from the device) every this many iterations
+    'eval_only': False,                # evaluate the model of init_from (resume: out_dir's checkpoint) once, print it, write nothing
+    'save_latest': True,               # write ckpt.pt, the state --init_from=resume continues from, at every evaluation
+    'save_best': True,                 # write best.pt whenever val loss improves
+    'ckpt_every_tokens': Option(0, at_least(0)),  # > 0: also keep snapshots ckpt_<tokens seen>.pt every this many tokens
+    'overwrite': False,                # a new run into an out_dir that holds a previous run's files replaces them (else refused)
+    'allow_config_change': False,      # resume even with a batch, accumulation, seed or window alignment other than the run's
+    'eval_pubmedqa': False,            # at the end, PubMedQA zero-shot with lm-evaluation-harness (pubmedqa.py), into metrics.jsonl
+    'pubmedqa_dir': '',                # its data: '' = $PUBMEDQA_DIR, data/pubmedqa or ../shared/data/pubmedqa
+    'pubmedqa_limit': Option(0, at_least(0)),  # only N test questions, spread over the split (0 = all 500)
+    # wandb
+    'wandb_log': False,                # also log to Weights & Biases
+    'wandb_project': 'pubmed-gpt',     # ... into this project
+    'wandb_run_name': 'run',           # ... as this run
+    # data
+    'data_dir': 'data/pubmed',         # a folder with train.bin, val.bin, meta.pkl
+    'batch_size': Option(12, at_least(1)),  # windows per micro-batch
+    'gradient_accumulation_steps': Option(40, at_least(1)),  # micro-batches per step, summed over all processes
+    'align_windows': False,            # training windows start where documents start (see window_starts), not every block_size
+    # model: the fields of GPTConfig (model.py), defaults there (GPT-2 small); on resume the checkpoint's shape is used.
+    # block_size is the training window: a model from scratch reads as far; an open model with rotary positions keeps
+    # its own context when that is longer (GPT-2's position table is cut to the window)
+    # optimizer
+    'optimizer': Option('adamw', one_of('adamw', 'muon')),  # 'adamw', or 'muon' for the blocks' matrices (AdamW for the rest)
+    'learning_rate': Option(6e-4, at_least(0)),  # AdamW's peak lr
+    'muon_lr': Option(0.02, at_least(0)),  # Muon's peak lr
+    'muon_momentum': Option(0.95, fraction),  # Muon's momentum
+    'weight_decay': Option(1e-1, at_least(0)),  # on matrices only (AdamW's decoupled decay; Muon's own)
+    'beta1': Option(0.9, fraction),    # AdamW's first moment decay
+    'beta2': Option(0.95, fraction),   # AdamW's second moment decay
+    'grad_clip': Option(1.0, at_least(0)),  # 0 = off
+    # budgets: the first one reached stops training (0 = no limit)
+    'max_iters': Option(600000, at_least(0)),  # optimizer steps
+    'max_tokens': Option(0, at_least(0)),  # training tokens, all processes
+    'max_seconds': Option(0.0, at_least(0)),  # training time (evaluation and checkpoints excluded)
+    # learning-rate schedule: warmup, then cosine (or warmup-stable-decay, or constant) down to min_lr
+    'schedule': Option('cosine', one_of('cosine', 'wsd', 'constant')),  # 'cosine', 'wsd' or 'constant' (no decay)
+    'warmup_iters': Option(2000, at_least(0)),  # linear warmup from lr/(warmup_iters+1)
+    'lr_decay_iters': Option(0, at_least(0)),  # the decay spans this many iterations (0 = max_iters), or max_tokens / max_seconds
+    'min_lr': Option(6e-5, at_least(0)),  # the floor, as lr of AdamW; every group decays by the same factor
+    'cooldown_frac': Option(0.2, between(0, 1)),  # wsd: the last fraction of training decays linearly to min_lr
+    # system
+    'device': 'auto',                  # 'auto' (cuda if present), 'cpu', 'cuda', 'cuda:1', 'mps'
+    'dtype': Option('auto', one_of(*DTYPES)),  # 'auto' (bf16 if supported, else fp16 on GPU; fp32 on CPU), 'float32', 'bfloat16', 'float16'
+    'compile': True,                   # torch.compile the model (a C++ compiler on CPU; seconds to minutes once)
+    'seed': Option(1337, at_least(0)),  # initial weights, the data order and dropout
+    'peak_flops': Option(0.0, at_least(0)),  # FLOP/s of one device for MFU; 0 = known GPU table, else a measured matmul peak (MFU is
+                                           # 'unknown' once the model computes faster than the peak: it was measured too low)
+    'dist_timeout': Option(600.0, positive),  # seconds a process waits for the others (torchrun) before it stops and names the straggler
+    'parallel': Option('ddp', one_of('ddp', 'fsdp')),  # 'ddp': each process holds the whole model; 'fsdp': FSDP2 shards it (parallel.py)
+    'activation_checkpointing': False,   # recompute each block's activations in backward: far less memory, ~1/3 more compute
+    'cpu_offload': False,              # fsdp: keep the sharded weights, gradients and optimizer state in CPU memory
+    'plan': False,                     # print the memory per GPU of this run (plan.py) under DDP and FSDP, and exit
+    'fast_dev_run': False,             # check the config in seconds before a long job: 2 steps, evaluation, a checkpoint written and
+                                           # resumed, a sample and an export, in a temporary folder (out_dir is not touched)
+    'plan_gpus': Option(8, at_least(1)),  # ... for this many GPUs (torchrun's world size when run under it)
+    'plan_gpu_gb': Option(80.0, positive),  # ... of this much memory each
+}
 # -----------------------------------------------------------------------------------------------
 
 
 def options(argv=None):
     """This run's options (a namespace): the defaults above and GPTConfig's fields, then config files and --key=value
     from argv (default sys.argv), merged with a resumed run's own and checked (run_options.py)."""
-    return run_options.parse(config_from_globals(globals()), argv)
+    return run_options.parse(OPTIONS, argv)
+
+
+@dataclass
+class Run:
+    """Everything a training run holds, declared once: the phase of main() that fills each part is named above it;
+    the loop (train) advances the progress part, which every checkpoint records."""
+    # start_processes: the processes and the device
+    distributed: bool = False      # under torchrun
+    rank: int = 0                  # this process's rank: rank 0 (master) writes every file
+    world: int = 1                 # processes in the run
+    device: torch.device = None    # this process's device
+    ptdtype: torch.dtype = None    # the precision the model computes in
+    autocast: object = None        # its autocast context (none under FSDP on several processes: its policy casts)
+    store: object = None           # torchrun's key-value store: each rank's progress, for a stall's report
+    host_group: object = None      # on GPUs, a gloo group for the loop's small agreements (no wait on a device)
+    # read_inputs: what the run starts from
+    meta: dict = None              # the data folder's meta.pkl
+    resumed: str = None            # the checkpoint resumed from (init_from=resume)
+    fields: dict = field(default_factory=dict)  # its every key but the weights
+    previous: list = field(default_factory=list)  # a previous run's files in out_dir: --overwrite=True replaces them
+    # build_model
+    raw_model: GPT = None          # the model itself (its state_dict is what checkpoints hold)
+    record: dict = None            # what the model card says of the run (checkpoint.RECORD_KEYS)
+    # open_data
+    window: int = 0                # tokens per training window (the model may read a longer context)
+    loader: TrainLoader = None     # this rank's share of every step's windows, and the data position
+    val_tokens: object = None      # val.bin, memory-mapped
+    val_starts: list = None        # this rank's share of the fixed val windows
+    token_bytes: torch.Tensor = None  # UTF-8 bytes of each token id, on the device: bits per byte
+    tokens_per_step: int = 0       # tokens of one optimizer step, all processes
+    # parallelize and make_optimizers
+    model: torch.nn.Module = None  # what a step runs: raw_model compiled, in DDP, or sharded by FSDP
+    optimizers: list = None        # AdamW (and Muon)
+    scaler: object = None          # fp16's gradient scaler (off otherwise)
+    # progress: set by a resume, advanced by the loop, written into every checkpoint
+    iter_num: int = 0              # optimizer steps done
+    train_seconds: float = 0.0     # training time so far (evaluation and checkpoints excluded)
+    best_val_loss: float = math.inf
+    tokens_seen: int = 0           # training tokens so far, all processes
+    # open_output
+    metrics: str = ''              # out_dir/metrics.jsonl
+    wandb: object = None           # the wandb run, if logging there
+    flops_per_token: float = 0.0   # the model's training FLOPs per token: MFU's numerator
+    peak: float = None             # FLOP/s of one device: MFU's denominator (None once known to be wrong)
+
+    @property
+    def master(self):
+        return self.rank == 0
 
 
 def main(opts, last=True):
@@ -138,17 +191,15 @@ def main(opts, last=True):
         return print_run_plan(opts, int(os.environ.get('WORLD_SIZE', opts.plan_gpus)))
     if opts.fast_dev_run:
         return smoke_run(opts)
-    procs = start_processes(opts)
-    meta, resumed, previous = read_inputs(opts, procs)
-    raw_model, facts = build_model(opts, meta, resumed, procs)
-    data = open_data(opts, meta, raw_model, procs)
-    model = parallelize(raw_model, opts.parallel, procs.device, procs.ptdtype, opts.compile, opts.cpu_offload)
-    if opts.parallel == 'fsdp' and procs.distributed:  # FSDP's policy casts the weights to bf16 itself; autocast is DDP's
-        procs.autocast = nullcontext()
-    optimizers, scaler, state = make_optimizers(opts, raw_model, resumed, data, procs)
-    log = open_output(opts, raw_model, data, procs, state, previous)
-    signalled = train(opts, model, raw_model, optimizers, scaler, meta, data, procs, state, facts, log)
-    finish(opts, model, raw_model, meta, procs, state, log, signalled, last)
+    run = start_processes(opts)
+    read_inputs(opts, run)
+    build_model(opts, run)
+    open_data(opts, run)
+    run.model = parallelize(run.raw_model, opts.parallel, run.device, run.ptdtype, opts.compile, opts.cpu_offload)
+    make_optimizers(opts, run)
+    open_output(opts, run)
+    signalled = train(opts, run)
+    finish(opts, run, signalled, last)
 
 
 def smoke_run(opts):
@@ -171,8 +222,6 @@ def smoke_run(opts):
         if int(os.environ.get('RANK', 0)) != 0:
             return
         phase = 'sampling'
-        from hf import ExportError, export
-        from tokenizer import encoding_from_spec, eot_id
         checkpoint = load_checkpoint(path)
         model = model_from_checkpoint(checkpoint).eval()
         enc = encoding_from_spec(checkpoint['tokenizer'])
@@ -205,327 +254,330 @@ def start_processes(opts):
         device = resolve_device(opts.device, local_rank)
     except ValueError as e:
         fail(str(e))
-    procs = SimpleNamespace(distributed=distributed, rank=rank, world=world, master=rank == 0, device=device,
-                            store=None, host_group=None)
     if device.type == 'cuda':
         torch.cuda.set_device(device)
-    procs.ptdtype, procs.autocast = precision(device, opts.dtype)
+    ptdtype, autocast = precision(device, opts.dtype)
+    if opts.parallel == 'fsdp' and distributed:  # FSDP's policy casts the weights to bf16 itself; autocast is DDP's
+        autocast = nullcontext()
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
-    return procs
+    return Run(distributed=distributed, rank=rank, world=world, device=device, ptdtype=ptdtype, autocast=autocast)
 
 
-def read_inputs(opts, procs):
+def read_inputs(opts, run):
     """The data folder's meta.pkl and, resuming, the checkpoint's fields (all but the weights), both checked; the files
     of a previous run in out_dir, which a new run replaces only with --overwrite=True. Then, under torchrun, the
     processes meet."""
-    path = latest_checkpoint(opts.out_dir, opts.parallel)
     try:
-        meta = load_meta(opts.data_dir)
-        resumed = None
+        run.meta = load_meta(opts.data_dir)
         if opts.init_from == 'resume':
-            resumed = SimpleNamespace(path=path, fields=read_fields(path))
-            check_resumable(resumed.fields, meta, path, opts.data_dir)
-            check_same_data(resumed, meta, opts, procs)
+            run.resumed = latest_checkpoint(opts.out_dir, opts.parallel)
+            run.fields = read_fields(run.resumed)
+            check_resumable(run.fields, run.meta, run.resumed, opts.data_dir)
+            check_same_data(opts, run)
     except (DataError, CheckpointError) as e:
         fail(str(e))
-    if opts.init_from == 'resume' and procs.master and not opts.eval_only:
+    if opts.init_from == 'resume' and run.master and not opts.eval_only:
         remove_stale_temporaries(opts.out_dir)  # what a kill during a save left (the checkpoints are whole)
-    previous = previous_run(opts.out_dir) if opts.init_from != 'resume' and not opts.eval_only else []
-    if previous and not opts.overwrite:
-        fail(f"{opts.out_dir} holds a previous run ({', '.join(previous)}): continue it with --init_from=resume, "
+    run.previous = previous_run(opts.out_dir) if opts.init_from != 'resume' and not opts.eval_only else []
+    if run.previous and not opts.overwrite:
+        fail(f"{opts.out_dir} holds a previous run ({', '.join(run.previous)}): continue it with --init_from=resume, "
              'train into another --out_dir, or pass --overwrite=True to replace it', 2)
-    if procs.distributed:
+    if run.distributed:
         die_with_parent()  # if torchrun's agent is killed, its workers must not train on as orphans
         timeout = timedelta(seconds=opts.dist_timeout)
         if not dist.is_initialized():  # (a fast_dev_run's resume keeps the group of its first run)
-            dist.init_process_group(backend='nccl' if procs.device.type == 'cuda' else 'gloo', timeout=timeout)
-        procs.store = progress_store()
-        procs.host_group = dist.new_group(backend='gloo', timeout=timeout) if procs.device.type == 'cuda' else None
-    return meta, resumed, previous
+            dist.init_process_group(backend='nccl' if run.device.type == 'cuda' else 'gloo', timeout=timeout)
+        run.store = progress_store()
+        run.host_group = dist.new_group(backend='gloo', timeout=timeout) if run.device.type == 'cuda' else None
 
 
-def check_same_data(resumed, meta, opts, procs):
+def check_same_data(opts, run):
     """Exit unless a resumed run continues on the token files it trained on (the hashes its checkpoint recorded from
     meta.pkl; older checkpoints did not): a folder prepared again would silently change the val set its losses are
     measured on. --allow_config_change=True continues anyway, with a note."""
-    recorded = (resumed.fields.get('data') or {}).get('token_files')
-    changed = [name for name in ('train.bin', 'val.bin') if recorded and recorded.get(name) != (meta.get('token_files') or {}).get(name)]
+    recorded = (run.fields.get('data') or {}).get('token_files')
+    now = run.meta.get('token_files') or {}
+    changed = [name for name in ('train.bin', 'val.bin') if recorded and recorded.get(name) != now.get(name)]
     if not changed:
         return
-    what = f"{' and '.join(changed)} in {opts.data_dir} are not the ones the run in {resumed.path} trained on (prepared again?)"
+    what = f"{' and '.join(changed)} in {opts.data_dir} are not the ones the run in {run.resumed} trained on (prepared again?)"
     if not opts.allow_config_change:
         fail(f'{what}: its val loss would be measured on another val set; resume on the data it trained on, or pass '
              '--allow_config_change=True to continue on this data', 2)
-    if procs.master:
+    if run.master:
         print(f'note: {what}: continuing on them (allow_config_change); val losses before and after are not comparable')
 
 
-def build_model(opts, meta, resumed, procs):
-    """The model, built from the options, a resumed checkpoint's shapes (its weights come once the model is on its
-    devices: load_state) or an open model's weights; and the run's facts for the export's model card. Under FSDP on
-    several processes only rank 0 initialises or reads weights (parallelize sends each rank its shards): the others,
-    like every resumed run, build the model on the meta device: shapes, no memory."""
+def build_model(opts, run):
+    """The model of init_from (run_options.model_config: its shapes), with its weights: the options' random ones, or an
+    open model's (a resumed run's come once the model is on its devices: load_state); and the run's record for the
+    export's model card. Under FSDP on several processes only rank 0 initialises or reads weights (parallelize sends
+    each rank its shards): the others, like every resumed run, build the model on the meta device: shapes, no memory."""
+    if opts.init_from not in ('scratch', 'resume'):  # an open model reads the tokens of its own tokenizer only
+        check_model_tokenizer(opts.init_from, run.meta, opts.data_dir)
     torch.manual_seed(opts.seed)  # the same initial weights on every rank (DDP)
-    weightless = resumed is not None or (opts.parallel == 'fsdp' and procs.distributed and not procs.master)
-    with torch.device('meta') if weightless else nullcontext():
-        if opts.init_from == 'scratch':
-            model_args = {k: getattr(opts, k) for k in run_options.MODEL_DEFAULTS}
-            raw_model = GPT(GPTConfig(**model_args, vocab_size=64 * math.ceil(meta['vocab_size'] / 64)))  # padded: fast matmuls
-        elif opts.init_from == 'resume':
-            try:
-                raw_model = model_from_checkpoint({**resumed.fields, 'model': None})
-            except CheckpointError as e:
-                fail(f'{resumed.path}: {e}')
-        else:  # an open model reads the tokens of its own tokenizer only
-            check_tokenizer_of(opts.init_from, meta, opts.data_dir)
-            from hf import from_pretrained, shapes_of
-            try:
-                raw_model = GPT(shapes_of(opts.init_from, opts.block_size or None, opts.dropout)) if weightless else \
-                    from_pretrained(opts.init_from, window=opts.block_size or None, dropout=opts.dropout)
-            except CheckpointError as e:
-                fail(str(e))
-        ignored = [f'{k}={getattr(opts, k)!r}' for k in run_options.MODEL_DEFAULTS if k != 'block_size'  # the window
-                   and getattr(opts, k) != getattr(raw_model.config, k) and not (k in run_options.DERIVED and not getattr(opts, k))]
-        if procs.master and ignored:
-            print(f'note: init_from={opts.init_from!r} fixes the architecture; ignoring {", ".join(ignored)}')
-    if raw_model.config.vocab_size < meta['vocab_size']:
-        fail(f"the model's vocabulary ({raw_model.config.vocab_size}) is smaller than the data's ({meta['vocab_size']})")
-    raw_model.activation_checkpointing = opts.activation_checkpointing
-    fields = resumed.fields if resumed else {}
-    facts = {'origin': run_origin(opts.init_from, fields.get('origin')), 'data': data_facts(meta, opts.data_dir), 'processes': procs.world,
-             'precision': f'{str(procs.ptdtype).removeprefix("torch.")} on {procs.device.type}',
-             **({'last_eval': fields['last_eval']} if 'last_eval' in fields else {})}
-    return raw_model, facts
+    weightless = run.resumed is not None or (opts.parallel == 'fsdp' and run.distributed and not run.master)
+    try:
+        with torch.device('meta') if weightless else nullcontext():
+            if opts.init_from in ('scratch', 'resume') or weightless:
+                run.raw_model = GPT(run_options.model_config(opts, run.meta['vocab_size'], run.fields))
+            else:
+                run.raw_model = from_pretrained(opts.init_from, window=opts.block_size or None, dropout=opts.dropout)
+    except CheckpointError as e:
+        fail(f'{run.resumed}: {e}' if run.resumed else str(e))
+    ignored = [f'{k}={getattr(opts, k)!r}' for k in run_options.MODEL_DEFAULTS if k != 'block_size'  # the window
+               and getattr(opts, k) != getattr(run.raw_model.config, k) and not (k in run_options.DERIVED and not getattr(opts, k))]
+    if run.master and ignored:
+        print(f'note: init_from={opts.init_from!r} fixes the architecture; ignoring {", ".join(ignored)}')
+    if run.raw_model.config.vocab_size < run.meta['vocab_size']:
+        fail(f"the model's vocabulary ({run.raw_model.config.vocab_size}) is smaller than the data's ({run.meta['vocab_size']})")
+    run.raw_model.activation_checkpointing = opts.activation_checkpointing
+    computed = f'{str(run.ptdtype).removeprefix("torch.")} on {run.device.type}'
+    run.record = run_record(opts.init_from, run.fields, run.meta, opts.data_dir, run.world, computed)
 
 
-def open_data(opts, meta, raw_model, procs):
+def check_model_tokenizer(init_from, meta, data_dir):
+    """Exit unless the data is tokenized with the tokenizer of the model init_from names."""
+    try:
+        theirs = model_tokenizer(init_from)
+    except (TokenizerError, OSError) as e:  # (GPT-2's tiktoken files, with no network)
+        fail(f'init_from={init_from!r}: {e}')
+    if not same_tokens(theirs, meta['tokenizer']):
+        how = 'gpt2' if reads_gpt2_tokens(init_from) else init_from
+        fail(f"init_from={init_from!r} reads its own tokenizer's tokens, but {data_dir} is tokenized with "
+             f"{fingerprint(meta['tokenizer'])}: prepare it with --tokenizer={how}")
+
+
+def open_data(opts, run):
     """This rank's share of every step's windows (the loader) and of the fixed val windows. The training window
     (what a batch holds) and the model's context (how far it reads) are two things: a rotary model continued on
     short windows keeps the context of the model it came from (hf.config_from_hf)."""
-    window = opts.block_size or raw_model.config.block_size
-    if procs.master and window < raw_model.config.block_size:
-        print(f'note: training on windows of {window} tokens of a context of {raw_model.config.block_size} (the model '
-              'reads, samples and exports that context)')
-    train_tokens, val_tokens = open_tokens(opts.data_dir, 'train', meta), open_tokens(opts.data_dir, 'val', meta)
+    context = run.raw_model.config.block_size
+    run.window = window = opts.block_size or context
+    if run.master and window < context:
+        print(f'note: training on windows of {window} tokens of a context of {context} (the model reads, samples and '
+              'exports that context)')
+    train_tokens, val_tokens = open_tokens(opts.data_dir, 'train', run.meta), open_tokens(opts.data_dir, 'val', run.meta)
     if min(len(train_tokens), len(val_tokens)) <= window:
         fail(f'{opts.data_dir}: train.bin and val.bin need more than block_size={window} tokens each')
     try:
-        loader = TrainLoader(train_tokens, window, opts.batch_size, opts.gradient_accumulation_steps, opts.seed, procs.rank,
-                             procs.world, eot=meta['eot_token'] if opts.align_windows else None)
+        run.loader = TrainLoader(train_tokens, window, opts.batch_size, opts.gradient_accumulation_steps, opts.seed,
+                                 run.rank, run.world, eot=run.meta['eot_token'] if opts.align_windows else None)
     except ValueError as e:
         fail(str(e), 2)
-    if not len(loader.starts):
-        fail(f"{opts.data_dir}: align_windows=True found no <|endoftext|> (id {meta['eot_token']}) in train.bin to align to")
-    if procs.master and loader.micro_batch != opts.batch_size:
-        print(f'note: each of the {procs.world} processes trains {loader.micro_batch * loader.micro_steps} windows a step, '
-              f'in {loader.micro_steps} micro-batch(es) of {loader.micro_batch}: the global batch of batch_size x '
-              f'gradient_accumulation_steps = {opts.batch_size * opts.gradient_accumulation_steps} windows, split '
-              f'{procs.world} ways')
+    if not len(run.loader.starts):
+        fail(f"{opts.data_dir}: align_windows=True found no <|endoftext|> (id {run.meta['eot_token']}) in train.bin to align to")
+    if run.master and run.loader.micro_batch != opts.batch_size:
+        print(f'note: each of the {run.world} processes trains {run.loader.micro_batch * run.loader.micro_steps} windows a '
+              f'step, in {run.loader.micro_steps} micro-batch(es) of {run.loader.micro_batch}: the global batch of '
+              f'batch_size x gradient_accumulation_steps = {opts.batch_size * opts.gradient_accumulation_steps} windows, '
+              f'split {run.world} ways')
     val_starts = eval_starts(val_tokens, window, opts.eval_iters * opts.batch_size)  # fewer if val.bin is short
     if opts.parallel == 'fsdp':  # every rank runs the same number of forward passes: FSDP gathers weights for each
-        val_starts = val_starts[:len(val_starts) - len(val_starts) % procs.world]
-    padding = [0] * (raw_model.config.vocab_size - len(meta['token_bytes']))
-    return SimpleNamespace(window=window, loader=loader, val_tokens=val_tokens, val_starts=val_starts[procs.rank::procs.world],
-                           token_bytes=torch.tensor(meta['token_bytes'] + padding, device=procs.device),
-                           tokens_per_step=opts.batch_size * opts.gradient_accumulation_steps * window)  # all ranks
+        val_starts = val_starts[:len(val_starts) - len(val_starts) % run.world]
+    run.val_tokens, run.val_starts = val_tokens, val_starts[run.rank::run.world]
+    padding = [0] * (run.raw_model.config.vocab_size - len(run.meta['token_bytes']))
+    run.token_bytes = torch.tensor(run.meta['token_bytes'] + padding, device=run.device)
+    run.tokens_per_step = opts.batch_size * opts.gradient_accumulation_steps * window  # all ranks
 
 
-def make_optimizers(opts, raw_model, resumed, data, procs):
-    """The optimizers and fp16's gradient scaler; resuming, their state, the weights and the run's progress (iteration,
-    training time, best val loss, data position, every rank's random state) from the checkpoint."""
-    optimizers = raw_model.configure_optimizers(opts.weight_decay, opts.learning_rate, (opts.beta1, opts.beta2),
-                                                procs.device.type, optimizer=opts.optimizer, muon_lr=opts.muon_lr,
-                                                muon_momentum=opts.muon_momentum)
-    scaler = torch.amp.GradScaler(procs.device.type, enabled=procs.ptdtype == torch.float16)
-    state = SimpleNamespace(iter_num=0, train_seconds=0.0, best_val_loss=float('inf'))
-    torch.manual_seed(opts.seed + procs.rank)  # dropout differs across ranks
-    if resumed is None:
-        return optimizers, scaler, state
-    fields = resumed.fields
+def make_optimizers(opts, run):
+    """The optimizers (run_options.optimizers_of) and fp16's gradient scaler; resuming, their state, the weights and
+    the run's progress (iteration, training time, best val loss, data position, every rank's random state) from the
+    checkpoint."""
+    run.optimizers = run_options.optimizers_of(run.raw_model, vars(opts), run.device.type)
+    run.scaler = torch.amp.GradScaler(run.device.type, enabled=run.ptdtype == torch.float16)
+    torch.manual_seed(opts.seed + run.rank)  # dropout differs across ranks
+    if run.resumed is None:
+        return
+    fields = run.fields
     if fields['config'].get('optimizer', 'adamw') != opts.optimizer:
-        fail(f"{resumed.path} was trained with optimizer={fields['config']['optimizer']!r}: resume with the same optimizer")
-    base_lrs = [[g['base_lr'] for g in opt.param_groups] for opt in optimizers]  # this run's options count
+        fail(f"{run.resumed} was trained with optimizer={fields['config']['optimizer']!r}: resume with the same optimizer")
+    base_lrs = [[g['base_lr'] for g in opt.param_groups] for opt in run.optimizers]  # this run's options count
     try:
-        load_state(resumed.path, raw_model, optimizers)
+        load_state(run.resumed, run.raw_model, run.optimizers)
         if 'scaler' in fields:
-            scaler.load_state_dict(fields['scaler'])
+            run.scaler.load_state_dict(fields['scaler'])
     except CheckpointError as e:
         fail(str(e))
     except (ValueError, KeyError, TypeError, RuntimeError) as e:
-        fail(f'{resumed.path}: its gradient scaler does not fit ({type(e).__name__}: {first_line(e)})')
-    for opt, bases in zip(optimizers, base_lrs):
+        fail(f'{run.resumed}: its gradient scaler does not fit ({type(e).__name__}: {first_line(e)})')
+    for opt, bases in zip(run.optimizers, base_lrs):
         for group, base in zip(opt.param_groups, bases):
             group['base_lr'] = base
-    state.iter_num, state.train_seconds, state.best_val_loss = fields['iter_num'], fields['train_seconds'], fields['best_val_loss']
-    data.loader.load_state_dict(fields['loader'])
-    if len(fields['rng']) == procs.world:  # on another number of processes only dropout's stream differs
-        set_rng_state(fields['rng'][procs.rank], procs.device)
-    return optimizers, scaler, state
+    run.iter_num, run.train_seconds, run.best_val_loss = fields['iter_num'], fields['train_seconds'], fields['best_val_loss']
+    run.loader.load_state_dict(fields['loader'])
+    run.tokens_seen = run.loader.windows_seen * run.window
+    if len(fields['rng']) == run.world:  # on another number of processes only dropout's stream differs
+        set_rng_state(fields['rng'][run.rank], run.device)
 
 
-def open_output(opts, raw_model, data, procs, state, previous):
+def open_output(opts, run):
     """out_dir, touched only now that every option, the data and the model have been checked: metrics.jsonl (a
     resumed run's records after its checkpoint are dropped: it logs them again), wandb, the start-up line. MFU is model
     FLOPs per second over the peak of all devices."""
-    log = SimpleNamespace(metrics=os.path.join(opts.out_dir, 'metrics.jsonl'), wandb=None,
-                          flops_per_token=raw_model.flops_per_token(data.window),
-                          peak=opts.peak_flops or device_peak_flops(procs.device, procs.ptdtype))
-    if procs.master and not opts.eval_only:  # evaluating a run leaves its files as they are
+    run.metrics = os.path.join(opts.out_dir, 'metrics.jsonl')
+    run.flops_per_token = run.raw_model.flops_per_token(run.window)
+    run.peak = opts.peak_flops or device_peak_flops(run.device, run.ptdtype)
+    if run.master and not opts.eval_only:  # evaluating a run leaves its files as they are
         os.makedirs(opts.out_dir, exist_ok=True)
         if opts.init_from == 'resume':
-            keep_metrics_until(log.metrics, state.iter_num)
+            keep_metrics_until(run.metrics, run.iter_num)
         else:
-            for name in previous:  # only with --overwrite=True (checked before)
+            for name in run.previous:  # only with --overwrite=True (checked before)
                 path = os.path.join(opts.out_dir, name)
                 shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
-            open(log.metrics, 'w').close()
+            open(run.metrics, 'w').close()
         if opts.wandb_log:
             import wandb
-            log.wandb = wandb.init(project=opts.wandb_project, name=opts.wandb_run_name, config=vars(opts), dir=opts.out_dir)
-    if procs.master:
-        print(f'{raw_model.num_params() / 1e6:.2f}M parameters, {data.tokens_per_step:,} tokens per step on {procs.world} '
-              f'process(es), device {procs.device}, {str(procs.ptdtype).removeprefix("torch.")}, peak '
-              f'{log.peak / 1e12:.3f} TFLOP/s per device')
-    return log
+            run.wandb = wandb.init(project=opts.wandb_project, name=opts.wandb_run_name, config=vars(opts), dir=opts.out_dir)
+    if run.master:
+        print(f'{run.raw_model.num_params() / 1e6:.2f}M parameters, {run.tokens_per_step:,} tokens per step on {run.world} '
+              f'process(es), device {run.device}, {str(run.ptdtype).removeprefix("torch.")}, peak '
+              f'{run.peak / 1e12:.3f} TFLOP/s per device')
 
 
 # -----------------------------------------------------------------------------------------------
 # the loop
 
-def train(opts, model, raw_model, optimizers, scaler, meta, data, procs, state, facts, log):
+def train(opts, run):
     """Evaluate, checkpoint and step until the first budget or a stop signal; returns whether a signal stopped it."""
-    loader, window, dev = data.loader, data.window, procs.device
     min_ratio = opts.min_lr / opts.learning_rate if opts.learning_rate else 0.0
-    first_iter, last_eval_seconds = state.iter_num, state.train_seconds
+    first_iter, last_eval_seconds = run.iter_num, run.train_seconds
     stop_on_signals()  # from now on a stop signal checkpoints first; before, it stops the process at once
     log_seconds, log_iters, batches = 0.0, 0, None
     while True:
-        if procs.distributed:
-            procs.store.set(f'pubmed-gpt/iter/{procs.rank}', str(state.iter_num))
-        state.tokens_seen = tokens_seen = loader.windows_seen * window
-        progress = max(state.iter_num / max(1, opts.lr_decay_iters or opts.max_iters),
-                       tokens_seen / opts.max_tokens if opts.max_tokens else 0.0,
-                       state.train_seconds / opts.max_seconds if opts.max_seconds else 0.0)
+        if run.distributed:
+            run.store.set(f'pubmed-gpt/iter/{run.rank}', str(run.iter_num))
+        progress = max(run.iter_num / max(1, opts.lr_decay_iters or opts.max_iters),
+                       run.tokens_seen / opts.max_tokens if opts.max_tokens else 0.0,
+                       run.train_seconds / opts.max_seconds if opts.max_seconds else 0.0)
         # rank 0's clock decides time budgets for everyone; a stop signal to any process stops them all. The flags
         # are agreed on the host (gloo): no process waits for its device here
-        flags = torch.tensor([procs.master and state.train_seconds >= opts.max_seconds > 0,
-                              procs.master and state.train_seconds - last_eval_seconds >= opts.eval_interval_seconds > 0,
+        flags = torch.tensor([run.master and run.train_seconds >= opts.max_seconds > 0,
+                              run.master and run.train_seconds - last_eval_seconds >= opts.eval_interval_seconds > 0,
                               bool(STOP_SIGNALS)], dtype=torch.float32)
-        if procs.distributed:
-            dist.all_reduce(flags, group=procs.host_group)
+        if run.distributed:
+            dist.all_reduce(flags, group=run.host_group)
         out_of_time, eval_due, signalled = (bool(f) for f in flags.tolist())
-        done = (out_of_time or signalled or state.iter_num >= opts.max_iters
-                or (opts.max_tokens and tokens_seen >= opts.max_tokens) or opts.eval_only)
+        done = (out_of_time or signalled or run.iter_num >= opts.max_iters
+                or (opts.max_tokens and run.tokens_seen >= opts.max_tokens) or opts.eval_only)
 
         # evaluate at the start, on schedule and at the end (a resumed run's start was its predecessor's end)
-        resumed_here = opts.init_from == 'resume' and state.iter_num == first_iter and not opts.eval_only
-        scheduled = opts.eval_interval and state.iter_num % opts.eval_interval == 0
-        if (done or eval_due or scheduled or state.iter_num == first_iter) and not resumed_here:
-            evaluate_and_checkpoint(opts, model, raw_model, optimizers, scaler, meta, data, procs, state, facts, log)
-            last_eval_seconds = state.train_seconds
+        resumed_here = opts.init_from == 'resume' and run.iter_num == first_iter and not opts.eval_only
+        scheduled = opts.eval_interval and run.iter_num % opts.eval_interval == 0
+        if (done or eval_due or scheduled or run.iter_num == first_iter) and not resumed_here:
+            evaluate_and_checkpoint(opts, run)
+            last_eval_seconds = run.train_seconds
         if done:
             return signalled
 
         # one optimizer step: the device runs it while the host reads the next one's batches; the host waits for the
         # device only when it logs (so time is measured between logs: the wait lands in the logging step)
-        mult = lr_multiplier(state.iter_num, progress, opts.warmup_iters, opts.schedule, min_ratio, opts.cooldown_frac)
-        for opt in optimizers:
+        mult = lr_multiplier(run.iter_num, progress, opts.warmup_iters, opts.schedule, min_ratio, opts.cooldown_frac)
+        for opt in run.optimizers:
             for group in opt.param_groups:
                 group['lr'] = group['base_lr'] * mult
         t0 = time.perf_counter()
-        loss = train_step(model, optimizers, scaler, batches or next_step_batches(loader, dev), procs.autocast, opts.grad_clip)
-        loader.advance()
-        batches = next_step_batches(loader, dev)
-        state.iter_num += 1
-        state.tokens_seen = tokens_seen = loader.windows_seen * window
-        logging = state.iter_num % opts.log_interval == 0
+        batches = batches or next_step_batches(run.loader, run.device)
+        loss = train_step(run.model, run.optimizers, run.scaler, batches, run.autocast, opts.grad_clip)
+        run.loader.advance()
+        batches = next_step_batches(run.loader, run.device)
+        run.iter_num += 1
+        run.tokens_seen = run.loader.windows_seen * run.window
+        logging = run.iter_num % opts.log_interval == 0
         lossf = mean_over_ranks(loss) if logging else None
         dt = time.perf_counter() - t0
-        state.train_seconds += dt
+        run.train_seconds += dt
         log_seconds, log_iters = log_seconds + dt, log_iters + 1
         if logging:
-            if not math.isfinite(lossf):
-                fail(f'training loss is {lossf} at iter {state.iter_num}: stopping; the checkpoints in {opts.out_dir} are '
-                     'untouched (try a lower learning_rate, grad_clip=1.0 or dtype=float32)')
-            tokens_per_s = data.tokens_per_step * log_iters / log_seconds
-            mfu = utilization(log, tokens_per_s, procs)
-            ms, lr = 1000 * log_seconds / log_iters, opts.learning_rate * mult
-            if procs.master:
-                memory = peak_memory_mb(dev)
-                record(log, {'kind': 'train', 'iter': state.iter_num, 'tokens': tokens_seen, 'train_seconds': round(state.train_seconds, 3),
-                             'loss': lossf, 'lr': lr, 'ms_per_iter': ms, 'tokens_per_s': tokens_per_s, 'mfu': mfu,
-                             'peak_memory_mb': round(memory, 1)})
-                print(f'iter {state.iter_num}: loss {lossf:.4f}, lr {lr:.2e}, {ms:.1f} ms/iter, {tokens_per_s:,.0f} tok/s, '
-                      f"mfu {'unknown' if mfu is None else f'{100 * mfu:.1f}%'}, peak memory {memory:,.0f} MB")
+            log_step(opts, run, lossf, opts.learning_rate * mult, log_seconds, log_iters)
             log_seconds, log_iters = 0.0, 0
         every = opts.ckpt_every_tokens
-        if every and tokens_seen // every > (tokens_seen - data.tokens_per_step) // every:
-            save_training([f'ckpt_{tokens_seen:012d}'], opts, raw_model, optimizers, scaler, meta, data, procs, state, facts)
+        if every and run.tokens_seen // every > (run.tokens_seen - run.tokens_per_step) // every:
+            save_training([f'ckpt_{run.tokens_seen:012d}'], opts, run)
 
 
-def utilization(log, tokens_per_s, procs):
+def log_step(opts, run, lossf, lr, seconds, iters):
+    """The training line and record of the steps since the last one (rank 0): loss, lr, speed, MFU, memory. A loss that
+    is not finite stops the run, its checkpoints untouched."""
+    if not math.isfinite(lossf):
+        fail(f'training loss is {lossf} at iter {run.iter_num}: stopping; the checkpoints in {opts.out_dir} are '
+             'untouched (try a lower learning_rate, grad_clip=1.0 or dtype=float32)')
+    tokens_per_s = run.tokens_per_step * iters / seconds
+    mfu, ms = utilization(run, tokens_per_s), 1000 * seconds / iters
+    if run.master:
+        memory = peak_memory_mb(run.device)
+        record(run, {'kind': 'train', 'iter': run.iter_num, 'tokens': run.tokens_seen,
+                     'train_seconds': round(run.train_seconds, 3), 'loss': lossf, 'lr': lr, 'ms_per_iter': ms,
+                     'tokens_per_s': tokens_per_s, 'mfu': mfu, 'peak_memory_mb': round(memory, 1)})
+        print(f'iter {run.iter_num}: loss {lossf:.4f}, lr {lr:.2e}, {ms:.1f} ms/iter, {tokens_per_s:,.0f} tok/s, '
+              f"mfu {'unknown' if mfu is None else f'{100 * mfu:.1f}%'}, peak memory {memory:,.0f} MB")
+
+
+def utilization(run, tokens_per_s):
     """MFU: the model's FLOPs per second over the peak of all devices, or None once the peak is known to be wrong.
     A measured CPU peak is only as good as the moment it was measured in (a busy machine gives a low one): a rate
     above it proves it too low, and from then on the run says MFU is unknown rather than print over 100%."""
-    if log.peak is None:
+    if run.peak is None:
         return None
-    mfu = log.flops_per_token * tokens_per_s / (log.peak * procs.world)
+    mfu = run.flops_per_token * tokens_per_s / (run.peak * run.world)
     if mfu <= 1:
         return mfu
-    if procs.master:
-        print(f'note: the model computes {log.flops_per_token * tokens_per_s / procs.world / 1e12:.3f} TFLOP/s per device, '
-              f'above the peak of {log.peak / 1e12:.3f} it was to be compared with (measured at start on a busy machine, or '
+    if run.master:
+        print(f'note: the model computes {run.flops_per_token * tokens_per_s / run.world / 1e12:.3f} TFLOP/s per device, '
+              f'above the peak of {run.peak / 1e12:.3f} it was to be compared with (measured at start on a busy machine, or '
               '--peak_flops too low): MFU is unknown for this run; give the device\'s real peak with --peak_flops')
-    log.peak = None
+    run.peak = None
     return None
 
 
-def evaluate_and_checkpoint(opts, model, raw_model, optimizers, scaler, meta, data, procs, state, facts, log):
+def evaluate_and_checkpoint(opts, run):
     """Val loss, perplexity and bits per byte on the fixed val windows, recorded (or, with eval_only, printed whole);
     then best (if improved) and ckpt. A non-finite val loss stops the run, its checkpoints untouched."""
-    batches = val_batches(data.val_tokens, data.val_starts, opts.batch_size, data.window, procs.device)
-    ev = evaluate(model, batches, data.token_bytes, procs.autocast)
-    if procs.master:
-        rec = {'kind': 'eval', 'iter': state.iter_num, 'tokens': data.loader.windows_seen * data.window,
-               'train_seconds': round(state.train_seconds, 3), **ev}
-        print(f"eval iter {state.iter_num}: val loss {ev['val_loss']:.4f}, ppl {ev['val_ppl']:.2f}, bpb {ev['val_bpb']:.4f}")
+    batches = val_batches(run.val_tokens, run.val_starts, opts.batch_size, run.window, run.device)
+    ev = evaluate(run.model, batches, run.token_bytes, run.autocast)
+    if run.master:
+        rec = {'kind': 'eval', 'iter': run.iter_num, 'tokens': run.tokens_seen, 'train_seconds': round(run.train_seconds, 3),
+               **ev}
+        print(f"eval iter {run.iter_num}: val loss {ev['val_loss']:.4f}, ppl {ev['val_ppl']:.2f}, bpb {ev['val_bpb']:.4f}")
         if opts.eval_only:  # the whole record on stdout; the run's metrics.jsonl is left as it is
             print(json.dumps(rec))
         else:
-            record(log, rec)
+            record(run, rec)
     if not math.isfinite(ev['val_loss']):
-        fail(f'val loss is {ev["val_loss"]} at iter {state.iter_num}: stopping; the checkpoints in {opts.out_dir} are untouched')
-    facts['last_eval'] = {'iter': state.iter_num, **{k: ev[k] for k in ('val_loss', 'val_ppl', 'val_bpb')}}
-    improved = ev['val_loss'] < state.best_val_loss
-    state.best_val_loss = min(state.best_val_loss, ev['val_loss'])
-    if not opts.eval_only and state.iter_num > 0 and (opts.save_latest or (improved and opts.save_best)):
+        fail(f'val loss is {ev["val_loss"]} at iter {run.iter_num}: stopping; the checkpoints in {opts.out_dir} are untouched')
+    run.record['last_eval'] = {'iter': run.iter_num, **{k: ev[k] for k in ('val_loss', 'val_ppl', 'val_bpb')}}
+    improved = ev['val_loss'] < run.best_val_loss
+    run.best_val_loss = min(run.best_val_loss, ev['val_loss'])
+    if not opts.eval_only and run.iter_num > 0 and (opts.save_latest or (improved and opts.save_best)):
         # best first: a kill between the two leaves ckpt behind it, and the resumed run writes best again
         names = [name for name, wanted in (('best', improved and opts.save_best), ('ckpt', opts.save_latest)) if wanted]
-        save_training(names, opts, raw_model, optimizers, scaler, meta, data, procs, state, facts)
+        save_training(names, opts, run)
 
 
-def finish(opts, model, raw_model, meta, procs, state, log, signalled, last=True):
+def finish(opts, run, signalled, last=True):
     """PubMedQA if asked, wandb closed, the process group freed (if last); a stopping signal's exit code (128 + signal)."""
     pubmedqa_wanted = opts.eval_pubmedqa and not opts.eval_only and not signalled
-    whole = whole_model(raw_model) if pubmedqa_wanted else None  # under FSDP: gathered from every rank, onto rank 0
-    if procs.master and pubmedqa_wanted:
-        result = evaluate_pubmedqa(whole.to(procs.device), meta, opts, procs.device)
-        record(log, {'kind': 'pubmedqa', 'iter': state.iter_num, 'tokens': state.tokens_seen,
+    whole = whole_model(run.raw_model) if pubmedqa_wanted else None  # under FSDP: gathered from every rank, onto rank 0
+    if run.master and pubmedqa_wanted:
+        result = evaluate_pubmedqa(whole.to(run.device), run.meta, opts, run.device)
+        record(run, {'kind': 'pubmedqa', 'iter': run.iter_num, 'tokens': run.tokens_seen,
                      **{k: v for k, v in result.items() if k not in ('items', 'pubmedqa_dir')}})
-    if log.wandb is not None:
-        log.wandb.finish()
-    if procs.distributed:  # DDP's reducer (or FSDP's state) holds on to the process group: free it first, or gloo aborts
+    if run.wandb is not None:
+        run.wandb.finish()
+    if run.distributed:  # DDP's reducer (or FSDP's state) holds on to the process group: free it first, or gloo aborts
         dist.barrier()
-        del model
+        run.model = None
         gc.collect()
         if last:
             dist.destroy_process_group()
     if signalled:
         name = STOP_SIGNALS[0] if STOP_SIGNALS else 'SIGTERM'  # (to another process)
-        if procs.master:
-            written = opts.save_latest and state.iter_num
-            print(f'stopped by {name} at iter {state.iter_num}' + (f': {latest_checkpoint(opts.out_dir, opts.parallel)} '
+        if run.master:
+            written = opts.save_latest and run.iter_num
+            print(f'stopped by {name} at iter {run.iter_num}' + (f': {latest_checkpoint(opts.out_dir, opts.parallel)} '
                   'written; continue with --init_from=resume' if written else ''))
         sys.exit(128 + signal.Signals[name])
 
@@ -559,7 +611,7 @@ def train_step(model, optimizers, scaler, batches, autocast, grad_clip=0.0):
     for i, (x, y) in enumerate(batches):
         with model.no_sync() if ddp and i < len(batches) - 1 else nullcontext():
             with autocast:
-                _, loss = model(x, y)
+                loss = model(x, y)
             loss = loss / len(batches)
             scaler.scale(loss).backward()
         loss_sum += loss.detach()
@@ -621,51 +673,21 @@ def set_rng_state(state, device):
         torch.cuda.set_rng_state(state['cuda'], device)
 
 
-def is_gpt2_folder_without_tokenizer(folder):
-    """A GPT-2 of OpenAI's vocabulary saved with save_pretrained alone (no tokenizer files of its own): it reads
-    GPT-2's tokens. A folder with tokenizer files is judged by them, as prepare.py --tokenizer=FOLDER does."""
-    if any(os.path.exists(os.path.join(folder, name)) for name in ('tokenizer.json', 'vocab.json', 'merges.txt')):
-        return False
-    from hf import raw_config
-    try:
-        config = raw_config(folder)
-    except CheckpointError:
-        return False  # the import says what is wrong with it
-    return config['model_type'] == 'gpt2' and config.get('vocab_size') == 50257
-
-
-def check_tokenizer_of(init_from, meta, data_dir):
-    """Exit unless the data is tokenized with the tokenizer of the model init_from names."""
-    ours = meta['tokenizer']
-    if init_from in run_options.GPT2_NAMES or is_gpt2_folder_without_tokenizer(init_from):
-        same, how = ours['name'] == 'gpt2' and meta['vocab_size'] == 50257, '--tokenizer=gpt2'
-    else:
-        try:
-            theirs = spec_from_hf_folder(init_from)
-        except TokenizerError as e:
-            fail(f'init_from={init_from!r}: {e}')
-        same = {k: v for k, v in theirs.items() if k != 'name'} == {k: v for k, v in ours.items() if k != 'name'}
-        how = f'--tokenizer={init_from}'
-    if not same:
-        fail(f"init_from={init_from!r} reads its own tokenizer's tokens, but {data_dir} is tokenized with "
-             f"{fingerprint(ours)}: prepare it with {how}")
-
-
-def save_training(names, opts, raw_model, optimizers, scaler, meta, data, procs, state, facts):
+def save_training(names, opts, run):
     """Write the checkpoints `names` ('best', 'ckpt', ...) of the run so far to out_dir, in the run's format
     (checkpoint.save_state: NAME.pt, or under FSDP the folder NAME.dcp). A collective under torchrun (every rank's
-    RNG state goes in). Exits rather than checkpoint a blown-up model."""
+    RNG state goes in). Exits rather than checkpoint a blown-up model, or on a full disk."""
     paths = [os.path.join(opts.out_dir, name + ('.dcp' if opts.parallel == 'fsdp' else '.pt')) for name in names]
     try:
-        save_state(paths, raw_model, optimizers, meta['tokenizer'], meta['token_bytes'],
-                   tokens_seen=data.loader.windows_seen * data.window, config=vars(opts), rng=rng_states(procs.device),
-                   loader=data.loader.state_dict(), **({'scaler': scaler.state_dict()} if scaler.is_enabled() else {}),
-                   iter_num=state.iter_num, train_seconds=state.train_seconds, best_val_loss=state.best_val_loss, **facts)
+        save_state(paths, run.raw_model, run.optimizers, run.meta['tokenizer'], run.meta['token_bytes'],
+                   tokens_seen=run.tokens_seen, config=vars(opts), rng=rng_states(run.device), loader=run.loader.state_dict(),
+                   **({'scaler': run.scaler.state_dict()} if run.scaler.is_enabled() else {}), iter_num=run.iter_num,
+                   train_seconds=run.train_seconds, best_val_loss=run.best_val_loss, **run.record)
     except CheckpointError as e:
-        fail(f'{e} after iter {state.iter_num}: stopping without writing it; the checkpoints in {opts.out_dir} are untouched '
+        fail(f'{e} after iter {run.iter_num}: stopping without writing it; the checkpoints in {opts.out_dir} are untouched '
              '(try a lower learning_rate, grad_clip=1.0 or dtype=float32)')
     except DiskFullError as e:
-        fail(f'{e} (at iter {state.iter_num})')
+        fail(f'{e} (at iter {run.iter_num})')
 
 
 def previous_run(out_dir):
@@ -699,8 +721,6 @@ def keep_metrics_until(path, iter_num):
 
 def evaluate_pubmedqa(model, meta, opts, device):
     """pubmedqa.py's figures for the model as it is (exported to a temporary folder), printed."""
-    import pubmedqa
-    from hf import ExportError
     try:
         result = pubmedqa.evaluate_checkpoint(make_checkpoint(model, meta['tokenizer'], meta['token_bytes']),
                                               pubmedqa_dir=opts.pubmedqa_dir or None, limit=opts.pubmedqa_limit, device=str(device))
@@ -710,15 +730,15 @@ def evaluate_pubmedqa(model, meta, opts, device):
     return result
 
 
-def record(log, rec):
+def record(run, rec):
     """One line of metrics.jsonl (and a wandb log): rank 0 only."""
     try:
-        with open(log.metrics, 'a') as f:
+        with open(run.metrics, 'a') as f:
             f.write(json.dumps(rec) + '\n')
     except OSError as e:
-        fail(disk_full_message(log.metrics, e) or f'{log.metrics}: cannot write ({e.strerror})')
-    if log.wandb is not None:
-        log.wandb.log({k: v for k, v in rec.items() if k != 'kind'}, step=rec['iter'])
+        fail(disk_full_message(run.metrics, e) or f'{run.metrics}: cannot write ({e.strerror})')
+    if run.wandb is not None:
+        run.wandb.log({k: v for k, v in rec.items() if k != 'kind'}, step=rec['iter'])
 
 
 if __name__ == '__main__':

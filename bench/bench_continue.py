@@ -32,11 +32,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 
-from configurator import configure, fail  # noqa: E402
+from common import fail  # noqa: E402
+from configurator import configure  # noqa: E402
 from hf_folders import smollm2_folder  # noqa: E402
 from run import figure  # noqa: E402
 
-DEFAULTS = {
+OPTIONS = {
     'shared': str(REPO.parent / 'shared'),  # the shared material: models/smollm2-135m-instruct, data/pubmed-corpus, data/pubmedqa
     'work': str(REPO / 'bench' / 'results' / 'continue'),  # prepared data and runs (kept for the next run)
     'parts': 'speed,quality',  # which parts to run
@@ -203,7 +204,7 @@ def quality(o, folder, data):
 
 
 def main():
-    o = configure(DEFAULTS)
+    o = configure(OPTIONS)
     if o['trainer_job']:
         return trainer_side(o['trainer_job'])
     folder = smollm2_folder(o['shared'])

@@ -19,31 +19,34 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from types import SimpleNamespace
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _ROOT)
 import plan  # noqa: E402
-from configurator import config_from_globals, configure  # noqa: E402
+from configurator import configure  # noqa: E402
 from dataloader import load_meta  # noqa: E402
 from model import GPTConfig  # noqa: E402
 from run import figure  # noqa: E402
 
-data_dir = 'data/pubmed'         # a prepared data folder (data/pubmed/prepare.py)
-n_layer = 12                    # the model benchmarked: blocks
-n_head = 12                     # ... heads
-n_embd = 768                    # ... width
-block_size = 128                # ... training window
-batch_size = 4                   # windows per process per step
-steps = 6                       # training steps per setting
+OPTIONS = {
+    'data_dir': 'data/pubmed',          # a prepared data folder (data/pubmed/prepare.py)
+    'n_layer': 12,                     # the model benchmarked: blocks
+    'n_head': 12,                      # ... heads
+    'n_embd': 768,                     # ... width
+    'block_size': 128,                 # ... training window
+    'batch_size': 4,                    # windows per process per step
+    'steps': 6,                        # training steps per setting
+}
 SETTINGS = [('ddp', False), ('ddp', True), ('fsdp', False), ('fsdp', True)]
 
 
-def train(tmp, parallel, checkpointing, layers):
+def train(o, tmp, parallel, checkpointing, layers):
     out = os.path.join(tmp, f'{parallel}-{checkpointing}-{layers}')
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', 'train.py',
-           f'--data_dir={data_dir}', f'--out_dir={out}', f'--n_layer={layers}', f'--n_head={n_head}', f'--n_embd={n_embd}',
-           f'--block_size={block_size}', f'--batch_size={batch_size}', '--gradient_accumulation_steps=2',
-           f'--max_iters={steps}', '--eval_interval=0', '--eval_iters=1', '--save_latest=False', '--save_best=False',
+           f'--data_dir={o.data_dir}', f'--out_dir={out}', f'--n_layer={layers}', f'--n_head={o.n_head}', f'--n_embd={o.n_embd}',
+           f'--block_size={o.block_size}', f'--batch_size={o.batch_size}', '--gradient_accumulation_steps=2',
+           f'--max_iters={o.steps}', '--eval_interval=0', '--eval_iters=1', '--save_latest=False', '--save_best=False',
            '--compile=False', '--warmup_iters=0', '--peak_flops=1e12', f'--parallel={parallel}',
            f'--activation_checkpointing={checkpointing}']
     # glibc's malloc keeps large freed blocks for reuse once its mmap threshold has adapted to them, so the resident
@@ -57,15 +60,15 @@ def train(tmp, parallel, checkpointing, layers):
     return logs[-1]['peak_memory_mb'], statistics.median(rec['tokens_per_s'] for rec in logs[2:])
 
 
-def main():
-    meta = load_meta(data_dir)
-    config = GPTConfig(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size,
+def main(o):
+    meta = load_meta(o.data_dir)
+    config = GPTConfig(n_layer=o.n_layer, n_head=o.n_head, n_embd=o.n_embd, block_size=o.block_size,
                        vocab_size=64 * -(-meta['vocab_size'] // 64))
-    estimates = plan.estimate(config, batch_size, world=2, bf16=False)
+    estimates = plan.estimate(config, o.batch_size, world=2, bf16=False)
     with tempfile.TemporaryDirectory() as tmp:
-        runtime, _ = train(tmp, 'ddp', False, 1)
+        runtime, _ = train(o, tmp, 'ddp', False, 1)
         figure('fsdp_bench_runtime_memory_1_layer', round(runtime), 'MB')
-        measured = {s: train(tmp, *s, n_layer) for s in SETTINGS}
+        measured = {s: train(o, tmp, *s, o.n_layer) for s in SETTINGS}
     ddp_memory, ddp_speed = measured['ddp', False]
     for (parallel, checkpointing), (memory, speed) in measured.items():
         tag = f"{parallel}{'_ac' if checkpointing else ''}"
@@ -77,5 +80,4 @@ def main():
 
 
 if __name__ == '__main__':
-    globals().update(configure(config_from_globals(globals())))
-    main()
+    main(SimpleNamespace(**configure(OPTIONS)))

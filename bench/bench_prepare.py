@@ -30,7 +30,7 @@ from data.pubmed.parse import parse_file  # noqa: E402
 from run import figure  # noqa: E402
 from tokenizer import encoding_from_spec, gpt2_spec, use_tiktoken_cache_copy  # noqa: E402
 
-DEFAULTS = {
+OPTIONS = {
     'shared': str(REPO.parent / 'shared'),  # the read-only samples and corpus
     'parse_mb': 40,          # uncompressed MB of XML for the parse benchmark
     'vocab_size': 32768,     # the BPE measured against GPT-2
@@ -158,7 +158,7 @@ def bench_rss(o, tmp):
 
 
 def main(argv=None):
-    o = configure(DEFAULTS, argv)
+    o = configure(OPTIONS, argv)
     use_tiktoken_cache_copy(Path(o['shared']) / 'tiktoken-cache', REPO / '.pytest_cache' / 'tiktoken')
     with tempfile.TemporaryDirectory() as tmp:
         bench_parse(o, Path(tmp))

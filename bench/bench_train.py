@@ -18,6 +18,7 @@ import os
 import sys
 import time
 from contextlib import nullcontext
+from types import SimpleNamespace
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _ROOT)
@@ -26,46 +27,48 @@ import torch  # noqa: E402
 import train  # noqa: E402
 from run_options import MODEL_DEFAULTS  # noqa: E402
 from common import measure_matmul_peak  # noqa: E402
-from configurator import config_from_globals, configure  # noqa: E402
+from configurator import configure  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
 from run import figure  # noqa: E402
 
-config = 'config/train_pubmed_cpu.py'  # the recipe whose step is timed
-vocab_size = 8192                # the data's vocabulary (config/train_pubmed_cpu.py expects a BPE of 8k)
-steps = 20                       # timed steps per setting (alternating rounds)
-warmup = 3                       # untimed steps first (compilation happens here)
-peak_seconds = 2.0               # how long to measure the matmul peak
-profile = True                   # print the top ops of one step
-threads = 0                      # torch threads (0 = torch's default: one per core)
+OPTIONS = {
+    'config': 'config/train_pubmed_cpu.py',   # the recipe whose step is timed
+    'vocab_size': 8192,                 # the data's vocabulary (config/train_pubmed_cpu.py expects a BPE of 8k)
+    'steps': 20,                        # timed steps per setting (alternating rounds)
+    'warmup': 3,                        # untimed steps first (compilation happens here)
+    'peak_seconds': 2.0,                # how long to measure the matmul peak
+    'profile': True,                    # print the top ops of one step
+    'threads': 0,                       # torch threads (0 = torch's default: one per core)
+}
 
 
-def make_step(c, compiled):
+def make_step(c, compiled, vocab_size):
     torch.manual_seed(0)
     gpt = GPT(GPTConfig(vocab_size=vocab_size, **{k: getattr(c, k) for k in MODEL_DEFAULTS}))
     optimizers = gpt.configure_optimizers(c.weight_decay, c.learning_rate, (c.beta1, c.beta2), 'cpu',
                                           optimizer=c.optimizer, muon_lr=c.muon_lr, muon_momentum=c.muon_momentum)
     model = torch.compile(gpt) if compiled else gpt
-    scaler = torch.amp.GradScaler('cpu', enabled=False)  # fp32, as the CPU config trains
+    scaler = torch.amp.GradScaler('cpu', enabled=False)  # fp32, as the CPU o.config trains
     shape = (c.batch_size, c.block_size)
     batches = [(torch.randint(0, vocab_size, shape), torch.randint(0, vocab_size, shape))
                for _ in range(c.gradient_accumulation_steps)]
     return gpt, lambda: train.train_step(model, optimizers, scaler, batches, nullcontext(), c.grad_clip)
 
 
-def main():
-    c = train.options([os.path.join(_ROOT, config)])
-    if threads:
-        torch.set_num_threads(threads)
+def main(o):
+    c = train.options([os.path.join(_ROOT, o.config)])
+    if o.threads:
+        torch.set_num_threads(o.threads)
     tokens_per_step = c.batch_size * c.block_size * c.gradient_accumulation_steps
-    peak = measure_matmul_peak(torch.device('cpu'), torch.float32, seconds=peak_seconds)
-    settings = {'compile_off': make_step(c, False), 'compile_on': make_step(c, True)}
+    peak = measure_matmul_peak(torch.device('cpu'), torch.float32, seconds=o.peak_seconds)
+    settings = {'compile_off': make_step(c, False, o.vocab_size), 'compile_on': make_step(c, True, o.vocab_size)}
     times = {tag: [] for tag in settings}
     for tag, (_, step) in settings.items():
         t0 = time.perf_counter()
-        for _ in range(warmup):
+        for _ in range(o.warmup):
             step()
-        figure(f'train_cpu_warmup_{tag}', round(time.perf_counter() - t0, 1), 's', steps=warmup)
-    for _ in range(steps):  # alternate, so the steps and the peak see the same machine
+        figure(f'train_cpu_warmup_{tag}', round(time.perf_counter() - t0, 1), 's', steps=o.warmup)
+    for _ in range(o.steps):  # alternate, so the o.steps and the peak see the same machine
         for tag, (_, step) in settings.items():
             t0 = time.perf_counter()
             step()
@@ -82,7 +85,7 @@ def main():
              median=round(tokens_per_step / median, 1))
         figure(f'train_cpu_mfu_{tag}', round(flops * tokens_per_s / peak, 4), 'fraction', target=0.45,
              median=round(flops * tokens_per_step / median / peak, 4), flops_per_token=flops, params=gpt.num_params())
-    if profile:
+    if o.profile:
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
             settings['compile_off'][1]()
         ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
@@ -92,5 +95,4 @@ def main():
 
 
 if __name__ == '__main__':
-    globals().update(configure(config_from_globals(globals())))
-    main()
+    main(SimpleNamespace(**configure(OPTIONS)))

@@ -280,7 +280,7 @@ def loss(o, device, size, timer):
     """The head's loss and its gradients, chunked (what the model computes) vs plain (logits materialised)."""
     import torch.nn.functional as F
 
-    from model import chunked_cross_entropy, head_rows
+    from loss import chunked_cross_entropy, head_rows
     vocab, width = SMOLLM2[size]['vocab_size'], SMOLLM2[size]['hidden_size']
     rows = CONTINUE[size]['batch'] * CONTINUE[size]['seq']
     x = torch.randn(rows, width, device=device, requires_grad=True)

@@ -35,11 +35,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from configurator import configure, fail  # noqa: E402
+from common import fail  # noqa: E402
+from configurator import configure  # noqa: E402
 from tokenizer import use_tiktoken_cache_copy  # noqa: E402
 from run import figure  # noqa: E402
 
-DEFAULTS = {
+OPTIONS = {
     'budget_s': 600.0,          # training seconds per run (evaluation not counted)
     'eval_every_s': 15.0,       # evaluate the candidate(s) every this many training seconds
     'baseline_eval_every_s': 60.0,  # and the baseline (only its final bpb matters; its GPT-2 head makes evals slow)
@@ -194,7 +195,7 @@ def plot(path, curves, target, threads):
 
 
 def main(argv=None):
-    o = configure(DEFAULTS, argv)
+    o = configure(OPTIONS, argv)
     if min(o['budget_s'], o['eval_every_s'], o['baseline_eval_every_s']) <= 0:
         fail('--budget_s, --eval_every_s and --baseline_eval_every_s must be positive', 2)
     words = [w for w in o['levers'].split(',') if w]

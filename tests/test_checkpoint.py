@@ -51,8 +51,9 @@ def rewrite_shards(folder, change):
     from torch.distributed import checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict
 
-    from checkpoint import consolidate, model_from_checkpoint
-    ckpt = consolidate(str(folder))
+    from checkpoint import model_from_checkpoint
+    from consolidate import consolidated
+    ckpt = consolidated(str(folder))
     model = model_from_checkpoint(ckpt)
     c = ckpt['config']
     optimizers = model.configure_optimizers(c['weight_decay'], c['learning_rate'], (c['beta1'], c['beta2']), 'cpu')

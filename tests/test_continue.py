@@ -90,7 +90,7 @@ def test_short_training_windows_keep_the_context_of_the_model_continued(tmp_path
     hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / 'hf').eval()
     ids = torch.tensor([encoding_from_spec(spec).encode_ordinary(TINY_TEXT)[:100]])
     with torch.no_grad():
-        ours, _ = model_from_checkpoint(ckpt).eval()(ids, all_logits=True)
+        ours = model_from_checkpoint(ckpt).eval()(ids, all_logits=True)
         theirs = hf(ids).logits
     torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=0)
 

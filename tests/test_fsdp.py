@@ -7,7 +7,8 @@ import sys
 import pytest
 import torch
 
-from checkpoint import load_checkpoint, save_sharded
+from checkpoint import load_checkpoint
+from sharded_checkpoint import save_sharded
 from conftest import REPO
 from model import GPT, GPTConfig
 from test_train import TINY, records, run_train
@@ -72,7 +73,7 @@ def test_activation_checkpointing_gives_the_same_loss_and_gradients(mlp):
         model.activation_checkpointing = checkpointing
         model.zero_grad()
         torch.manual_seed(1)  # the same dropout masks, drawn again in the recomputation
-        _, loss = model(x, y)
+        loss = model(x, y)
         loss.backward()
         results.append((loss.item(), {n: p.grad.clone() for n, p in model.named_parameters()}))
     (loss_off, grads_off), (loss_on, grads_on) = results
@@ -90,7 +91,7 @@ def test_sharded_checkpoints_in_one_process_resume_and_survive_a_kill_mid_save(t
 
     def save_then_die(*a, **k):
         raise KeyboardInterrupt('killed mid-save')
-    monkeypatch.setattr('checkpoint.save_checkpoint', save_then_die)  # the shards are written, train_state.pt is not
+    monkeypatch.setattr('sharded_checkpoint.write_train_state', save_then_die)  # the shards are written, train_state.pt is not
     with pytest.raises(KeyboardInterrupt):
         run_train(tiny_data, out, '--max_iters=6', '--eval_interval=0', '--init_from=resume')
     assert load_checkpoint(str(out / 'ckpt.dcp'))['iter_num'] == 3 and (out / 'ckpt.dcp.tmp').is_dir()

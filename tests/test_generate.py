@@ -31,13 +31,13 @@ def prompt(spec, text='Aspirin reduces the'):
 def test_cached_logits_equal_full_forward_at_every_step(model, spec):
     idx = prompt(spec)
     cache = KVCache(model.config, 1, 'cpu')
-    logits, _ = model(idx, cache=cache)
+    logits = model(idx, cache=cache)
     for step in range(model.config.block_size - idx.size(1)):
-        full, _ = model(idx)
+        full = model(idx)
         torch.testing.assert_close(logits[:, -1], full[:, -1], atol=1e-5, rtol=0)
         next_token = full[:, -1].argmax(-1, keepdim=True)
         idx = torch.cat((idx, next_token), dim=1)
-        logits, _ = model(next_token, cache=cache)
+        logits = model(next_token, cache=cache)
     assert cache.pos == model.config.block_size
 
 

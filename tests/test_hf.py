@@ -11,9 +11,9 @@ import torch
 
 from conftest import REPO, SHARED, TINY_TEXT, abstracts, fill_disk, make_dataset, need, write_tiny_checkpoint
 from checkpoint import CheckpointError, load_checkpoint, make_checkpoint, save_checkpoint
-from hf import ExportError, export, from_pretrained, hf_tokenizer, target_architecture
+from hf import ExportError, export, from_pretrained, target_architecture
 from model import GPTConfig
-from tokenizer import EOT, encoding_from_spec, token_byte_lengths, train_bpe, vocab_size_of
+from tokenizer import EOT, encoding_from_spec, hf_tokenizer, token_byte_lengths, train_bpe, vocab_size_of
 
 transformers = pytest.importorskip('transformers')
 LLAMA_TINY = dict(vocab_size=300, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
@@ -58,7 +58,7 @@ def test_export_then_load_gives_our_logits_and_token_ids(name, spec, tmp_path):
     ids = encoding_from_spec(spec).encode_ordinary(text)
     assert tok(text)['input_ids'] == ids and tok.eos_token_id == 299
     x = torch.tensor([ids[:32]])
-    ours, _ = model(x, all_logits=True)
+    ours = model(x, all_logits=True)
     with torch.no_grad():
         theirs = hf(x).logits
     torch.testing.assert_close(theirs, ours[..., :300], atol=1e-4, rtol=0)
@@ -121,7 +121,7 @@ def test_gpt2_import_gives_transformers_own_logits(tmp_path, tied):
     x = torch.randint(300, (2, 64))
     with torch.no_grad():
         theirs = hf(x).logits
-    ours, _ = model(x, all_logits=True)
+    ours = model(x, all_logits=True)
     torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
 
 
@@ -284,7 +284,7 @@ def test_import_computes_transformers_function_and_greedy_tokens_and_exports_bac
     x = torch.randint(300, (2, 40), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         theirs = hf(x).logits
-    ours, _ = model(x, all_logits=True)
+    ours = model(x, all_logits=True)
     torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=0)
     hf64, model64 = hf.double(), model.double()  # greedy in float64: no near-tie is decided by rounding
     prompt = x[:1, :8]
@@ -306,7 +306,7 @@ def test_import_of_an_export_is_the_same_model(name, spec, tmp_path):
     export(load_checkpoint(tmp_path / 'ckpt.pt'), tmp_path / 'hf')
     again = from_pretrained(str(tmp_path / 'hf'))
     x = torch.randint(300, (2, 32))
-    torch.testing.assert_close(again(x, all_logits=True)[0], model(x, all_logits=True)[0][..., :300], atol=1e-5, rtol=0)
+    torch.testing.assert_close(again(x, all_logits=True), model(x, all_logits=True)[..., :300], atol=1e-5, rtol=0)
 
 
 PUBLISHED = {  # the config.json of each published model, at random weights: the mapping at full size
@@ -341,7 +341,7 @@ def test_published_shapes_map_exactly(name):
     x = torch.randint(config_args['vocab_size'], (1, 64), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         theirs = hf(x).logits
-        ours, _ = model(x, all_logits=True)
+        ours = model(x, all_logits=True)
         torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=0)
     del hf, model
 
@@ -361,7 +361,7 @@ def test_every_shipped_recipe_exports_to_a_standard_architecture(config, spec, t
     assert (config, target) in {('baseline_gpt2_cpu.py', 'gpt2'), ('train_pubmed_cpu.py', 'arcee'), ('train_pubmed.py', 'arcee')}
     x = torch.randint(300, (1, 32))
     with torch.no_grad():
-        torch.testing.assert_close(hf(x).logits, model(x, all_logits=True)[0][..., :300], atol=1e-4, rtol=0)
+        torch.testing.assert_close(hf(x).logits, model(x, all_logits=True)[..., :300], atol=1e-4, rtol=0)
 
 
 def broken_folder(tmp_path, name, change_config=None, change_weights=None, **config):

@@ -7,7 +7,8 @@ from torch.nn import functional as F
 
 from checkpoint import load_checkpoint, make_checkpoint, model_from_checkpoint, save_checkpoint
 from conftest import fixed_steps
-from model import GPT, GPTConfig, chunked_cross_entropy
+from loss import chunked_cross_entropy
+from model import GPT, GPTConfig
 
 V, T, C, L = 64, 16, 32, 2
 SWITCHES = {
@@ -69,10 +70,10 @@ def test_switches_change_the_architecture():
     x, _ = fixed_batch()
     big = tiny(logit_softcap=2.0)
     big.lm_head.weight.data *= 100
-    logits, _ = big(x, all_logits=True)
+    logits = big(x, all_logits=True)
     assert logits.abs().max() <= 2.0 and logits.abs().max() > 1.9
     relu2, gelu = tiny(mlp='relu2'), tiny()
-    assert not torch.allclose(relu2(x, all_logits=True)[0], gelu(x, all_logits=True)[0])
+    assert not torch.allclose(relu2(x, all_logits=True), gelu(x, all_logits=True))
 
 
 def test_tiny_model_overfits_a_fixed_batch():
@@ -114,7 +115,7 @@ def test_checkpoint_of_a_compiled_model_loads(tmp_path):
     save_checkpoint(make_checkpoint(compiled, {}, []), tmp_path / 'c.pt')
     loaded = model_from_checkpoint(load_checkpoint(tmp_path / 'c.pt'))
     x, _ = fixed_batch()
-    assert torch.equal(loaded(x)[0], model(x)[0])
+    assert torch.equal(loaded(x), model(x))
 
 
 @pytest.mark.parametrize('softcap', [0.0, 2.0])
@@ -152,7 +153,7 @@ def test_compiled_model_gives_the_same_loss_and_gradients():
     losses, grads = [], []
     for m in (model, torch.compile(model)):
         model.zero_grad()
-        loss = m(x, y)[1]
+        loss = m(x, y)
         loss.backward()
         losses.append(loss.item())
         grads.append([p.grad.clone() for p in model.parameters()])

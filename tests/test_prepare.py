@@ -520,7 +520,7 @@ def test_exclude_pmids_keeps_pubmedqa_out_of_both_splits(tmp_path):
 
 
 def test_exclude_pmids_files_are_checked_before_any_work_and_auto_reads_only_pubmedqas_files(tmp_path):
-    from data.pubmed.prepare import excluded_pmids
+    from data.pubmed.selection import read_pmid_list
     bad = {'key.json': ('{"123": 1, "abc": 2}', "'abc' is not a PMID (1-10 digits)"),
            'latin1.txt': ('123 caf\xe9'.encode('latin-1'), 'not readable (UnicodeDecodeError'),
            'long.txt': ('123\n12345678901234567890\n', "'12345678901234567890' is not a PMID"),
@@ -539,11 +539,11 @@ def test_exclude_pmids_files_are_checked_before_any_work_and_auto_reads_only_pub
     folder.mkdir()
     (folder / 'ori_pqal.json').write_text('{"21645374": {}, "12377809": {}}')
     (folder / 'results.json').write_text('{"accuracy": 0.5, "items": []}')  # pubmedqa.py --out_json saved beside them
-    assert excluded_pmids(str(folder), only_pubmedqa=True).tolist() == [12377809, 21645374]
+    assert read_pmid_list(str(folder), only_pubmedqa=True).tolist() == [12377809, 21645374]
     with pytest.raises(ValueError, match="results.json: 'accuracy' is not a PMID"):
-        excluded_pmids(str(folder))  # a folder given by name: every file in it is a list of PMIDs
+        read_pmid_list(str(folder))  # a folder given by name: every file in it is a list of PMIDs
     (tmp_path / 'list.txt').write_text('# PubMedQA test\n21645374, 12377809\n\n123\n')
-    assert excluded_pmids(str(tmp_path / 'list.txt')).tolist() == [123, 12377809, 21645374]
+    assert read_pmid_list(str(tmp_path / 'list.txt')).tolist() == [123, 12377809, 21645374]
 
 
 def independent_subjects(paths):

@@ -73,7 +73,7 @@ def test_pubmedqa_py_equals_lm_eval_cli_and_the_models_own_log_likelihoods(model
         for label, theirs in zip(LABELS, item['loglikelihoods']):
             context, whole = enc.encode_ordinary(prompt), enc.encode_ordinary(prompt + ' ' + label)
             with torch.no_grad():
-                logits, _ = model(torch.tensor([whole[:-1]]), all_logits=True)
+                logits = model(torch.tensor([whole[:-1]]), all_logits=True)
             logp = torch.log_softmax(logits[0, len(context) - 1:].double(), dim=-1)
             direct = sum(logp[i, t].item() for i, t in enumerate(whole[len(context):]))
             assert direct == pytest.approx(theirs, abs=1e-4)

@@ -30,7 +30,7 @@ def test_the_import_and_the_tokenizer_give_transformers_ids_and_logits_on_real_a
     x = torch.tensor([enc.encode_ordinary(t)[:96] for t in texts[:3] if len(enc.encode_ordinary(t)) >= 96][:2])
     with torch.no_grad():
         expected = theirs(x).logits
-        got = ours(x, all_logits=True)[0]
+        got = ours(x, all_logits=True)
     assert (got - expected).abs().max().item() < 2e-4
     # a pretrained model, not random weights: ~4.4 nats a token on the openings of abstracts (uniform: 10.8)
     loss = torch.nn.functional.cross_entropy(expected[:, :-1].flatten(0, 1), x[:, 1:].flatten()).item()
@@ -64,7 +64,7 @@ def test_the_real_model_continues_on_pubmed_exports_and_writes_likely_text(smoll
     val = np.fromfile(data / 'val.bin', dtype=meta['dtype'])
     x, _ = read_windows(val, eval_starts(val, 64, 4), 64)
     with torch.no_grad():
-        assert (exported(torch.from_numpy(x)).logits - ours(torch.from_numpy(x), all_logits=True)[0]).abs().max() < 2e-4
+        assert (exported(torch.from_numpy(x)).logits - ours(torch.from_numpy(x), all_logits=True)).abs().max() < 2e-4
 
     prompt = 'Metformin is a first-line treatment for'
     text = run_ok('sample.py', f'--ckpt={out / "ckpt.pt"}', f'--prompt={prompt}', '--max_new_tokens=32', '--temperature=0.7',

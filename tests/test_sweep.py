@@ -109,7 +109,7 @@ def test_every_grid_point_is_checked_before_anything_runs(tiny_data, tmp_path):
     bad = sweep(f'--data_dir={tiny_data}', *TINY, '--sweep=learning_rate=1e-3,-1', f'--sweep_dir={tmp_path / "s"}')
     _, stderr = bad.communicate(timeout=120)
     assert bad.returncode == 2 and stderr.count('\n') == 1
-    assert f"error: grid point {sweep_py.name_of({'learning_rate': '-1'})}: learning_rate=-1.0: must be 0 or more" in stderr
+    assert f"error: grid point {sweep_py.name_of({'learning_rate': '-1'})}: --learning_rate=-1.0: must be 0 or more" in stderr
     assert not (tmp_path / 's').exists()
 
 

@@ -86,7 +86,7 @@ def test_added_tokens_that_are_text_encode_as_autotokenizer_does_and_export_back
     by BPE as ordinary text), and the export keeps them so; special ones stay text in our data (<|endoftext|>)."""
     from transformers import AutoTokenizer
 
-    from hf import hf_tokenizer
+    from tokenizer import hf_tokenizer
     folder = hf_tokenizer_folder(tmp_path / 'added', 'llama3', TEXTS, vocab_size=400)
     tok = AutoTokenizer.from_pretrained(folder)
     tok.add_tokens(['patients', 'blood glucose'])  # as a lab adds domain words to a vocabulary
