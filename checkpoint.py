@@ -37,12 +37,13 @@ import torch
 
 from common import CheckpointError, atomic_write, first_line, is_rank0
 from model import GPT, GPTConfig
-from sharded_checkpoint import TRAIN_STATE, all_finite, load_sharded, read_sharded_metadata, save_sharded, sharded_folder
+from sharded_checkpoint import (TRAIN_STATE, all_finite, load_sharded, read_sharded_metadata, save_sharded,
+                                sharded_folder)
 from tokenizer import fingerprint
 
 CKPT_VERSION = 1
-TRAINING_KEYS = ('optimizer', 'scaler', 'iter_num', 'tokens_seen', 'train_seconds', 'best_val_loss', 'config',
-                 'rng', 'loader')
+TRAINING_KEYS = ('optimizer', 'scaler', 'iter_num', 'tokens_seen', 'train_seconds', 'best_val_loss', 'config', 'rng',
+                 'loader')
 RECORD_KEYS = ('origin', 'data', 'last_eval', 'processes', 'precision')
 
 
@@ -59,8 +60,12 @@ def make_fields(model, tokenizer, token_bytes, **training):
     """Every key of the checkpoint but the weights (and, sharded, the optimizer state)."""
     unknown = set(training) - set(TRAINING_KEYS) - set(RECORD_KEYS)
     assert not unknown, f'not checkpoint keys: {sorted(unknown)}'
-    return {'model_args': dataclasses.asdict(model.config), 'tokenizer': tokenizer, 'token_bytes': token_bytes,
-            **training, 'version': CKPT_VERSION}
+    return {
+        'model_args': dataclasses.asdict(model.config),
+        'tokenizer': tokenizer,
+        'token_bytes': token_bytes,
+        **training, 'version': CKPT_VERSION
+    }
 
 
 def save_checkpoint(ckpt, path):
@@ -87,7 +92,8 @@ def save_state(paths, model, optimizers, tokenizer, token_bytes, **training):
         save_sharded(path, model, optimizers, make_fields(model, tokenizer, token_bytes, **training))
     files = [p for p in paths if not p.endswith('.dcp')]
     if files:
-        ckpt = make_checkpoint(model, tokenizer, token_bytes, optimizer=[o.state_dict() for o in optimizers], **training)
+        ckpt = make_checkpoint(model, tokenizer, token_bytes, optimizer=[o.state_dict() for o in optimizers],
+                               **training)
         for path in files if is_rank0() else []:
             save_checkpoint(ckpt, path)
 
@@ -103,13 +109,15 @@ def load_state(path, model, optimizers):
     except (RuntimeError, KeyError) as e:
         raise CheckpointError(f'{path}: checkpoint does not fit this model.py ({type(e).__name__}: {first_line(e)})')
     if not all_finite(ckpt['model']):
-        raise CheckpointError(f"{path}: the checkpoint's weights are not finite (inf or nan): the run that wrote it had "
-                              'blown up')
+        raise CheckpointError(
+            f"{path}: the checkpoint's weights are not finite (inf or nan): the run that wrote it had "
+            'blown up')
     try:
         for opt, state in zip(optimizers, ckpt['optimizer'], strict=True):
             opt.load_state_dict(state)
     except (ValueError, KeyError, TypeError, RuntimeError) as e:
-        raise CheckpointError(f'{path}: its optimizer state does not fit the model ({type(e).__name__}: {first_line(e)})')
+        raise CheckpointError(
+            f'{path}: its optimizer state does not fit the model ({type(e).__name__}: {first_line(e)})')
 
 
 def read_fields(path):
@@ -117,8 +125,10 @@ def read_fields(path):
     folder's train_state.pt, its .metadata checked); CheckpointError when there is none, or it does not read."""
     folder = sharded_folder(path)
     if os.path.isdir(folder):
-        if not os.path.isfile(os.path.join(folder, TRAIN_STATE)) or not os.path.isfile(os.path.join(folder, '.metadata')):
-            raise CheckpointError(f'{path}: not a sharded checkpoint of this project (no {TRAIN_STATE} or .metadata in it)')
+        if not os.path.isfile(os.path.join(folder, TRAIN_STATE)) or not os.path.isfile(os.path.join(
+                folder, '.metadata')):
+            raise CheckpointError(
+                f'{path}: not a sharded checkpoint of this project (no {TRAIN_STATE} or .metadata in it)')
         read_sharded_metadata(folder)
         return read_checkpoint_file(os.path.join(folder, TRAIN_STATE))
     if not os.path.isfile(path):
@@ -134,8 +144,10 @@ def load_checkpoint(path, map_location='cpu'):
         fields = read_fields(path)
         model = model_from_checkpoint({**fields, 'model': None})
         load_sharded(path, model)  # refuses weights that are not finite
-        return make_checkpoint(model, fields['tokenizer'], fields['token_bytes'],
-                               **{k: v for k, v in fields.items() if k in TRAINING_KEYS + RECORD_KEYS})
+        return make_checkpoint(model, fields['tokenizer'], fields['token_bytes'], **{
+            k: v
+            for k, v in fields.items() if k in TRAINING_KEYS + RECORD_KEYS
+        })
     if not os.path.isfile(path):
         raise CheckpointError(f'{path}: no such checkpoint (train one with train.py)')
     ckpt = read_checkpoint_file(path, map_location)
@@ -151,7 +163,8 @@ def read_checkpoint_file(path, map_location='cpu', mmap=False):
     with open(path, 'rb') as f:
         magic = f.read(4)
     if magic != b'PK\x03\x04' and magic[:1] != b'\x80':  # torch.save writes a zip (or, before 1.6, a pickle)
-        raise CheckpointError(f'{path}: not a readable checkpoint ({"an empty file" if not magic else "not a file torch.save wrote"})')
+        raise CheckpointError(
+            f'{path}: not a readable checkpoint ({"an empty file" if not magic else "not a file torch.save wrote"})')
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError:  # torch's message advises weights_only=False: never for a file of unknown origin
@@ -186,26 +199,30 @@ def model_from_checkpoint(ckpt):
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
         raise CheckpointError(f'checkpoint does not fit this model.py ({type(e).__name__}: {first_line(e)})')
     if ckpt['model'] is not None and not all_finite(ckpt['model']):
-        raise CheckpointError('the checkpoint\'s weights are not finite (inf or nan): the run that wrote it had blown up')
+        raise CheckpointError(
+            'the checkpoint\'s weights are not finite (inf or nan): the run that wrote it had blown up')
     return model
 
 
 def check_resumable(ckpt, meta, path, data_dir):
     """CheckpointError unless train.py can continue from ckpt on the data described by meta."""
-    in_shards = ('optimizer',) if os.path.isdir(sharded_folder(path)) else ()  # a sharded checkpoint's optimizer state
+    in_shards = ('optimizer', ) if os.path.isdir(sharded_folder(path)) else ()  # a sharded checkpoint's optimizer state
     missing = [k for k in TRAINING_KEYS if k not in ckpt and k not in ('scaler', *in_shards)]
     if missing:
-        raise CheckpointError(f"{path}: not a checkpoint to resume from (no {', '.join(missing)}): sample it or export it, "
-                              'or start a new run from it with another tool')
+        raise CheckpointError(
+            f"{path}: not a checkpoint to resume from (no {', '.join(missing)}): sample it or export it, "
+            'or start a new run from it with another tool')
     rng, loader = ckpt['rng'], ckpt['loader']
-    if not (isinstance(rng, list) and rng and all(isinstance(r, dict) and isinstance(r.get('torch'), torch.Tensor)
-                                                  and r['torch'].dtype == torch.uint8 for r in rng)):
+    if not (isinstance(rng, list) and rng and all(
+            isinstance(r, dict) and isinstance(r.get('torch'), torch.Tensor) and r['torch'].dtype == torch.uint8
+            for r in rng)):
         raise CheckpointError(f'{path}: its random state (rng) is not one torch wrote: the file was altered')
     if not (isinstance(loader, dict) and isinstance(loader.get('windows_seen'), int) and loader['windows_seen'] >= 0):
         raise CheckpointError(f'{path}: its data position (loader) is not valid: the file was altered')
     if ckpt.get('tokenizer') != meta['tokenizer']:
-        raise CheckpointError(f"{data_dir} is tokenized with another tokenizer ({fingerprint(meta['tokenizer'])}) than the "
-                              f"run in {path} ({fingerprint(ckpt.get('tokenizer'))}): resume on the data the run trained on")
+        raise CheckpointError(
+            f"{data_dir} is tokenized with another tokenizer ({fingerprint(meta['tokenizer'])}) than the "
+            f"run in {path} ({fingerprint(ckpt.get('tokenizer'))}): resume on the data the run trained on")
 
 
 def tokenizer_of(ckpt, path):

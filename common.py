@@ -17,6 +17,7 @@ import sys
 import time
 from contextlib import contextmanager, nullcontext
 
+
 def fail(message, code=1):
     """The commands' way out: one `error:` line on stderr and a non-zero exit code (2 = bad usage)."""
     print(f'error: {message}', file=sys.stderr)
@@ -29,10 +30,9 @@ def first_line(error):
 
 
 # dense bf16/fp16 tensor-core peaks (FLOP/s); the first name contained in torch.cuda.get_device_name() wins
-GPU_PEAK_FLOPS = (('H100 NVL', 835e12), ('H100 PCIe', 756e12), ('H100', 989e12), ('H200', 989e12),
-                  ('B200', 2250e12), ('A100', 312e12), ('A800', 312e12), ('L40S', 362e12), ('L4', 121e12),
-                  ('A10G', 70e12), ('A10', 125e12), ('V100', 125e12), ('T4', 65e12),
-                  ('RTX 4090', 165e12), ('RTX 3090', 71e12))
+GPU_PEAK_FLOPS = (('H100 NVL', 835e12), ('H100 PCIe', 756e12), ('H100', 989e12), ('H200', 989e12), ('B200', 2250e12),
+                  ('A100', 312e12), ('A800', 312e12), ('L40S', 362e12), ('L4', 121e12), ('A10G', 70e12),
+                  ('A10', 125e12), ('V100', 125e12), ('T4', 65e12), ('RTX 4090', 165e12), ('RTX 3090', 71e12))
 DTYPES = ('auto', 'float32', 'bfloat16', 'float16')
 
 
@@ -92,8 +92,11 @@ def writable_folder(path, create=True):
 
 
 # a write that failed for want of space: the disk, the user's quota, the largest file the filesystem (or ulimit) allows
-DISK_FULL = {errno.ENOSPC: 'the disk is full', errno.EDQUOT: 'the disk quota is used up',
-             errno.EFBIG: 'the file is larger than the filesystem (or ulimit -f) allows'}
+DISK_FULL = {
+    errno.ENOSPC: 'the disk is full',
+    errno.EDQUOT: 'the disk quota is used up',
+    errno.EFBIG: 'the file is larger than the filesystem (or ulimit -f) allows'
+}
 FULL_BELOW = 1 << 20  # bytes: a filesystem left with less than this after a write failed is what failed it
 
 
@@ -108,7 +111,7 @@ class DiskFullError(OSError):
         return self.message
 
     def __reduce__(self):  # as a pool worker's error it crosses to the parent process pickled
-        return DiskFullError, (self.message,)
+        return DiskFullError, (self.message, )
 
 
 def is_disk_full(error):
@@ -197,7 +200,8 @@ def load_data_pickle(f):
 def die_with_parent():
     """Ask Linux to kill this process when its parent dies (prctl PR_SET_PDEATHSIG): a worker whose launcher
     was killed (kill -9 of torchrun's agent, or of prepare.py) must not run on as an orphan. SIGKILL, not SIGTERM:
-    train.py takes SIGTERM as "checkpoint and stop", which could wait on a collective for dist_timeout. No-op elsewhere."""
+    train.py takes SIGTERM as "checkpoint and stop", which could wait on a collective for dist_timeout. No-op
+    elsewhere."""
     try:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
     except (OSError, AttributeError):
@@ -244,7 +248,8 @@ def precision(device, dtype='auto'):
     if dtype == 'auto':
         dtype = 'float32' if device.type != 'cuda' else 'bfloat16' if torch.cuda.is_bf16_supported() else 'float16'
     ptdtype = getattr(torch, dtype)
-    return ptdtype, nullcontext() if ptdtype == torch.float32 else torch.autocast(device_type=device.type, dtype=ptdtype)
+    return ptdtype, nullcontext() if ptdtype == torch.float32 else torch.autocast(device_type=device.type,
+                                                                                  dtype=ptdtype)
 
 
 def is_rank0():
@@ -257,7 +262,7 @@ def peak_memory_mb(device):
     """This process's peak memory so far, MB: what the allocator handed out on a GPU, the peak resident set on CPU."""
     import torch
     if device.type == 'cuda':
-        return torch.cuda.max_memory_allocated(device) / 2 ** 20
+        return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KB
 
 
@@ -278,7 +283,7 @@ def measure_matmul_peak(device, dtype, seconds=0.5):
         a @ b
         sync()
         best = min(best, time.perf_counter() - t0)
-    return 2 * n ** 3 / best
+    return 2 * n**3 / best
 
 
 def device_peak_flops(device, ptdtype):

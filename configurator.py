@@ -219,5 +219,8 @@ def option_comments(path):
 def options_of(scope):
     """A script's declared options: its globals that are Options or plain values, not starting with '_' and not
     CONSTANTS."""
-    return {k: v for k, v in scope.items() if not k.startswith('_') and not k.isupper()
-            and isinstance(v, (Option, int, float, bool, str, type(None)))}
+    return {
+        k: v
+        for k, v in scope.items()
+        if not k.startswith('_') and not k.isupper() and isinstance(v, (Option, int, float, bool, str, type(None)))
+    }

@@ -10,18 +10,20 @@ and optimizer state (16 bytes a parameter with AdamW).
 """
 import os
 
-from checkpoint import (RECORD_KEYS, TRAINING_KEYS, CheckpointError, make_checkpoint, model_from_checkpoint, read_fields,
-                        save_checkpoint)
+from checkpoint import (RECORD_KEYS, TRAINING_KEYS, CheckpointError, make_checkpoint, model_from_checkpoint,
+                        read_fields, save_checkpoint)
 from run_options import optimizers_of
 from sharded_checkpoint import load_sharded, sharded_folder
 from common import DiskFullError, fail
 from configurator import configure
 
+# yapf: disable (a table: its comments aligned)
 OPTIONS = {
     'ckpt': 'out/ckpt.dcp',       # the sharded checkpoint folder
     'out': 'out/ckpt.pt',         # the file to write
     'overwrite': False,           # replace --out if it exists
 }
+# yapf: enable
 
 
 def consolidated(path):
@@ -32,15 +34,19 @@ def consolidated(path):
     model = model_from_checkpoint({**fields, 'model': None})
     optimizers = optimizers_of(model, fields['config'], 'cpu')
     load_sharded(path, model, optimizers)  # refuses weights that are not finite
-    return make_checkpoint(model, fields['tokenizer'], fields['token_bytes'], optimizer=[o.state_dict() for o in optimizers],
-                           **{k: v for k, v in fields.items() if k in TRAINING_KEYS + RECORD_KEYS})
+    return make_checkpoint(model, fields['tokenizer'], fields['token_bytes'],
+                           optimizer=[o.state_dict() for o in optimizers], **{
+                               k: v
+                               for k, v in fields.items() if k in TRAINING_KEYS + RECORD_KEYS
+                           })
 
 
 def main():
     c = configure(OPTIONS)
     if not os.path.isdir(sharded_folder(c['ckpt'])):
-        fail(f"--ckpt={c['ckpt']}: not a folder (a sharded checkpoint is the folder NAME.dcp train.py "
-             '--parallel=fsdp writes)', 2)
+        fail(
+            f"--ckpt={c['ckpt']}: not a folder (a sharded checkpoint is the folder NAME.dcp train.py "
+            '--parallel=fsdp writes)', 2)
     if os.path.isdir(c['out']):
         fail(f"--out={c['out']}: is a folder; name the file to write, e.g. --out=out/ckpt.pt", 2)
     if os.path.exists(c['out']) and not c['overwrite']:
@@ -54,8 +60,8 @@ def main():
     except DiskFullError as e:
         fail(str(e))
     n = sum(t.numel() for t in checkpoint['model'].values())
-    print(f"wrote {c['out']}: {n / 1e6:.2f}M weights"
-          + (f", optimizer state and the run at iter {checkpoint['iter_num']}" if 'iter_num' in checkpoint else ''))
+    print(f"wrote {c['out']}: {n / 1e6:.2f}M weights" +
+          (f", optimizer state and the run at iter {checkpoint['iter_num']}" if 'iter_num' in checkpoint else ''))
 
 
 if __name__ == '__main__':

@@ -25,9 +25,9 @@ import numpy as np
 from common import atomic_write, load_data_pickle
 from tokenizer import eot_id, token_byte_lengths, vocab_size_of
 
-META_KEYS = ('vocab_size', 'dtype', 'tokenizer', 'eot_token', 'token_bytes', 'train_tokens', 'val_tokens',
-             'train_docs', 'val_docs', 'train_bytes', 'val_bytes', 'files', 'bad_files', 'records', 'token_files',
-             'excluded_pmids', 'split', 'languages', 'subset')
+META_KEYS = ('vocab_size', 'dtype', 'tokenizer', 'eot_token', 'token_bytes', 'train_tokens', 'val_tokens', 'train_docs',
+             'val_docs', 'train_bytes', 'val_bytes', 'files', 'bad_files', 'records', 'token_files', 'excluded_pmids',
+             'split', 'languages', 'subset')
 
 
 class DataError(Exception):
@@ -36,14 +36,15 @@ class DataError(Exception):
 
 def token_dtype(vocab_size):
     """The dtype name of train.bin/val.bin: 2 bytes a token while the ids fit."""
-    return 'uint16' if vocab_size <= 2 ** 16 else 'uint32'
+    return 'uint16' if vocab_size <= 2**16 else 'uint32'
 
 
 def write_meta(out_dir, spec, **facts):
     """meta.pkl and meta.json for a data folder tokenized with `spec` (tokenizer.py). `facts`: the token,
     document and byte counts of each split (train_tokens, val_tokens, train_docs, val_docs, train_bytes,
     val_bytes), and where they came from (files: [{name, md5}], bad_files: [{name, error}], records:
-    {what was seen and dropped: count}, excluded_pmids: {source, listed, excluded, blake2b}, split: {rule, val_fraction},
+    {what was seen and dropped: count}, excluded_pmids: {source, listed, excluded, blake2b},
+    split: {rule, val_fraction},
     languages: the codes kept, subset: prepare.py's subset options that were set). vocab_size, dtype,
     eot_token and token_bytes (UTF-8 length of each id, 0 for special tokens: the denominator of bits per
     byte) follow from the spec; token_files
@@ -51,16 +52,39 @@ def write_meta(out_dir, spec, **facts):
     unknown = set(facts) - set(META_KEYS)
     assert not unknown, f'not meta.pkl keys: {sorted(unknown)}'
     vocab_size = vocab_size_of(spec)
-    token_files = {name: {'bytes': os.path.getsize(os.path.join(out_dir, name)), 'blake2b': file_hash(os.path.join(out_dir, name))}
-                   for name in ('train.bin', 'val.bin')}
-    meta = {'vocab_size': vocab_size, 'dtype': token_dtype(vocab_size), 'tokenizer': spec,
-            'eot_token': eot_id(spec), 'token_bytes': token_byte_lengths(spec),
-            'files': [], 'bad_files': [], 'records': {}, 'subset': {},
-            'excluded_pmids': {'source': '', 'listed': 0, 'excluded': 0, 'blake2b': ''},
-            'token_files': token_files, **facts}
+    token_files = {
+        name: {
+            'bytes': os.path.getsize(os.path.join(out_dir, name)),
+            'blake2b': file_hash(os.path.join(out_dir, name))
+        }
+        for name in ('train.bin', 'val.bin')
+    }
+    meta = {
+        'vocab_size': vocab_size,
+        'dtype': token_dtype(vocab_size),
+        'tokenizer': spec,
+        'eot_token': eot_id(spec),
+        'token_bytes': token_byte_lengths(spec),
+        'files': [],
+        'bad_files': [],
+        'records': {},
+        'subset': {},
+        'excluded_pmids': {
+            'source': '',
+            'listed': 0,
+            'excluded': 0,
+            'blake2b': ''
+        },
+        'token_files': token_files,
+        **facts
+    }
     summary = {k: v for k, v in meta.items() if k not in ('tokenizer', 'token_bytes')}
-    summary['tokenizer'] = {'name': spec['name'], 'vocab_size': vocab_size, 'pattern': spec['pattern'],
-                            'special_tokens': spec['special_tokens']}
+    summary['tokenizer'] = {
+        'name': spec['name'],
+        'vocab_size': vocab_size,
+        'pattern': spec['pattern'],
+        'special_tokens': spec['special_tokens']
+    }
     with atomic_write(os.path.join(out_dir, 'meta.pkl')) as f:
         pickle.dump(meta, f, 4)
     with atomic_write(os.path.join(out_dir, 'meta.json'), 'w') as f:
@@ -80,8 +104,8 @@ def file_hash(path):
 def load_meta(data_dir):
     """meta.pkl of a prepared data folder, after checking the token files are the ones it describes;
     DataError naming the file, what is wrong and how to mend it."""
-    make = ('python data/pubmed/prepare.py' if os.path.abspath(data_dir) == os.path.abspath('data/pubmed')
-            else f'python data/pubmed/prepare.py --out_dir={data_dir}')
+    make = ('python data/pubmed/prepare.py' if os.path.abspath(data_dir) == os.path.abspath('data/pubmed') else
+            f'python data/pubmed/prepare.py --out_dir={data_dir}')
     for name in ('train.bin', 'val.bin', 'meta.pkl'):
         path = os.path.join(data_dir, name)
         if not os.path.isfile(path):
@@ -96,7 +120,8 @@ def load_meta(data_dir):
         assert not missing, f"no {', '.join(missing)}"
         itemsize = np.dtype(meta['dtype']).itemsize
     except (pickle.UnpicklingError, EOFError, AssertionError, TypeError, ValueError, AttributeError, ImportError) as e:
-        raise DataError(f'{path}: not a readable meta.pkl ({str(e) or type(e).__name__}): prepare the folder again with `{make}`')
+        raise DataError(
+            f'{path}: not a readable meta.pkl ({str(e) or type(e).__name__}): prepare the folder again with `{make}`')
     for split in ('train', 'val'):
         check_token_file(os.path.join(data_dir, f'{split}.bin'), meta, split, itemsize, make)
     return meta
@@ -125,6 +150,7 @@ def open_tokens(data_dir, split, meta):
 
 # ---------------------------------------------------------------------------------------------
 # windows
+
 
 def window_starts(tokens, block, eot=None):
     """Offsets of the windows: every block tokens (non-overlapping); or, given the <|endoftext|> id that
@@ -161,7 +187,7 @@ def window_ids(first, count, n_windows, seed):
 
 def read_windows(tokens, starts, block):
     """(x, y) int64 arrays of shape (len(starts), block) from the windows at these offsets."""
-    rows = np.stack([tokens[s: s + block + 1] for s in starts]).astype(np.int64)
+    rows = np.stack([tokens[s:s + block + 1] for s in starts]).astype(np.int64)
     return np.ascontiguousarray(rows[:, :-1]), np.ascontiguousarray(rows[:, 1:])
 
 
@@ -215,8 +241,12 @@ class TrainLoader:
         self.windows_seen += self.micro_batch * self.micro_steps * self.world
 
     def state_dict(self):
-        return {'windows_seen': self.windows_seen, 'seed': self.seed, 'block_size': self.block,
-                'align_windows': self.aligned}
+        return {
+            'windows_seen': self.windows_seen,
+            'seed': self.seed,
+            'block_size': self.block,
+            'align_windows': self.aligned
+        }
 
     def load_state_dict(self, state):
         self.windows_seen = state['windows_seen']
@@ -229,6 +259,7 @@ def uneven_split_message(batch_size, micro_steps, world):
     below, above = max(n for n in counts if n < world), [n for n in counts if n > world][:1]
     steps = [m for m in range(1, 2 * micro_steps + world) if batch_size * m % world == 0]
     nearest = sorted(steps, key=lambda m: abs(m - micro_steps))[:2]
-    return (f'{world} processes cannot share a step of batch_size x gradient_accumulation_steps = {batch_size} x '
-            f'{micro_steps} = {windows} windows equally: run {" or ".join(map(str, [below, *above]))} processes, or '
-            f'set gradient_accumulation_steps to {" or ".join(map(str, sorted(nearest)))} (the global batch changes then)')
+    return (
+        f'{world} processes cannot share a step of batch_size x gradient_accumulation_steps = {batch_size} x '
+        f'{micro_steps} = {windows} windows equally: run {" or ".join(map(str, [below, *above]))} processes, or '
+        f'set gradient_accumulation_steps to {" or ".join(map(str, sorted(nearest)))} (the global batch changes then)')

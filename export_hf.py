@@ -11,17 +11,22 @@ import os
 import shutil
 
 from checkpoint import CheckpointError, load_checkpoint, tensor_bytes
-from common import disk_full_message, fail, remove_stale_temporaries, replace_folder, replacing_would_lose, writable_folder
+from common import (disk_full_message, fail, remove_stale_temporaries, replace_folder, replacing_would_lose,
+                    writable_folder)
 from configurator import configure
 from hf import ExportError, export
 from model_card import card, check_pubmedqa_figures, pubmedqa_of
 
+# yapf: disable (a table: its comments aligned)
 OPTIONS = {
     'ckpt': 'out/ckpt.pt',        # the checkpoint to export (a file, or a sharded folder NAME.dcp)
     'out': 'hf',                  # the folder to write (config.json, weights, tokenizer, README.md model card)
-    'overwrite': False,           # replace --out if it holds files (else refused: stale weight files would be loaded too)
-    'pubmedqa_json': '',          # PubMedQA figures for the model card: a pubmedqa.py --out_json file ('' = the run's metrics.jsonl)
+    'overwrite': False,           # replace --out if it holds files (else refused: stale weight files would be loaded
+                                  # too)
+    'pubmedqa_json': '',          # PubMedQA figures for the model card: a pubmedqa.py --out_json file ('' = the run's
+                                  # metrics.jsonl)
 }
+# yapf: enable
 
 
 def check_out(path, replace, ckpt):
@@ -35,8 +40,10 @@ def check_out(path, replace, ckpt):
     if lost:
         fail(f'--out={lost}: export into a folder of its own, e.g. --out=hf', 2)
     if os.path.isdir(path) and os.listdir(path) and not replace:
-        fail(f"--out={path} holds files ({', '.join(sorted(os.listdir(path))[:4])}...): a loader would mix them with the "
-             'export; use an empty folder, or --overwrite=True to replace this one', 2)
+        fail(
+            f"--out={path} holds files ({', '.join(sorted(os.listdir(path))[:4])}...): a loader would mix them with "
+            "the "
+            'export; use an empty folder, or --overwrite=True to replace this one', 2)
     if not writable_folder(os.path.dirname(os.path.realpath(path))):
         fail(f'--out={path}: cannot write beside it', 2)
 

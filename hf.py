@@ -28,12 +28,20 @@ from common import first_line
 from model import GPT, GPTConfig
 from tokenizer import eot_id, hf_tokenizer, vocab_size_of
 
-LLAMA_FAMILY = {'llama': 'LlamaForCausalLM', 'qwen2': 'Qwen2ForCausalLM', 'qwen3': 'Qwen3ForCausalLM',
-                'arcee': 'ArceeForCausalLM'}
+LLAMA_FAMILY = {
+    'llama': 'LlamaForCausalLM',
+    'qwen2': 'Qwen2ForCausalLM',
+    'qwen3': 'Qwen3ForCausalLM',
+    'arcee': 'ArceeForCausalLM'
+}
 # the sizes a config.json must give (transformers' defaults are those of some other model)
-REQUIRED = {'gpt2': ('vocab_size', 'n_embd', 'n_layer', 'n_head'),
-            **{t: ('vocab_size', 'hidden_size', 'num_hidden_layers', 'num_attention_heads', 'intermediate_size')
-               for t in LLAMA_FAMILY}}
+REQUIRED = {
+    'gpt2': ('vocab_size', 'n_embd', 'n_layer', 'n_head'),
+    **{
+        t: ('vocab_size', 'hidden_size', 'num_hidden_layers', 'num_attention_heads', 'intermediate_size')
+        for t in LLAMA_FAMILY
+    }
+}
 # Hugging Face's GPT-2 stores these as Conv1D, (in, out): the transpose of nn.Linear's (out, in)
 HF_GPT2_TRANSPOSED = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight')
 
@@ -51,6 +59,7 @@ class ExportError(Exception):
 # names: ours <-> Llama family. Our fused matrices are theirs side by side: c_attn = [q; k; v] and,
 # for SwiGLU, c_fc = [gate; up].
 
+
 def llama_names(c):
     """[(our name, [their names], the sizes our tensor splits into along dim 0)] of every weight."""
     names = [('transformer.wte.weight', ['model.embed_tokens.weight'], None),
@@ -62,14 +71,15 @@ def llama_names(c):
         ours, theirs = f'transformer.h.{i}.', f'model.layers.{i}.'
         names += [(ours + 'ln_1.weight', [theirs + 'input_layernorm.weight'], None),
                   (ours + 'ln_2.weight', [theirs + 'post_attention_layernorm.weight'], None)]
-        attn_kinds = ('weight', 'bias') if c.bias or c.qkv_bias else ('weight',)
+        attn_kinds = ('weight', 'bias') if c.bias or c.qkv_bias else ('weight', )
         names += [(f'{ours}attn.c_attn.{k}', [f'{theirs}self_attn.{p}_proj.{k}' for p in 'qkv'], [q, kv, kv])
                   for k in attn_kinds]
-        kinds = ('weight', 'bias') if c.bias else ('weight',)
+        kinds = ('weight', 'bias') if c.bias else ('weight', )
         names += [(f'{ours}attn.c_proj.{k}', [f'{theirs}self_attn.o_proj.{k}'], None) for k in kinds]
         if c.mlp == 'swiglu':
-            names += [(f'{ours}mlp.c_fc.{k}', [f'{theirs}mlp.gate_proj.{k}', f'{theirs}mlp.up_proj.{k}'],
-                       [c.mlp_hidden, c.mlp_hidden]) for k in kinds]
+            names += [(f'{ours}mlp.c_fc.{k}', [f'{theirs}mlp.gate_proj.{k}',
+                                               f'{theirs}mlp.up_proj.{k}'], [c.mlp_hidden, c.mlp_hidden])
+                      for k in kinds]
         else:
             names += [(f'{ours}mlp.c_fc.{k}', [f'{theirs}mlp.up_proj.{k}'], None) for k in kinds]
         names += [(f'{ours}mlp.c_proj.{k}', [f'{theirs}mlp.down_proj.{k}'], None) for k in kinds]
@@ -104,6 +114,7 @@ def to_gpt2_names(sd):
 # ------------------------------------------------------------------------------------------------
 # in
 
+
 def raw_config(folder):
     """A model folder's config.json as a dict with a model_type, or ModelFolderError saying what it is instead."""
     path = os.path.join(folder, 'config.json')
@@ -135,10 +146,10 @@ def read_hf_config(name_or_dir, local_only=True):
         raise
     except Exception as e:
         raise ModelFolderError(f'{name_or_dir}: its config does not load in transformers ({type(e).__name__}: '
-                              f'{first_line(e)})')
+                               f'{first_line(e)})')
     if config.model_type not in ('gpt2', *LLAMA_FAMILY):
         raise ModelFolderError(f"{name_or_dir}: a {config.model_type!r} model; this project imports GPT-2, "
-                              f"{', '.join(LLAMA_FAMILY.values())}")
+                               f"{', '.join(LLAMA_FAMILY.values())}")
     return config
 
 
@@ -150,10 +161,11 @@ def check_weight_files(folder):
                 files = set(json.load(f)['weight_map'].values())
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             raise ModelFolderError(f'{index}: not a readable weight index ({type(e).__name__}: {first_line(e)})')
-        outside = sorted(str(n) for n in files if not isinstance(n, str) or n != os.path.basename(n) or n in ('', '.', '..'))
+        outside = sorted(
+            str(n) for n in files if not isinstance(n, str) or n != os.path.basename(n) or n in ('', '.', '..'))
         if outside:
             raise ModelFolderError(f'{index}: lists weight files outside the model folder ({", ".join(outside[:3])}): '
-                                  'only files inside it are read')
+                                   'only files inside it are read')
 
 
 def load_hf_model(name_or_dir):
@@ -173,8 +185,9 @@ def load_hf_model(name_or_dir):
             hf_logging.set_verbosity_error()  # its loading report: said below in one line
             try:
                 # mismatched sizes are reported (below, by name and shape) rather than raised as "see the report above"
-                model, info = AutoModelForCausalLM.from_pretrained(name_or_dir, config=config, local_files_only=local_only,
-                                                                   dtype=torch.float32, output_loading_info=True,
+                model, info = AutoModelForCausalLM.from_pretrained(name_or_dir, config=config,
+                                                                   local_files_only=local_only, dtype=torch.float32,
+                                                                   output_loading_info=True,
                                                                    ignore_mismatched_sizes=True)
             finally:
                 hf_logging.set_verbosity(verbosity)
@@ -185,25 +198,31 @@ def load_hf_model(name_or_dir):
             continue
         except (RuntimeError, ValueError) as e:  # e.g. a tensor of another shape than the config's
             raise ModelFolderError(f'{name_or_dir}: its weights do not load ({type(e).__name__}: {first_line(e)})')
-        info['mismatched_keys'] = [f'{name} ({shape_text(file)} in the file, {shape_text(config)} by config.json)'
-                                   for name, file, config in info.get('mismatched_keys') or []]
-        problems = [f'{what} {", ".join(sorted(info[key])[:3])}' + (f' and {len(info[key]) - 3} more' if len(info[key]) > 3 else '')
-                    for key, what in (('missing_keys', 'missing:'), ('unexpected_keys', 'unexpected:'),
-                                      ('mismatched_keys', 'of another shape:')) if info.get(key)]
+        info['mismatched_keys'] = [
+            f'{name} ({shape_text(file)} in the file, {shape_text(config)} by config.json)'
+            for name, file, config in info.get('mismatched_keys') or []
+        ]
+        problems = [
+            f'{what} {", ".join(sorted(info[key])[:3])}' +
+            (f' and {len(info[key]) - 3} more' if len(info[key]) > 3 else '')
+            for key, what in (('missing_keys', 'missing:'), ('unexpected_keys', 'unexpected:'),
+                              ('mismatched_keys', 'of another shape:')) if info.get(key)
+        ]
         if problems:
             raise ModelFolderError(f"{name_or_dir}: its weights do not match its config.json ({'; '.join(problems)}): "
-                                  'refused rather than trained from random values')
+                                   'refused rather than trained from random values')
         return model
-    raise ModelFolderError(f'cannot load {name_or_dir!r}: not in the Hugging Face cache and not downloadable here '
-                          f'({first_line(last_error)}). Fetch it once with network access (any from_pretrained '
-                          f'call fills the cache, or huggingface-cli download NAME --local-dir DIR), or pass a local folder')
+    raise ModelFolderError(
+        f'cannot load {name_or_dir!r}: not in the Hugging Face cache and not downloadable here '
+        f'({first_line(last_error)}). Fetch it once with network access (any from_pretrained '
+        f'call fills the cache, or huggingface-cli download NAME --local-dir DIR), or pass a local folder')
 
 
 def shape_text(shape):
     return ' x '.join(map(str, shape))
 
 
-def positive_int(c, key, limit=2 ** 31):
+def positive_int(c, key, limit=2**31):
     value = getattr(c, key, None)
     if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= limit:
         raise ModelFolderError(f'{c.model_type}: {key}={value!r} is not a size (a whole number from 1 to {limit:,})')
@@ -217,7 +236,8 @@ def config_from_hf(c, window=None, dropout=0.0):
     the window if that is longer; GPT-2's position table is cut to the window (its table is its context)."""
     if c.model_type == 'gpt2':
         sizes = {key: positive_int(c, key) for key in ('vocab_size', 'n_positions', 'n_layer', 'n_head', 'n_embd')}
-        unsupported = [(c.activation_function not in ('gelu_new', 'gelu_pytorch_tanh'), f'activation_function={c.activation_function!r}'),
+        unsupported = [(c.activation_function
+                        not in ('gelu_new', 'gelu_pytorch_tanh'), f'activation_function={c.activation_function!r}'),
                        (not c.scale_attn_weights, 'scale_attn_weights=False'),
                        (c.scale_attn_by_inverse_layer_idx, 'scale_attn_by_inverse_layer_idx=True'),
                        (getattr(c, 'add_cross_attention', False), 'add_cross_attention=True'),
@@ -225,30 +245,40 @@ def config_from_hf(c, window=None, dropout=0.0):
         positions, args = sizes['n_positions'], dict(n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd,
                                                      norm_eps=c.layer_norm_epsilon)
     else:
-        sizes = {key: positive_int(c, key) for key in ('vocab_size', 'max_position_embeddings', 'num_hidden_layers',
-                                                       'num_attention_heads', 'hidden_size', 'intermediate_size')}
+        sizes = {
+            key: positive_int(c, key)
+            for key in ('vocab_size', 'max_position_embeddings', 'num_hidden_layers', 'num_attention_heads',
+                        'hidden_size', 'intermediate_size')
+        }
         rope = dict(getattr(c, 'rope_parameters', None) or {})
         attention_bias, mlp_bias = getattr(c, 'attention_bias', False), getattr(c, 'mlp_bias', False)
         act = 'relu2' if c.model_type == 'arcee' else 'silu'
         sliding = [t for t in getattr(c, 'layer_types', None) or [] if t != 'full_attention']
         unsupported = [(c.hidden_act != act, f'hidden_act={c.hidden_act!r}'),
-                       (rope.get('rope_type', 'default') not in ('default', 'llama3'), f"rope_type={rope.get('rope_type')!r}"),
-                       (rope.get('partial_rotary_factor', 1.0) != 1.0, f"partial_rotary_factor={rope.get('partial_rotary_factor')}"),
+                       (rope.get('rope_type', 'default')
+                        not in ('default', 'llama3'), f"rope_type={rope.get('rope_type')!r}"),
+                       (rope.get('partial_rotary_factor', 1.0)
+                        != 1.0, f"partial_rotary_factor={rope.get('partial_rotary_factor')}"),
                        (getattr(c, 'use_sliding_window', False), 'use_sliding_window=True'),
                        (sliding, f'layer_types with {sliding[:1]} layers'),
                        (getattr(c, 'pretraining_tp', 1) != 1, f'pretraining_tp={getattr(c, "pretraining_tp", 1)}'),
-                       (c.model_type != 'qwen2' and attention_bias != mlp_bias,
-                        f'attention_bias={attention_bias} with mlp_bias={mlp_bias}')]
-        scaling = {k: rope[k] for k in ('factor', 'low_freq_factor', 'high_freq_factor', 'original_max_position_embeddings')} \
+                       (c.model_type != 'qwen2' and
+                        attention_bias != mlp_bias, f'attention_bias={attention_bias} with mlp_bias={mlp_bias}')]
+        llama3 = ('factor', 'low_freq_factor', 'high_freq_factor', 'original_max_position_embeddings')
+        scaling = {k: rope[k] for k in llama3} \
             if rope.get('rope_type') == 'llama3' else None
         positions = sizes['max_position_embeddings']
-        kv_heads = positive_int(c, 'num_key_value_heads') if c.num_key_value_heads is not None else c.num_attention_heads
-        head_dim = positive_int(c, 'head_dim') if getattr(c, 'head_dim', None) is not None else c.hidden_size // c.num_attention_heads
+        kv_heads = positive_int(c,
+                                'num_key_value_heads') if c.num_key_value_heads is not None else c.num_attention_heads
+        head_dim = positive_int(c, 'head_dim') if getattr(c, 'head_dim',
+                                                          None) is not None else c.hidden_size // c.num_attention_heads
         args = dict(n_layer=c.num_hidden_layers, n_head=c.num_attention_heads, n_embd=c.hidden_size, n_kv_head=kv_heads,
                     head_dim=head_dim, mlp_hidden=c.intermediate_size, pos='rotary', norm='rmsnorm',
                     mlp='relu2' if c.model_type == 'arcee' else 'swiglu', qk_norm=c.model_type == 'qwen3',
-                    qkv_bias=c.model_type == 'qwen2', bias=attention_bias and c.model_type != 'qwen2', norm_eps=c.rms_norm_eps,
-                    rope_base=float(rope.get('rope_theta', getattr(c, 'rope_theta', 10000.0))), rope_scaling=scaling)
+                    qkv_bias=c.model_type == 'qwen2', bias=attention_bias and c.model_type != 'qwen2',
+                    norm_eps=c.rms_norm_eps, rope_base=float(rope.get('rope_theta',
+                                                                      getattr(c, 'rope_theta',
+                                                                              10000.0))), rope_scaling=scaling)
     for bad, what in unsupported:
         if bad:
             raise ModelFolderError(f'{c.model_type}: {what} is not something model.py computes')
@@ -300,6 +330,7 @@ def shapes_of(name_or_dir, window=None, dropout=0.0):
 # ------------------------------------------------------------------------------------------------
 # out
 
+
 def target_architecture(c):
     """The model_type of the standard architecture computing what a GPTConfig does, or ExportError naming
     the switch that has none."""
@@ -308,8 +339,17 @@ def target_architecture(c):
                           f'(GPT-2, Llama, Qwen and Arcee do not cap logits)')
     if c.pos == 'learned':
         target = 'gpt2'
-        needs = {'norm': 'layernorm', 'mlp': 'gelu', 'qk_norm': False, 'qkv_bias': False, 'n_kv_head': c.n_head,
-                 'head_dim': c.n_embd // c.n_head, 'mlp_hidden': 4 * c.n_embd, 'norm_eps': 1e-5, 'rope_scaling': None}
+        needs = {
+            'norm': 'layernorm',
+            'mlp': 'gelu',
+            'qk_norm': False,
+            'qkv_bias': False,
+            'n_kv_head': c.n_head,
+            'head_dim': c.n_embd // c.n_head,
+            'mlp_hidden': 4 * c.n_embd,
+            'norm_eps': 1e-5,
+            'rope_scaling': None
+        }
     elif c.mlp == 'relu2':
         target, needs = 'arcee', {'norm': 'rmsnorm', 'qk_norm': False, 'qkv_bias': False}
     elif c.qk_norm:
@@ -335,8 +375,9 @@ def hf_config(c, target, n_vocab, eot):
     rope = {'rope_type': 'llama3', **c.rope_scaling} if c.rope_scaling else {'rope_type': 'default'}
     llama_like = dict(hidden_size=c.n_embd, num_hidden_layers=c.n_layer, num_attention_heads=c.n_head,
                       num_key_value_heads=c.n_kv_head, head_dim=c.head_dim, intermediate_size=c.mlp_hidden,
-                      max_position_embeddings=c.block_size, rms_norm_eps=c.norm_eps,
-                      rope_parameters={**rope, 'rope_theta': c.rope_base}, **common)
+                      max_position_embeddings=c.block_size, rms_norm_eps=c.norm_eps, rope_parameters={
+                          **rope, 'rope_theta': c.rope_base
+                      }, **common)
     if target == 'llama':
         return transformers.LlamaConfig(hidden_act='silu', attention_bias=c.bias, mlp_bias=c.bias, **llama_like)
     if target == 'arcee':

@@ -18,7 +18,7 @@ import torch
 def head_rows(device_type, vocab_size):
     """Rows of logits chunked_cross_entropy computes at once: 256 fit a CPU's cache; on a GPU few large kernels,
     but at most 2^27 logits (0.5 GB in fp32 per buffer, of three) so a 128k vocabulary does not cost gigabytes."""
-    return 256 if device_type == 'cpu' else max(256, min(8192, 2 ** 27 // vocab_size))
+    return 256 if device_type == 'cpu' else max(256, min(8192, 2**27 // vocab_size))
 
 
 def chunked_cross_entropy(x, weight, targets, softcap=0.0, reduction='mean', rows=256):

@@ -16,8 +16,11 @@ def loss_sums(nats, targets, token_bytes):
     """(sum of nats, token count, sum of nats over byte-carrying targets, their bytes) of per-token losses."""
     nbytes = token_bytes[targets.view(-1)]
     counted = nbytes > 0
-    return torch.stack([nats.sum(), torch.tensor(float(nats.numel()), device=nats.device),
-                        nats[counted].sum(), nbytes.sum().to(nats.dtype)])
+    return torch.stack([
+        nats.sum(),
+        torch.tensor(float(nats.numel()), device=nats.device), nats[counted].sum(),
+        nbytes.sum().to(nats.dtype)
+    ])
 
 
 def bits_per_byte(nats_on_text, text_bytes):
@@ -40,5 +43,8 @@ def evaluate(model, batches, token_bytes, autocast):
     model.train(was_training)
     nats, count, nats_on_text, text_bytes = sums.tolist()
     val_loss = nats / count
-    return {'val_loss': val_loss, 'val_ppl': math.exp(min(val_loss, 700)),
-            'val_bpb': bits_per_byte(nats_on_text, text_bytes)}
+    return {
+        'val_loss': val_loss,
+        'val_ppl': math.exp(min(val_loss, 700)),
+        'val_bpb': bits_per_byte(nats_on_text, text_bytes)
+    }

@@ -22,6 +22,7 @@ from loss import chunked_cross_entropy, head_rows
 from muon import Muon
 
 
+# yapf: disable (a table: its comments aligned)
 @dataclass
 class GPTConfig:
     block_size: int = 1024         # the context: the most positions the model reads (position or rope tables, KV cache)
@@ -45,7 +46,8 @@ class GPTConfig:
     mlp_hidden: int = 0            # MLP width; 0 = 4 * n_embd, or 64 * ceil(8 * n_embd / 3 / 64) for swiglu
     qkv_bias: bool = False         # biases on the query, key and value projections only (Qwen2)
     norm_eps: float = 0.0          # 0 = 1e-5 for layernorm (GPT-2), 1e-6 for rmsnorm
-    rope_scaling: Optional[dict] = None  # Llama 3.1+'s: {factor, low_freq_factor, high_freq_factor, original_max_position_embeddings}
+    rope_scaling: Optional[dict] = None  # Llama 3.1+'s: {factor, low_freq_factor, high_freq_factor,
+    # original_max_position_embeddings}
 
     def __post_init__(self):
         """ValueError naming the first field that cannot make a model; then the derived fields are filled in."""
@@ -56,13 +58,16 @@ class GPTConfig:
         for key in ('block_size', 'vocab_size', 'n_layer', 'n_head', 'n_embd'):
             if getattr(self, key) < 1:
                 raise ValueError(f'{key}={getattr(self, key)}: must be at least 1')
-        problems = [(not self.head_dim and self.n_embd % self.n_head, f'n_embd={self.n_embd} must be a multiple of n_head={self.n_head}'),
+        problems = [(not self.head_dim and self.n_embd % self.n_head, f'n_embd={self.n_embd} must be a multiple of '
+                                                                      f'n_head={self.n_head}'),
                     (min(self.n_kv_head, self.head_dim, self.mlp_hidden, self.norm_eps) < 0,
                      'n_kv_head, head_dim, mlp_hidden and norm_eps must be 0 (derived) or more'),
                     (self.n_head % (self.n_kv_head or self.n_head),
                      f'n_head={self.n_head} must be a multiple of n_kv_head={self.n_kv_head}'),
-                    (self.pos == 'rotary' and (self.head_dim or self.n_embd // self.n_head) % 2, f'pos=rotary needs an even '
-                     f'head size, and n_embd / n_head = {self.n_embd} / {self.n_head} = {self.n_embd // self.n_head} is odd'),
+                    (self.pos == 'rotary' and (self.head_dim or self.n_embd // self.n_head) % 2, 'pos=rotary needs an '
+                                                                                                 'even '
+                     f'head size, and n_embd / n_head = {self.n_embd} / {self.n_head} = {self.n_embd // self.n_head} '
+                     'is odd'),
                     (not 0 <= self.dropout < 1, f'dropout={self.dropout}: must be in [0, 1)'),
                     (self.logit_softcap < 0, f'logit_softcap={self.logit_softcap}: must be 0 (off) or more'),
                     (self.rope_base <= 0, f'rope_base={self.rope_base}: must be positive')]
@@ -72,7 +77,8 @@ class GPTConfig:
         self.n_kv_head = self.n_kv_head or self.n_head
         self.head_dim = self.head_dim or self.n_embd // self.n_head
         # swiglu has two input matrices: 2/3 the width keeps the parameter count of GELU's
-        self.mlp_hidden = self.mlp_hidden or (64 * math.ceil(8 * self.n_embd / 3 / 64) if self.mlp == 'swiglu' else 4 * self.n_embd)
+        swiglu_width = 64 * math.ceil(8 * self.n_embd / 3 / 64)
+        self.mlp_hidden = self.mlp_hidden or (swiglu_width if self.mlp == 'swiglu' else 4 * self.n_embd)
         self.norm_eps = self.norm_eps or (1e-5 if self.norm == 'layernorm' else 1e-6)
 
 
@@ -89,7 +95,8 @@ def rope_frequencies(config):
     if not config.rope_scaling:
         return inv_freq
     r = config.rope_scaling
-    factor, low, high, old = r['factor'], r['low_freq_factor'], r['high_freq_factor'], r['original_max_position_embeddings']
+    factor, low, high = r['factor'], r['low_freq_factor'], r['high_freq_factor']
+    old = r['original_max_position_embeddings']
     wavelen = 2 * math.pi / inv_freq
     scaled = torch.where(wavelen > old / low, inv_freq / factor, inv_freq)
     smooth = (old / wavelen - low) / (high - low)
@@ -120,7 +127,8 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         self.n_head, self.n_kv_head, self.head_dim = config.n_head, config.n_kv_head, config.head_dim
         self.dropout = config.dropout
-        # queries, keys and values in one matmul; with grouped-query attention n_head / n_kv_head query heads share a key/value head
+        # queries, keys and values in one matmul; with grouped-query attention n_head / n_kv_head query heads share a
+        # key/value head
         self.sizes = (self.n_head * self.head_dim, self.n_kv_head * self.head_dim, self.n_kv_head * self.head_dim)
         self.c_attn = nn.Linear(config.n_embd, sum(self.sizes), bias=config.bias or config.qkv_bias)
         self.c_proj = nn.Linear(self.sizes[0], config.n_embd, bias=config.bias)
@@ -225,7 +233,8 @@ class GPT(nn.Module):
         self.apply(self._init_weights)
         for name, p in self.named_parameters():
             if name.endswith('c_proj.weight'):  # GPT-2's scaled init of residual projections
-                nn.init.zeros_(p) if config.zero_init_proj else nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * config.n_layer))
+                std = 0.02 / math.sqrt(2 * config.n_layer)
+                nn.init.zeros_(p) if config.zero_init_proj else nn.init.normal_(p, 0.0, std)
 
     def materialize(self, device):
         """Storage on `device` for a model built on the meta device (shapes only, no memory): its weights are garbage
@@ -278,7 +287,7 @@ class GPT(nn.Module):
         start = cache.pos if cache is not None else 0
         x = self.transformer.wte(idx)
         rope = None
-        assert start + T <= self.config.block_size, f'sequence of {start + T} exceeds block_size {self.config.block_size}'
+        assert start + T <= self.config.block_size, f'{start + T} positions exceed the context {self.config.block_size}'
         if self.config.pos == 'learned':
             x = x + self.transformer.wpe(torch.arange(start, start + T, device=idx.device))
         else:
@@ -293,8 +302,9 @@ class GPT(nn.Module):
         if cache is not None:
             cache.pos += T
         if targets is not None:
-            return chunked_cross_entropy(x.view(B * T, -1), self.lm_head.weight, targets.view(-1), self.config.logit_softcap,
-                                         reduction, head_rows(x.device.type, self.config.vocab_size))
+            rows = head_rows(x.device.type, self.config.vocab_size)
+            return chunked_cross_entropy(x.view(B * T, -1), self.lm_head.weight, targets.view(-1),
+                                         self.config.logit_softcap, reduction, rows)
         logits = self.lm_head(x if all_logits else x[:, -1:, :]).float()
         if self.config.logit_softcap:
             logits = self.config.logit_softcap * torch.tanh(logits / self.config.logit_softcap)

@@ -19,16 +19,27 @@ from tokenizer import fingerprint
 
 UNKNOWN = 'unknown'
 PUBMEDQA_FIGURES = ('questions', 'accuracy', 'macro_f1', 'majority_accuracy', 'majority_macro_f1')
-LANGUAGES = {'eng': 'en', 'fre': 'fr', 'ger': 'de', 'spa': 'es', 'ita': 'it', 'jpn': 'ja', 'chi': 'zh', 'rus': 'ru',
-             'por': 'pt', 'dut': 'nl', 'pol': 'pl', 'kor': 'ko'}  # PubMed's Language codes (ISO 639-2) -> the hub's
-
+LANGUAGES = {
+    'eng': 'en',
+    'fre': 'fr',
+    'ger': 'de',
+    'spa': 'es',
+    'ita': 'it',
+    'jpn': 'ja',
+    'chi': 'zh',
+    'rus': 'ru',
+    'por': 'pt',
+    'dut': 'nl',
+    'pol': 'pl',
+    'kor': 'ko'
+}  # PubMed's Language codes (ISO 639-2) -> the hub's
 
 GPT2_HUB_IDS = {name: f'openai-community/{name}' for name in ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl')}
 HUB_ID = re.compile(r'[A-Za-z0-9][\w.-]*/[\w.-]+')  # ORG/NAME, as the hub spells a model
 
-
 # ------------------------------------------------------------------------------------------------
 # the run record: what train.py stores in its checkpoints for the card
+
 
 def run_origin(init_from, resumed_origin=None):
     """What the weights started from: {'from': 'scratch'}, or an open model's {'from': its local path, 'name', 'hub_id'}
@@ -61,8 +72,15 @@ def hub_id_of(folder):
 def run_record(init_from, resumed, meta, data_dir, processes, computed):
     """The RECORD_KEYS train.py writes into its checkpoints: what the weights started from, the data's facts, how many
     processes trained and what they `computed` in ('bfloat16 on cuda'); a resumed run keeps its latest evaluation."""
-    return {'origin': run_origin(init_from, resumed.get('origin')), 'data': data_facts(meta, data_dir),
-            'processes': processes, 'precision': computed, **({'last_eval': resumed['last_eval']} if 'last_eval' in resumed else {})}
+    return {
+        'origin': run_origin(init_from, resumed.get('origin')),
+        'data': data_facts(meta, data_dir),
+        'processes': processes,
+        'precision': computed,
+        **({
+            'last_eval': resumed['last_eval']
+        } if 'last_eval' in resumed else {})
+    }
 
 
 def data_facts(meta, data_dir):
@@ -70,11 +88,19 @@ def data_facts(meta, data_dir):
     the data, and the token files' hashes, by which a resume knows it trains on the same data."""
     keys = ('records', 'excluded_pmids', 'split', 'languages', 'subset', 'train_tokens', 'val_tokens', 'train_docs',
             'val_docs', 'token_files')
-    return {'data_dir': os.path.abspath(data_dir), 'files': len(meta.get('files') or []), **{k: meta.get(k) for k in keys}}
+    return {
+        'data_dir': os.path.abspath(data_dir),
+        'files': len(meta.get('files') or []),
+        **{
+            k: meta.get(k)
+            for k in keys
+        }
+    }
 
 
 # ------------------------------------------------------------------------------------------------
 # PubMedQA's figures: from pubmedqa.py --out_json, or the record train.py --eval_pubmedqa wrote
+
 
 def check_pubmedqa_figures(figures):
     """ValueError unless `figures` holds PubMedQA's figures as pubmedqa.py writes them: a question count and rates."""
@@ -83,8 +109,10 @@ def check_pubmedqa_figures(figures):
     missing = [k for k in PUBMEDQA_FIGURES if k not in figures]
     if missing:
         raise ValueError(f"no {', '.join(missing)}")
-    bad = [f'{k}={figures[k]!r}' for k in PUBMEDQA_FIGURES if isinstance(figures[k], bool)
-           or not isinstance(figures[k], (int, float)) or not (figures[k] >= 1 if k == 'questions' else 0 <= figures[k] <= 1)]
+    bad = [
+        f'{k}={figures[k]!r}' for k in PUBMEDQA_FIGURES if isinstance(figures[k], bool) or
+        not isinstance(figures[k], (int, float)) or not (figures[k] >= 1 if k == 'questions' else 0 <= figures[k] <= 1)
+    ]
     if bad:
         raise ValueError(f"{', '.join(bad)}: expected a number of questions and rates between 0 and 1")
     return figures
@@ -117,21 +145,30 @@ def hub_header(name, origin, data, last, pubmedqa):
     continued = origin and origin.get('from') != 'scratch'
     results = []
     if last:
-        results += [EvalResult(task_type='text-generation', dataset_type='pubmed', dataset_name='PubMed abstracts (held-out split)',
-                               metric_type=kind, metric_name=label, metric_value=round(last[key], 4))
-                    for kind, label, key in (('loss', 'val loss', 'val_loss'), ('bits_per_byte', 'val bits per byte', 'val_bpb'))]
+        results += [
+            EvalResult(task_type='text-generation', dataset_type='pubmed',
+                       dataset_name='PubMed abstracts (held-out split)', metric_type=kind, metric_name=label,
+                       metric_value=round(last[key], 4))
+            for kind, label, key in (('loss', 'val loss', 'val_loss'), ('bits_per_byte', 'val bits per byte',
+                                                                        'val_bpb'))
+        ]
     if pubmedqa:
-        results += [EvalResult(task_type='question-answering', task_name='PubMedQA zero-shot', dataset_type='pubmed_qa',
-                               dataset_name=f"PubMedQA (PQA-L test, {pubmedqa['questions']} questions)",
-                               dataset_config='pqa_labeled', dataset_split='test', metric_type=kind, metric_name=label,
-                               metric_value=round(pubmedqa[key], 4))
-                    for kind, label, key in (('accuracy', 'accuracy', 'accuracy'), ('f1', 'macro-F1', 'macro_f1'))]
-    languages = [LANGUAGES.get(code.strip().lower(), code.strip()) for code in (data.get('languages') or '').split(',')
-                 if code.strip() and code.strip().lower() != 'all']
-    tags = ['pubmed', 'biomedical', 'pubmed-gpt'] + ([] if not origin else ['continued-pretraining' if continued else 'from-scratch'])
+        results += [
+            EvalResult(task_type='question-answering', task_name='PubMedQA zero-shot', dataset_type='pubmed_qa',
+                       dataset_name=f"PubMedQA (PQA-L test, {pubmedqa['questions']} questions)",
+                       dataset_config='pqa_labeled', dataset_split='test', metric_type=kind, metric_name=label,
+                       metric_value=round(pubmedqa[key], 4))
+            for kind, label, key in (('accuracy', 'accuracy', 'accuracy'), ('f1', 'macro-F1', 'macro_f1'))
+        ]
+    languages = [
+        LANGUAGES.get(code.strip().lower(), code.strip()) for code in (data.get('languages') or '').split(',')
+        if code.strip() and code.strip().lower() != 'all'
+    ]
+    tags = ['pubmed', 'biomedical', 'pubmed-gpt'
+            ] + ([] if not origin else ['continued-pretraining' if continued else 'from-scratch'])
     return ModelCardData(license=UNKNOWN, base_model=origin.get('hub_id') if continued else None, datasets=['pubmed'],
-                         language=languages or None, library_name='transformers', pipeline_tag='text-generation', tags=tags,
-                         model_name=name, eval_results=results or None)
+                         language=languages or None, library_name='transformers', pipeline_tag='text-generation',
+                         tags=tags, model_name=name, eval_results=results or None)
 
 
 def model_and_data_rows(checkpoint, architecture, start):
@@ -141,34 +178,37 @@ def model_and_data_rows(checkpoint, architecture, start):
         size = f'{GPT(c).num_params() / 1e6:.2f}M'
     window = run.get('block_size') or c.block_size
     records, excluded, split = data.get('records') or {}, data.get('excluded_pmids') or {}, data.get('split') or {}
-    drops = ', '.join(f'{number(records.get(k))} {what}' for k, what in (
-        ('no_abstract', 'without an abstract'), ('language', 'in other languages'), ('book', 'books'),
-        ('no_pmid', 'without a valid PMID'), ('replaced', 'older versions of a PMID'), ('deleted', 'deleted by NCBI'),
-        ('excluded', 'excluded'))) if records else UNKNOWN
+    drops = ', '.join(f'{number(records.get(k))} {what}'
+                      for k, what in (('no_abstract', 'without an abstract'), ('language',
+                                                                               'in other languages'), ('book', 'books'),
+                                      ('no_pmid', 'without a valid PMID'), ('replaced', 'older versions of a PMID'),
+                                      ('deleted', 'deleted by NCBI'), ('excluded', 'excluded'))) if records else UNKNOWN
     tokens_seen = checkpoint.get('tokens_seen')
     epochs = f' ({tokens_seen / data["train_tokens"]:.2f} epochs)' if tokens_seen and data.get('train_tokens') else ''
     batch = run.get('batch_size') and run.get('gradient_accumulation_steps') and \
         run['batch_size'] * run['gradient_accumulation_steps']
     return [
         ('architecture', f'{architecture} ({size} parameters: {c.n_layer} layers, {c.n_head} heads '
-                         f'({c.n_kv_head} key/value), width {c.n_embd}, {c.pos} positions)'),
-        ('context', f'{c.block_size:,} tokens' + (f' (trained on windows of {window:,})' if window < c.block_size else '')),
+         f'({c.n_kv_head} key/value), width {c.n_embd}, {c.pos} positions)'),
+        ('context',
+         f'{c.block_size:,} tokens' + (f' (trained on windows of {window:,})' if window < c.block_size else '')),
         ('weights', start),
         ('tokenizer', fingerprint(checkpoint.get('tokenizer'))),
         ('PubMed records', f"{number(records.get('records'))} seen in {number(data.get('files'))} file(s); "
-                           f"{number(data.get('train_docs'))} train and {number(data.get('val_docs'))} val documents kept"
+         f"{number(data.get('train_docs'))} train and {number(data.get('val_docs'))} val documents kept"
          if records else UNKNOWN),
         ('dropped', drops),
         ('subset', subset_fact(data.get('subset'), records)),
         ('decontamination', f"{number(excluded.get('excluded'))} records of the {number(excluded.get('listed'))} PMIDs "
-                            f"listed in `{folder_name(excluded['source'])}` left out of both splits" if excluded.get('source')
-         else 'no PMIDs excluded' if excluded else UNKNOWN),
+         f"listed in `{folder_name(excluded['source'])}` left out of both splits"
+         if excluded.get('source') else 'no PMIDs excluded' if excluded else UNKNOWN),
         ('train/val split', f"by {split['rule']}: {split['val_fraction']:g} of PMIDs in val" if split else UNKNOWN),
         ('languages', data.get('languages') or UNKNOWN),
         ('tokens trained on', f'{number(tokens_seen)}{epochs} of {number(data.get("train_tokens"))} in train.bin'),
-        ('optimizer', f"{run['optimizer']} (peak lr {run['learning_rate']:g}, weight decay {run['weight_decay']:g}"
-                      + (f", Muon lr {run['muon_lr']:g}" if run['optimizer'] == 'muon' else '') + ')' if run else UNKNOWN),
-        ('schedule', f"{run['schedule']}: {run['warmup_iters']} warmup steps, down to {run['min_lr']:g}" if run else UNKNOWN),
+        ('optimizer', f"{run['optimizer']} (peak lr {run['learning_rate']:g}, weight decay {run['weight_decay']:g}" +
+         (f", Muon lr {run['muon_lr']:g}" if run['optimizer'] == 'muon' else '') + ')' if run else UNKNOWN),
+        ('schedule',
+         f"{run['schedule']}: {run['warmup_iters']} warmup steps, down to {run['min_lr']:g}" if run else UNKNOWN),
         ('batch', f'{batch} windows of {window} tokens ({batch * window:,} tokens) a step' if batch else UNKNOWN),
         ('steps', number(checkpoint.get('iter_num'))),
         ('precision', checkpoint.get('precision') or UNKNOWN),
@@ -186,11 +226,14 @@ def subset_fact(subset, records):
         return UNKNOWN
     if not subset:
         return 'none (every record of the files, but for the rules above)'
-    listed = subset.get('keep_pmids_listed')  # a list of PMIDs: its file's name and how many it lists (meta has its hash)
-    options = ' '.join(f"--{k}={folder_name(v) + (f' ({listed:,} PMIDs)' if listed is not None else '') if k == 'keep_pmids' else v}"
-                       for k, v in subset.items() if k not in ('keep_pmids_listed', 'keep_pmids_blake2b'))
+    listed = subset.get(
+        'keep_pmids_listed')  # a list of PMIDs: its file's name and how many it lists (meta has its hash)
+    options = ' '.join(
+        f"--{k}={folder_name(v) + (f' ({listed:,} PMIDs)' if listed is not None else '') if k == 'keep_pmids' else v}"
+        for k, v in subset.items() if k not in ('keep_pmids_listed', 'keep_pmids_blake2b'))
     dropped = [(records.get(rule), what) for rule, what in SUBSET_RULES if records.get(rule) is not None]
-    return f"{options}: {number(sum(n for n, _ in dropped))} records dropped ({', '.join(f'{number(n)} {what}' for n, what in dropped)})"
+    each = ', '.join(f'{number(n)} {what}' for n, what in dropped)
+    return f"{options}: {number(sum(n for n, _ in dropped))} records dropped ({each})"
 
 
 def folder_name(path):
@@ -206,17 +249,19 @@ def card(checkpoint, name, architecture, pubmedqa=None):
     """The README.md text of an export of `checkpoint` named `name` as `architecture` (a model_type)."""
     origin, last = checkpoint.get('origin'), checkpoint.get('last_eval')
     continued = origin and origin.get('from') != 'scratch'
-    start = (UNKNOWN if not origin else 'trained from scratch' if not continued else
-             f"continued from {origin.get('hub_id') or origin.get('name')}")
+    start = (UNKNOWN if not origin else 'trained from scratch'
+             if not continued else f"continued from {origin.get('hub_id') or origin.get('name')}")
     intro = start if origin else 'trained from weights the checkpoint does not record'
     header = hub_header(name, origin, checkpoint.get('data') or {}, last, pubmedqa)
     rows = model_and_data_rows(checkpoint, architecture, start)
-    evaluation = [('val loss', number(last and last['val_loss']), ''), ('val bits per byte', number(last and last['val_bpb']), '')]
+    evaluation = [('val loss', number(last and last['val_loss']), ''),
+                  ('val bits per byte', number(last and last['val_bpb']), '')]
     if pubmedqa:
         evaluation += [('PubMedQA accuracy', number(pubmedqa['accuracy']), number(pubmedqa['majority_accuracy'])),
                        ('PubMedQA macro-F1', number(pubmedqa['macro_f1']), number(pubmedqa['majority_macro_f1']))]
     else:
-        evaluation += [('PubMedQA', 'not evaluated (train.py --eval_pubmedqa=True, or pubmedqa.py --out_json= and export_hf.py '
+        evaluation += [('PubMedQA',
+                        'not evaluated (train.py --eval_pubmedqa=True, or pubmedqa.py --out_json= and export_hf.py '
                         '--pubmedqa_json=)', '')]
     table = lambda head, lines: '\n'.join([head, '|' + '---|' * head.count('|', 1)] + lines)
     return f"""---
@@ -234,8 +279,8 @@ figure below is what the checkpoint and its data folder recorded.
 
 ## Evaluation
 
-{f"The held-out figures are of step {last['iter']:,}. " if last else ''}The majority class answers every PubMedQA question
-with the test set's commonest label.
+{f"The held-out figures are of step {last['iter']:,}. " if last else ''}The majority class answers every PubMedQA
+question with the test set's commonest label.
 
 {table('| | this model | majority class |', [f'| {k} | {v} | {b} |' for k, v, b in evaluation])}
 

@@ -67,11 +67,12 @@ class Muon(torch.optim.Optimizer):
                 buf = state['momentum_buffer']
                 buf.lerp_(p.grad, 1 - momentum)
                 update = p.grad.lerp(buf, momentum) if group['nesterov'] else buf
-                if isinstance(update, DTensor):  # FSDP: gather the whole matrix, orthogonalise it, keep this rank's rows
+                if isinstance(update,
+                              DTensor):  # FSDP: gather the whole matrix, orthogonalise it, keep this rank's rows
                     whole = orthogonalize(update.full_tensor(), group['ns_steps'])
                     update = distribute_tensor(whole, update.device_mesh, update.placements, src_data_rank=None)
                 else:
                     update = orthogonalize(update, group['ns_steps'])
                 p.mul_(1 - lr * group['weight_decay'])
-                p.add_(update, alpha=-lr * max(1.0, p.size(0) / p.size(1)) ** 0.5)
+                p.add_(update, alpha=-lr * max(1.0, p.size(0) / p.size(1))**0.5)
         return loss

@@ -42,8 +42,9 @@ def parallelize(raw_model, parallel, device, ptdtype, compiled=False, cpu_offloa
         dist.all_reduce(from_rank0)
         mixed = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) \
             if ptdtype == torch.bfloat16 else MixedPrecisionPolicy()
-        options = dict(mp_policy=mixed, offload_policy=CPUOffloadPolicy(pin_memory=device.type == 'cuda')
-                       if cpu_offload else OffloadPolicy())
+        options = dict(
+            mp_policy=mixed,
+            offload_policy=CPUOffloadPolicy(pin_memory=device.type == 'cuda') if cpu_offload else OffloadPolicy())
         for block in raw_model.transformer.h:
             if compiled:
                 block.compile()
@@ -52,7 +53,8 @@ def parallelize(raw_model, parallel, device, ptdtype, compiled=False, cpu_offloa
         if weightless:  # offloaded shards live in CPU memory (as torchtitan initialises them)
             raw_model.materialize('cpu' if cpu_offload else device)
         if from_rank0.item():
-            set_model_state_dict(raw_model, whole, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+            set_model_state_dict(raw_model, whole, options=StateDictOptions(full_state_dict=True,
+                                                                            broadcast_from_rank0=True))
         return raw_model
     raw_model.materialize(device) if weightless else raw_model.to(device)
     model = torch.compile(raw_model) if compiled else raw_model
@@ -93,8 +95,10 @@ def stall_report(error, timeout):
         store.set(f'pubmed-gpt/timed_out/{rank}', '1')
         time.sleep(2)  # the other waiting ranks time out at about the same moment
         stalled = [r for r in range(world) if not store.check([f'pubmed-gpt/timed_out/{r}'])]
-        last = {r: store.get(f'pubmed-gpt/iter/{r}').decode() if store.check([f'pubmed-gpt/iter/{r}']) else 'none'
-                for r in stalled}
+        last = {
+            r: store.get(f'pubmed-gpt/iter/{r}').decode() if store.check([f'pubmed-gpt/iter/{r}']) else 'none'
+            for r in stalled
+        }
         who = ', '.join(f'rank {r} (its last step: iter {last[r]})' for r in stalled) or 'none found'
     except Exception:
         who = 'unknown (torchrun\'s store is not reachable)'

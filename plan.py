@@ -3,7 +3,8 @@ Memory per GPU of a training run, before it starts: weights, gradients, optimize
 activations under DDP and FSDP, with and without activation checkpointing, and whether it fits.
 
     python train.py config/finetune_1b_fsdp.py --init_from=models/llama-3.2-1b --plan=True
-    python plan.py              # docs/scale.md's table: 124M to 8B on 8 x 80 GB GPUs (--gpus, --gpu_gb, --micro_batch, --block_size)
+    # docs/scale.md's table: 124M to 8B on 8 x 80 GB GPUs (--gpus, --gpu_gb, --micro_batch, --block_size)
+    python plan.py
 
 Estimates from the shapes, in bytes per GPU (P parameters, W processes, t tokens per micro-batch):
   - state: fp32 weights 4P, fp32 gradients 4P, AdamW's two moments 8P (Muon: one 4-byte buffer per
@@ -96,7 +97,8 @@ def print_run_plan(opts, world):
         resumed = read_fields(latest_checkpoint(opts.out_dir, opts.parallel)) if opts.init_from == 'resume' else None
         config = model_config(opts, vocab, resumed)
     except CheckpointError as e:
-        fail(f'plan: no checkpoint to resume from in {opts.out_dir} ({first_line(e)})' if opts.init_from == 'resume' else f'plan: {e}')
+        fail(f'plan: no checkpoint to resume from in {opts.out_dir} ({first_line(e)})' if opts.init_from ==
+             'resume' else f'plan: {e}')
     if opts.block_size and config.pos == 'rotary':  # activations are those of the training window
         config = dataclasses.replace(config, block_size=opts.block_size)
     try:
@@ -115,8 +117,10 @@ def report(config, micro_batch, world, gpu_gb, bf16=True, optimizer='adamw'):
     """The plan as lines of text: one per parallel x activation checkpointing."""
     P = parameter_counts(config)[0]
     size = f'{P / 1e9:.3g}B' if P >= 1e9 else f'{P / 1e6:.3g}M'
-    lines = [f'memory plan: {size} parameters, {micro_batch} x {config.block_size} tokens per micro-batch, '
-             f'{world} GPU(s) of {gpu_gb:g} GB, {"bf16" if bf16 else "fp32"}, {optimizer} (GB per GPU, estimates: plan.py)']
+    lines = [
+        f'memory plan: {size} parameters, {micro_batch} x {config.block_size} tokens per micro-batch, '
+        f'{world} GPU(s) of {gpu_gb:g} GB, {"bf16" if bf16 else "fp32"}, {optimizer} (GB per GPU, estimates: plan.py)'
+    ]
     for (parallel, checkpointing), p in estimate(config, micro_batch, world, bf16, optimizer).items():
         lines.append(f"  {parallel:4} {'activation_checkpointing' if checkpointing else '':24} "
                      f"state {p['state'] / GB:7.1f}  working weights {p['working'] / GB:6.1f}  activations "
@@ -131,8 +135,10 @@ def table(micro_batch=8, block_size=2048, world=8, gpu_gb=80):
     for name, shape in SHAPES.items():
         config = GPTConfig(block_size=block_size, **({} if 'GPT-2' in name else LLAMA), **shape)
         plans = estimate(config, micro_batch, world)
-        cells = [f"{p['total'] / GB:.1f} GB{'' if fits(p['total'], gpu_gb * GB) else ' ✗'}"
-                 for p in (plans['ddp', False], plans['ddp', True], plans['fsdp', False], plans['fsdp', True])]
+        cells = [
+            f"{p['total'] / GB:.1f} GB{'' if fits(p['total'], gpu_gb * GB) else ' ✗'}"
+            for p in (plans['ddp', False], plans['ddp', True], plans['fsdp', False], plans['fsdp', True])
+        ]
         rows.append(f'| {name} | {parameter_counts(config)[0] / 1e9:.2f}B | ' + ' | '.join(cells) + ' |')
     return (f'GB per GPU, {world} x {gpu_gb:g} GB, micro-batch {micro_batch} x {block_size} tokens, bf16, AdamW '
             f'(✗: does not fit in 90% of the GPU)\n\n' + '\n'.join(rows))
@@ -140,11 +146,13 @@ def table(micro_batch=8, block_size=2048, world=8, gpu_gb=80):
 
 if __name__ == '__main__':
     from configurator import Option, configure, positive
+    # yapf: disable (a table: its comments aligned)
     OPTIONS = {  # python plan.py: docs/scale.md's table for
         'micro_batch': Option(8, positive),     # windows per GPU per micro-step
         'block_size': Option(2048, positive),   # tokens per window
         'gpus': Option(8, positive),            # processes the model is spread over
         'gpu_gb': Option(80.0, positive),       # memory of each
     }
+    # yapf: enable
     o = configure(OPTIONS)
     print(table(o['micro_batch'], o['block_size'], o['gpus'], o['gpu_gb']))

@@ -23,17 +23,20 @@ from configurator import Option, at_least, configure
 
 REPO = Path(__file__).resolve().parent
 sys.path.insert(0, str(REPO / 'evals' / 'pubmedqa'))
-from pubmedqa_data import LABELS, find_pubmedqa, official_test_split  # noqa: E402
+from pubmedqa_data import LABELS, find_pubmedqa, official_test_split
 
+# yapf: disable (a table: its comments aligned)
 OPTIONS = {
     'ckpt': 'out/ckpt.pt',        # the checkpoint to evaluate (exported to a temporary folder)
     'hf': '',                     # or an exported Hugging Face folder (wins over ckpt)
-    'pubmedqa': '',               # folder of ori_pqal.json + test_ground_truth.json; '' = $PUBMEDQA_DIR, data/pubmedqa, ../shared
+    'pubmedqa': '',               # folder of ori_pqal.json + test_ground_truth.json; '' = $PUBMEDQA_DIR, data/pubmedqa,
+                                  # ../shared
     'batch_size': Option(16, at_least(1)),  # questions per forward pass
     'device': 'auto',             # 'auto' (cuda if present), 'cpu', 'cuda', 'cuda:1'
     'limit': Option(0, at_least(0)),  # only N test questions, spread over the split to keep its label mix (0 = all 500)
     'out_json': '',               # also write the figures and every question's log-likelihoods here
 }
+# yapf: enable
 
 
 def macro_f1(golds, preds):
@@ -56,22 +59,35 @@ def evaluate_folder(folder, pubmedqa_dir=None, batch_size=16, device='cpu', limi
         config = json.load(f)
     context = config.get('max_position_embeddings') or config.get('n_positions')
     if context and context < 1024:  # most prompts are longer: lm-eval keeps their ends, and warns for each one
-        print(f'note: the model reads {context} tokens; lm-eval keeps the last {context} of each prompt (the question '
-              'and the end of the abstract)', file=sys.stderr)
+        print(
+            f'note: the model reads {context} tokens; lm-eval keeps the last {context} of each prompt (the question '
+            'and the end of the abstract)', file=sys.stderr)
         logging.getLogger('lm_eval.models.huggingface').setLevel(logging.ERROR)
     # the folder goes to the task through its TaskManager: lm-eval hands `metadata=` only to one it makes itself
-    tasks = TaskManager(include_path=str(REPO / 'evals' / 'pubmedqa'), metadata={'pubmedqa_dir': str(data), 'questions': limit})
-    out = simple_evaluate(model=language_model(folder, batch_size, device), tasks=['pubmedqa_local'], task_manager=tasks,
-                          log_samples=True)
-    items = [{'pmid': s['doc']['pmid'], 'gold': LABELS.index(s['doc']['final_decision']),
-              'loglikelihoods': [r[0] for r in s['filtered_resps']]} for s in out['samples']['pubmedqa_local']]
+    tasks = TaskManager(include_path=str(REPO / 'evals' / 'pubmedqa'), metadata={
+        'pubmedqa_dir': str(data),
+        'questions': limit
+    })
+    out = simple_evaluate(model=language_model(folder, batch_size, device), tasks=['pubmedqa_local'],
+                          task_manager=tasks, log_samples=True)
+    items = [{
+        'pmid': s['doc']['pmid'],
+        'gold': LABELS.index(s['doc']['final_decision']),
+        'loglikelihoods': [r[0] for r in s['filtered_resps']]
+    } for s in out['samples']['pubmedqa_local']]
     golds = [i['gold'] for i in items]
     preds = [max(range(len(LABELS)), key=lambda k: i['loglikelihoods'][k]) for i in items]
     majority = max(range(len(LABELS)), key=golds.count)
-    return {'questions': len(items), 'accuracy': out['results']['pubmedqa_local']['acc,none'],
-            'macro_f1': macro_f1(golds, preds), 'majority_label': LABELS[majority],
-            'majority_accuracy': golds.count(majority) / len(golds),
-            'majority_macro_f1': macro_f1(golds, [majority] * len(golds)), 'pubmedqa_dir': str(data), 'items': items}
+    return {
+        'questions': len(items),
+        'accuracy': out['results']['pubmedqa_local']['acc,none'],
+        'macro_f1': macro_f1(golds, preds),
+        'majority_label': LABELS[majority],
+        'majority_accuracy': golds.count(majority) / len(golds),
+        'majority_macro_f1': macro_f1(golds, [majority] * len(golds)),
+        'pubmedqa_dir': str(data),
+        'items': items
+    }
 
 
 def language_model(folder, batch_size, device):
@@ -109,8 +125,10 @@ def check_model_folder(folder):
 
 
 def summary(r):
-    return (f"PubMedQA (PQA-L test, {r['questions']} questions): accuracy {r['accuracy']:.4f}, macro-F1 {r['macro_f1']:.4f}; "
-            f"majority class '{r['majority_label']}': accuracy {r['majority_accuracy']:.4f}, macro-F1 {r['majority_macro_f1']:.4f}")
+    return (f"PubMedQA (PQA-L test, {r['questions']} questions): accuracy {r['accuracy']:.4f}, macro-F1 "
+            f"{r['macro_f1']:.4f}; "
+            f"majority class '{r['majority_label']}': accuracy {r['majority_accuracy']:.4f}, macro-F1 "
+            f"{r['majority_macro_f1']:.4f}")
 
 
 def main():

@@ -49,9 +49,10 @@ def model_config(opts, vocab_size, resumed=None):
 
 def optimizers_of(model, options, device_type):
     """The optimizers a run with these options ({train.py option: value}, a checkpoint's config) trains with."""
-    return model.configure_optimizers(options['weight_decay'], options['learning_rate'], (options['beta1'], options['beta2']),
-                                      device_type, optimizer=options.get('optimizer', 'adamw'),
-                                      muon_lr=options.get('muon_lr', 0.02), muon_momentum=options.get('muon_momentum', 0.95))
+    return model.configure_optimizers(options['weight_decay'], options['learning_rate'],
+                                      (options['beta1'], options['beta2']), device_type,
+                                      optimizer=options.get('optimizer', 'adamw'), muon_lr=options.get('muon_lr', 0.02),
+                                      muon_momentum=options.get('muon_momentum', 0.95))
 
 
 def parse(defaults, argv=None):
@@ -83,9 +84,10 @@ def with_resumed_run(opts, given):
     changed = sorted(k for k in kept if k in given and opts[k] != kept[k])
     breaking = [k for k in changed if k in EXACT_RESUME_KEYS]
     if breaking and not opts['allow_config_change']:
-        fail(f"{', '.join(f'--{k}={opts[k]!r}' for k in breaking)}: the run in {opts['out_dir']} has "
-             f"{', '.join(f'{k}={kept[k]!r}' for k in breaking)}; resuming with another would not continue its data "
-             'stream exactly (leave it out, or pass --allow_config_change=True)', 2)
+        fail(
+            f"{', '.join(f'--{k}={opts[k]!r}' for k in breaking)}: the run in {opts['out_dir']} has "
+            f"{', '.join(f'{k}={kept[k]!r}' for k in breaking)}; resuming with another would not continue its data "
+            'stream exactly (leave it out, or pass --allow_config_change=True)', 2)
     for k in changed:
         if k in MODEL_DEFAULTS:
             print(f"note: ignoring --{k}={opts[k]!r}: resuming keeps the checkpoint's model ({k}={kept[k]!r})")
@@ -100,8 +102,9 @@ def check(opts):
     o = vars(opts)
     if opts.init_from not in ('scratch', 'resume', *GPT2_NAMES):
         if not os.path.isdir(opts.init_from):
-            fail(f"init_from={opts.init_from!r}: expected scratch, resume, {', '.join(GPT2_NAMES)} "
-                 f"or a Hugging Face model folder", 2)
+            fail(
+                f"init_from={opts.init_from!r}: expected scratch, resume, {', '.join(GPT2_NAMES)} "
+                f"or a Hugging Face model folder", 2)
         if not os.path.isfile(os.path.join(opts.init_from, 'config.json')):
             fail(f"init_from={opts.init_from!r}: not a Hugging Face model folder (it has no config.json)", 2)
     if opts.fast_dev_run and (opts.init_from == 'resume' or opts.eval_only):
@@ -123,7 +126,8 @@ def check(opts):
     problems = [(opts.parallel == 'fsdp' and opts.dtype == 'float16', 'dtype=float16 with parallel=fsdp: use bfloat16 '
                  '(float16 needs a gradient scaler, which is wired for DDP only)'),
                 (opts.cpu_offload and opts.parallel != 'fsdp', 'cpu_offload=True: only with parallel=fsdp'),
-                (os.path.exists(opts.out_dir) and not os.path.isdir(opts.out_dir), f'out_dir={opts.out_dir}: is a file'),
+                (os.path.exists(opts.out_dir) and
+                 not os.path.isdir(opts.out_dir), f'out_dir={opts.out_dir}: is a file'),
                 (not writable_folder(opts.out_dir), f'out_dir={opts.out_dir}: cannot create or write to it')]
     for bad, message in problems:
         if bad:

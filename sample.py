@@ -18,6 +18,7 @@ from common import DTYPES, DeviceError, fail, precision, resolve_device
 from configurator import Option, at_least, configure, one_of
 from tokenizer import encoding_from_spec, eot_id
 
+
 def greedy_or_not_tiny(v):
     return None if v == 0 or v >= 1e-4 else 'must be 0 (greedy) or at least 1e-4 (below, logits / temperature overflow)'
 
@@ -26,10 +27,12 @@ def in_unit_interval(v):
     return None if 0 < v <= 1 else 'must be in (0, 1]'
 
 
+# yapf: disable (a table: its comments aligned)
 OPTIONS = {
     'out_dir': 'out',             # the run whose ckpt.pt (or ckpt.dcp) to sample, unless --ckpt
     'ckpt': '',                   # checkpoint file (or sharded folder NAME.dcp); '' = out_dir's ckpt.pt or ckpt.dcp
-    'prompt': '',                 # the text to continue, or FILE:path.txt; '' = start from <|endoftext|> (the start of a document)
+    'prompt': '',                 # the text to continue, or FILE:path.txt; '' = start from <|endoftext|> (the start of
+                                  # a document)
     'num_samples': Option(1, at_least(1)),  # samples, generated as one batch (the first streams)
     'max_new_tokens': Option(200, at_least(0)),  # tokens to generate after the prompt
     'temperature': Option(0.8, greedy_or_not_tiny),  # 0 = greedy
@@ -37,10 +40,12 @@ OPTIONS = {
     'top_p': Option(1.0, in_unit_interval),  # nucleus: the smallest set of tokens reaching this probability; 1.0 = off
     'seed': 1337,                 # the same seed gives the same samples
     'device': 'auto',             # 'auto' (cuda if present), 'cpu', 'cuda', 'cuda:1', 'mps'
-    'dtype': Option('auto', one_of(*DTYPES)),  # 'auto' (bf16 if supported, else fp16 on GPU; fp32 elsewhere), 'float32',
+    'dtype': Option('auto', one_of(*DTYPES)),  # 'auto' (bf16 if supported, else fp16 on GPU; fp32 elsewhere),
+                                               # 'float32',
                                                # 'bfloat16', 'float16'
     'stop_at_eot': True,          # a sample ends at <|endoftext|>
 }
+# yapf: enable
 SEPARATOR = '\n' + '-' * 40 + '\n'
 
 
@@ -79,8 +84,9 @@ def main():
         ids = ids[-block:]
         text = enc.decode(ids)
     if len(ids) + c['max_new_tokens'] > block:
-        print(f'note: generating past the context of {block} tokens: the window slides by half a context '
-              f'once it is full', file=sys.stderr)
+        print(
+            f'note: generating past the context of {block} tokens: the window slides by half a context '
+            f'once it is full', file=sys.stderr)
 
     generator = torch.Generator(dev).manual_seed(c['seed'])
     x = torch.tensor([ids] * c['num_samples'], dtype=torch.long, device=dev)

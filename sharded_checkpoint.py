@@ -51,7 +51,7 @@ def save_sharded(path, model, optimizers, fields):
             warnings.filterwarnings('ignore', 'torch.distributed is disabled')
             dcp.save({'model': model_state, 'optimizer': optimizer_state}, checkpoint_id=tmp)
     except BaseException as e:  # dcp gathers every rank's exceptions into a BaseException
-        full = disk_full_message(tmp, next(iter(getattr(e, 'failures', {}).values()), (e,))[0])
+        full = disk_full_message(tmp, next(iter(getattr(e, 'failures', {}).values()), (e, ))[0])
         if full:
             raise DiskFullError(f'{full}; nothing was replaced') from e
         raise
@@ -77,7 +77,8 @@ def load_sharded(path, model, optimizers=()):
     processes or whole on one, from the folder, read as data (DataReader, DataLoadPlanner). CheckpointError, on every
     rank, when its shards do not fit or their weights are not all finite."""
     from torch.distributed.checkpoint.api import CheckpointException
-    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_state_dict, set_model_state_dict, set_state_dict
+    from torch.distributed.checkpoint.state_dict import (get_model_state_dict, get_state_dict, set_model_state_dict,
+                                                         set_state_dict)
     folder = sharded_folder(path)
     if optimizers:
         model_state, optimizer_state = get_state_dict(model, optimizers)
@@ -91,7 +92,7 @@ def load_sharded(path, model, optimizers=()):
         else:
             set_model_state_dict(model, state['model'])
     except (Exception, CheckpointException) as e:  # dcp gathers every rank's exceptions into a BaseException
-        cause = next(iter(getattr(e, 'failures', {}).values()), (e,))[0]  # the first rank's
+        cause = next(iter(getattr(e, 'failures', {}).values()), (e, ))[0]  # the first rank's
         if isinstance(cause, CheckpointError):  # read_sharded_metadata's, through DataReader
             raise cause
         if isinstance(cause, pickle.UnpicklingError):
@@ -117,11 +118,12 @@ def agreed_finite(state_dict):
 # A sharded checkpoint's .metadata is a pickle, and dcp reads it (and the optimizer's non-tensor values) with plain
 # pickle / torch.load(weights_only=False): a folder from someone else could run code. Read both as data instead.
 DCP_METADATA = 'torch.distributed.checkpoint.metadata'
-DCP_CLASSES = {(DCP_METADATA, name) for name in ('Metadata', 'MetadataIndex', 'StorageMeta', 'TensorProperties',
-                                                 'TensorStorageMetadata', 'BytesStorageMetadata', 'ChunkStorageMetadata',
-                                                 '_MEM_FORMAT_ENCODING')} | {
-    ('torch.distributed.checkpoint.filesystem', '_StorageInfo'), ('torch', 'Size'), ('torch.serialization', '_get_layout'),
-    ('pathlib', 'PosixPath'), ('pathlib', 'WindowsPath'), ('pathlib', 'PurePosixPath'), ('pathlib', 'PureWindowsPath')}
+DCP_CLASSES = {(DCP_METADATA, name)
+               for name in ('Metadata', 'MetadataIndex', 'StorageMeta', 'TensorProperties', 'TensorStorageMetadata',
+                            'BytesStorageMetadata', 'ChunkStorageMetadata', '_MEM_FORMAT_ENCODING')
+               } | {('torch.distributed.checkpoint.filesystem', '_StorageInfo'), ('torch', 'Size'),
+                    ('torch.serialization', '_get_layout'), ('pathlib', 'PosixPath'), ('pathlib', 'WindowsPath'),
+                    ('pathlib', 'PurePosixPath'), ('pathlib', 'PureWindowsPath')}
 
 
 class DcpMetadataUnpickler(pickle.Unpickler):
@@ -154,8 +156,8 @@ def read_sharded_metadata(folder):
     ends = {}
     for info in metadata.storage_data.values():
         name, offset, length = (getattr(info, k, None) for k in ('relative_path', 'offset', 'length'))
-        if not (isinstance(name, str) and name == os.path.basename(name) and name not in ('', '.', '..')
-                and isinstance(offset, int) and isinstance(length, int) and min(offset, length) >= 0):
+        if not (isinstance(name, str) and name == os.path.basename(name) and name not in ('', '.', '..') and
+                isinstance(offset, int) and isinstance(length, int) and min(offset, length) >= 0):
             raise CheckpointError(f'{folder}/.metadata: names a shard {name!r} that is not a file of the folder')
         ends[name] = max(ends.get(name, 0), offset + length)
     for name, end in sorted(ends.items()):
@@ -163,7 +165,8 @@ def read_sharded_metadata(folder):
         if not os.path.isfile(shard):
             raise CheckpointError(f'{folder}: the shard {name} is missing (an incomplete copy?)')
         if os.path.getsize(shard) < end:
-            raise CheckpointError(f'{folder}: the shard {name} is cut short ({os.path.getsize(shard):,} bytes of {end:,})')
+            raise CheckpointError(
+                f'{folder}: the shard {name} is cut short ({os.path.getsize(shard):,} bytes of {end:,})')
     for index, info in metadata.storage_data.items():
         if isinstance(metadata.state_dict_metadata.get(getattr(index, 'fqn', None)), BytesStorageMetadata):
             check_plain_data(folder, info)
@@ -195,6 +198,7 @@ def load_as_data(state, folder):
     from torch.distributed.checkpoint.metadata import StorageMeta
 
     class DataReader(dcp.FileSystemReader):
+
         def read_metadata(self, *args, **kwargs):
             metadata = read_sharded_metadata(str(self.path))
             metadata.storage_meta = metadata.storage_meta or StorageMeta()

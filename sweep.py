@@ -37,9 +37,11 @@ from common import fail
 from configurator import Option, at_least, configure, one_of
 
 REPO = os.path.dirname(os.path.abspath(__file__))
+# yapf: disable (a table: its comments aligned)
 OPTIONS = {
     'sweep_dir': '',          # where each point's run goes ('' = sweeps/<config file's name>)
-    'launcher': Option('local', one_of('local', 'slurm')),  # 'local' (one run after another, here) or 'slurm' (a job array)
+    'launcher': Option('local', one_of('local', 'slurm')),  # 'local' (one run after another, here) or 'slurm' (a job
+                                                            # array)
     'submit': False,          # slurm: also submit the script with sbatch (else it is written, and the command printed)
     'gpus_per_task': Option(1, at_least(1)),  # slurm: GPUs (torchrun processes) of each array task
     'grid': '',               # a file of JSON lines, one option set per line ({"learning_rate": 3e-3, "n_layer": 6})
@@ -48,10 +50,11 @@ OPTIONS = {
                               # arguments (else a sweep of the same arguments adds its points, one of others is refused)
     'task': -1,               # (what sweep.sbatch runs) run point TASK of --sweep_dir's sweep.json here, with torchrun
 }
-SPEC = 'sweep.json'           # in the sweep's folder: train.py's arguments, the points and their folders
-STARTED = 'sweep_args.json'   # in a point's folder once its run started: the arguments it started with
-DONE = 'sweep_done.json'      # in a point's folder once its run exited 0: the same, and its time
-NAME_BYTES = 100              # the readable part of a point's folder name, at most (a filesystem allows 255)
+# yapf: enable
+SPEC = 'sweep.json'  # in the sweep's folder: train.py's arguments, the points and their folders
+STARTED = 'sweep_args.json'  # in a point's folder once its run started: the arguments it started with
+DONE = 'sweep_done.json'  # in a point's folder once its run exited 0: the same, and its time
+NAME_BYTES = 100  # the readable part of a point's folder name, at most (a filesystem allows 255)
 NUMBERS = ('iter', 'tokens', 'train_seconds', 'loss', 'val_loss', 'val_bpb', 'accuracy', 'macro_f1')  # in metrics.jsonl
 NEEDED = {'eval': ('train_seconds', 'val_loss', 'val_bpb')}  # what --collect reads from a record of that kind
 
@@ -93,7 +96,8 @@ def grid_points(sweeps, grid_file):
         bad = next((k for k in point if not re.fullmatch(r'\w+', k, re.ASCII)), None)
         if bad is not None:
             fail(f'grid point {name_of(point)}: {bad!r} is not an option name', 2)
-        for key, why in (('out_dir', "is the point's folder in --sweep_dir"), ('overwrite', "is the sweep's (sweep.py --overwrite)")):
+        for key, why in (('out_dir', "is the point's folder in --sweep_dir"),
+                         ('overwrite', "is the sweep's (sweep.py --overwrite)")):
             if key in point:
                 fail(f'grid point {name_of(point)}: {key} {why}: not a grid option', 2)
         if any('\0' in v for v in point.values()):
@@ -122,7 +126,9 @@ def read_grid(path):
         except ValueError as e:
             fail(f'--grid={path}, line {n}: not JSON ({e})', 2)
         if not isinstance(options, dict) or not options:
-            fail(f'--grid={path}, line {n}: expected an object of options, e.g. {{"learning_rate": 3e-3, "n_layer": 6}}', 2)
+            fail(
+                f'--grid={path}, line {n}: expected an object of options, e.g. {{"learning_rate": 3e-3, "n_layer": 6}}',
+                2)
         for key, value in options.items():
             if value is None or not isinstance(value, (str, int, float)):
                 fail(f'--grid={path}, line {n}: {key}={json.dumps(value)}: expected a string, a number or a boolean', 2)
@@ -153,17 +159,20 @@ def point_args(point, rest):
 def identity(args):
     """What makes a run the one these arguments ask for: the arguments, and the content (sha256) of the config files
     among them (a config file edited since is another run)."""
+
     def digest(path):
         try:
             with open(path, 'rb') as f:
                 return hashlib.sha256(f.read()).hexdigest()
         except OSError:
             return None
+
     return {'args': list(args), 'config_files': {a: digest(a) for a in args if not a.startswith('--')}}
 
 
 def same_run(record, me):
-    return isinstance(record, dict) and record.get('args') == me['args'] and record.get('config_files') == me['config_files']
+    return isinstance(record,
+                      dict) and record.get('args') == me['args'] and record.get('config_files') == me['config_files']
 
 
 def differences(there, me):
@@ -174,8 +183,10 @@ def differences(there, me):
     text = [f'{shown(gone)} there, {shown(added)} here'] if gone or added else []
     if not text and there.get('args') != me['args']:
         text.append('the same arguments in another order')
-    text += [f'{path} changed since' for path, digest in me['config_files'].items()
-             if (there.get('config_files') or {}).get(path, digest) != digest]
+    text += [
+        f'{path} changed since' for path, digest in me['config_files'].items()
+        if (there.get('config_files') or {}).get(path, digest) != digest
+    ]
     return '; '.join(text) or 'recorded otherwise'
 
 
@@ -201,7 +212,8 @@ def other_run(out_dir, me):
     started = read_record(out_dir, STARTED)
     if same_run(started, me):
         return None
-    why = f'other train.py arguments ({differences(started, me)})' if started else 'train.py arguments it does not record'
+    why = (f'other train.py arguments ({differences(started, me)})'
+           if started else 'train.py arguments it does not record')
     return f'{out_dir} holds a run of {why}: use another --sweep_dir, or --overwrite=True to replace it'
 
 
@@ -214,9 +226,12 @@ def check_points(points, sweep_dir, rest):
             with redirect_stderr(err), redirect_stdout(io.StringIO()):
                 opts = train.options([*point_args(point, rest), f'--out_dir={os.path.join(sweep_dir, name_of(point))}'])
         except SystemExit:
-            fail(f"grid point {name_of(point)}: {err.getvalue().strip().removeprefix('error: ')}".replace('\n', '\\n'), 2)
+            fail(f"grid point {name_of(point)}: {err.getvalue().strip().removeprefix('error: ')}".replace('\n', '\\n'),
+                 2)
         if opts.init_from == 'resume':
-            fail(f'grid point {name_of(point)}: init_from=resume: a sweep resumes its own runs; give the model to start from', 2)
+            fail(
+                f'grid point {name_of(point)}: init_from=resume: a sweep resumes its own runs; give the model to start '
+                'from', 2)
 
 
 def check_sweep_dir(sweep_dir):
@@ -234,12 +249,15 @@ def sweep_points(sweep_dir, rest, points, overwrite):
         return points
     spec = read_spec(sweep_dir)
     if 'folders' not in spec:
-        fail(f'{os.path.join(sweep_dir, SPEC)}: a sweep of an older sweep.py (its folders are named otherwise): use '
-             'another --sweep_dir, or --overwrite=True to replace it', 2)
+        fail(
+            f'{os.path.join(sweep_dir, SPEC)}: a sweep of an older sweep.py (its folders are named otherwise): use '
+            'another --sweep_dir, or --overwrite=True to replace it', 2)
     there, me = {'args': spec['train_args'], 'config_files': spec.get('config_files', {})}, identity(rest)
     if not same_run(there, me):
-        fail(f'{sweep_dir} holds a sweep of other train.py arguments ({differences(there, me)}): use another --sweep_dir, '
-             'or --overwrite=True to replace it', 2)
+        fail(
+            f'{sweep_dir} holds a sweep of other train.py arguments ({differences(there, me)}): use another '
+            '--sweep_dir, '
+            'or --overwrite=True to replace it', 2)
     return spec['points'] + [p for p in points if p not in spec['points']]
 
 
@@ -266,7 +284,8 @@ def spec_problem(spec):
         return 'not a JSON object'
     if not isinstance(spec.get('train_args'), list) or not texts(spec['train_args']):
         return 'train_args: expected a list of texts'
-    if not isinstance(spec.get('points'), list) or not all(isinstance(p, dict) and p and texts(p.values()) for p in spec['points']):
+    if not isinstance(spec.get('points'), list) or not all(
+            isinstance(p, dict) and p and texts(p.values()) for p in spec['points']):
         return 'points: expected a list of objects of option values (texts)'
     if 'folders' in spec and spec['folders'] != [name_of(p) for p in spec['points']]:
         return "folders: not its points' folders (edited by hand?)"
@@ -276,8 +295,9 @@ def spec_problem(spec):
 
 
 def run_point(label, point, sweep_dir, rest, command, overwrite):
-    """One point's run in its folder, its output in train.log there: skipped if it finished with these arguments, resumed
-    from its checkpoint if it started with them, else started (over a run of other arguments only with --overwrite=True).
+    """One point's run in its folder, its output in train.log there: skipped if it finished with these arguments,
+    resumed from its checkpoint if it started with them, else started (over a run of other arguments only with
+    --overwrite=True).
     STARTED is written before it starts, DONE once it exits 0. Returns its exit code."""
     name, out_dir = name_of(point), os.path.join(sweep_dir, name_of(point))
     me = identity(point_args(point, rest))
@@ -300,11 +320,12 @@ def run_point(label, point, sweep_dir, rest, command, overwrite):
     write_json(os.path.join(out_dir, STARTED), {**me, 'point': point})
     t0 = time.time()
     with open(log, 'a') as f:
-        code = subprocess.run([*command, *point_args(point, rest), f'--out_dir={out_dir}', *extra],
-                              stdout=f, stderr=subprocess.STDOUT).returncode
+        code = subprocess.run([*command, *point_args(point, rest), f'--out_dir={out_dir}', *extra], stdout=f,
+                              stderr=subprocess.STDOUT).returncode
     if code:
         with open(log, errors='replace') as f:
-            print(f'{label} {name}: failed (exit {code}); the last lines of its log:\n' + ''.join(f.readlines()[-3:]), file=sys.stderr)
+            print(f'{label} {name}: failed (exit {code}); the last lines of its log:\n' + ''.join(f.readlines()[-3:]),
+                  file=sys.stderr)
         return code
     write_json(os.path.join(out_dir, DONE), {**me, 'point': point, 'seconds': round(time.time() - t0, 1)})
     return 0
@@ -314,7 +335,8 @@ def run_local(points, sweep_dir, rest, overwrite):
     """One run after another; finished ones skipped, cut-short ones resumed. Exit 1 if any failed (named)."""
     failed = []
     for i, point in enumerate(points, 1):
-        if run_point(f'[{i}/{len(points)}]', point, sweep_dir, rest, [sys.executable, os.path.join(REPO, 'train.py')], overwrite):
+        if run_point(f'[{i}/{len(points)}]', point, sweep_dir, rest,
+                     [sys.executable, os.path.join(REPO, 'train.py')], overwrite):
             failed.append(name_of(point))
     if failed:
         fail(f"{len(failed)} of {len(points)} runs failed: {', '.join(failed)} (run the sweep again to retry them)")
@@ -330,9 +352,13 @@ def run_task(own):
     points = spec['points']
     if own['task'] >= len(points):
         fail(f"--task={own['task']}: {os.path.join(own['sweep_dir'], SPEC)} has {len(points)} points", 2)
-    command = [os.environ.get('PYTHON') or sys.executable, '-m', 'torch.distributed.run', '--standalone',
-               f"--nproc_per_node={own['gpus_per_task']}", os.path.join(REPO, 'train.py')]
-    code = run_point(f"task {own['task']}", points[own['task']], own['sweep_dir'], spec['train_args'], command, own['overwrite'])
+    command = [
+        os.environ.get('PYTHON') or sys.executable, '-m', 'torch.distributed.run', '--standalone',
+        f"--nproc_per_node={own['gpus_per_task']}",
+        os.path.join(REPO, 'train.py')
+    ]
+    code = run_point(f"task {own['task']}", points[own['task']], own['sweep_dir'], spec['train_args'], command,
+                     own['overwrite'])
     sys.exit(code)
 
 
@@ -376,9 +402,10 @@ def write_slurm(indices, sweep_dir, gpus, submit, overwrite):
     folder = os.path.abspath(sweep_dir)
     script = os.path.join(folder, 'sweep.sbatch')
     with atomic_write(script, 'w') as f:
-        f.write(SBATCH.format(array=array_spec(indices), gpus=gpus, cwd=shlex.quote(os.getcwd()), python=shlex.quote(sys.executable),
-                              sweep=shlex.quote(os.path.join(REPO, 'sweep.py')), sweep_dir=shlex.quote(folder),
-                              overwrite=' --overwrite=True' if overwrite else ''))
+        f.write(
+            SBATCH.format(array=array_spec(indices), gpus=gpus, cwd=shlex.quote(os.getcwd()),
+                          python=shlex.quote(sys.executable), sweep=shlex.quote(os.path.join(REPO, 'sweep.py')),
+                          sweep_dir=shlex.quote(folder), overwrite=' --overwrite=True' if overwrite else ''))
     command = ['sbatch', f"--output={folder.replace('%', '%%')}/slurm-%A_%a.out", script]  # '%%': a '%' of the path
     if not submit:
         print(f'wrote {script} ({len(indices)} array tasks); submit it with: {shlex.join(command)}')
@@ -424,7 +451,8 @@ def parse_record(line):
     for key in [k for k in dict.fromkeys(needed + NUMBERS) if k in record or k in needed]:
         value = record.get(key)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return None, f"{record['kind']} record: {key}={json.dumps(value) if key in record else '(missing)'}: expected a number"
+            shown = json.dumps(value) if key in record else '(missing)'
+            return None, f"{record['kind']} record: {key}={shown}: expected a number"
     return record, None
 
 
@@ -440,23 +468,33 @@ def collect(sweep_dir):
         name = legacy_name_of(point) if legacy else name_of(point)
         folder, args = os.path.join(sweep_dir, name), point_args(point, spec['train_args'])
         own = legacy or (read_record(folder, STARTED) or {}).get('args') == args
-        done = own and (os.path.exists(os.path.join(folder, DONE)) if legacy else (read_record(folder, DONE) or {}).get('args') == args)
+        done = own and (os.path.exists(os.path.join(folder, DONE)) if legacy else
+                        (read_record(folder, DONE) or {}).get('args') == args)
         path = os.path.join(folder, 'metrics.jsonl')
         records = read_metrics(path) if own and os.path.exists(path) else []
         evals = [r for r in records if r['kind'] == 'eval']
-        last = next((r for r in reversed(records) if r['kind'] in ('train', 'eval')), {})  # a PubMedQA record has no time
+        last = next((r for r in reversed(records) if r['kind'] in ('train', 'eval')),
+                    {})  # a PubMedQA record has no time
         pubmedqa = next((r for r in reversed(records) if r['kind'] == 'pubmedqa'), {})
-        rows.append({**{k: point.get(k, '') for k in keys},
-                     'status': 'done' if done else 'partial' if records else 'not run',
-                     'val_loss': evals[-1]['val_loss'] if evals else None, 'val_bpb': evals[-1]['val_bpb'] if evals else None,
-                     'best_val_loss': min(r['val_loss'] for r in evals) if evals else None,
-                     'tokens': last.get('tokens'), 'train_seconds': last.get('train_seconds'),
-                     'pubmedqa_accuracy': pubmedqa.get('accuracy'), 'pubmedqa_macro_f1': pubmedqa.get('macro_f1')})
+        rows.append({
+            **{
+                k: point.get(k, '')
+                for k in keys
+            }, 'status': 'done' if done else 'partial' if records else 'not run',
+            'val_loss': evals[-1]['val_loss'] if evals else None,
+            'val_bpb': evals[-1]['val_bpb'] if evals else None,
+            'best_val_loss': min(r['val_loss'] for r in evals) if evals else None,
+            'tokens': last.get('tokens'),
+            'train_seconds': last.get('train_seconds'),
+            'pubmedqa_accuracy': pubmedqa.get('accuracy'),
+            'pubmedqa_macro_f1': pubmedqa.get('macro_f1')
+        })
         curves[name] = [(r['train_seconds'], r['val_bpb']) for r in evals]
     columns = list(rows[0]) if rows else keys
-    cell = lambda v: '' if v is None else f'{v:.4f}' if isinstance(v, float) else str(v).replace('|', '\\|').replace('\n', '\\n')
-    table = '\n'.join([f"| {' | '.join(columns)} |", '|' + '---|' * len(columns)]
-                      + [f"| {' | '.join(cell(r[c]) for c in columns)} |" for r in rows])
+    cell = lambda v: '' if v is None else f'{v:.4f}' if isinstance(v, float) else str(v).replace('|', '\\|').replace(
+        '\n', '\\n')
+    table = '\n'.join([f"| {' | '.join(columns)} |", '|' + '---|' * len(columns)] +
+                      [f"| {' | '.join(cell(r[c]) for c in columns)} |" for r in rows])
     try:
         with open(os.path.join(sweep_dir, 'results.csv'), 'w', newline='') as f:
             writer = csv.DictWriter(f, columns)
@@ -494,14 +532,21 @@ def check_own(own, given, sweeps, rest):
     """sweep.py's own options, before anything is read or written: one line, exit 2."""
     if own['collect'] and (sweeps or rest or given - {'collect'}):
         fail(f"--collect={own['collect']} reads a sweep's results: it takes no other options", 2)
-    if 'task' in given and (own['task'] < 0 or sweeps or rest or given - {'task', 'sweep_dir', 'gpus_per_task', 'overwrite'}):
-        fail(f"--task={own['task']}: what sweep.sbatch runs: a point's index in --sweep_dir's sweep.json, and no other options", 2)
+    if 'task' in given and (own['task'] < 0 or sweeps or rest or
+                            given - {'task', 'sweep_dir', 'gpus_per_task', 'overwrite'}):
+        fail(
+            f"--task={own['task']}: what sweep.sbatch runs: a point's index in --sweep_dir's sweep.json, and no other "
+            "options", 2)
     if own['collect'] or 'task' in given:
         return
     if own['launcher'] == 'local' and (own['submit'] or own['gpus_per_task'] != 1):
-        fail(f"--{'submit' if own['submit'] else 'gpus_per_task'} is for --launcher=slurm (a local sweep runs one process at a time)", 2)
+        fail(
+            f"--{'submit' if own['submit'] else 'gpus_per_task'} is for --launcher=slurm (a local sweep runs one "
+            "process at a time)", 2)
     if own['submit'] and not shutil.which('sbatch'):
-        fail('--submit=True: sbatch is not on PATH (not a SLURM login node?); without --submit the script is written only', 2)
+        fail(
+            '--submit=True: sbatch is not on PATH (not a SLURM login node?); without --submit the script is written '
+            'only', 2)
     if any(a.startswith('--out_dir=') for a in rest):
         fail("--out_dir: each point's run goes to its folder in --sweep_dir", 2)
 
@@ -526,8 +571,13 @@ def main(argv=None):
         fail(next(r for r in refused if r), 2)
     try:
         os.makedirs(sweep_dir, exist_ok=True)
-        write_json(os.path.join(sweep_dir, SPEC), {'train_args': rest, 'config_files': identity(rest)['config_files'],
-                                                   'points': everything, 'folders': [name_of(p) for p in everything]})
+        write_json(
+            os.path.join(sweep_dir, SPEC), {
+                'train_args': rest,
+                'config_files': identity(rest)['config_files'],
+                'points': everything,
+                'folders': [name_of(p) for p in everything]
+            })
         if own['launcher'] == 'slurm':
             tasks = sorted(everything.index(p) for p in points)  # this sweep's points, where sweep.json has them
             return write_slurm(tasks, sweep_dir, own['gpus_per_task'], own['submit'], own['overwrite'])

@@ -54,8 +54,14 @@ def train_bpe(texts, vocab_size):
     tok = rustbpe.Tokenizer()
     tok.train_from_iterator(iter(texts), vocab_size - 1)
     ranks = sorted(tok.get_mergeable_ranks(), key=lambda pair: pair[1])
-    return {'name': 'bpe', 'pattern': tok.get_pattern(), 'tokens': [b for b, _ in ranks],
-            'special_tokens': {EOT: len(ranks)}}
+    return {
+        'name': 'bpe',
+        'pattern': tok.get_pattern(),
+        'tokens': [b for b, _ in ranks],
+        'special_tokens': {
+            EOT: len(ranks)
+        }
+    }
 
 
 def gpt2_spec():
@@ -86,9 +92,10 @@ class HFEncoding(tiktoken.Encoding):
 
 
 def encoding_from_spec(spec):
-    kwargs = dict(name=f"pubmed-{spec['name']}", pat_str=spec['pattern'],
-                  mergeable_ranks={b: i for i, b in enumerate(spec['tokens']) if b is not None},
-                  special_tokens=dict(spec['special_tokens']))
+    kwargs = dict(name=f"pubmed-{spec['name']}", pat_str=spec['pattern'], mergeable_ranks={
+        b: i
+        for i, b in enumerate(spec['tokens']) if b is not None
+    }, special_tokens=dict(spec['special_tokens']))
     if spec.get('normalizer') == 'NFC' or spec.get('text_tokens'):
         return HFEncoding(nfc=spec.get('normalizer') == 'NFC', text_tokens=spec.get('text_tokens', ()), **kwargs)
     return tiktoken.Encoding(**kwargs)
@@ -107,8 +114,9 @@ def fingerprint(spec):
     """A tokenizer spec in a few words: its name, size and a short hash of its tokens."""
     if not isinstance(spec, dict):
         return 'none stored'
-    digest = hashlib.blake2b(repr((spec['pattern'], spec['tokens'], sorted(spec['special_tokens'].items()))).encode(),
-                             digest_size=4).hexdigest()
+    digest = hashlib.blake2b(
+        repr((spec['pattern'], spec['tokens'], sorted(spec['special_tokens'].items()))).encode(),
+        digest_size=4).hexdigest()
     return f"{spec['name']}, {vocab_size_of(spec)} tokens, #{digest}"
 
 
@@ -153,7 +161,8 @@ def same_tokens(spec, other):
 
 
 def bytes_to_unicode():
-    """GPT-2's map from the 256 byte values to printable characters: byte-level BPE vocabularies are strings of these."""
+    """GPT-2's map from the 256 byte values to printable characters: byte-level BPE vocabularies are strings of
+    these."""
     printable = [*range(ord('!'), ord('~') + 1), *range(ord('¡'), ord('¬') + 1), *range(ord('®'), ord('ÿ') + 1)]
     others = [b for b in range(256) if b not in printable]
     return {**{b: chr(b) for b in printable}, **{b: chr(256 + n) for n, b in enumerate(others)}}
@@ -169,7 +178,8 @@ def split_pattern(pre_tokenizer):
         raise TokenizerError(f"pre-tokenizer {kinds or None}: not byte-level BPE without a prefix space")
     if kinds == ['ByteLevel'] and byte_level.get('use_regex', True):
         return GPT2_PATTERN  # GPT-2
-    if kinds == ['Split', 'ByteLevel'] and not byte_level.get('use_regex', True) and steps[0].get('behavior') == 'Isolated' \
+    if kinds == ['Split', 'ByteLevel'] and not byte_level.get('use_regex', True) \
+            and steps[0].get('behavior') == 'Isolated' \
             and not steps[0].get('invert') and 'Regex' in steps[0]['pattern']:
         return steps[0]['pattern']['Regex']  # Llama 3, Qwen
     if kinds == ['Digits', 'ByteLevel'] and steps[0].get('individual_digits') and byte_level.get('use_regex', True):
@@ -184,9 +194,10 @@ def spec_from_hf_folder(folder):
     with the same ids as transformers' AutoTokenizer; TokenizerError naming what does not convert."""
     path = os.path.join(folder, 'tokenizer.json')
     if not os.path.isfile(path):
-        kind = 'a SentencePiece model (tokenizer.model)' if os.path.isfile(os.path.join(folder, 'tokenizer.model')) else \
+        has = lambda name: os.path.isfile(os.path.join(folder, name))
+        kind = 'a SentencePiece model (tokenizer.model)' if has('tokenizer.model') else \
             'vocab.json and merges.txt: save it once with transformers to get one' \
-            if os.path.isfile(os.path.join(folder, 'vocab.json')) else 'none'
+            if has('vocab.json') else 'none'
         raise TokenizerError(f'{folder}: no tokenizer.json (found {kind}): only byte-level BPE tokenizers convert')
     try:
         with open(path, encoding='utf-8') as f:
@@ -212,8 +223,9 @@ def spec_from_tokenizer_json(tj, path):
     """The spec (but name and eot) of a loaded tokenizer.json."""
     model = tj.get('model') or {}
     if model.get('type') != 'BPE' or (tj.get('decoder') or {}).get('type') != 'ByteLevel':
-        raise TokenizerError(f"{path}: a {model.get('type')} model with a {(tj.get('decoder') or {}).get('type')} decoder "
-                             '(SentencePiece-style): only byte-level BPE tokenizers convert')
+        raise TokenizerError(
+            f"{path}: a {model.get('type')} model with a {(tj.get('decoder') or {}).get('type')} decoder "
+            '(SentencePiece-style): only byte-level BPE tokenizers convert')
     normalizer = tj.get('normalizer')
     if normalizer and normalizer.get('type') != 'NFC':
         raise TokenizerError(f"{path}: normalizer {normalizer.get('type')}: only none or NFC convert")
@@ -224,10 +236,14 @@ def spec_from_tokenizer_json(tj, path):
     # added tokens that are text: transformers finds them in the text first; tiktoken does the same for its specials,
     # but only plainly (not stripping spaces around them, nor only as whole words)
     text_tokens = sorted(t['content'] for t in added if not t.get('special'))
-    odd = [t['content'] for t in added if not t.get('special') and (t.get('lstrip') or t.get('rstrip') or t.get('single_word'))]
+    odd = [
+        t['content'] for t in added
+        if not t.get('special') and (t.get('lstrip') or t.get('rstrip') or t.get('single_word'))
+    ]
     if odd:
-        raise TokenizerError(f'{path}: the added token {odd[0]!r} strips spaces or matches whole words only: not something '
-                             'tiktoken can run')
+        raise TokenizerError(
+            f'{path}: the added token {odd[0]!r} strips spaces or matches whole words only: not something '
+            'tiktoken can run')
     size = max([*model['vocab'].values(), *special.values()]) + 1
     tokens = [None] * size
     for text, i in model['vocab'].items():
@@ -235,7 +251,8 @@ def spec_from_tokenizer_json(tj, path):
             continue
         outside = [c for c in text if c not in char_byte]
         if outside:
-            raise TokenizerError(f'{path}: the vocabulary entry {text!r} has {outside[0]!r}, which is no byte of a byte-level BPE')
+            raise TokenizerError(
+                f'{path}: the vocabulary entry {text!r} has {outside[0]!r}, which is no byte of a byte-level BPE')
         tokens[i] = bytes(char_byte[c] for c in text)
     missing = [i for i, t in enumerate(tokens) if t is None and i not in special.values()]
     if missing:
@@ -290,10 +307,12 @@ def hf_tokenizer(spec, max_length):
         tok.normalizer = normalizers.NFC()
     tok.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.Split(Regex(spec['pattern']), behavior='isolated', invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    ])
     tok.decoder = decoders.ByteLevel()
     text_tokens = spec.get('text_tokens', [])  # in the vocabulary above already: these keep their ids
-    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in spec['special_tokens'] if t not in text_tokens])
+    tok.add_special_tokens(
+        [AddedToken(t, special=True, normalized=False) for t in spec['special_tokens'] if t not in text_tokens])
     tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in text_tokens])
     eot = spec.get('eot', EOT)
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=eot, eos_token=eot, unk_token=eot,

@@ -46,8 +46,8 @@ import pubmedqa
 import run_options
 from checkpoint import (CheckpointError, check_resumable, latest_checkpoint, load_checkpoint, load_state,
                         make_checkpoint, model_from_checkpoint, read_fields, save_state)
-from common import (DTYPES, DiskFullError, atomic_write, device_peak_flops, die_with_parent, disk_full_message, peak_memory_mb, precision,
-                    fail, first_line, remove_stale_temporaries, resolve_device)
+from common import (DTYPES, DiskFullError, atomic_write, device_peak_flops, die_with_parent, disk_full_message,
+                    peak_memory_mb, precision, fail, first_line, remove_stale_temporaries, resolve_device)
 from configurator import Option, at_least, between, fraction, one_of, positive
 from dataloader import DataError, TrainLoader, eval_starts, load_meta, open_tokens, read_windows
 from hf import ExportError, export, from_pretrained
@@ -56,27 +56,38 @@ from model import GPT
 from model_card import run_record
 from parallel import STOP_SIGNALS, parallelize, progress_store, stall_report, stop_on_signals, whole_model
 from plan import print_run_plan
-from tokenizer import TokenizerError, encoding_from_spec, eot_id, fingerprint, model_tokenizer, reads_gpt2_tokens, same_tokens
+from tokenizer import (TokenizerError, encoding_from_spec, eot_id, fingerprint, model_tokenizer, reads_gpt2_tokens,
+                       same_tokens)
 
 # -----------------------------------------------------------------------------------------------
 # options
+# yapf: disable (a table: its comments aligned)
 OPTIONS = {
     # I/O
     'out_dir': 'out',                  # the run's folder: checkpoints, metrics.jsonl
-    'init_from': 'scratch',            # 'scratch', 'resume' (from out_dir/ckpt.pt), or an open model to continue pretraining
-                                           # on data prepared with its tokenizer: a local Hugging Face folder (GPT-2, Llama, Qwen2,
-                                           # Qwen3, Arcee) or 'gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl' (cache or download)
+    'init_from': 'scratch',            # 'scratch', 'resume' (from out_dir/ckpt.pt), or an open model to continue
+                                           # pretraining
+                                           # on data prepared with its tokenizer: a local Hugging Face folder (GPT-2,
+                                           # Llama, Qwen2,
+                                           # Qwen3, Arcee) or 'gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl' (cache or
+                                           # download)
     'eval_interval': Option(2000, at_least(0)),  # evaluate every this many iterations (0 = only at the start and end)
-    'eval_interval_seconds': Option(0.0, at_least(0)),  # and/or whenever this much training time passed since the last eval (0 = off)
+    'eval_interval_seconds': Option(0.0, at_least(0)),  # and/or whenever this much training time passed since the last
+                                                        # eval (0 = off)
     'eval_iters': Option(200, at_least(1)),  # the fixed val set is eval_iters * batch_size windows
     'log_interval': Option(1, at_least(1)),  # log (and read the loss from the device) every this many iterations
-    'eval_only': False,                # evaluate the model of init_from (resume: out_dir's checkpoint) once, print it, write nothing
+    'eval_only': False,                # evaluate the model of init_from (resume: out_dir's checkpoint) once, print it,
+                                       # write nothing
     'save_latest': True,               # write ckpt.pt, the state --init_from=resume continues from, at every evaluation
     'save_best': True,                 # write best.pt whenever val loss improves
-    'ckpt_every_tokens': Option(0, at_least(0)),  # > 0: also keep snapshots ckpt_<tokens seen>.pt every this many tokens
-    'overwrite': False,                # a new run into an out_dir that holds a previous run's files replaces them (else refused)
-    'allow_config_change': False,      # resume even with a batch, accumulation, seed or window alignment other than the run's
-    'eval_pubmedqa': False,            # at the end, PubMedQA zero-shot with lm-evaluation-harness (pubmedqa.py), into metrics.jsonl
+    'ckpt_every_tokens': Option(0, at_least(0)),  # > 0: also keep snapshots ckpt_<tokens seen>.pt every this many
+                                                  # tokens
+    'overwrite': False,                # a new run into an out_dir that holds a previous run's files replaces them (else
+                                       # refused)
+    'allow_config_change': False,      # resume even with a batch, accumulation, seed or window alignment other than the
+                                       # run's
+    'eval_pubmedqa': False,            # at the end, PubMedQA zero-shot with lm-evaluation-harness (pubmedqa.py), into
+                                       # metrics.jsonl
     'pubmedqa_dir': '',                # its data: '' = $PUBMEDQA_DIR, data/pubmedqa or ../shared/data/pubmedqa
     'pubmedqa_limit': Option(0, at_least(0)),  # only N test questions, spread over the split (0 = all 500)
     # wandb
@@ -87,12 +98,14 @@ OPTIONS = {
     'data_dir': 'data/pubmed',         # a folder with train.bin, val.bin, meta.pkl
     'batch_size': Option(12, at_least(1)),  # windows per micro-batch
     'gradient_accumulation_steps': Option(40, at_least(1)),  # micro-batches per step, summed over all processes
-    'align_windows': False,            # training windows start where documents start (see window_starts), not every block_size
+    'align_windows': False,            # training windows start where documents start (see window_starts), not every
+    # block_size
     # model: the fields of GPTConfig (model.py), defaults there (GPT-2 small); on resume the checkpoint's shape is used.
     # block_size is the training window: a model from scratch reads as far; an open model with rotary positions keeps
     # its own context when that is longer (GPT-2's position table is cut to the window)
     # optimizer
-    'optimizer': Option('adamw', one_of('adamw', 'muon')),  # 'adamw', or 'muon' for the blocks' matrices (AdamW for the rest)
+    'optimizer': Option('adamw', one_of('adamw', 'muon')),  # 'adamw', or 'muon' for the blocks' matrices (AdamW for the
+                                                            # rest)
     'learning_rate': Option(6e-4, at_least(0)),  # AdamW's peak lr
     'muon_lr': Option(0.02, at_least(0)),  # Muon's peak lr
     'muon_momentum': Option(0.95, fraction),  # Muon's momentum
@@ -107,26 +120,36 @@ OPTIONS = {
     # learning-rate schedule: warmup, then cosine (or warmup-stable-decay, or constant) down to min_lr
     'schedule': Option('cosine', one_of('cosine', 'wsd', 'constant')),  # 'cosine', 'wsd' or 'constant' (no decay)
     'warmup_iters': Option(2000, at_least(0)),  # linear warmup from lr/(warmup_iters+1)
-    'lr_decay_iters': Option(0, at_least(0)),  # the decay spans this many iterations (0 = max_iters), or max_tokens / max_seconds
+    'lr_decay_iters': Option(0, at_least(0)),  # the decay spans this many iterations (0 = max_iters), or max_tokens /
+                                               # max_seconds
     'min_lr': Option(6e-5, at_least(0)),  # the floor, as lr of AdamW; every group decays by the same factor
     'cooldown_frac': Option(0.2, between(0, 1)),  # wsd: the last fraction of training decays linearly to min_lr
     # system
     'device': 'auto',                  # 'auto' (cuda if present), 'cpu', 'cuda', 'cuda:1', 'mps'
-    'dtype': Option('auto', one_of(*DTYPES)),  # 'auto' (bf16 if supported, else fp16 on GPU; fp32 on CPU), 'float32', 'bfloat16', 'float16'
+    'dtype': Option('auto', one_of(*DTYPES)),  # 'auto' (bf16 if supported, else fp16 on GPU; fp32 on CPU), 'float32',
+                                               # 'bfloat16', 'float16'
     'compile': True,                   # torch.compile the model (a C++ compiler on CPU; seconds to minutes once)
     'seed': Option(1337, at_least(0)),  # initial weights, the data order and dropout
-    'peak_flops': Option(0.0, at_least(0)),  # FLOP/s of one device for MFU; 0 = known GPU table, else a measured matmul peak (MFU is
-                                           # 'unknown' once the model computes faster than the peak: it was measured too low)
-    'dist_timeout': Option(600.0, positive),  # seconds a process waits for the others (torchrun) before it stops and names the straggler
-    'parallel': Option('ddp', one_of('ddp', 'fsdp')),  # 'ddp': each process holds the whole model; 'fsdp': FSDP2 shards it (parallel.py)
-    'activation_checkpointing': False,   # recompute each block's activations in backward: far less memory, ~1/3 more compute
+    'peak_flops': Option(0.0, at_least(0)),  # FLOP/s of one device for MFU; 0 = known GPU table, else a measured matmul
+                                           # peak (MFU is
+                                           # 'unknown' once the model computes faster than the peak: it was measured too
+                                           # low)
+    'dist_timeout': Option(600.0, positive),  # seconds a process waits for the others (torchrun) before it stops and
+                                              # names the straggler
+    'parallel': Option('ddp', one_of('ddp', 'fsdp')),  # 'ddp': each process holds the whole model; 'fsdp': FSDP2 shards
+                                                       # it (parallel.py)
+    'activation_checkpointing': False,   # recompute each block's activations in backward: far less memory, ~1/3 more
+                                         # compute
     'cpu_offload': False,              # fsdp: keep the sharded weights, gradients and optimizer state in CPU memory
     'plan': False,                     # print the memory per GPU of this run (plan.py) under DDP and FSDP, and exit
-    'fast_dev_run': False,             # check the config in seconds before a long job: 2 steps, evaluation, a checkpoint written and
-                                           # resumed, a sample and an export, in a temporary folder (out_dir is not touched)
+    'fast_dev_run': False,             # check the config in seconds before a long job: 2 steps, evaluation, a
+                                           # checkpoint written and
+                                           # resumed, a sample and an export, in a temporary folder (out_dir is not
+                                           # touched)
     'plan_gpus': Option(8, at_least(1)),  # ... for this many GPUs (torchrun's world size when run under it)
     'plan_gpu_gb': Option(80.0, positive),  # ... of this much memory each
 }
+# yapf: enable
 # -----------------------------------------------------------------------------------------------
 
 
@@ -136,6 +159,7 @@ def options(argv=None):
     return run_options.parse(OPTIONS, argv)
 
 
+# yapf: disable (a table: its comments aligned)
 @dataclass
 class Run:
     """Everything a training run holds, declared once: the phase of main() that fills each part is named above it;
@@ -182,6 +206,7 @@ class Run:
     @property
     def master(self):
         return self.rank == 0
+# yapf: enable
 
 
 def main(opts, last=True):
@@ -244,12 +269,14 @@ def smoke_run(opts):
 # -----------------------------------------------------------------------------------------------
 # the phases before the loop
 
+
 def start_processes(opts):
     """One process per device under torchrun, each with its rank (rank 0 writes every file); the device and its
     precision. Under torchrun, the process groups: the default one (nccl on GPUs), and a host-side one for the
     loop's small agreements (stop flags), so those never wait on a GPU."""
     distributed = int(os.environ.get('RANK', -1)) != -1
-    rank, local_rank, world = (int(os.environ[k]) for k in ('RANK', 'LOCAL_RANK', 'WORLD_SIZE')) if distributed else (0, 0, 1)
+    rank, local_rank, world = (int(os.environ[k])
+                               for k in ('RANK', 'LOCAL_RANK', 'WORLD_SIZE')) if distributed else (0, 0, 1)
     try:
         device = resolve_device(opts.device, local_rank)
     except ValueError as e:
@@ -281,8 +308,9 @@ def read_inputs(opts, run):
         remove_stale_temporaries(opts.out_dir)  # what a kill during a save left (the checkpoints are whole)
     run.previous = previous_run(opts.out_dir) if opts.init_from != 'resume' and not opts.eval_only else []
     if run.previous and not opts.overwrite:
-        fail(f"{opts.out_dir} holds a previous run ({', '.join(run.previous)}): continue it with --init_from=resume, "
-             'train into another --out_dir, or pass --overwrite=True to replace it', 2)
+        fail(
+            f"{opts.out_dir} holds a previous run ({', '.join(run.previous)}): continue it with --init_from=resume, "
+            'train into another --out_dir, or pass --overwrite=True to replace it', 2)
     if run.distributed:
         die_with_parent()  # if torchrun's agent is killed, its workers must not train on as orphans
         timeout = timedelta(seconds=opts.dist_timeout)
@@ -301,10 +329,12 @@ def check_same_data(opts, run):
     changed = [name for name in ('train.bin', 'val.bin') if recorded and recorded.get(name) != now.get(name)]
     if not changed:
         return
-    what = f"{' and '.join(changed)} in {opts.data_dir} are not the ones the run in {run.resumed} trained on (prepared again?)"
+    what = (f"{' and '.join(changed)} in {opts.data_dir} are not the ones the run in {run.resumed} trained on "
+            '(prepared again?)')
     if not opts.allow_config_change:
-        fail(f'{what}: its val loss would be measured on another val set; resume on the data it trained on, or pass '
-             '--allow_config_change=True to continue on this data', 2)
+        fail(
+            f'{what}: its val loss would be measured on another val set; resume on the data it trained on, or pass '
+            '--allow_config_change=True to continue on this data', 2)
     if run.master:
         print(f'note: {what}: continuing on them (allow_config_change); val losses before and after are not comparable')
 
@@ -326,12 +356,16 @@ def build_model(opts, run):
                 run.raw_model = from_pretrained(opts.init_from, window=opts.block_size or None, dropout=opts.dropout)
     except CheckpointError as e:
         fail(f'{run.resumed}: {e}' if run.resumed else str(e))
-    ignored = [f'{k}={getattr(opts, k)!r}' for k in run_options.MODEL_DEFAULTS if k != 'block_size'  # the window
-               and getattr(opts, k) != getattr(run.raw_model.config, k) and not (k in run_options.DERIVED and not getattr(opts, k))]
+    ignored = [
+        f'{k}={getattr(opts, k)!r}' for k in run_options.MODEL_DEFAULTS if k != 'block_size'  # the window
+        and getattr(opts, k) != getattr(run.raw_model.config, k) and
+        not (k in run_options.DERIVED and not getattr(opts, k))
+    ]
     if run.master and ignored:
         print(f'note: init_from={opts.init_from!r} fixes the architecture; ignoring {", ".join(ignored)}')
     if run.raw_model.config.vocab_size < run.meta['vocab_size']:
-        fail(f"the model's vocabulary ({run.raw_model.config.vocab_size}) is smaller than the data's ({run.meta['vocab_size']})")
+        fail(f"the model's vocabulary ({run.raw_model.config.vocab_size}) is smaller than the data's "
+             f"({run.meta['vocab_size']})")
     run.raw_model.activation_checkpointing = opts.activation_checkpointing
     computed = f'{str(run.ptdtype).removeprefix("torch.")} on {run.device.type}'
     run.record = run_record(opts.init_from, run.fields, run.meta, opts.data_dir, run.world, computed)
@@ -358,7 +392,8 @@ def open_data(opts, run):
     if run.master and window < context:
         print(f'note: training on windows of {window} tokens of a context of {context} (the model reads, samples and '
               'exports that context)')
-    train_tokens, val_tokens = open_tokens(opts.data_dir, 'train', run.meta), open_tokens(opts.data_dir, 'val', run.meta)
+    train_tokens, val_tokens = open_tokens(opts.data_dir, 'train',
+                                           run.meta), open_tokens(opts.data_dir, 'val', run.meta)
     if min(len(train_tokens), len(val_tokens)) <= window:
         fail(f'{opts.data_dir}: train.bin and val.bin need more than block_size={window} tokens each')
     try:
@@ -367,12 +402,15 @@ def open_data(opts, run):
     except ValueError as e:
         fail(str(e), 2)
     if not len(run.loader.starts):
-        fail(f"{opts.data_dir}: align_windows=True found no <|endoftext|> (id {run.meta['eot_token']}) in train.bin to align to")
+        fail(f"{opts.data_dir}: align_windows=True found no <|endoftext|> (id {run.meta['eot_token']}) in train.bin to "
+             "align to")
     if run.master and run.loader.micro_batch != opts.batch_size:
-        print(f'note: each of the {run.world} processes trains {run.loader.micro_batch * run.loader.micro_steps} windows a '
-              f'step, in {run.loader.micro_steps} micro-batch(es) of {run.loader.micro_batch}: the global batch of '
-              f'batch_size x gradient_accumulation_steps = {opts.batch_size * opts.gradient_accumulation_steps} windows, '
-              f'split {run.world} ways')
+        print(
+            f'note: each of the {run.world} processes trains {run.loader.micro_batch * run.loader.micro_steps} windows '
+            'a '
+            f'step, in {run.loader.micro_steps} micro-batch(es) of {run.loader.micro_batch}: the global batch of '
+            f'batch_size x gradient_accumulation_steps = {opts.batch_size * opts.gradient_accumulation_steps} windows, '
+            f'split {run.world} ways')
     val_starts = eval_starts(val_tokens, window, opts.eval_iters * opts.batch_size)  # fewer if val.bin is short
     if opts.parallel == 'fsdp':  # every rank runs the same number of forward passes: FSDP gathers weights for each
         val_starts = val_starts[:len(val_starts) - len(val_starts) % run.world]
@@ -393,7 +431,8 @@ def make_optimizers(opts, run):
         return
     fields = run.fields
     if fields['config'].get('optimizer', 'adamw') != opts.optimizer:
-        fail(f"{run.resumed} was trained with optimizer={fields['config']['optimizer']!r}: resume with the same optimizer")
+        fail(f"{run.resumed} was trained with optimizer={fields['config']['optimizer']!r}: resume with the same "
+             "optimizer")
     base_lrs = [[g['base_lr'] for g in opt.param_groups] for opt in run.optimizers]  # this run's options count
     try:
         load_state(run.resumed, run.raw_model, run.optimizers)
@@ -406,7 +445,8 @@ def make_optimizers(opts, run):
     for opt, bases in zip(run.optimizers, base_lrs):
         for group, base in zip(opt.param_groups, bases):
             group['base_lr'] = base
-    run.iter_num, run.train_seconds, run.best_val_loss = fields['iter_num'], fields['train_seconds'], fields['best_val_loss']
+    run.iter_num, run.train_seconds, run.best_val_loss = fields['iter_num'], fields['train_seconds'], fields[
+        'best_val_loss']
     run.loader.load_state_dict(fields['loader'])
     run.tokens_seen = run.loader.windows_seen * run.window
     if len(fields['rng']) == run.world:  # on another number of processes only dropout's stream differs
@@ -431,15 +471,18 @@ def open_output(opts, run):
             open(run.metrics, 'w').close()
         if opts.wandb_log:
             import wandb
-            run.wandb = wandb.init(project=opts.wandb_project, name=opts.wandb_run_name, config=vars(opts), dir=opts.out_dir)
+            run.wandb = wandb.init(project=opts.wandb_project, name=opts.wandb_run_name, config=vars(opts),
+                                   dir=opts.out_dir)
     if run.master:
-        print(f'{run.raw_model.num_params() / 1e6:.2f}M parameters, {run.tokens_per_step:,} tokens per step on {run.world} '
+        print(f'{run.raw_model.num_params() / 1e6:.2f}M parameters, {run.tokens_per_step:,} tokens per step on '
+              f'{run.world} '
               f'process(es), device {run.device}, {str(run.ptdtype).removeprefix("torch.")}, peak '
               f'{run.peak / 1e12:.3f} TFLOP/s per device')
 
 
 # -----------------------------------------------------------------------------------------------
 # the loop
+
 
 def train(opts, run):
     """Evaluate, checkpoint and step until the first budget or a stop signal; returns whether a signal stopped it."""
@@ -455,14 +498,16 @@ def train(opts, run):
                        run.train_seconds / opts.max_seconds if opts.max_seconds else 0.0)
         # rank 0's clock decides time budgets for everyone; a stop signal to any process stops them all. The flags
         # are agreed on the host (gloo): no process waits for its device here
-        flags = torch.tensor([run.master and run.train_seconds >= opts.max_seconds > 0,
-                              run.master and run.train_seconds - last_eval_seconds >= opts.eval_interval_seconds > 0,
-                              bool(STOP_SIGNALS)], dtype=torch.float32)
+        flags = torch.tensor([
+            run.master and run.train_seconds >= opts.max_seconds > 0, run.master and
+            run.train_seconds - last_eval_seconds >= opts.eval_interval_seconds > 0,
+            bool(STOP_SIGNALS)
+        ], dtype=torch.float32)
         if run.distributed:
             dist.all_reduce(flags, group=run.host_group)
         out_of_time, eval_due, signalled = (bool(f) for f in flags.tolist())
-        done = (out_of_time or signalled or run.iter_num >= opts.max_iters
-                or (opts.max_tokens and run.tokens_seen >= opts.max_tokens) or opts.eval_only)
+        done = (out_of_time or signalled or run.iter_num >= opts.max_iters or
+                (opts.max_tokens and run.tokens_seen >= opts.max_tokens) or opts.eval_only)
 
         # evaluate at the start, on schedule and at the end (a resumed run's start was its predecessor's end)
         resumed_here = opts.init_from == 'resume' and run.iter_num == first_iter and not opts.eval_only
@@ -509,9 +554,19 @@ def log_step(opts, run, lossf, lr, seconds, iters):
     mfu, ms = utilization(run, tokens_per_s), 1000 * seconds / iters
     if run.master:
         memory = peak_memory_mb(run.device)
-        record(run, {'kind': 'train', 'iter': run.iter_num, 'tokens': run.tokens_seen,
-                     'train_seconds': round(run.train_seconds, 3), 'loss': lossf, 'lr': lr, 'ms_per_iter': ms,
-                     'tokens_per_s': tokens_per_s, 'mfu': mfu, 'peak_memory_mb': round(memory, 1)})
+        record(
+            run, {
+                'kind': 'train',
+                'iter': run.iter_num,
+                'tokens': run.tokens_seen,
+                'train_seconds': round(run.train_seconds, 3),
+                'loss': lossf,
+                'lr': lr,
+                'ms_per_iter': ms,
+                'tokens_per_s': tokens_per_s,
+                'mfu': mfu,
+                'peak_memory_mb': round(memory, 1)
+            })
         print(f'iter {run.iter_num}: loss {lossf:.4f}, lr {lr:.2e}, {ms:.1f} ms/iter, {tokens_per_s:,.0f} tok/s, '
               f"mfu {'unknown' if mfu is None else f'{100 * mfu:.1f}%'}, peak memory {memory:,.0f} MB")
 
@@ -526,9 +581,11 @@ def utilization(run, tokens_per_s):
     if mfu <= 1:
         return mfu
     if run.master:
-        print(f'note: the model computes {run.flops_per_token * tokens_per_s / run.world / 1e12:.3f} TFLOP/s per device, '
-              f'above the peak of {run.peak / 1e12:.3f} it was to be compared with (measured at start on a busy machine, or '
-              '--peak_flops too low): MFU is unknown for this run; give the device\'s real peak with --peak_flops')
+        print(
+            f'note: the model computes {run.flops_per_token * tokens_per_s / run.world / 1e12:.3f} TFLOP/s per device, '
+            f'above the peak of {run.peak / 1e12:.3f} it was to be compared with (measured at start on a busy machine, '
+            'or '
+            '--peak_flops too low): MFU is unknown for this run; give the device\'s real peak with --peak_flops')
     run.peak = None
     return None
 
@@ -539,15 +596,23 @@ def evaluate_and_checkpoint(opts, run):
     batches = val_batches(run.val_tokens, run.val_starts, opts.batch_size, run.window, run.device)
     ev = evaluate(run.model, batches, run.token_bytes, run.autocast)
     if run.master:
-        rec = {'kind': 'eval', 'iter': run.iter_num, 'tokens': run.tokens_seen, 'train_seconds': round(run.train_seconds, 3),
-               **ev}
-        print(f"eval iter {run.iter_num}: val loss {ev['val_loss']:.4f}, ppl {ev['val_ppl']:.2f}, bpb {ev['val_bpb']:.4f}")
+        rec = {
+            'kind': 'eval',
+            'iter': run.iter_num,
+            'tokens': run.tokens_seen,
+            'train_seconds': round(run.train_seconds, 3),
+            **ev
+        }
+        print(
+            f"eval iter {run.iter_num}: val loss {ev['val_loss']:.4f}, ppl {ev['val_ppl']:.2f}, bpb {ev['val_bpb']:.4f}"
+        )
         if opts.eval_only:  # the whole record on stdout; the run's metrics.jsonl is left as it is
             print(json.dumps(rec))
         else:
             record(run, rec)
     if not math.isfinite(ev['val_loss']):
-        fail(f'val loss is {ev["val_loss"]} at iter {run.iter_num}: stopping; the checkpoints in {opts.out_dir} are untouched')
+        fail(f'val loss is {ev["val_loss"]} at iter {run.iter_num}: stopping; the checkpoints in {opts.out_dir} are '
+             'untouched')
     run.record['last_eval'] = {'iter': run.iter_num, **{k: ev[k] for k in ('val_loss', 'val_ppl', 'val_bpb')}}
     improved = ev['val_loss'] < run.best_val_loss
     run.best_val_loss = min(run.best_val_loss, ev['val_loss'])
@@ -558,13 +623,22 @@ def evaluate_and_checkpoint(opts, run):
 
 
 def finish(opts, run, signalled, last=True):
-    """PubMedQA if asked, wandb closed, the process group freed (if last); a stopping signal's exit code (128 + signal)."""
+    """PubMedQA if asked, wandb closed, the process group freed (if last); a stopping signal's exit code (128 +
+    signal)."""
     pubmedqa_wanted = opts.eval_pubmedqa and not opts.eval_only and not signalled
     whole = whole_model(run.raw_model) if pubmedqa_wanted else None  # under FSDP: gathered from every rank, onto rank 0
     if run.master and pubmedqa_wanted:
         result = evaluate_pubmedqa(whole.to(run.device), run.meta, opts, run.device)
-        record(run, {'kind': 'pubmedqa', 'iter': run.iter_num, 'tokens': run.tokens_seen,
-                     **{k: v for k, v in result.items() if k not in ('items', 'pubmedqa_dir')}})
+        record(
+            run, {
+                'kind': 'pubmedqa',
+                'iter': run.iter_num,
+                'tokens': run.tokens_seen,
+                **{
+                    k: v
+                    for k, v in result.items() if k not in ('items', 'pubmedqa_dir')
+                }
+            })
     if run.wandb is not None:
         run.wandb.finish()
     if run.distributed:  # DDP's reducer (or FSDP's state) holds on to the process group: free it first, or gloo aborts
@@ -577,13 +651,15 @@ def finish(opts, run, signalled, last=True):
         name = STOP_SIGNALS[0] if STOP_SIGNALS else 'SIGTERM'  # (to another process)
         if run.master:
             written = opts.save_latest and run.iter_num
-            print(f'stopped by {name} at iter {run.iter_num}' + (f': {latest_checkpoint(opts.out_dir, opts.parallel)} '
-                  'written; continue with --init_from=resume' if written else ''))
+            print(f'stopped by {name} at iter {run.iter_num}' +
+                  (f': {latest_checkpoint(opts.out_dir, opts.parallel)} '
+                   'written; continue with --init_from=resume' if written else ''))
         sys.exit(128 + signal.Signals[name])
 
 
 # -----------------------------------------------------------------------------------------------
 # pieces of the loop
+
 
 def lr_multiplier(it, progress, warmup_iters, schedule, min_ratio, cooldown_frac):
     """Factor applied to every group's base lr: linear warmup over warmup_iters, then cosine (or
@@ -680,11 +756,15 @@ def save_training(names, opts, run):
     paths = [os.path.join(opts.out_dir, name + ('.dcp' if opts.parallel == 'fsdp' else '.pt')) for name in names]
     try:
         save_state(paths, run.raw_model, run.optimizers, run.meta['tokenizer'], run.meta['token_bytes'],
-                   tokens_seen=run.tokens_seen, config=vars(opts), rng=rng_states(run.device), loader=run.loader.state_dict(),
-                   **({'scaler': run.scaler.state_dict()} if run.scaler.is_enabled() else {}), iter_num=run.iter_num,
-                   train_seconds=run.train_seconds, best_val_loss=run.best_val_loss, **run.record)
+                   tokens_seen=run.tokens_seen, config=vars(opts), rng=rng_states(run.device),
+                   loader=run.loader.state_dict(),
+                   **({
+                       'scaler': run.scaler.state_dict()
+                   } if run.scaler.is_enabled() else {}), iter_num=run.iter_num, train_seconds=run.train_seconds,
+                   best_val_loss=run.best_val_loss, **run.record)
     except CheckpointError as e:
-        fail(f'{e} after iter {run.iter_num}: stopping without writing it; the checkpoints in {opts.out_dir} are untouched '
+        fail(f'{e} after iter {run.iter_num}: stopping without writing it; the checkpoints in {opts.out_dir} are '
+             'untouched '
              '(try a lower learning_rate, grad_clip=1.0 or dtype=float32)')
     except DiskFullError as e:
         fail(f'{e} (at iter {run.iter_num})')
@@ -695,9 +775,11 @@ def previous_run(out_dir):
     if not os.path.isdir(out_dir):
         return []
     names = sorted(os.listdir(out_dir))
-    return [n for n in names if n.removesuffix('.pt').removesuffix('.dcp') in ('ckpt', 'best')
-            or (n.startswith('ckpt_') and n.endswith(('.pt', '.dcp')))
-            or (n == 'metrics.jsonl' and os.path.getsize(os.path.join(out_dir, n)))]
+    return [
+        n for n in names
+        if n.removesuffix('.pt').removesuffix('.dcp') in ('ckpt', 'best') or (n.startswith('ckpt_') and n.endswith(
+            ('.pt', '.dcp'))) or (n == 'metrics.jsonl' and os.path.getsize(os.path.join(out_dir, n)))
+    ]
 
 
 def keep_metrics_until(path, iter_num):
@@ -722,8 +804,9 @@ def keep_metrics_until(path, iter_num):
 def evaluate_pubmedqa(model, meta, opts, device):
     """pubmedqa.py's figures for the model as it is (exported to a temporary folder), printed."""
     try:
-        result = pubmedqa.evaluate_checkpoint(make_checkpoint(model, meta['tokenizer'], meta['token_bytes']),
-                                              pubmedqa_dir=opts.pubmedqa_dir or None, limit=opts.pubmedqa_limit, device=str(device))
+        result = pubmedqa.evaluate_checkpoint(make_checkpoint(model, meta['tokenizer'],
+                                                              meta['token_bytes']), pubmedqa_dir=opts.pubmedqa_dir or
+                                              None, limit=opts.pubmedqa_limit, device=str(device))
     except (ExportError, FileNotFoundError) as e:
         fail(f'eval_pubmedqa: {e} (the checkpoints are written)')
     print(pubmedqa.summary(result))

@@ -30,15 +30,17 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-import numpy as np  # noqa: E402
+import numpy as np
 
-from common import fail  # noqa: E402
-from configurator import configure  # noqa: E402
-from hf_folders import smollm2_folder  # noqa: E402
-from run import figure  # noqa: E402
+from common import fail
+from configurator import configure
+from hf_folders import smollm2_folder
+from run import figure
 
+# yapf: disable (a table: its comments aligned)
 OPTIONS = {
-    'shared': str(REPO.parent / 'shared'),  # the shared material: models/smollm2-135m-instruct, data/pubmed-corpus, data/pubmedqa
+    'shared': str(REPO.parent / 'shared'),  # the shared material: models/smollm2-135m-instruct, data/pubmed-corpus,
+                                            # data/pubmedqa
     'work': str(REPO / 'bench' / 'results' / 'continue'),  # prepared data and runs (kept for the next run)
     'parts': 'speed,quality',  # which parts to run
     'dtypes': 'float32,bfloat16',  # precisions of the speed part (both sides alike)
@@ -52,13 +54,15 @@ OPTIONS = {
     'pubmedqa_limit': 100,   # quality: PubMedQA test questions before and after (0 = all 500)
     'trainer_job': '',       # internal: the Trainer side's job (JSON), run in this process; prints its figures
 }
+# yapf: enable
 SEED = 1337  # train.py's default: the Trainer side reads the same stream of windows
 
 
 def run(*args, threads, log=None):
     """A command of this repo in its own process, with `threads` torch threads; exits with its error on failure."""
-    done = subprocess.run([sys.executable, *map(str, args)], cwd=REPO, capture_output=True, text=True,
-                          env={**os.environ, 'OMP_NUM_THREADS': str(threads)})
+    done = subprocess.run([sys.executable, *map(str, args)], cwd=REPO, capture_output=True, text=True, env={
+        **os.environ, 'OMP_NUM_THREADS': str(threads)
+    })
     if log:
         Path(log).write_text(done.stdout + done.stderr)
     if done.returncode:
@@ -67,7 +71,8 @@ def run(*args, threads, log=None):
 
 
 def prepare(o, folder):
-    """The shared corpus with the model's tokenizer, PubMedQA's PMIDs out (prepare.py resumes: a second run is quick)."""
+    """The shared corpus with the model's tokenizer, PubMedQA's PMIDs out (prepare.py resumes: a second run is
+    quick)."""
     data = Path(o['work']) / 'data'
     run(REPO / 'data' / 'pubmed' / 'prepare.py', f"--input={Path(o['shared']) / 'data' / 'pubmed-corpus'}",
         f'--out_dir={data}', f'--tokenizer={folder}', f"--exclude_pmids={Path(o['shared']) / 'data' / 'pubmedqa'}",
@@ -81,17 +86,20 @@ def windows_per_step(context):
 
 def recipe_args(folder, data, out, block, batch, dtype):
     """train.py on config/finetune_pubmed.py, the model and data of this bench, into out."""
-    return ['train.py', 'config/finetune_pubmed.py', f'--init_from={folder}', f'--data_dir={data}', f'--out_dir={out}',
-            '--overwrite=True', f'--block_size={block}', f'--batch_size={batch}', f'--dtype={dtype}', '--device=cpu',
-            f'--seed={SEED}']
+    return [
+        'train.py', 'config/finetune_pubmed.py', f'--init_from={folder}', f'--data_dir={data}', f'--out_dir={out}',
+        '--overwrite=True', f'--block_size={block}', f'--batch_size={batch}', f'--dtype={dtype}', '--device=cpu',
+        f'--seed={SEED}'
+    ]
 
 
 def ours_speed(o, folder, data, block, batch, dtype):
     """train.py's tokens/s after warmup, first-step seconds (compilation) and peak memory, from its metrics.jsonl."""
     out = Path(o['work']) / f'speed-{dtype}-{block}'
-    run(*recipe_args(folder, data, out, block, batch, dtype), '--gradient_accumulation_steps=1',
-        f"--max_iters={o['warmup'] + o['steps']}", '--warmup_iters=2', '--eval_interval=0', '--eval_iters=1',
-        '--log_interval=1', '--save_latest=False', '--save_best=False', threads=o['threads'], log=out.with_suffix('.log'))
+    run(*recipe_args(folder, data, out, block, batch,
+                     dtype), '--gradient_accumulation_steps=1', f"--max_iters={o['warmup'] + o['steps']}",
+        '--warmup_iters=2', '--eval_interval=0', '--eval_iters=1', '--log_interval=1', '--save_latest=False',
+        '--save_best=False', threads=o['threads'], log=out.with_suffix('.log'))
     steps = [json.loads(line) for line in open(out / 'metrics.jsonl')]
     steps = [r for r in steps if r['kind'] == 'train']
     first, last = steps[o['warmup'] - 1], steps[-1]
@@ -135,15 +143,20 @@ def trainer_side(job):
         [(x, y)] = loader.read_step()
         loader.advance()
         # shift_labels: the loss of exactly train.py's targets (labels alone would be shifted inside, one fewer)
-        rows += [{'input_ids': torch.from_numpy(a), 'labels': torch.from_numpy(b), 'shift_labels': torch.from_numpy(b)}
-                 for a, b in zip(x, y)]
+        rows += [{
+            'input_ids': torch.from_numpy(a),
+            'labels': torch.from_numpy(b),
+            'shift_labels': torch.from_numpy(b)
+        } for a, b in zip(x, y)]
     stamps = []
 
     class Stamp(transformers.TrainerCallback):
+
         def on_step_end(self, args, state, control, **kwargs):
             stamps.append(time.perf_counter())
 
     class InOrder(transformers.Trainer):  # the windows in train.py's order (the Trainer shuffles by default)
+
         def _get_train_sampler(self, *args, **kwargs):
             return SequentialSampler(self.train_dataset)
 
@@ -157,8 +170,11 @@ def trainer_side(job):
             seed=SEED, report_to=[], save_strategy='no', logging_strategy='no', dataloader_num_workers=0)
         InOrder(model=model, args=args, train_dataset=rows, callbacks=[Stamp()]).train()
     seconds = stamps[-1] - stamps[o['warmup'] - 1]
-    print(json.dumps({'tokens_per_s': o['steps'] * batch * block / seconds,
-                      'peak_memory_gb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20}))
+    print(
+        json.dumps({
+            'tokens_per_s': o['steps'] * batch * block / seconds,
+            'peak_memory_gb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        }))
 
 
 def speed(o, folder, data):
@@ -186,18 +202,22 @@ def quality(o, folder, data):
     before = json.loads(before.read_text())
     out = work / 'quality'
     lr = o['learning_rate'] or None  # None: the recipe's
-    run(*recipe_args(folder, data, out, 512, 4, o['quality_dtype']), '--gradient_accumulation_steps=2',
-        f"--max_iters={o['budget_iters']}", '--warmup_iters=10', '--eval_interval=0', '--eval_iters=18',
-        '--log_interval=5', '--save_best=False', '--eval_pubmedqa=True', f'--pubmedqa_limit={limit}',
-        f'--pubmedqa_dir={pubmedqa_dir}', *([f'--learning_rate={lr}', f'--min_lr={lr / 10}'] if lr else []),
-        threads=o['threads'], log=work / 'quality.log')
+    run(*recipe_args(folder, data, out, 512, 4,
+                     o['quality_dtype']), '--gradient_accumulation_steps=2', f"--max_iters={o['budget_iters']}",
+        '--warmup_iters=10', '--eval_interval=0', '--eval_iters=18', '--log_interval=5', '--save_best=False',
+        '--eval_pubmedqa=True', f'--pubmedqa_limit={limit}', f'--pubmedqa_dir={pubmedqa_dir}',
+        *([f'--learning_rate={lr}', f'--min_lr={lr / 10}'] if lr else []), threads=o['threads'],
+        log=work / 'quality.log')
     records = [json.loads(line) for line in open(out / 'metrics.jsonl')]
     evals = [r for r in records if r['kind'] == 'eval']
     after = next(r for r in records if r['kind'] == 'pubmedqa')
-    budget = (f"{o['budget_iters']} steps of 8 x 512 tokens ({evals[-1]['tokens']:,} tokens, {evals[-1]['train_seconds']:.0f} s "
-              f"of training), config/finetune_pubmed.py, lr {lr or read_recipe(folder).learning_rate}, {o['quality_dtype']}")
-    figure('continue_val_bpb_after', round(evals[-1]['val_bpb'], 4), 'bits/byte', baseline=round(evals[0]['val_bpb'], 4),
-           ratio=round(evals[-1]['val_bpb'] / evals[0]['val_bpb'], 4), budget=budget)
+    budget = (
+        f"{o['budget_iters']} steps of 8 x 512 tokens ({evals[-1]['tokens']:,} tokens, "
+        f"{evals[-1]['train_seconds']:.0f} s "
+        f"of training), config/finetune_pubmed.py, lr {lr or read_recipe(folder).learning_rate}, {o['quality_dtype']}")
+    figure('continue_val_bpb_after', round(evals[-1]['val_bpb'], 4), 'bits/byte',
+           baseline=round(evals[0]['val_bpb'], 4), ratio=round(evals[-1]['val_bpb'] / evals[0]['val_bpb'],
+                                                               4), budget=budget)
     for key in ('accuracy', 'macro_f1'):
         figure(f'continue_pubmedqa_{key}_after', round(after[key], 4), key, baseline=round(before[key], 4),
                questions=after['questions'], budget=budget)
@@ -209,8 +229,9 @@ def main():
         return trainer_side(o['trainer_job'])
     folder = smollm2_folder(o['shared'])
     if folder is None:
-        fail(f"{o['shared']}/models/smollm2-135m-instruct holds no SmolLM2 GGUF: put ../shared beside the checkout "
-             'or give --shared', 2)
+        fail(
+            f"{o['shared']}/models/smollm2-135m-instruct holds no SmolLM2 GGUF: put ../shared beside the checkout "
+            'or give --shared', 2)
     data = prepare(o, folder)
     parts = o['parts'].split(',')
     if 'speed' in parts:

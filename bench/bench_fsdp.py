@@ -23,12 +23,13 @@ from types import SimpleNamespace
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _ROOT)
-import plan  # noqa: E402
-from configurator import configure  # noqa: E402
-from dataloader import load_meta  # noqa: E402
-from model import GPTConfig  # noqa: E402
-from run import figure  # noqa: E402
+import plan
+from configurator import configure
+from dataloader import load_meta
+from model import GPTConfig
+from run import figure
 
+# yapf: disable (a table: its comments aligned)
 OPTIONS = {
     'data_dir': 'data/pubmed',          # a prepared data folder (data/pubmed/prepare.py)
     'n_layer': 12,                     # the model benchmarked: blocks
@@ -38,17 +39,20 @@ OPTIONS = {
     'batch_size': 4,                    # windows per process per step
     'steps': 6,                        # training steps per setting
 }
+# yapf: enable
 SETTINGS = [('ddp', False), ('ddp', True), ('fsdp', False), ('fsdp', True)]
 
 
 def train(o, tmp, parallel, checkpointing, layers):
     out = os.path.join(tmp, f'{parallel}-{checkpointing}-{layers}')
-    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', 'train.py',
-           f'--data_dir={o.data_dir}', f'--out_dir={out}', f'--n_layer={layers}', f'--n_head={o.n_head}', f'--n_embd={o.n_embd}',
-           f'--block_size={o.block_size}', f'--batch_size={o.batch_size}', '--gradient_accumulation_steps=2',
-           f'--max_iters={o.steps}', '--eval_interval=0', '--eval_iters=1', '--save_latest=False', '--save_best=False',
-           '--compile=False', '--warmup_iters=0', '--peak_flops=1e12', f'--parallel={parallel}',
-           f'--activation_checkpointing={checkpointing}']
+    cmd = [
+        sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', 'train.py',
+        f'--data_dir={o.data_dir}', f'--out_dir={out}', f'--n_layer={layers}', f'--n_head={o.n_head}',
+        f'--n_embd={o.n_embd}', f'--block_size={o.block_size}', f'--batch_size={o.batch_size}',
+        '--gradient_accumulation_steps=2', f'--max_iters={o.steps}', '--eval_interval=0', '--eval_iters=1',
+        '--save_latest=False', '--save_best=False', '--compile=False', '--warmup_iters=0', '--peak_flops=1e12',
+        f'--parallel={parallel}', f'--activation_checkpointing={checkpointing}'
+    ]
     # glibc's malloc keeps large freed blocks for reuse once its mmap threshold has adapted to them, so the resident
     # set keeps FSDP's freed gathered weights and counts them as live: a fixed threshold returns them to the system
     env = {**os.environ, 'OMP_NUM_THREADS': '1', 'MALLOC_MMAP_THRESHOLD_': '131072'}
@@ -73,7 +77,8 @@ def main(o):
     for (parallel, checkpointing), (memory, speed) in measured.items():
         tag = f"{parallel}{'_ac' if checkpointing else ''}"
         figure(f'fsdp_bench_peak_memory_{tag}', round(memory), 'MB per process', baseline=round(ddp_memory),
-               ratio=round(memory / ddp_memory, 3), plan_estimate=round(estimates[parallel, checkpointing]['total'] / 2 ** 20),
+               ratio=round(memory / ddp_memory,
+                           3), plan_estimate=round(estimates[parallel, checkpointing]['total'] / 2**20),
                params=plan.parameter_counts(config)[0], processes=2)
         figure(f'fsdp_bench_tokens_per_s_{tag}', round(speed), 'tokens/s', baseline=round(ddp_speed),
                ratio=round(speed / ddp_speed, 3))

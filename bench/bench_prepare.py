@@ -24,12 +24,13 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from configurator import configure  # noqa: E402
-from data.pubmed import prepare  # noqa: E402
-from data.pubmed.parse import parse_file  # noqa: E402
-from run import figure  # noqa: E402
-from tokenizer import encoding_from_spec, gpt2_spec, use_tiktoken_cache_copy  # noqa: E402
+from configurator import configure
+from data.pubmed import prepare
+from data.pubmed.parse import parse_file
+from run import figure
+from tokenizer import encoding_from_spec, gpt2_spec, use_tiktoken_cache_copy
 
+# yapf: disable (a table: its comments aligned)
 OPTIONS = {
     'shared': str(REPO.parent / 'shared'),  # the read-only samples and corpus
     'parse_mb': 40,          # uncompressed MB of XML for the parse benchmark
@@ -38,6 +39,7 @@ OPTIONS = {
     'rss_factor': 8,         # the larger input of the memory benchmark, in copies of pubmed-corpus
     'rss_vocab_size': 8192,  # the BPE size of the peak-memory runs
 }
+# yapf: enable
 
 
 def emit(name, value, unit, baseline=None):
@@ -47,6 +49,7 @@ def emit(name, value, unit, baseline=None):
 
 
 # ------------------------------------------------------------------------------------------------
+
 
 def pubmed_articles(folder):
     """The serialized <PubmedArticle> elements of every readable PubmedArticleSet sample."""
@@ -69,7 +72,8 @@ def bench_parse(o, tmp):
         for a in articles:
             body.append(a)
             size += len(a)
-    xml = b'<?xml version="1.0" encoding="utf-8"?>\n<PubmedArticleSet>\n' + b'\n'.join(body) + b'\n</PubmedArticleSet>\n'
+    xml = b'<?xml version="1.0" encoding="utf-8"?>\n<PubmedArticleSet>\n' + b'\n'.join(
+        body) + b'\n</PubmedArticleSet>\n'
     path = tmp / 'parse.xml.gz'
     path.write_bytes(gzip.compress(xml, compresslevel=1))
     mb, n = len(xml) / 1e6, len(body)
@@ -78,6 +82,7 @@ def bench_parse(o, tmp):
         t0 = time.perf_counter()
         count = fn()
         return time.perf_counter() - t0, count
+
     ours_s, ours_n = timed(lambda: len(parse_file(path, with_meta=True)[0]))
     lean_s, _ = timed(lambda: len(parse_file(path)[0]))
     theirs_s, theirs_n = timed(lambda: sum(1 for _ in pubmed_parser.parse_medline_xml(str(path))))
@@ -90,8 +95,9 @@ def bench_parse(o, tmp):
 
 def bench_tokenizer(o, tmp):
     corpus = Path(o['shared']) / 'data' / 'pubmed-corpus'
-    opts = prepare.parse_options([f'--input={corpus}', f'--out_dir={tmp / "tok"}', f'--vocab_size={o["vocab_size"]}',
-                                  f'--workers={o["workers"]}'])
+    opts = prepare.parse_options([
+        f'--input={corpus}', f'--out_dir={tmp / "tok"}', f'--vocab_size={o["vocab_size"]}', f'--workers={o["workers"]}'
+    ])
     parsed, _ = prepare.parse_all(prepare.gather_sources(opts)[0], opts)
     plans, _ = prepare.merge(parsed, opts)
     t0 = time.perf_counter()
@@ -101,9 +107,12 @@ def bench_tokenizer(o, tmp):
         shutil.rmtree(tmp / 'tok' / 'cache' / 'tokens', ignore_errors=True)
         t0 = time.perf_counter()
         _, totals = prepare.tokenize_all(parsed, plans, spec, dict(opts, workers=workers))
-        emit(f'tokenize_tokens_per_s_{workers}_workers', (totals['train'] + totals['val']) / (time.perf_counter() - t0), 'tokens/s')
-    val = [prepare.document(r) for p, plan in zip(parsed, plans)
-           for r, split in zip(prepare.iter_records(p['cache']), plan) if split == prepare.VAL]
+        emit(f'tokenize_tokens_per_s_{workers}_workers', (totals['train'] + totals['val']) / (time.perf_counter() - t0),
+             'tokens/s')
+    val = [
+        prepare.document(r) for p, plan in zip(parsed, plans)
+        for r, split in zip(prepare.iter_records(p['cache']), plan) if split == prepare.VAL
+    ]
     nbytes = sum(len(t.encode()) for t in val)
     ours, gpt2 = (sum(len(t) for t in encoding_from_spec(s).encode_ordinary_batch(val)) for s in (spec, gpt2_spec()))
     emit(f'val_bytes_per_token_bpe{o["vocab_size"]}', nbytes / ours, 'bytes/token', nbytes / gpt2)
@@ -111,6 +120,7 @@ def bench_tokenizer(o, tmp):
 
 
 # ------------------------------------------------------------------------------------------------
+
 
 def replicate(corpus, folder, copies):
     """`copies` copies of the corpus; copy k > 0 gets fresh PMIDs just above the corpus's largest."""
@@ -140,7 +150,7 @@ def peak_rss_mb(args):
             pass
         time.sleep(0.02)
     assert proc.returncode == 0, f'prepare.py {args} failed'
-    return peak / 2 ** 20, time.perf_counter() - t0
+    return peak / 2**20, time.perf_counter() - t0
 
 
 def bench_rss(o, tmp):
@@ -148,8 +158,10 @@ def bench_rss(o, tmp):
     results = {}
     for copies in (1, o['rss_factor']):
         replicate(corpus, tmp / f'x{copies}', copies)
-        results[copies] = peak_rss_mb([f'--input={tmp / f"x{copies}"}', f'--out_dir={tmp / f"out{copies}"}',
-                                       f'--workers={o["workers"]}', f'--vocab_size={o["rss_vocab_size"]}'])
+        results[copies] = peak_rss_mb([
+            f'--input={tmp / f"x{copies}"}', f'--out_dir={tmp / f"out{copies}"}', f'--workers={o["workers"]}',
+            f'--vocab_size={o["rss_vocab_size"]}'
+        ])
     (rss1, s1), (rssn, sn) = results[1], results[o['rss_factor']]
     emit('prepare_seconds_1x', s1, 's')
     emit(f'prepare_seconds_{o["rss_factor"]}x', sn, 's', s1)

@@ -21,12 +21,13 @@ import torch
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _ROOT)
-import train  # noqa: E402
-from run_options import MODEL_DEFAULTS  # noqa: E402
-from configurator import configure  # noqa: E402
-from model import GPT, GPTConfig  # noqa: E402
-from run import figure  # noqa: E402
+import train
+from run_options import MODEL_DEFAULTS
+from configurator import configure
+from model import GPT, GPTConfig
+from run import figure
 
+# yapf: disable (a table: its comments aligned)
 OPTIONS = {
     'config': 'config/train_pubmed_cpu.py',   # model arguments are read from this training config
     'vocab_size': 8192,                       # the vocabulary that config expects (prepare.py --vocab_size=8192)
@@ -41,6 +42,7 @@ OPTIONS = {
     'threads': 0,                             # torch threads; 0 = torch's default
     'seed': 1337,                             # the random model and prompts
 }
+# yapf: enable
 
 
 def seconds_to_generate(model, prompt, use_cache, max_new_tokens):
@@ -64,12 +66,17 @@ def main():
         torch.set_num_threads(o.threads)
     torch.manual_seed(o.seed)
     path = o.config if os.path.isfile(o.config) else os.path.join(_ROOT, o.config)
-    training = train.options([path])  # train.py's options as that o.config sets them
-    sizes = {k: v for k, v in (('n_layer', o.n_layer), ('n_head', o.n_head), ('n_embd', o.n_embd), ('block_size', o.block_size)) if v}
+    training = train.options([path])  # train.py's options as that config sets them
+    sizes = {
+        k: v
+        for k, v in (('n_layer', o.n_layer), ('n_head', o.n_head), ('n_embd', o.n_embd), ('block_size', o.block_size))
+        if v
+    }
     args = {**{k: getattr(training, k) for k in MODEL_DEFAULTS}, **sizes, 'vocab_size': o.vocab_size, 'dropout': 0.0}
     model = GPT(GPTConfig(**args)).eval()
     c = model.config
-    shape = f'{c.n_layer}x{c.n_embd}, block {c.block_size}, vocab {c.vocab_size}, {model.num_params() / 1e6:.2f}M params'
+    shape = (f'{c.n_layer}x{c.n_embd}, block {c.block_size}, vocab {c.vocab_size}, '
+             f'{model.num_params() / 1e6:.2f}M params')
     for batch in [int(b) for b in o.batch_sizes.split(',')]:
         prompt = torch.randint(o.vocab_size, (batch, o.prompt_tokens))
         seconds_to_generate(model, prompt[:, :4], True, o.max_new_tokens)  # warm-up
@@ -79,7 +86,8 @@ def main():
                 best[use_cache] = min(best[use_cache], seconds_to_generate(model, prompt, use_cache, o.max_new_tokens))
             best['floor'] = min(best['floor'], seconds_for_one_position_forwards(model, prompt, o.max_new_tokens))
         rate = {k: batch * o.max_new_tokens / s for k, s in best.items()}
-        note = f'{o.max_new_tokens} new tokens after {o.prompt_tokens}, greedy, {torch.get_num_threads()} o.threads; {shape}'
+        note = (f'{o.max_new_tokens} new tokens after {o.prompt_tokens}, greedy, {torch.get_num_threads()} threads; '
+                f'{shape}')
         plain = round(rate[False], 1)
         figure(f'sample_tokens_per_s_batch{batch}_no_cache', plain, 'tokens/s', note=note)
         figure(f'sample_tokens_per_s_batch{batch}_kv_cache', round(rate[True], 1), 'tokens/s', baseline=plain,

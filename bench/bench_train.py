@@ -22,15 +22,16 @@ from types import SimpleNamespace
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _ROOT)
-import torch  # noqa: E402
+import torch
 
-import train  # noqa: E402
-from run_options import MODEL_DEFAULTS  # noqa: E402
-from common import measure_matmul_peak  # noqa: E402
-from configurator import configure  # noqa: E402
-from model import GPT, GPTConfig  # noqa: E402
-from run import figure  # noqa: E402
+import train
+from run_options import MODEL_DEFAULTS
+from common import measure_matmul_peak
+from configurator import configure
+from model import GPT, GPTConfig
+from run import figure
 
+# yapf: disable (a table: its comments aligned)
 OPTIONS = {
     'config': 'config/train_pubmed_cpu.py',   # the recipe whose step is timed
     'vocab_size': 8192,                 # the data's vocabulary (config/train_pubmed_cpu.py expects a BPE of 8k)
@@ -40,6 +41,7 @@ OPTIONS = {
     'profile': True,                    # print the top ops of one step
     'threads': 0,                       # torch threads (0 = torch's default: one per core)
 }
+# yapf: enable
 
 
 def make_step(c, compiled, vocab_size):
@@ -48,7 +50,7 @@ def make_step(c, compiled, vocab_size):
     optimizers = gpt.configure_optimizers(c.weight_decay, c.learning_rate, (c.beta1, c.beta2), 'cpu',
                                           optimizer=c.optimizer, muon_lr=c.muon_lr, muon_momentum=c.muon_momentum)
     model = torch.compile(gpt) if compiled else gpt
-    scaler = torch.amp.GradScaler('cpu', enabled=False)  # fp32, as the CPU o.config trains
+    scaler = torch.amp.GradScaler('cpu', enabled=False)  # fp32, as the CPU config trains
     shape = (c.batch_size, c.block_size)
     batches = [(torch.randint(0, vocab_size, shape), torch.randint(0, vocab_size, shape))
                for _ in range(c.gradient_accumulation_steps)]
@@ -68,7 +70,7 @@ def main(o):
         for _ in range(o.warmup):
             step()
         figure(f'train_cpu_warmup_{tag}', round(time.perf_counter() - t0, 1), 's', steps=o.warmup)
-    for _ in range(o.steps):  # alternate, so the o.steps and the peak see the same machine
+    for _ in range(o.steps):  # alternate, so the steps and the peak see the same machine
         for tag, (_, step) in settings.items():
             t0 = time.perf_counter()
             step()
@@ -82,9 +84,9 @@ def main(o):
         off = tokens_per_step / min(times['compile_off'])
         base = {'baseline': round(off, 1), 'ratio': round(tokens_per_s / off, 3)} if tag == 'compile_on' else {}
         figure(f'train_cpu_tokens_per_s_{tag}', round(tokens_per_s, 1), 'tokens/s', **base,
-             median=round(tokens_per_step / median, 1))
+               median=round(tokens_per_step / median, 1))
         figure(f'train_cpu_mfu_{tag}', round(flops * tokens_per_s / peak, 4), 'fraction', target=0.45,
-             median=round(flops * tokens_per_step / median / peak, 4), flops_per_token=flops, params=gpt.num_params())
+               median=round(flops * tokens_per_step / median / peak, 4), flops_per_token=flops, params=gpt.num_params())
     if o.profile:
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
             settings['compile_off'][1]()

@@ -31,24 +31,30 @@ from contextlib import nullcontext
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _ROOT)
-import torch  # noqa: E402
+import torch
 
-from configurator import configure  # noqa: E402
-from run import figure  # noqa: E402
+from configurator import configure
+from run import figure
 
+# yapf: disable (a table: its comments aligned)
 OPTIONS = {
     'quick': False,        # every part on CPU with tiny shapes, in under a minute (the tests run it)
     'data_dir': '',        # a data folder prepare.py made with --tokenizer=gpt2 (the recipe part trains on it)
     'parts': 'recipe,modes,fsdp,continue,decode,loss',  # which parts, in this order
     'steps': 0,            # timed steps per setting (0: each part's own default)
 }
+# yapf: enable
 # the shapes of each part: full (a GPU) and quick (CPU, seconds)
-RECIPE = {'full': dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, batch_size=16),
-          'quick': dict(n_layer=2, n_head=2, n_embd=64, block_size=32, batch_size=4)}
-SMOLLM2 = {'full': dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
-                        num_key_value_heads=3, max_position_embeddings=8192, rms_norm_eps=1e-5, tie_word_embeddings=True),
-           'quick': dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, max_position_embeddings=256, rms_norm_eps=1e-5, tie_word_embeddings=True)}
+RECIPE = {
+    'full': dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, batch_size=16),
+    'quick': dict(n_layer=2, n_head=2, n_embd=64, block_size=32, batch_size=4)
+}
+SMOLLM2 = {
+    'full': dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+                 num_key_value_heads=3, max_position_embeddings=8192, rms_norm_eps=1e-5, tie_word_embeddings=True),
+    'quick': dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=256, rms_norm_eps=1e-5, tie_word_embeddings=True)
+}
 CONTINUE = {'full': dict(batch=8, seq=2048, new_tokens=128), 'quick': dict(batch=2, seq=64, new_tokens=8)}
 
 
@@ -86,13 +92,16 @@ def recipe(o, device, size, timer):
     import train
     from common import measure_matmul_peak
     peak = measure_matmul_peak(device, torch.bfloat16 if device.type == 'cuda' else torch.float32)
-    figure('matmul_peak_tflops', round(peak / 1e12, 1), 'TFLOP/s', dtype='bfloat16' if device.type == 'cuda' else 'float32')
+    figure('matmul_peak_tflops', round(peak / 1e12, 1), 'TFLOP/s',
+           dtype='bfloat16' if device.type == 'cuda' else 'float32')
     steps = o['steps'] or (40 if size == 'full' else 6)
     with tempfile.TemporaryDirectory() as out:
-        args = ['config/train_pubmed.py', f"--data_dir={o['data_dir']}", f'--out_dir={out}', f'--max_iters={steps}',
-                '--eval_interval=0', '--eval_iters=4', '--log_interval=1', '--gradient_accumulation_steps=1',
-                f'--peak_flops={peak}', '--warmup_iters=5', '--ckpt_every_tokens=0', '--save_best=False',
-                *[f'--{k}={v}' for k, v in RECIPE[size].items()], *(['--compile=False'] if size == 'quick' else [])]
+        args = [
+            'config/train_pubmed.py', f"--data_dir={o['data_dir']}", f'--out_dir={out}', f'--max_iters={steps}',
+            '--eval_interval=0', '--eval_iters=4', '--log_interval=1', '--gradient_accumulation_steps=1',
+            f'--peak_flops={peak}', '--warmup_iters=5', '--ckpt_every_tokens=0', '--save_best=False',
+            *[f'--{k}={v}' for k, v in RECIPE[size].items()], *(['--compile=False'] if size == 'quick' else [])
+        ]
         train.main(train.options([os.path.join(_ROOT, args[0]), *args[1:]]))
         records = [json.loads(line) for line in open(os.path.join(out, 'metrics.jsonl'))]
     steps_ = [r for r in records if r['kind'] == 'train']
@@ -115,14 +124,15 @@ def recipe_model(size, vocab=50304):
     from model import GPT, GPTConfig
     shape = {k: v for k, v in RECIPE[size].items() if k != 'batch_size'}
     torch.manual_seed(0)
-    return GPT(GPTConfig(vocab_size=vocab if size == 'full' else 512, pos='rotary', norm='rmsnorm', mlp='relu2', bias=False,
-                         tie_embeddings=False, zero_init_proj=True, **shape))
+    return GPT(
+        GPTConfig(vocab_size=vocab if size == 'full' else 512, pos='rotary', norm='rmsnorm', mlp='relu2', bias=False,
+                  tie_embeddings=False, zero_init_proj=True, **shape))
 
 
 def random_batch(model, batch, device):
     shape = (batch, model.config.block_size)
-    return [(torch.randint(0, model.config.vocab_size, shape, device=device),
-             torch.randint(0, model.config.vocab_size, shape, device=device))]
+    return [(torch.randint(0, model.config.vocab_size, shape,
+                           device=device), torch.randint(0, model.config.vocab_size, shape, device=device))]
 
 
 def modes(o, device, size, timer):
@@ -138,8 +148,8 @@ def modes(o, device, size, timer):
             autocast = precision(device, dtype)[1]
             scaler = torch.amp.GradScaler(device.type, enabled=False)
             batches = random_batch(raw, RECIPE[size]['batch_size'], device)
-            seconds = timer(lambda: train.train_step(model, optimizers, scaler, batches, autocast, 1.0),
-                            o['steps'] or (10 if size == 'full' else 3), warmup=3)
+            seconds = timer(lambda: train.train_step(model, optimizers, scaler, batches, autocast, 1.0), o['steps'] or
+                            (10 if size == 'full' else 3), warmup=3)
             results[compiled, dtype] = 1 / seconds
             base = results[False, 'float32']
             figure(f"modes_{'compiled' if compiled else 'eager'}_{dtype}_steps_per_s", round(1 / seconds, 2), 'steps/s',
@@ -159,8 +169,8 @@ def fsdp(o, device, size, timer):
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
         port = s.getsockname()[1]
-    dist.init_process_group('nccl' if device.type == 'cuda' else 'gloo', init_method=f'tcp://127.0.0.1:{port}',
-                            rank=0, world_size=1)
+    dist.init_process_group('nccl' if device.type == 'cuda' else 'gloo', init_method=f'tcp://127.0.0.1:{port}', rank=0,
+                            world_size=1)
     try:
         batch = max(1, RECIPE[size]['batch_size'] // 2)
         dtype = torch.bfloat16 if device.type == 'cuda' else torch.float32
@@ -176,9 +186,9 @@ def fsdp(o, device, size, timer):
                             o['steps'] or (5 if size == 'full' else 2), warmup=2)
             estimate = plan.estimate(raw.config, batch, 1, bf16=dtype == torch.bfloat16)['fsdp', checkpointing]['total']
             measured = peak_gb(device)
-            figure(f"fsdp{'_ac' if checkpointing else ''}_peak_memory_gb", measured, 'GB', plan_gb=round(estimate / 1e9, 3),
-                   ratio=measured and round(measured / (estimate / 1e9), 3), steps_per_s=round(1 / seconds, 2),
-                   micro_batch=batch, dtype=str(dtype).removeprefix('torch.'))
+            figure(f"fsdp{'_ac' if checkpointing else ''}_peak_memory_gb", measured, 'GB',
+                   plan_gb=round(estimate / 1e9, 3), ratio=measured and round(measured / (estimate / 1e9), 3),
+                   steps_per_s=round(1 / seconds, 2), micro_batch=batch, dtype=str(dtype).removeprefix('torch.'))
             model = raw = optimizers = None  # freed before the next setting is built
     finally:
         dist.destroy_process_group()
@@ -211,19 +221,22 @@ def hf_trainer_seconds(hf, x, steps, timer, device):
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+
         return timer(step, steps), 'transformers model, plain AdamW loop (accelerate not installed)'
     stamps = []
 
     class Stamp(TrainerCallback):
+
         def on_step_end(self, args, state, control, **kwargs):
             timer.sync()
             stamps.append(time.perf_counter())
 
     rows = [{'input_ids': row, 'labels': row} for row in x.cpu()]
     with tempfile.TemporaryDirectory() as out:
-        args = TrainingArguments(output_dir=out, per_device_train_batch_size=len(rows), max_steps=steps + 2, learning_rate=1e-5,
-                                 bf16=device.type == 'cuda', report_to=[], save_strategy='no', logging_strategy='no',
-                                 dataloader_num_workers=0, use_cpu=device.type == 'cpu', optim='adamw_torch_fused')
+        args = TrainingArguments(output_dir=out, per_device_train_batch_size=len(rows), max_steps=steps + 2,
+                                 learning_rate=1e-5, bf16=device.type == 'cuda', report_to=[], save_strategy='no',
+                                 logging_strategy='no', dataloader_num_workers=0, use_cpu=device.type == 'cpu',
+                                 optim='adamw_torch_fused')
         Trainer(model=hf, args=args, train_dataset=rows * (steps + 2), callbacks=[Stamp()]).train()
     return statistics.median(b - a for a, b in zip(stamps[1:], stamps[2:])), "transformers' Trainer"
 
@@ -254,7 +267,8 @@ def continued(o, device, size, timer):
 
 
 def decode(o, device, size, timer):
-    """sample.py's decoding (generate_stream, KV cache) vs transformers' generate(), greedy, same weights and precision."""
+    """sample.py's decoding (generate_stream, KV cache) vs transformers' generate(), greedy, same weights and
+    precision."""
     from common import precision
     hf, ours = smollm2(size, device)
     hf.eval(), ours.eval()
@@ -271,6 +285,7 @@ def decode(o, device, size, timer):
         def theirs_decode():
             with torch.no_grad(), autocast:
                 hf.generate(prompt, max_new_tokens=new, min_new_tokens=new, do_sample=False, pad_token_id=0)
+
         ours_s, theirs_s = timer(ours_decode, 3, warmup=1), timer(theirs_decode, 3, warmup=1)
         figure(f'decode_batch{batch}_tokens_per_s', round(batch * new / ours_s), 'tokens/s',
                baseline=round(batch * new / theirs_s), ratio=round(theirs_s / ours_s, 3), new_tokens=new)
@@ -285,13 +300,14 @@ def loss(o, device, size, timer):
     rows = CONTINUE[size]['batch'] * CONTINUE[size]['seq']
     x = torch.randn(rows, width, device=device, requires_grad=True)
     weight = (torch.randn(vocab, width, device=device) * 0.02).requires_grad_()
-    targets = torch.randint(0, vocab, (rows,), device=device)
+    targets = torch.randint(0, vocab, (rows, ), device=device)
 
     def chunked():
         chunked_cross_entropy(x, weight, targets, rows=head_rows(device.type, vocab)).backward()
 
     def plain():
         F.cross_entropy((x @ weight.t()).float(), targets).backward()
+
     found = {}
     for name, fn in (('plain', plain), ('chunked', chunked)):
         peak_reset(device)
@@ -314,8 +330,9 @@ def main(argv=None):
         print(f"error: --parts: unknown {', '.join(unknown)}; choose from {', '.join(PARTS)}", file=sys.stderr)
         return 2
     if 'recipe' in parts and not os.path.isfile(os.path.join(o['data_dir'], 'meta.pkl')):
-        print(f"error: --data_dir={o['data_dir']!r}: the recipe needs a prepared data folder (prepare.py --tokenizer=gpt2)",
-              file=sys.stderr)
+        print(
+            f"error: --data_dir={o['data_dir']!r}: the recipe needs a prepared data folder (prepare.py "
+            "--tokenizer=gpt2)", file=sys.stderr)
         return 2
     device = torch.device('cuda' if torch.cuda.is_available() and not o['quick'] else 'cpu')
     size = 'quick' if o['quick'] else 'full'

@@ -24,16 +24,20 @@ def hf_tokenizer_folder(path, style, texts, vocab_size=1200):
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
     steps, nfc, front, back, eos = STYLES[style]
-    made = {'ByteLevel': lambda arg: pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=arg),
-            'Split': lambda arg: pre_tokenizers.Split(Regex(arg), behavior='isolated'),
-            'Digits': lambda arg: pre_tokenizers.Digits(individual_digits=True)}
+    made = {
+        'ByteLevel': lambda arg: pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=arg),
+        'Split': lambda arg: pre_tokenizers.Split(Regex(arg), behavior='isolated'),
+        'Digits': lambda arg: pre_tokenizers.Digits(individual_digits=True)
+    }
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence([made[kind](arg) for kind, arg in steps])
     tok.decoder = decoders.ByteLevel()
     if nfc:
         tok.normalizer = normalizers.NFC()
-    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=front, show_progress=False,
-                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok.train_from_iterator(
+        texts,
+        trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=front, show_progress=False,
+                            initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     tok.add_special_tokens(back)
     PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=eos).save_pretrained(path)
     return path

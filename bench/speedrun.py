@@ -35,11 +35,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from common import fail  # noqa: E402
-from configurator import configure  # noqa: E402
-from tokenizer import use_tiktoken_cache_copy  # noqa: E402
-from run import figure  # noqa: E402
+from common import fail
+from configurator import configure
+from tokenizer import use_tiktoken_cache_copy
+from run import figure
 
+# yapf: disable (a table: its comments aligned)
 OPTIONS = {
     'budget_s': 600.0,          # training seconds per run (evaluation not counted)
     'eval_every_s': 15.0,       # evaluate the candidate(s) every this many training seconds
@@ -59,6 +60,7 @@ OPTIONS = {
     'reuse': False,             # keep a finished run made by the same command instead of training again
     'plot': 'auto',             # PNG in out_root: 'auto' = speedrun[_same_tokenizer][_ablate].png, '' = none
 }
+# yapf: enable
 # One lever of the candidate switched at a time: (name, train.py override or None, data: None = the candidate's).
 ABLATIONS = (
     ('rotary->learned_pos', '--pos=learned', None),
@@ -87,7 +89,9 @@ def prepared(o, tokenizer):
         fail(f"{folder} is not prepared and --input={o['input']} does not exist: point --input at PubMed XML "
              f"(e.g. ../shared/data/pubmed-corpus) or --data_root at prepared data")
     if tokenizer == 'gpt2':  # GPT-2's files offline, from the shared folder the default --input lies in
-        use_tiktoken_cache_copy(Path(o['input']).parent.parent / 'tiktoken-cache', Path(o['data_root']) / 'tiktoken-cache')
+        use_tiktoken_cache_copy(
+            Path(o['input']).parent.parent / 'tiktoken-cache',
+            Path(o['data_root']) / 'tiktoken-cache')
     args = [f"--input={o['input']}", f'--out_dir={folder}', f'--tokenizer={tokenizer}']
     if tokenizer == 'bpe':
         args.append(f"--vocab_size={o['vocab_size']}")
@@ -105,11 +109,13 @@ def read_metrics(path):
 def train(o, name, config, data_dir, budget_s, overrides=(), eval_every_s=None):
     """Run train.py for budget_s training seconds; returns its metrics records."""
     out_dir = Path(o['out_root']) / name
-    cmd = [sys.executable, 'train.py', config, f'--data_dir={data_dir}', f'--out_dir={out_dir}',
-           f'--max_seconds={budget_s}', '--max_iters=1000000000', '--max_tokens=0', '--lr_decay_iters=0',
-           '--eval_interval=0', f"--eval_interval_seconds={eval_every_s or o['eval_every_s']}", '--eval_iters=1000000',
-           '--log_interval=50', '--save_latest=False', '--save_best=False', '--ckpt_every_tokens=0',
-           '--wandb_log=False', '--init_from=scratch', '--overwrite=True', *overrides]
+    cmd = [
+        sys.executable, 'train.py', config, f'--data_dir={data_dir}', f'--out_dir={out_dir}',
+        f'--max_seconds={budget_s}', '--max_iters=1000000000', '--max_tokens=0', '--lr_decay_iters=0',
+        '--eval_interval=0', f"--eval_interval_seconds={eval_every_s or o['eval_every_s']}", '--eval_iters=1000000',
+        '--log_interval=50', '--save_latest=False', '--save_best=False', '--ckpt_every_tokens=0', '--wandb_log=False',
+        '--init_from=scratch', '--overwrite=True', *overrides
+    ]
     stamp, metrics = out_dir / 'run.json', out_dir / 'metrics.jsonl'
     run = {'cmd': cmd[1:], 'threads': o['threads']}
     if o['reuse'] and stamp.exists() and metrics.exists() and json.loads(stamp.read_text()) == run:
@@ -155,8 +161,8 @@ def report(name, records):
     steps = [r for r in records if r['kind'] == 'train']
     if steps:
         last = steps[-1]
-        figure(f'{name}_tokens_per_s', round(last['tokens'] / last['train_seconds']), 'tokens/s',
-               iters=last['iter'], tokens=last['tokens'])
+        figure(f'{name}_tokens_per_s', round(last['tokens'] / last['train_seconds']), 'tokens/s', iters=last['iter'],
+               tokens=last['tokens'])
     return points
 
 
@@ -201,7 +207,9 @@ def main(argv=None):
     words = [w for w in o['levers'].split(',') if w]
     unknown = [w for w in words if not any(w in lever for lever, _, _ in ABLATIONS)]
     if unknown:
-        fail(f"--levers: no lever named like {', '.join(unknown)} (levers: {', '.join(name for name, _, _ in ABLATIONS)})", 2)
+        fail(
+            f"--levers: no lever named like {', '.join(unknown)} (levers: "
+            f"{', '.join(name for name, _, _ in ABLATIONS)})", 2)
     for key in ('baseline', 'candidate'):
         if not (REPO / o[key]).is_file():
             fail(f"--{key}={o[key]}: no such config file (relative to {REPO})", 2)
@@ -217,20 +225,24 @@ def main(argv=None):
     target, base_seconds = curves['baseline'][-1][1], curves['baseline'][-1][0]
     figure('baseline_final_val_bpb', round(target, 5), 'bits/byte', train_seconds=base_seconds)
     final = curves[cand_name][-1][1]
-    figure(f'{cand_name}_final_val_bpb', round(final, 5), 'bits/byte', baseline=round(target, 5), ratio=round(final / target, 4))
+    figure(f'{cand_name}_final_val_bpb', round(final, 5), 'bits/byte', baseline=round(target, 5),
+           ratio=round(final / target, 4))
     compare(cand_name, curves[cand_name], target, base_seconds)
 
     if o['ablate']:
         ablate_budget = o['ablate_budget_s'] or budget
         reference = final
         if ablate_budget != budget:  # compare ablations with the candidate at the same budget
-            reference = curve(train(o, f'{cand_name}@{ablate_budget:g}s', o['candidate'], bpe, ablate_budget, cand_overrides))[-1][1]
+            reference = curve(
+                train(o, f'{cand_name}@{ablate_budget:g}s', o['candidate'], bpe, ablate_budget, cand_overrides))[-1][1]
         for lever, override, data in ABLATIONS:
             if words and not any(w in lever for w in words):
                 continue
             name = f'ablate[{lever}]'
             folder = prepared(dict(o, vocab_size=int(data[3:])), 'bpe') if data else bpe
-            points = curve(train(o, name, o['candidate'], folder, ablate_budget, cand_overrides + ([override] if override else [])))
+            points = curve(
+                train(o, name, o['candidate'], folder, ablate_budget,
+                      cand_overrides + ([override] if override else [])))
             curves[name] = points
             t = time_to_reach(points, target)
             figure(f'{name}_final_val_bpb', round(points[-1][1], 5), 'bits/byte', baseline=round(reference, 5),

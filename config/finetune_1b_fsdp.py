@@ -12,21 +12,21 @@
 out_dir = 'out-finetune-1b'
 parallel = 'fsdp'
 activation_checkpointing = False
-block_size = 2048              # the model's own context is 131,072 for Llama-3.2-1B: 2,048 covers an abstract
+block_size = 2048  # the model's own context is 131,072 for Llama-3.2-1B: 2,048 covers an abstract
 dropout = 0.0
 
 # 8 windows x 32 micro-batches x 2,048 tokens = 524,288 tokens a step (4 micro-steps on each of 8 GPUs)
 batch_size = 8
 gradient_accumulation_steps = 32
 
-optimizer = 'adamw'            # weight decay 0.1, betas (0.9, 0.95), clipping at 1.0, cosine: train.py's defaults
+optimizer = 'adamw'  # weight decay 0.1, betas (0.9, 0.95), clipping at 1.0, cosine: train.py's defaults
 learning_rate = 3e-5
 min_lr = 3e-6
 warmup_iters = 100
-max_iters = 4000               # ~2.1B tokens: a few epochs of PubMed's abstracts
+max_iters = 4000  # ~2.1B tokens: a few epochs of PubMed's abstracts
 
-eval_interval = 200            # also the checkpoint interval: what a requeued job loses at most
+eval_interval = 200  # also the checkpoint interval: what a requeued job loses at most
 eval_iters = 25
 log_interval = 10
-dtype = 'auto'                 # bf16 on GPUs that have it (FSDP: bf16 compute, fp32 gradient reduction)
+dtype = 'auto'  # bf16 on GPUs that have it (FSDP: bf16 compute, fp32 gradient reduction)
 compile = True

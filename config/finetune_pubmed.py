@@ -11,10 +11,11 @@
 # The lr was measured on the real SmolLM2-135M-Instruct (dev/LOG.md, 2026-12-02): of 1.5e-5, 5e-5, 1.5e-4 and
 # 5e-4, 1.5e-4 gave the lowest held-out bpb after 40 steps with PubMedQA not falling. For models of 1B and more,
 # pretrained at lower peaks, start lower (config/finetune_1b_fsdp.py).
-# On a CPU with avx512_bf16 or AMX, --dtype=bfloat16 trains at 2.7-2.9x the tokens/s of float32 (bench/bench_continue.py).
+# On a CPU with avx512_bf16 or AMX, --dtype=bfloat16 trains at 2.7-2.9x the tokens/s of float32
+# (bench/bench_continue.py).
 # AdamW: Muon was measured for training from scratch only (dev/LOG.md), not for a pretrained model.
 out_dir = 'out-finetune'
-block_size = 0                 # 0 = the model's own context (max_position_embeddings); set lower to save memory
+block_size = 0  # 0 = the model's own context (max_position_embeddings); set lower to save memory
 dropout = 0.0
 
 # 8 windows x 16 micro-steps x the context (2,048: 262,144 tokens/step for SmolLM2 at block_size=2048)
@@ -35,5 +36,5 @@ max_iters = 5000
 eval_interval = 250
 eval_iters = 50
 log_interval = 10
-dtype = 'auto'                 # bf16 on GPUs that have it
+dtype = 'auto'  # bf16 on GPUs that have it
 compile = True

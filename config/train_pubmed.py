@@ -16,7 +16,7 @@
 # steps (5.2B tokens) in 68 minutes; 8 x H100 SXM (989 TFLOP/s) 4.1M tokens/s, 0.13 s/step, 21 minutes.
 # The MFU each run achieves is printed every log_interval and recorded in out_dir/metrics.jsonl.
 out_dir = 'out-pubmed'
-dtype = 'auto'                 # bf16 where supported, else fp16 with a gradient scaler
+dtype = 'auto'  # bf16 where supported, else fp16 with a gradient scaler
 compile = True
 
 n_layer = 12
@@ -28,9 +28,9 @@ bias = False
 pos = 'rotary'
 norm = 'rmsnorm'
 mlp = 'relu2'
-qk_norm = False                # exports as ArceeForCausalLM: ReLU² with QK-norm or a logit softcap has no standard
+qk_norm = False  # exports as ArceeForCausalLM: ReLU² with QK-norm or a logit softcap has no standard
 tie_embeddings = False
-logit_softcap = 0.0            # architecture that transformers and vLLM load (docs/open-models.md: export)
+logit_softcap = 0.0  # architecture that transformers and vLLM load (docs/open-models.md: export)
 zero_init_proj = True
 
 # 16 windows x 1024 tokens x 32 micro-steps = 524,288 tokens per step, on any number of GPUs dividing 32
@@ -39,7 +39,7 @@ batch_size = 16
 gradient_accumulation_steps = 32
 
 optimizer = 'muon'
-learning_rate = 1.5e-3         # AdamW: embeddings, head, gains
+learning_rate = 1.5e-3  # AdamW: embeddings, head, gains
 muon_lr = 0.02
 muon_momentum = 0.95
 weight_decay = 0.0
@@ -50,10 +50,10 @@ schedule = 'wsd'
 cooldown_frac = 0.3
 warmup_iters = 200
 min_lr = 1.5e-4
-max_iters = 10000              # 5.2B tokens, about one epoch of PubMed's English abstracts
+max_iters = 10000  # 5.2B tokens, about one epoch of PubMed's English abstracts
 
 eval_interval = 250
-eval_iters = 100               # 1,600 fixed val windows, 1.6M tokens
+eval_iters = 100  # 1,600 fixed val windows, 1.6M tokens
 log_interval = 10
 save_latest = True
 ckpt_every_tokens = 1_000_000_000  # keep a snapshot every 1B tokens

@@ -11,7 +11,7 @@
 out_dir = 'out-pubmed-cpu'
 device = 'cpu'
 dtype = 'float32'
-compile = False                # its ~20 s compile counts in a time budget: loses at 90 s, about even at 300 s (dev/LOG.md)
+compile = False  # its ~20 s compile counts in a time budget: loses at 90 s, about even at 300 s (dev/LOG.md)
 
 # model: 4 layers x 128 wide, 128-token context (~1.3M parameters with the 8k head)
 n_layer = 4
@@ -23,7 +23,7 @@ bias = False
 pos = 'rotary'
 norm = 'rmsnorm'
 mlp = 'relu2'
-qk_norm = False                # exports as ArceeForCausalLM (ReLU² + QK-norm has no standard architecture); cost: docs/open-models.md
+qk_norm = False  # exports as ArceeForCausalLM (ReLU² + QK-norm has no standard architecture); cost: docs/open-models.md
 tie_embeddings = False
 logit_softcap = 0.0
 zero_init_proj = True
@@ -34,14 +34,14 @@ gradient_accumulation_steps = 1
 
 # optimizer and schedule: the time budget drives the schedule (its last 30% is the cooldown)
 optimizer = 'muon'
-learning_rate = 1e-2           # AdamW: embeddings, head, gains (3e-3: 0.08 bpb worse after 2 min)
+learning_rate = 1e-2  # AdamW: embeddings, head, gains (3e-3: 0.08 bpb worse after 2 min)
 muon_lr = 0.02
 muon_momentum = 0.95
 weight_decay = 0.0
 grad_clip = 1.0
 schedule = 'wsd'
 cooldown_frac = 0.3
-warmup_iters = 10              # in steps: a few seconds on CPU
+warmup_iters = 10  # in steps: a few seconds on CPU
 min_lr = 1e-3
 max_seconds = 300.0
 max_iters = 1_000_000

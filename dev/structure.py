@@ -43,15 +43,19 @@ def measure(path, width):
 def main(argv):
     width = int(next((a.split('=', 1)[1] for a in argv if a.startswith('--width=')), 100))
     rows = [(os.path.relpath(p, ROOT), *measure(p, width)) for p in python_files(ROOT)]
-    print(f"{'file':34} {'lines':>6}  {'longest function':40} {'most parameters':34} {'>' + str(width):>6} {'inner imports':>13}")
+    print(f"{'file':34} {'lines':>6}  {'longest function':40} {'most parameters':34} {'>' + str(width):>6} "
+          f"{'inner imports':>13}")
     for name, lines, (fn, fn_lines), (wide, args), over, inner in rows:
         print(f'{name:34} {lines:6}  {fn + f" ({fn_lines})":40} {wide + f" ({args})":34} {over:6} {inner:13}')
     total = sum(r[1] for r in rows)
     longest = max(rows, key=lambda r: r[2][1])
     widest = max(rows, key=lambda r: r[3][1])
-    print(f"\n{len(rows)} files, {total:,} lines; longest function {longest[2][0]} ({longest[2][1]} lines, {longest[0]}); "
-          f"most parameters {widest[3][0]} ({widest[3][1]}, {widest[0]}); {sum(r[4] for r in rows) / total:.1%} of lines over "
-          f"{width} characters; {sum(r[5] for r in rows)} imports inside functions")
+    print(
+        f"\n{len(rows)} files, {total:,} lines; longest function {longest[2][0]} ({longest[2][1]} lines, "
+        f"{longest[0]}); "
+        f"most parameters {widest[3][0]} ({widest[3][1]}, {widest[0]}); {sum(r[4] for r in rows) / total:.1%} of lines "
+        "over "
+        f"{width} characters; {sum(r[5] for r in rows)} imports inside functions")
 
 
 if __name__ == '__main__':

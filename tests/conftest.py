@@ -21,7 +21,9 @@ def run_ok(*args, timeout=600):
     """A script of the repo (train.py, export_hf.py, sample.py...) in its own process on one thread, as a user runs
     it; asserts it exits 0 (its stderr's end otherwise)."""
     r = subprocess.run([sys.executable, *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=timeout,
-                       env={**os.environ, 'OMP_NUM_THREADS': '1'})
+                       env={
+                           **os.environ, 'OMP_NUM_THREADS': '1'
+                       })
     assert r.returncode == 0, r.stderr[-4000:]
     return r
 
@@ -33,7 +35,8 @@ def run_prepare(*args, timeout=300):
 
 def pytest_configure(config):
     from tokenizer import use_tiktoken_cache_copy
-    use_tiktoken_cache_copy(SHARED / 'tiktoken-cache', Path(config.rootpath) / '.pytest_cache' / 'tiktoken')  # offline GPT-2
+    use_tiktoken_cache_copy(SHARED / 'tiktoken-cache',
+                            Path(config.rootpath) / '.pytest_cache' / 'tiktoken')  # offline GPT-2
     os.environ.setdefault('WANDB_MODE', 'offline')
 
 
@@ -69,14 +72,16 @@ def tmpfs():
     def mount(folder, size='1m', read_only=False):
         folder.mkdir(parents=True, exist_ok=True)
         try:
-            r = subprocess.run(['mount', '-t', 'tmpfs', '-o', f'size={size}' + (',ro' if read_only else ''), 'tmpfs', str(folder)],
-                               capture_output=True, text=True, timeout=30)
+            r = subprocess.run(
+                ['mount', '-t', 'tmpfs', '-o', f'size={size}' + (',ro' if read_only else ''), 'tmpfs',
+                 str(folder)], capture_output=True, text=True, timeout=30)
         except (OSError, subprocess.TimeoutExpired) as e:
             r = subprocess.CompletedProcess([], 1, '', str(e))
         if r.returncode:
             pytest.skip(f'cannot mount a tmpfs (needs root): {r.stderr.strip()}')
         mounted.append(folder)
         return folder
+
     yield mount
     for folder in reversed(mounted):
         subprocess.run(['umount', '-l', str(folder)], capture_output=True, timeout=30)
@@ -126,8 +131,10 @@ def fuzzed(n, seed=0):
     """Strings a tokenizer can get wrong: scripts, digits, spaces before digits, newlines, combining marks
     (NFC composes them), emoji, punctuation runs."""
     rng = random.Random(seed)
-    pool = (list('abcXYZ019 ') + [' 12', '  7', '\n', '\r\n', '\t', 'é', 'e\u0301', 'ü', 'ß', 'ﬁ', 'α', 'Ω', 'д', '中文',
-            'العربية', '١٢٣', '²', '😀', '👩\u200d🔬', '...', '--', "'s", "'LL", '?!', '(%)', '\u00a0', '\u2009'])
+    pool = (list('abcXYZ019 ') + [
+        ' 12', '  7', '\n', '\r\n', '\t', 'é', 'e\u0301', 'ü', 'ß', 'ﬁ', 'α', 'Ω', 'д', '中文', 'العربية', '١٢٣', '²',
+        '😀', '👩\u200d🔬', '...', '--', "'s", "'LL", '?!', '(%)', '\u00a0', '\u2009'
+    ])
     return [''.join(rng.choice(pool) for _ in range(rng.randint(1, 40))) for _ in range(n)]
 
 
@@ -158,7 +165,9 @@ def fixed_steps(model, batches, steps, lr, optimizers=None, **optimizer):
     from train import train_step
     optimizers = optimizers or model.configure_optimizers(0.0, lr, (0.9, 0.95), 'cpu', **optimizer)
     scaler = torch.amp.GradScaler('cpu', enabled=False)
-    return [train_step(model, optimizers, scaler, [batches[i % len(batches)]], nullcontext()).item() for i in range(steps)]
+    return [
+        train_step(model, optimizers, scaler, [batches[i % len(batches)]], nullcontext()).item() for i in range(steps)
+    ]
 
 
 def tiny_model(spec, steps=100, **model_args):
@@ -171,9 +180,10 @@ def tiny_model(spec, steps=100, **model_args):
     args = {**dict(block_size=32, vocab_size=vocab_size_of(spec), n_layer=2, n_head=2, n_embd=32), **model_args}
     model = GPT(GPTConfig(**args))
     data = torch.tensor(encoding_from_spec(spec).encode_ordinary(TINY_TEXT))
-    starts = [torch.randint(len(data) - args['block_size'] - 1, (8,)) for _ in range(steps)]
-    batches = [(torch.stack([data[j:j + args['block_size']] for j in i]),
-                torch.stack([data[j + 1:j + 1 + args['block_size']] for j in i])) for i in starts]
+    starts = [torch.randint(len(data) - args['block_size'] - 1, (8, )) for _ in range(steps)]
+    batches = [(torch.stack([data[j:j + args['block_size']]
+                             for j in i]), torch.stack([data[j + 1:j + 1 + args['block_size']] for j in i]))
+               for i in starts]
     fixed_steps(model, batches, steps, lr=1e-2, optimizers=[torch.optim.AdamW(model.parameters(), lr=1e-2)])
     return model.eval(), args
 
@@ -203,20 +213,26 @@ def make_dataset(path, vocab_size=320, n_docs=240, seed=0, spec=None):
     docs = []
     for _ in range(n_docs):
         start = rng.randrange(len(WORDS))
-        sentences = [' '.join(WORDS[(start + k + j) % len(WORDS)] for j in range(rng.randint(4, 9))).capitalize() + '.'
-                     for k in range(rng.randint(2, 5))]
+        sentences = [
+            ' '.join(WORDS[(start + k + j) % len(WORDS)] for j in range(rng.randint(4, 9))).capitalize() + '.'
+            for k in range(rng.randint(2, 5))
+        ]
         docs.append(' '.join(sentences))
     spec = spec or train_bpe(docs, vocab_size)
     enc = encoding_from_spec(spec)
     eot = eot_id(spec)
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    split = {'train': docs[: n_docs * 9 // 10], 'val': docs[n_docs * 9 // 10:]}
+    split = {'train': docs[:n_docs * 9 // 10], 'val': docs[n_docs * 9 // 10:]}
     sizes = {}
     for name, part in split.items():
         ids = [t for d in part for t in enc.encode_ordinary(d) + [eot]]
         np.array(ids, dtype=token_dtype(vocab_size_of(spec))).tofile(path / f'{name}.bin')
-        sizes.update({f'{name}_tokens': len(ids), f'{name}_docs': len(part), f'{name}_bytes': len(''.join(part).encode())})
+        sizes.update({
+            f'{name}_tokens': len(ids),
+            f'{name}_docs': len(part),
+            f'{name}_bytes': len(''.join(part).encode())
+        })
     write_meta(path, spec, **sizes)
     return path
 
@@ -230,11 +246,10 @@ def tiny_data(tmp_path_factory):
 def smollm2():
     """The shared SmolLM2-135M-Instruct as a float32 Hugging Face folder (converted from its GGUF once, cached
     outside git: hf_folders.smollm2_folder); skips, saying why, without ../shared or the gguf package."""
-    pytest.importorskip('gguf', reason='the gguf package reads the shared SmolLM2 file: pip install -r requirements-dev.txt')
+    pytest.importorskip('gguf',
+                        reason='the gguf package reads the shared SmolLM2 file: pip install -r requirements-dev.txt')
     from hf_folders import smollm2_folder
     folder = smollm2_folder(SHARED)
     if folder is None:
         pytest.skip(f'{SHARED}/models/smollm2-135m-instruct (the real SmolLM2 weights) not present')
     return folder
-
-

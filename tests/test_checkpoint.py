@@ -21,14 +21,16 @@ class Payload:
         self.marker = marker
 
     def __reduce__(self):
-        return os.system, (f'touch {self.marker}',)
+        return os.system, (f'touch {self.marker}', )
 
 
 def commands(*arg_lists):
     """Several of the project's commands at once, as a user runs them (most of their time is importing torch)."""
     env = {**os.environ, 'OMP_NUM_THREADS': '1'}
-    procs = [subprocess.Popen([sys.executable, *args], cwd=REPO, env=env, text=True, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE) for args in arg_lists]
+    procs = [
+        subprocess.Popen([sys.executable, *args], cwd=REPO, env=env, text=True, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE) for args in arg_lists
+    ]
     return [(p.wait(timeout=300), p.stderr.read()) for p in procs]
 
 
@@ -76,6 +78,7 @@ def test_a_sharded_checkpoint_never_runs_code_in_any_command(sharded_run, tiny_d
 
     def hostile_lr(model_state, optimizer_state):
         optimizer_state['param_groups'][0]['lr'] = Payload(marker)
+
     rewrite_shards(values, hostile_lr)
 
     pubmedqa = need(SHARED / 'data' / 'pubmedqa')
@@ -98,16 +101,20 @@ def test_a_sharded_checkpoint_never_runs_code_in_any_command(sharded_run, tiny_d
 @pytest.mark.slow
 def test_damaged_sharded_checkpoints_are_one_line(sharded_run, tiny_data, tmp_path, capsys):
     shard = '__0_0.distcp'
-    cases = {'cut short': (lambda f: os.truncate(f / shard, 3000), f'the shard {shard} is cut short (3,000 bytes of'),
-             'shard gone': (lambda f: os.remove(f / shard), f'the shard {shard} is missing'),
-             'garbage metadata': (lambda f: (f / '.metadata').write_bytes(b'\x80\x04garbage'), '.metadata: not readable'),
-             'escaping shard': (lambda f: (f / '.metadata').write_bytes((f / '.metadata').read_bytes().replace(
-                 shard.encode(), b'../../x.dist')), "names a shard '../../x.dist' that is not a file of the folder"),
-             'other shape': (lambda f: save_checkpoint(widened(f / 'train_state.pt'), f / 'train_state.pt'),
-                             'its shards do not fit this model and optimizer'),
-             'not finite': (lambda f: rewrite_shards(f, lambda m, o: m['transformer.h.0.attn.c_attn.weight'].fill_(
-                 float('nan'))), 'the weights are not finite'),
-             'no train_state': (lambda f: os.remove(f / 'train_state.pt'), 'not a sharded checkpoint of this project')}
+    cases = {
+        'cut short': (lambda f: os.truncate(f / shard, 3000), f'the shard {shard} is cut short (3,000 bytes of'),
+        'shard gone': (lambda f: os.remove(f / shard), f'the shard {shard} is missing'),
+        'garbage metadata': (lambda f: (f / '.metadata').write_bytes(b'\x80\x04garbage'), '.metadata: not readable'),
+        'escaping shard': (lambda f: (f / '.metadata').write_bytes(
+            (f / '.metadata').read_bytes().replace(shard.encode(), b'../../x.dist')),
+                           "names a shard '../../x.dist' that is not a file of the folder"),
+        'other shape': (lambda f: save_checkpoint(widened(f / 'train_state.pt'), f / 'train_state.pt'),
+                        'its shards do not fit this model and optimizer'),
+        'not finite': (
+            lambda f: rewrite_shards(f, lambda m, o: m['transformer.h.0.attn.c_attn.weight'].fill_(float('nan'))),
+            'the weights are not finite'),
+        'no train_state': (lambda f: os.remove(f / 'train_state.pt'), 'not a sharded checkpoint of this project')
+    }
     for name, (damage, message) in cases.items():
         folder = copy_run(sharded_run, tmp_path / name.replace(' ', '_'))
         damage(folder)
@@ -118,9 +125,10 @@ def test_damaged_sharded_checkpoints_are_one_line(sharded_run, tiny_data, tmp_pa
         err = capsys.readouterr().err
         assert e.value.code == 1 and message in err and err.count('\n') == 1, (name, err)
         assert [r['iter'] for r in records(folder.parent, 'train')] == [1, 2, 3], name  # nothing trained or trimmed
-    results = commands(['consolidate.py', f'--ckpt={tmp_path / "cut_short" / "ckpt.dcp"}', f'--out={tmp_path / "c.pt"}'],
-                       ['sample.py', f'--out_dir={tmp_path / "other_shape"}'],
-                       ['export_hf.py', f'--ckpt={tmp_path / "not_finite" / "ckpt.dcp"}', f'--out={tmp_path / "hf"}'])
+    results = commands(
+        ['consolidate.py', f'--ckpt={tmp_path / "cut_short" / "ckpt.dcp"}', f'--out={tmp_path / "c.pt"}'],
+        ['sample.py', f'--out_dir={tmp_path / "other_shape"}'],
+        ['export_hf.py', f'--ckpt={tmp_path / "not_finite" / "ckpt.dcp"}', f'--out={tmp_path / "hf"}'])
     for (code, err), message in zip(results, ('is cut short', 'do not fit this model', 'not finite')):
         assert code == 1 and err.count('\n') == 1 and message in err, err
 
@@ -135,7 +143,8 @@ def test_a_stale_old_folder_beside_a_sharded_checkpoint_does_not_stop_later_save
     folder = copy_run(sharded_run, tmp_path / 'run')
     shutil.copytree(folder, tmp_path / 'run' / 'ckpt.dcp.old')
     run_train(tiny_data, tmp_path / 'run', '--init_from=resume', '--max_iters=5')
-    assert load_checkpoint(str(folder))['iter_num'] == 5 and sorted(os.listdir(tmp_path / 'run')) == ['ckpt.dcp', 'metrics.jsonl']
+    assert load_checkpoint(str(folder))['iter_num'] == 5 and sorted(os.listdir(
+        tmp_path / 'run')) == ['ckpt.dcp', 'metrics.jsonl']
 
 
 def test_a_file_that_is_not_a_checkpoint_is_called_so(tmp_path):
@@ -147,8 +156,9 @@ def test_a_file_that_is_not_a_checkpoint_is_called_so(tmp_path):
 
 @pytest.mark.slow
 def test_consolidate_refuses_a_folder_as_its_output(sharded_run):
-    code, err = commands(['consolidate.py', f'--ckpt={sharded_run / "ckpt.dcp"}', f'--out={sharded_run / "ckpt.dcp"}',
-                          '--overwrite=True'])[0]
+    code, err = commands([
+        'consolidate.py', f'--ckpt={sharded_run / "ckpt.dcp"}', f'--out={sharded_run / "ckpt.dcp"}', '--overwrite=True'
+    ])[0]
     assert code == 2 and err.count('\n') == 1 and 'is a folder; name the file to write' in err
     assert load_checkpoint(str(sharded_run / 'ckpt.dcp'))['iter_num'] == 3
 

@@ -29,8 +29,9 @@ def test_config_file_then_overrides_left_to_right(tmp_path):
 def run_cli(args, tmp_path):
     script = tmp_path / 's.py'
     script.write_text(f'from configurator import configure\nconfigure({DEFAULTS!r})\nopen("written", "w").write("x")\n')
-    return subprocess.run([sys.executable, str(script), *args], cwd=tmp_path, capture_output=True, text=True,
-                          env={**os.environ, 'PYTHONPATH': str(REPO)})
+    return subprocess.run([sys.executable, str(script), *args], cwd=tmp_path, capture_output=True, text=True, env={
+        **os.environ, 'PYTHONPATH': str(REPO)
+    })
 
 
 @pytest.mark.parametrize('args, message', [
@@ -50,12 +51,15 @@ def test_mistakes_exit_2_with_one_line_and_write_nothing(args, message, tmp_path
 def test_unknown_key_in_config_file_is_named(tmp_path):
     (tmp_path / 'bad.py').write_text('batch_sise = 3\n')
     r = run_cli(['bad.py'], tmp_path)
-    assert r.returncode == 2 and "unknown key 'batch_sise' in config file 'bad.py' (did you mean 'batch_size'?)" in r.stderr
+    assert r.returncode == 2
+    assert "unknown key 'batch_sise' in config file 'bad.py' (did you mean 'batch_size'?)" in r.stderr
 
 
-COMMANDS = ['train.py', 'sample.py', 'export_hf.py', 'pubmedqa.py', 'consolidate.py', 'data/pubmed/prepare.py', 'plan.py', 'sweep.py',
-            'bench/gpu_check.py', 'bench/bench_train.py', 'bench/bench_sample.py', 'bench/bench_fsdp.py',
-            'bench/bench_prepare.py', 'bench/bench_continue.py', 'bench/speedrun.py']
+COMMANDS = [
+    'train.py', 'sample.py', 'export_hf.py', 'pubmedqa.py', 'consolidate.py', 'data/pubmed/prepare.py', 'plan.py',
+    'sweep.py', 'bench/gpu_check.py', 'bench/bench_train.py', 'bench/bench_sample.py', 'bench/bench_fsdp.py',
+    'bench/bench_prepare.py', 'bench/bench_continue.py', 'bench/speedrun.py'
+]
 
 
 @pytest.mark.slow
@@ -64,8 +68,10 @@ def test_help_of_every_command_prints_each_option_with_its_comment():
     import re
 
     from configurator import option_comments
-    procs = [subprocess.Popen([sys.executable, cmd, '--help'], cwd=REPO, text=True, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE) for cmd in COMMANDS]
+    procs = [
+        subprocess.Popen([sys.executable, cmd, '--help'], cwd=REPO, text=True, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE) for cmd in COMMANDS
+    ]
     for cmd, proc in zip(COMMANDS, procs):
         out, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err

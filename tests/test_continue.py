@@ -39,8 +39,9 @@ def test_a_llama_folder_continues_pretraining_on_pubmed_and_exports_back(tmp_pat
 
     out = tmp_path / 'out'
     run_ok('train.py', 'config/finetune_pubmed.py', f'--init_from={folder}', f'--data_dir={data}', f'--out_dir={out}',
-           '--block_size=64', '--batch_size=8', '--gradient_accumulation_steps=1', '--max_iters=60', '--eval_interval=30',
-           '--eval_iters=4', '--learning_rate=3e-3', '--min_lr=3e-4', '--warmup_iters=5', '--compile=False', '--device=cpu')
+           '--block_size=64', '--batch_size=8', '--gradient_accumulation_steps=1', '--max_iters=60',
+           '--eval_interval=30', '--eval_iters=4', '--learning_rate=3e-3', '--min_lr=3e-4', '--warmup_iters=5',
+           '--compile=False', '--device=cpu')
     evals = [r for r in map(json.loads, (out / 'metrics.jsonl').open()) if r['kind'] == 'eval']
     assert [r['iter'] for r in evals] == [0, 30, 60] and evals[-1]['val_bpb'] < evals[0]['val_bpb'] - 0.3
     assert run_prepare(f'--input={corpus}', f'--out_dir={tmp_path / "from-ckpt"}', f'--tokenizer={out / "ckpt.pt"}',
@@ -72,9 +73,12 @@ def test_short_training_windows_keep_the_context_of_the_model_continued(tmp_path
     (folder / 'config.json').write_text(json.dumps({**config, '_name_or_path': 'HuggingFaceTB/SmolLM2-135M'}))
     spec = spec_from_hf_folder(folder)
     data, out = make_dataset(tmp_path / 'data', spec=spec), tmp_path / 'out'
-    train.main(train.options([f'--init_from={folder}', f'--data_dir={data}', f'--out_dir={out}', '--block_size=32',
-                              '--batch_size=4', '--gradient_accumulation_steps=1', '--max_iters=3', '--eval_iters=1',
-                              '--compile=False', '--learning_rate=1e-3', '--warmup_iters=0', '--device=cpu']))
+    train.main(
+        train.options([
+            f'--init_from={folder}', f'--data_dir={data}', f'--out_dir={out}', '--block_size=32', '--batch_size=4',
+            '--gradient_accumulation_steps=1', '--max_iters=3', '--eval_iters=1', '--compile=False',
+            '--learning_rate=1e-3', '--warmup_iters=0', '--device=cpu'
+        ]))
     assert 'note: training on windows of 32 tokens of a context of 128' in capsys.readouterr().out
     ckpt = load_checkpoint(out / 'ckpt.pt')
     assert ckpt['model_args']['block_size'] == 128 and ckpt['config']['block_size'] == 32
@@ -85,7 +89,8 @@ def test_short_training_windows_keep_the_context_of_the_model_continued(tmp_path
     assert json.loads((tmp_path / 'hf' / 'config.json').read_text())['max_position_embeddings'] == 128
     card = (tmp_path / 'hf' / 'README.md').read_text()  # the model card says so too
     assert '| context | 128 tokens (trained on windows of 32) |' in card
-    assert '| weights | continued from HuggingFaceTB/SmolLM2-135M |' in card and 'base_model: HuggingFaceTB/SmolLM2-135M' in card
+    assert '| weights | continued from HuggingFaceTB/SmolLM2-135M |' in card
+    assert 'base_model: HuggingFaceTB/SmolLM2-135M' in card
     assert str(tmp_path) not in card and os.path.expanduser('~') not in card  # a published card names no local folder
     hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / 'hf').eval()
     ids = torch.tensor([encoding_from_spec(spec).encode_ordinary(TINY_TEXT)[:100]])
@@ -94,8 +99,8 @@ def test_short_training_windows_keep_the_context_of_the_model_continued(tmp_path
         theirs = hf(ids).logits
     torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=0)
 
-    sample = run_ok('sample.py', f'--ckpt={out / "ckpt.pt"}', '--prompt=Metformin lowers blood glucose', '--max_new_tokens=80',
-                    '--temperature=0', '--stop_at_eot=False')
+    sample = run_ok('sample.py', f'--ckpt={out / "ckpt.pt"}', '--prompt=Metformin lowers blood glucose',
+                    '--max_new_tokens=80', '--temperature=0', '--stop_at_eot=False')
     assert 'past the context' not in sample.stderr  # 80 tokens and the prompt fit in 128: no window slides
     assert len(encoding_from_spec(spec).encode_ordinary(sample.stdout.rstrip('\n'))) > 80
     from lm_eval.models.huggingface import HFLM

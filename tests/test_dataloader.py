@@ -5,14 +5,12 @@ import numpy as np
 from dataloader import TrainLoader, read_windows, window_ids, window_starts
 
 
-
 def test_windows_are_a_permutation_per_epoch():
     ids = window_ids(0, 30, 10, seed=7)
     for epoch in range(3):
-        assert sorted(ids[10 * epoch: 10 * epoch + 10]) == list(range(10))
+        assert sorted(ids[10 * epoch:10 * epoch + 10]) == list(range(10))
     assert list(ids[:10]) != list(ids[10:20])
     assert list(window_ids(13, 9, 10, seed=7)) == list(ids[13:22])  # any slice of the same stream
-
 
 
 def test_window_starts_fixed_and_aligned_to_documents():
@@ -27,12 +25,10 @@ def test_window_starts_fixed_and_aligned_to_documents():
     assert len(window_starts(tokens[:4], 3, eot=E)) == 0  # no document end: nothing to align to
 
 
-
 def step_batches(loader):
     batches = loader.read_step()
     loader.advance()
     return batches
-
 
 
 def test_loader_deals_each_steps_windows_the_same_for_any_split_of_ranks_and_micro_steps():

@@ -16,9 +16,14 @@ def test_demo_prepares_trains_and_samples(tmp_path):
     corpus = need(PUBMED_CORPUS)
     # one torch thread: on a machine where anything else runs, two threads wait on each other and a
     # step takes seconds instead of ~0.5 s, which would leave the 40 s budget a handful of steps
-    env = {**os.environ, 'PUBMED_INPUT': str(corpus), 'DEMO_SECONDS': '40', 'DEMO_DIR': str(tmp_path),
-           'OMP_NUM_THREADS': '1'}
-    r = subprocess.run(['bash', str(REPO / 'scripts' / 'demo.sh')], env=env, capture_output=True, text=True, timeout=900)
+    env = {
+        **os.environ, 'PUBMED_INPUT': str(corpus),
+        'DEMO_SECONDS': '40',
+        'DEMO_DIR': str(tmp_path),
+        'OMP_NUM_THREADS': '1'
+    }
+    r = subprocess.run(['bash', str(REPO / 'scripts' / 'demo.sh')], env=env, capture_output=True, text=True,
+                       timeout=900)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     for name in ('train.bin', 'val.bin', 'meta.pkl', 'meta.json'):
         assert (tmp_path / 'data' / name).stat().st_size > 0

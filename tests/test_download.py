@@ -23,9 +23,10 @@ SLOW = 1.5  # seconds a 'slow' response stalls: longer than FAST's timeout
 def listing(names):
     """An index page the way NCBI's FTP-over-HTTP server renders one."""
     rows = [f'<a href="{n}">{n}</a>{" " * max(1, 40 - len(n))}2023-12-14 18:08   19M' for n in names]
-    return ('<html>\n<head><title>Index of /pubmed/baseline</title></head>\n<body>\n<h1>Index of /pubmed/baseline</h1>\n'
-            '<pre>Name                     Last modified      Size  <hr><a href="/pubmed/">Parent Directory</a>  -\n'
-            + '\n'.join(rows) + '\n<hr></pre>\n</body></html>\n')
+    return (
+        '<html>\n<head><title>Index of /pubmed/baseline</title></head>\n<body>\n<h1>Index of /pubmed/baseline</h1>\n'
+        '<pre>Name                     Last modified      Size  <hr><a href="/pubmed/">Parent Directory</a>  -\n' +
+        '\n'.join(rows) + '\n<hr></pre>\n</body></html>\n')
 
 
 def md5_line(name, data):
@@ -33,7 +34,8 @@ def md5_line(name, data):
 
 
 class Server:
-    """files: {'/pubmed/baseline/x.xml.gz': bytes}; faults: {path: ['500' | '503' | 'drop' | 'slow' | 'corrupt' | 'norange']}
+    """files: {'/pubmed/baseline/x.xml.gz': bytes};
+    faults: {path: ['500' | '503' | 'drop' | 'slow' | 'corrupt' | 'norange']}
     consumed one per request. Listings, .md5 companions, README.txt and *_stats.html come for free."""
 
     def __init__(self, files, faults=None):
@@ -49,6 +51,7 @@ class Server:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+
             def log_message(self, *args):
                 pass
 
@@ -106,8 +109,10 @@ def blob(seed, size=300_000):
 
 
 def test_parse_ncbi_listing_and_md5_companion():
-    html = listing(['README.txt', 'pubmed24n0002.xml.gz', 'pubmed24n0002.xml.gz.md5', 'pubmed24n0010.xml.gz',
-                    'pubmed24n0001.xml.gz', 'pubmed24n0001.xml.gz.md5', 'pubmed24n1220_stats.html'])
+    html = listing([
+        'README.txt', 'pubmed24n0002.xml.gz', 'pubmed24n0002.xml.gz.md5', 'pubmed24n0010.xml.gz',
+        'pubmed24n0001.xml.gz', 'pubmed24n0001.xml.gz.md5', 'pubmed24n1220_stats.html'
+    ])
     assert parse_listing(html) == ['pubmed24n0001.xml.gz', 'pubmed24n0002.xml.gz', 'pubmed24n0010.xml.gz']
     line = md5_line('pubmed24n0001.xml.gz', b'x')
     assert len(line) == 60  # NCBI's companions are exactly this
@@ -118,8 +123,12 @@ def test_parse_ncbi_listing_and_md5_companion():
 
 def test_download_survives_500s_drops_slowness_and_a_bad_md5(tmp_path):
     files = {f'/pubmed/baseline/f{i}.xml.gz': blob(i) for i in range(4)}
-    faults = {'/pubmed/baseline/f0.xml.gz': ['500', '500'], '/pubmed/baseline/f1.xml.gz': ['drop'],
-              '/pubmed/baseline/f2.xml.gz': ['slow'], '/pubmed/baseline/f3.xml.gz': ['corrupt']}
+    faults = {
+        '/pubmed/baseline/f0.xml.gz': ['500', '500'],
+        '/pubmed/baseline/f1.xml.gz': ['drop'],
+        '/pubmed/baseline/f2.xml.gz': ['slow'],
+        '/pubmed/baseline/f3.xml.gz': ['corrupt']
+    }
     with Server(files, faults) as s:
         jobs = [(s.url + path, str(tmp_path / path.rsplit('/', 1)[1])) for path in files]
         ok, failed = download_all(jobs, connections=3, **FAST)
@@ -128,11 +137,11 @@ def test_download_survives_500s_drops_slowness_and_a_bad_md5(tmp_path):
     for path, (_, dest) in zip(files, jobs):
         assert open(dest, 'rb').read() == files[path]
         assert open(dest + '.md5').read() == md5_line(path.rsplit('/', 1)[1], files[path])
-    assert s.requests('/pubmed/baseline/f0.xml.gz') == [None, None, None]      # two 500s, then served
+    assert s.requests('/pubmed/baseline/f0.xml.gz') == [None, None, None]  # two 500s, then served
     first, resumed = s.requests('/pubmed/baseline/f1.xml.gz')  # resumed near where it dropped (150,000)
     assert first is None and 100_000 < int(resumed[6:-1]) <= 150_000
-    assert s.requests('/pubmed/baseline/f2.xml.gz') == [None, None]             # timed out, retried
-    assert s.requests('/pubmed/baseline/f3.xml.gz') == [None, None]             # bad MD5, fetched again
+    assert s.requests('/pubmed/baseline/f2.xml.gz') == [None, None]  # timed out, retried
+    assert s.requests('/pubmed/baseline/f3.xml.gz') == [None, None]  # bad MD5, fetched again
     assert not list(tmp_path.glob('*.part'))
 
 
@@ -189,12 +198,17 @@ def test_corrupt_part_from_a_killed_run_is_fetched_again(tmp_path):
 # ------------------------------------------------------------------------------------------------
 # prepare.py over the network
 
+
 def fixture_server_files():
-    gz = {n: gzip.compress((FIXTURES / f'{n}.xml').read_bytes(), mtime=0) for n in
-          ('pubmed99n0001', 'pubmed99n0002', 'pubmed99n0003')}
-    return {'/pubmed/baseline/pubmed99n0001.xml.gz': gz['pubmed99n0001'],
-            '/pubmed/baseline/pubmed99n0002.xml.gz': gz['pubmed99n0002'],
-            '/pubmed/updatefiles/pubmed99n0003.xml.gz': gz['pubmed99n0003']}
+    gz = {
+        n: gzip.compress((FIXTURES / f'{n}.xml').read_bytes(), mtime=0)
+        for n in ('pubmed99n0001', 'pubmed99n0002', 'pubmed99n0003')
+    }
+    return {
+        '/pubmed/baseline/pubmed99n0001.xml.gz': gz['pubmed99n0001'],
+        '/pubmed/baseline/pubmed99n0002.xml.gz': gz['pubmed99n0002'],
+        '/pubmed/updatefiles/pubmed99n0003.xml.gz': gz['pubmed99n0003']
+    }
 
 
 def prepare(*args):
@@ -207,7 +221,8 @@ def test_prepare_downloads_baseline_then_updates(tmp_path):
         r = prepare(f'--base_url={s.url}/pubmed/', f'--out_dir={tmp_path}', '--updates=True')
         assert r.returncode == 0, r.stderr
         meta = load_meta(tmp_path)
-        assert [f['name'] for f in meta['files']] == ['pubmed99n0001.xml.gz', 'pubmed99n0002.xml.gz', 'pubmed99n0003.xml.gz']
+        assert [f['name']
+                for f in meta['files']] == ['pubmed99n0001.xml.gz', 'pubmed99n0002.xml.gz', 'pubmed99n0003.xml.gz']
         assert meta['files'][2]['md5'] == hashlib.md5(files['/pubmed/updatefiles/pubmed99n0003.xml.gz']).hexdigest()
         assert meta['records']['deleted'] == 2 and meta['train_docs'] + meta['val_docs'] == 9
         assert (tmp_path / 'raw' / 'updatefiles' / 'pubmed99n0003.xml.gz.md5').exists()
@@ -233,11 +248,14 @@ def test_a_host_name_that_does_not_resolve_fails_in_seconds_in_one_line(tmp_path
     times with backoff. It is tried twice, with the default retries and backoff, and said in one line."""
     env = {k: v for k, v in os.environ.items() if not k.lower().endswith('_proxy')}  # the lookup itself, not a proxy's
     start = time.time()
-    r = subprocess.run([sys.executable, PREPARE, '--base_url=http://nonexistent.invalid/pubmed/', f'--out_dir={tmp_path}',
-                        '--exclude_pmids='], capture_output=True, text=True, timeout=60, env=env)
+    r = subprocess.run([
+        sys.executable, PREPARE, '--base_url=http://nonexistent.invalid/pubmed/', f'--out_dir={tmp_path}',
+        '--exclude_pmids='
+    ], capture_output=True, text=True, timeout=60, env=env)
     assert time.time() - start < 15 and r.returncode == 1 and r.stderr.count('\n') == 1, r.stderr
-    assert r.stderr == ('error: cannot list http://nonexistent.invalid/pubmed/baseline/: the host name nonexistent.invalid '
-                        'does not resolve (gave up after 2 attempts) (no network? prepare local files with --input=DIR)\n')
+    assert r.stderr == (
+        'error: cannot list http://nonexistent.invalid/pubmed/baseline/: the host name nonexistent.invalid '
+        'does not resolve (gave up after 2 attempts) (no network? prepare local files with --input=DIR)\n')
 
 
 def test_503s_on_the_listing_are_retried_until_it_is_served(tmp_path):
@@ -253,10 +271,13 @@ def test_a_full_disk_during_downloads_is_one_line_not_a_failed_download(tmp_path
     files = fixture_server_files()
     raw = fill_disk(tmpfs(tmp_path / 'disk')).parent / 'raw'
     with Server(files) as s:
-        r = prepare(f'--base_url={s.url}/pubmed/', f'--out_dir={tmp_path / "out"}', f'--raw_dir={raw}', '--connections=1')
+        r = prepare(f'--base_url={s.url}/pubmed/', f'--out_dir={tmp_path / "out"}', f'--raw_dir={raw}',
+                    '--connections=1')
     errors = error_lines(r.stderr)
-    assert r.returncode == 1 and errors == [f'error: {raw}: the disk is full (No space left on device; 0 bytes free): make '
-                                            'room there, or write elsewhere, then run the same command again (what is done is '
-                                            'cached); the files already there are unchanged'], r.stderr
+    assert r.returncode == 1 and errors == [
+        f'error: {raw}: the disk is full (No space left on device; 0 bytes free): make '
+        'room there, or write elsewhere, then run the same command again (what is done is '
+        'cached); the files already there are unchanged'
+    ], r.stderr
     assert all(len(s.requests(path)) <= 1 for path in files) and 'download failed' not in r.stderr
     assert not list(raw.rglob('*.tmp'))

@@ -52,7 +52,8 @@ def test_fsdp_follows_ddp_resumes_exactly_on_2_and_on_1_process_and_consolidates
     torchrun('--init_from=resume', f'--out_dir={tmp_path / "two"}')
     assert losses(tmp_path / 'two') == straight
     run_train(tiny_data, tmp_path / 'one', '--init_from=resume')
-    assert losses(tmp_path / 'one')[:6] == straight[:6] and losses(tmp_path / 'one') == pytest.approx(straight, rel=1e-5)
+    assert losses(tmp_path / 'one')[:6] == straight[:6] and losses(tmp_path / 'one') == pytest.approx(
+        straight, rel=1e-5)
 
     r = python('consolidate.py', f'--ckpt={tmp_path / "two" / "ckpt.dcp"}', f'--out={tmp_path / "ckpt.pt"}')
     assert 'optimizer state and the run at iter 8' in r.stdout
@@ -60,13 +61,15 @@ def test_fsdp_follows_ddp_resumes_exactly_on_2_and_on_1_process_and_consolidates
     assert ckpt['iter_num'] == 8 and ckpt['config']['parallel'] == 'fsdp' and len(ckpt['optimizer']) == 1
     folder = load_checkpoint(str(tmp_path / 'two' / 'ckpt.dcp'))  # what sample.py, export_hf.py, pubmedqa.py read of it
     assert all(torch.equal(folder['model'][k], v) for k, v in ckpt['model'].items())
-    assert python('sample.py', f"--ckpt={tmp_path / 'ckpt.pt'}", '--max_new_tokens=12', '--num_samples=1').stdout.strip()
+    assert python('sample.py', f"--ckpt={tmp_path / 'ckpt.pt'}", '--max_new_tokens=12',
+                  '--num_samples=1').stdout.strip()
 
 
 @pytest.mark.parametrize('mlp', ['gelu', 'swiglu'])
 def test_activation_checkpointing_gives_the_same_loss_and_gradients(mlp):
     torch.manual_seed(0)
-    model = GPT(GPTConfig(n_layer=3, n_head=2, n_embd=32, block_size=16, vocab_size=64, dropout=0.2, mlp=mlp, pos='rotary'))
+    model = GPT(
+        GPTConfig(n_layer=3, n_head=2, n_embd=32, block_size=16, vocab_size=64, dropout=0.2, mlp=mlp, pos='rotary'))
     x, y = torch.randint(0, 64, (4, 16)), torch.randint(0, 64, (4, 16))
     results = []
     for checkpointing in (False, True):
@@ -81,7 +84,8 @@ def test_activation_checkpointing_gives_the_same_loss_and_gradients(mlp):
     assert all(torch.equal(grads_on[n], grads_off[n]) for n in grads_off)
 
 
-def test_sharded_checkpoints_in_one_process_resume_and_survive_a_kill_mid_save(tiny_data, tmp_path, monkeypatch, capsys):
+def test_sharded_checkpoints_in_one_process_resume_and_survive_a_kill_mid_save(tiny_data, tmp_path, monkeypatch,
+                                                                               capsys):
     out = tmp_path / 'out'
     run_train(tiny_data, out, '--parallel=fsdp', '--max_iters=3', '--eval_interval=0', '--save_best=False')
     assert sorted(os.listdir(out)) == ['ckpt.dcp', 'metrics.jsonl']
@@ -91,13 +95,16 @@ def test_sharded_checkpoints_in_one_process_resume_and_survive_a_kill_mid_save(t
 
     def save_then_die(*a, **k):
         raise KeyboardInterrupt('killed mid-save')
-    monkeypatch.setattr('sharded_checkpoint.write_train_state', save_then_die)  # the shards are written, train_state.pt is not
+
+    monkeypatch.setattr('sharded_checkpoint.write_train_state',
+                        save_then_die)  # the shards are written, train_state.pt is not
     with pytest.raises(KeyboardInterrupt):
         run_train(tiny_data, out, '--max_iters=6', '--eval_interval=0', '--init_from=resume')
     assert load_checkpoint(str(out / 'ckpt.dcp'))['iter_num'] == 3 and (out / 'ckpt.dcp.tmp').is_dir()
     monkeypatch.undo()
     run_train(tiny_data, out, '--max_iters=6', '--eval_interval=0', '--init_from=resume')
-    assert load_checkpoint(str(out / 'ckpt.dcp'))['iter_num'] == 6 and sorted(os.listdir(out)) == ['ckpt.dcp', 'metrics.jsonl']
+    assert load_checkpoint(str(out / 'ckpt.dcp'))['iter_num'] == 6 and sorted(
+        os.listdir(out)) == ['ckpt.dcp', 'metrics.jsonl']
     assert [r['iter'] for r in records(out, 'train')] == [1, 2, 3, 4, 5, 6]
     with pytest.raises(SystemExit) as e:  # a new run never replaces a sharded one unless told
         run_train(tiny_data, out, '--parallel=fsdp', '--max_iters=1')

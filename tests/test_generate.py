@@ -78,8 +78,8 @@ def test_sample_next_top_k_top_p_and_greedy():
     many = lambda **kw: {sample_next(logits, generator=g, **kw).item() for _ in range(300)}
     assert many(top_k=1) == {1}
     assert many(top_k=2) == {1, 2}
-    assert many(top_p=0.5) == {1}          # p(1) = 0.64 already reaches 0.5
-    assert many(top_p=0.8) == {1, 2}       # p(1) + p(2) = 0.88
+    assert many(top_p=0.5) == {1}  # p(1) = 0.64 already reaches 0.5
+    assert many(top_p=0.8) == {1, 2}  # p(1) + p(2) = 0.88
     assert many() == {0, 1, 2, 3, 4}
 
 
@@ -89,9 +89,11 @@ def test_bench_sample_prints_cache_speedup_and_ceiling_per_batch_size():
     import subprocess
     import sys
     from conftest import REPO
-    done = subprocess.run([sys.executable, str(REPO / 'bench' / 'bench_sample.py'), '--n_layer=1', '--n_head=2', '--n_embd=32',
-                           '--block_size=16', '--vocab_size=64', '--max_new_tokens=40', '--batch_sizes=1,2', '--repeats=1',
-                           '--threads=1'], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([
+        sys.executable,
+        str(REPO / 'bench' / 'bench_sample.py'), '--n_layer=1', '--n_head=2', '--n_embd=32', '--block_size=16',
+        '--vocab_size=64', '--max_new_tokens=40', '--batch_sizes=1,2', '--repeats=1', '--threads=1'
+    ], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     figures = {f['name']: f for f in map(json.loads, done.stdout.splitlines())}
     for b in (1, 2):

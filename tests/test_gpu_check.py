@@ -15,8 +15,10 @@ PARTS = ['recipe', 'modes', 'fsdp', 'continue', 'decode', 'loss']
 
 
 def test_the_gpu_check_runs_every_part_on_cpu_in_quick_mode(tiny_data):
-    r = subprocess.run([sys.executable, 'bench/gpu_check.py', '--quick', f'--data_dir={tiny_data}'], cwd=REPO, text=True,
-                       capture_output=True, timeout=300, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    r = subprocess.run([sys.executable, 'bench/gpu_check.py', '--quick', f'--data_dir={tiny_data}'], cwd=REPO,
+                       text=True, capture_output=True, timeout=300, env={
+                           **os.environ, 'OMP_NUM_THREADS': '1'
+                       })
     assert r.returncode == 0, r.stderr[-3000:]
     figures = {}
     for line in r.stdout.splitlines():
@@ -31,13 +33,14 @@ def test_the_gpu_check_runs_every_part_on_cpu_in_quick_mode(tiny_data):
     mfu = figures['recipe_mfu']['value']  # None where the CPU ran faster than the peak it measured while busy
     assert mfu is None or 0 < mfu <= 1
     assert figures['continue_tokens_per_s']['peer'] == "transformers' Trainer"  # accelerate is installed here
-    assert figures['fsdp_ac_peak_memory_gb']['plan_gb'] > 0 and figures['fsdp_ac_peak_memory_gb']['value'] is None  # CPU
+    # CPU
+    assert figures['fsdp_ac_peak_memory_gb']['plan_gb'] > 0 and figures['fsdp_ac_peak_memory_gb']['value'] is None
 
 
 def test_the_gpu_check_refuses_what_it_cannot_run():
     r = subprocess.run([sys.executable, 'bench/gpu_check.py', '--quick', '--parts=recipe,warp'], cwd=REPO, text=True,
                        capture_output=True, timeout=120)
     assert r.returncode == 2 and 'unknown warp' in r.stderr
-    r = subprocess.run([sys.executable, 'bench/gpu_check.py', '--quick', '--data_dir=/nonexistent'], cwd=REPO, text=True,
-                       capture_output=True, timeout=120)
+    r = subprocess.run([sys.executable, 'bench/gpu_check.py', '--quick', '--data_dir=/nonexistent'], cwd=REPO,
+                       text=True, capture_output=True, timeout=120)
     assert r.returncode == 2 and 'needs a prepared data folder' in r.stderr

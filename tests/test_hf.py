@@ -22,7 +22,8 @@ LLAMA_TINY = dict(vocab_size=300, hidden_size=32, intermediate_size=48, num_hidd
 EXPORTABLE = {  # name: (model args, the class transformers must load)
     'gpt2': ({}, 'GPT2LMHeadModel'),
     'arcee': (dict(pos='rotary', norm='rmsnorm', mlp='relu2', bias=False, tie_embeddings=False), 'ArceeForCausalLM'),
-    'qwen2-gqa': (dict(pos='rotary', norm='rmsnorm', mlp='swiglu', bias=False, qkv_bias=True, n_kv_head=1), 'Qwen2ForCausalLM'),
+    'qwen2-gqa': (dict(pos='rotary', norm='rmsnorm', mlp='swiglu', bias=False, qkv_bias=True, n_kv_head=1),
+                  'Qwen2ForCausalLM'),
     'llama-gqa-scaled': (dict(pos='rotary', norm='rmsnorm', mlp='swiglu', bias=False, n_kv_head=1, head_dim=8,
                               mlp_hidden=40, norm_eps=1e-5, rope_scaling=dict(factor=8.0, low_freq_factor=1.0,
                               high_freq_factor=4.0, original_max_position_embeddings=16)), 'LlamaForCausalLM'),
@@ -42,7 +43,9 @@ def checkpoint_of(spec, path, **model_args):
 
 def export_cli(ckpt, out):
     return subprocess.run([sys.executable, 'export_hf.py', f'--ckpt={ckpt}', f'--out={out}'], cwd=REPO,
-                          capture_output=True, text=True, timeout=300, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+                          capture_output=True, text=True, timeout=300, env={
+                              **os.environ, 'OMP_NUM_THREADS': '1'
+                          })
 
 
 @pytest.mark.parametrize('name', list(EXPORTABLE))
@@ -72,7 +75,8 @@ def test_export_cli_writes_a_directory_and_refuses_relu2_with_qk_norm_naming_the
     assert ok.returncode == 0 and 'llama' in ok.stdout, ok.stderr
     config = json.loads((tmp_path / 'hf' / 'config.json').read_text())
     assert config['architectures'] == ['LlamaForCausalLM'] and config['rms_norm_eps'] == 1e-6
-    assert json.loads((tmp_path / 'hf' / 'tokenizer_config.json').read_text())['tokenizer_class'] == 'PreTrainedTokenizerFast'
+    assert json.loads(
+        (tmp_path / 'hf' / 'tokenizer_config.json').read_text())['tokenizer_class'] == 'PreTrainedTokenizerFast'
     assert refused.returncode == 1 and refused.stderr.count('\n') == 1
     assert "qk_norm=True has no standard Hugging Face equivalent with pos='rotary' and mlp='relu2'" in refused.stderr
     assert not (tmp_path / 'no').exists()
@@ -130,7 +134,9 @@ def test_import_refuses_a_family_or_an_option_model_py_does_not_compute_by_name(
     transformers.MistralForCausalLM(transformers.MistralConfig(**LLAMA_TINY)).save_pretrained(tmp_path / 'mistral')
     with pytest.raises(CheckpointError, match="a 'mistral' model; this project imports GPT-2, LlamaForCausalLM"):
         from_pretrained(str(tmp_path / 'mistral'))
-    transformers.LlamaForCausalLM(transformers.LlamaConfig(**{**LLAMA_TINY, 'hidden_act': 'gelu'})).save_pretrained(tmp_path / 'gelu')
+    transformers.LlamaForCausalLM(transformers.LlamaConfig(**{
+        **LLAMA_TINY, 'hidden_act': 'gelu'
+    })).save_pretrained(tmp_path / 'gelu')
     with pytest.raises(CheckpointError, match="llama: hidden_act='gelu' is not something model.py computes"):
         from_pretrained(str(tmp_path / 'gelu'))
 
@@ -141,22 +147,31 @@ def test_train_init_from_gpt2_weights_and_its_clear_errors(tmp_path, tiny_data, 
     hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=2, n_head=2, n_embd=32, n_positions=64))
     hf.save_pretrained(tmp_path / 'gpt2-local')
     # a GPT-2 architecture with a vocabulary of its own (vocab.json, merges.txt; no tokenizer.json): not GPT-2's tokens
-    transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=1, n_head=2, n_embd=16, n_positions=64,
-                                                         vocab_size=60000)).save_pretrained(tmp_path / 'own-vocab')
+    transformers.GPT2LMHeadModel(
+        transformers.GPT2Config(n_layer=1, n_head=2, n_embd=16, n_positions=64,
+                                vocab_size=60000)).save_pretrained(tmp_path / 'own-vocab')
     (tmp_path / 'own-vocab' / 'vocab.json').write_text('{}')
     (tmp_path / 'own-vocab' / 'merges.txt').write_text('#version: 0.2\n')
     data = make_dataset(tmp_path / 'data', spec=gpt2)  # as prepare.py --tokenizer=gpt2 writes it
-    train = [sys.executable, 'train.py', f'--data_dir={data}', '--block_size=32', '--batch_size=2',
-             '--gradient_accumulation_steps=1', '--max_iters=1', '--eval_iters=1', '--learning_rate=1e-9', '--min_lr=1e-10',
-             '--compile=False', '--device=cpu']
+    train = [
+        sys.executable, 'train.py', f'--data_dir={data}', '--block_size=32', '--batch_size=2',
+        '--gradient_accumulation_steps=1', '--max_iters=1', '--eval_iters=1', '--learning_rate=1e-9', '--min_lr=1e-10',
+        '--compile=False', '--device=cpu'
+    ]
     env = {**os.environ, 'OMP_NUM_THREADS': '1', 'HF_HUB_OFFLINE': '1', 'HF_HOME': str(tmp_path / 'hf-home')}
-    runs = {'local': [f'--init_from={tmp_path / "gpt2-local"}', f'--out_dir={tmp_path / "out"}'],
-            'offline': ['--init_from=gpt2', f'--out_dir={tmp_path / "out2"}'],
-            'bpe-data': [f'--init_from={tmp_path / "gpt2-local"}', f'--out_dir={tmp_path / "out3"}', f'--data_dir={tiny_data}'],
-            'own-vocab': [f'--init_from={tmp_path / "own-vocab"}', f'--out_dir={tmp_path / "out4"}']}
-    procs = {k: subprocess.Popen(train + args, cwd=REPO, env=env, text=True, stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE) for k, args in runs.items()}
-    done = {k: p.communicate(timeout=600) + (p.returncode,) for k, p in procs.items()}
+    runs = {
+        'local': [f'--init_from={tmp_path / "gpt2-local"}', f'--out_dir={tmp_path / "out"}'],
+        'offline': ['--init_from=gpt2', f'--out_dir={tmp_path / "out2"}'],
+        'bpe-data': [
+            f'--init_from={tmp_path / "gpt2-local"}', f'--out_dir={tmp_path / "out3"}', f'--data_dir={tiny_data}'
+        ],
+        'own-vocab': [f'--init_from={tmp_path / "own-vocab"}', f'--out_dir={tmp_path / "out4"}']
+    }
+    procs = {
+        k: subprocess.Popen(train + args, cwd=REPO, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for k, args in runs.items()
+    }
+    done = {k: p.communicate(timeout=600) + (p.returncode, ) for k, p in procs.items()}
 
     out, err, code = done['local']
     assert code == 0, err
@@ -191,12 +206,15 @@ def test_export_refuses_a_folder_with_files_replaces_it_on_request_and_writes_on
     refused = export_cli(tmp_path / 'ckpt.pt', out)
     assert refused.returncode == 2 and refused.stderr.count('\n') == 1 and '--overwrite=True' in refused.stderr
     assert sorted(p.name for p in out.iterdir()) == ['model.safetensors.index.json', 'pytorch_model.bin']
-    r = subprocess.run([sys.executable, 'export_hf.py', f'--ckpt={tmp_path / "ckpt.pt"}', f'--out={out}', '--overwrite=True'],
-                       cwd=REPO, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, 'export_hf.py', f'--ckpt={tmp_path / "ckpt.pt"}', f'--out={out}', '--overwrite=True'],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     names = sorted(p.name for p in out.iterdir())
-    assert names == ['README.md', 'config.json', 'generation_config.json', 'model.safetensors', 'tokenizer.json',
-                     'tokenizer_config.json']
+    assert names == [
+        'README.md', 'config.json', 'generation_config.json', 'model.safetensors', 'tokenizer.json',
+        'tokenizer_config.json'
+    ]
     assert len({(out / n).stat().st_mode for n in names}) == 1
     assert not list(tmp_path.glob('*.tmp'))
     for arg, message in (('--out=', '--out is empty'), (f'--out={tmp_path / "ckpt.pt"}', 'is a file, not a folder')):
@@ -215,12 +233,17 @@ def test_an_export_onto_a_full_disk_is_one_line_and_keeps_the_export_before(spec
     (disk / f'hf.{gone.pid}.tmp').mkdir()  # what an export killed mid-write left
     (disk / f'hf.{gone.pid}.tmp' / 'model.safetensors').write_bytes(b'x' * 4096)
     fill_disk(disk, leave=8192)
-    r = subprocess.run([sys.executable, 'export_hf.py', f'--ckpt={tmp_path / "ckpt.pt"}', f'--out={disk / "hf"}',
-                        '--overwrite=True'], cwd=REPO, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, 'export_hf.py', f'--ckpt={tmp_path / "ckpt.pt"}', f'--out={disk / "hf"}', '--overwrite=True'],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode == 1 and r.stderr.count('error:') == 1 and 'Traceback' not in r.stderr, r.stderr
     last = r.stderr.splitlines()[-1]
-    assert last.startswith(f'error: {disk / "hf"}/') and 'the disk is full (' in last and last.endswith('; nothing was replaced')
-    assert {p.name: p.read_bytes() for p in (disk / 'hf').iterdir()} == before and sorted(os.listdir(disk)) == ['filler', 'hf']
+    assert last.startswith(f'error: {disk / "hf"}/') and 'the disk is full (' in last and last.endswith(
+        '; nothing was replaced')
+    assert {
+        p.name: p.read_bytes()
+        for p in (disk / 'hf').iterdir()
+    } == before and sorted(os.listdir(disk)) == ['filler', 'hf']
 
 
 @pytest.mark.slow
@@ -236,11 +259,21 @@ def test_export_overwrite_never_deletes_the_checkpoint_the_current_folder_or_the
     work.mkdir()
     (work / 'notes.txt').write_text('mine')
     (work / 'link').symlink_to(old_export)
-    cases = {str(run): 'is or holds the checkpoint to export', str(tmp_path): 'is or holds the checkpoint to export',
-             '.': 'is or holds the current folder', str(REPO): 'is or holds the repository', 'link': None}
-    procs = [subprocess.Popen([sys.executable, str(REPO / 'export_hf.py'), f'--ckpt={run / "ckpt.pt"}', f'--out={out}',
-                               '--overwrite=True'], cwd=work, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              env={**os.environ, 'OMP_NUM_THREADS': '1'}) for out in cases]
+    cases = {
+        str(run): 'is or holds the checkpoint to export',
+        str(tmp_path): 'is or holds the checkpoint to export',
+        '.': 'is or holds the current folder',
+        str(REPO): 'is or holds the repository',
+        'link': None
+    }
+    procs = [
+        subprocess.Popen([
+            sys.executable,
+            str(REPO / 'export_hf.py'), f'--ckpt={run / "ckpt.pt"}', f'--out={out}', '--overwrite=True'
+        ], cwd=work, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={
+            **os.environ, 'OMP_NUM_THREADS': '1'
+        }) for out in cases
+    ]
     for proc, (out, message) in zip(procs, cases.items()):
         code, err = proc.wait(timeout=300), proc.stderr.read()
         if message:
@@ -249,13 +282,14 @@ def test_export_overwrite_never_deletes_the_checkpoint_the_current_folder_or_the
             assert code == 0, err
     assert sorted(p.name for p in run.iterdir()) == ['ckpt.pt', 'metrics.jsonl'] and (work / 'notes.txt').is_file()
     assert (work / 'link').is_symlink() and (work / 'link' / 'config.json').is_file()
-    assert not (old_export / 'pytorch_model.bin').exists() and not list(tmp_path.rglob('*.tmp')) + list(tmp_path.rglob('*.old'))
+    assert not (old_export /
+                'pytorch_model.bin').exists() and not list(tmp_path.rglob('*.tmp')) + list(tmp_path.rglob('*.old'))
 
 
 FAMILIES = {  # the open families people adapt, tiny and random: every switch the mapping has to get right
-    'llama-gqa-llama3-rope': ('LlamaForCausalLM', dict(LLAMA_TINY, tie_word_embeddings=False, rms_norm_eps=1e-5, rope_parameters=dict(
-        rope_type='llama3', rope_theta=500000.0, factor=32.0, low_freq_factor=1.0, high_freq_factor=4.0,
-        original_max_position_embeddings=16))),
+    'llama-gqa-llama3-rope': ('LlamaForCausalLM', dict(LLAMA_TINY, tie_word_embeddings=False, rms_norm_eps=1e-5,
+        rope_parameters=dict(rope_type='llama3', rope_theta=500000.0, factor=32.0, low_freq_factor=1.0,
+                             high_freq_factor=4.0, original_max_position_embeddings=16))),
     'llama-tied-biases': ('LlamaForCausalLM', dict(LLAMA_TINY, attention_bias=True, mlp_bias=True)),
     'qwen2-qkv-bias': ('Qwen2ForCausalLM', dict(LLAMA_TINY, rms_norm_eps=1e-6)),
     'qwen3-qk-norm-head-dim': ('Qwen3ForCausalLM', dict(LLAMA_TINY, head_dim=16, tie_word_embeddings=True)),
@@ -310,17 +344,19 @@ def test_import_of_an_export_is_the_same_model(name, spec, tmp_path):
 
 
 PUBLISHED = {  # the config.json of each published model, at random weights: the mapping at full size
-    'SmolLM2-135M': ('LlamaForCausalLM', dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
-                     num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=8192, rms_norm_eps=1e-5,
-                     rope_parameters=dict(rope_type='default', rope_theta=100000.0), tie_word_embeddings=True)),
-    'Qwen3-0.6B': ('Qwen3ForCausalLM', dict(vocab_size=151936, hidden_size=1024, intermediate_size=3072, num_hidden_layers=28,
-                   num_attention_heads=16, num_key_value_heads=8, head_dim=128, max_position_embeddings=40960,
-                   rms_norm_eps=1e-6, rope_parameters=dict(rope_type='default', rope_theta=1000000.0), tie_word_embeddings=True)),
-    'Llama-3.2-1B': ('LlamaForCausalLM', dict(vocab_size=128256, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
-                     num_attention_heads=32, num_key_value_heads=8, head_dim=64, max_position_embeddings=131072,
-                     rms_norm_eps=1e-5, tie_word_embeddings=True, rope_parameters=dict(
-                         rope_type='llama3', rope_theta=500000.0, factor=32.0, low_freq_factor=1.0, high_freq_factor=4.0,
-                         original_max_position_embeddings=8192))),
+    'SmolLM2-135M': ('LlamaForCausalLM', dict(vocab_size=49152, hidden_size=576, intermediate_size=1536,
+                     num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=8192,
+                     rms_norm_eps=1e-5, rope_parameters=dict(rope_type='default', rope_theta=100000.0),
+                     tie_word_embeddings=True)),
+    'Qwen3-0.6B': ('Qwen3ForCausalLM', dict(vocab_size=151936, hidden_size=1024, intermediate_size=3072,
+                   num_hidden_layers=28, num_attention_heads=16, num_key_value_heads=8, head_dim=128,
+                   max_position_embeddings=40960, rms_norm_eps=1e-6,
+                   rope_parameters=dict(rope_type='default', rope_theta=1000000.0), tie_word_embeddings=True)),
+    'Llama-3.2-1B': ('LlamaForCausalLM', dict(vocab_size=128256, hidden_size=2048, intermediate_size=8192,
+                     num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8, head_dim=64,
+                     max_position_embeddings=131072, rms_norm_eps=1e-5, tie_word_embeddings=True,
+                     rope_parameters=dict(rope_type='llama3', rope_theta=500000.0, factor=32.0, low_freq_factor=1.0,
+                                          high_freq_factor=4.0, original_max_position_embeddings=8192))),
 }
 
 
@@ -346,7 +382,8 @@ def test_published_shapes_map_exactly(name):
     del hf, model
 
 
-@pytest.mark.parametrize('config', sorted(p.name for p in (REPO / 'config').glob('*.py') if not p.name.startswith('finetune_')))
+@pytest.mark.parametrize('config',
+                         sorted(p.name for p in (REPO / 'config').glob('*.py') if not p.name.startswith('finetune_')))
 def test_every_shipped_recipe_exports_to_a_standard_architecture(config, spec, tmp_path):
     """Each config's switches at a tiny size (the architecture, not the size, decides the export); the finetune_*
     configs keep the architecture of the model they import."""
@@ -358,7 +395,8 @@ def test_every_shipped_recipe_exports_to_a_standard_architecture(config, spec, t
     model = checkpoint_of(spec, tmp_path / 'ckpt.pt', **{k: v for k, v in args.items() if k != 'vocab_size'})
     target = export(load_checkpoint(tmp_path / 'ckpt.pt'), tmp_path / 'hf')
     hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / 'hf').eval()
-    assert (config, target) in {('baseline_gpt2_cpu.py', 'gpt2'), ('train_pubmed_cpu.py', 'arcee'), ('train_pubmed.py', 'arcee')}
+    assert (config, target) in {('baseline_gpt2_cpu.py', 'gpt2'), ('train_pubmed_cpu.py', 'arcee'),
+                                ('train_pubmed.py', 'arcee')}
     x = torch.randint(300, (1, 32))
     with torch.no_grad():
         torch.testing.assert_close(hf(x).logits, model(x, all_logits=True)[..., :300], atol=1e-4, rtol=0)
@@ -391,36 +429,61 @@ def test_a_model_folder_is_imported_only_as_it_is_refused_naming_what_is_wrong(t
     weights = {
         'missing tensor': (dict(change_weights=drop('model.layers.1.mlp.up_proj.weight')),
                            'missing: model.layers.1.mlp.up_proj.weight'),
-        'untied without its head': (dict(change_weights=drop('lm_head.weight'), tie_word_embeddings=False),
-                                    'missing: lm_head.weight'),
+        'untied without its head': (dict(change_weights=drop('lm_head.weight'),
+                                         tie_word_embeddings=False), 'missing: lm_head.weight'),
         'unexpected tensor': (dict(change_weights=lambda w: w.update({'model.extra.weight': torch.ones(3)})),
                               'unexpected: model.extra.weight'),
         'wrong shape': (dict(change_weights=lambda w: w.update({'model.norm.weight': torch.ones(16)})),
                         'of another shape: model.norm.weight (16 in the file, 64 by config.json)'),
-        'index outside': (dict(change_config=lambda c: c), 'lists weight files outside the model folder (../../x.safetensors)'),
+        'index outside': (dict(change_config=lambda c: c),
+                          'lists weight files outside the model folder (../../x.safetensors)'),
     }
     configs = {
-        'no vocab_size': (lambda c: {k: v for k, v in c.items() if k != 'vocab_size'}, 'has no vocab_size'),
-        'vocab 10^12': (put('vocab_size', 10 ** 12), 'vocab_size=1000000000000 is not a size'),
-        'vocab a string': (put('vocab_size', '600'),
-                           "does not load in transformers (StrictDataclassFieldValidationError: Validation error for field 'vocab_size'"),
+        'no vocab_size': (lambda c: {
+            k: v
+            for k, v in c.items() if k != 'vocab_size'
+        }, 'has no vocab_size'),
+        'vocab 10^12': (put('vocab_size', 10**12), 'vocab_size=1000000000000 is not a size'),
+        'vocab a string': (put(
+            'vocab_size', '600'
+        ), "does not load in transformers (StrictDataclassFieldValidationError: Validation error for field 'vocab_size'"
+                           ),
         'negative width': (put('hidden_size', -64), 'hidden_size=-64 is not a size'),
         'no layers': (put('num_hidden_layers', 0), 'num_hidden_layers=0 is not a size'),
         'kv heads': (put('num_key_value_heads', 3), 'n_head=4 must be a multiple of n_kv_head=3'),
         'head_dim 0': (put('head_dim', 0), 'head_dim=0 is not a size'),
-        'no model_type': (lambda c: {k: v for k, v in c.items() if k != 'model_type'}, 'not a Hugging Face model config'),
+        'no model_type': (lambda c: {
+            k: v
+            for k, v in c.items() if k != 'model_type'
+        }, 'not a Hugging Face model config'),
         'a list': (lambda c: [c], 'not a Hugging Face model config'),
-        'sliding qwen2': (lambda c: {**c, 'model_type': 'qwen2', 'use_sliding_window': True, 'sliding_window': 8,
-                                     'max_window_layers': 0}, 'use_sliding_window=True is not something model.py computes'),
-        'gpt2 unscaled': (lambda c: {'model_type': 'gpt2', 'vocab_size': 400, 'n_embd': 32, 'n_layer': 1, 'n_head': 2,
-                                     'scale_attn_weights': False}, 'scale_attn_weights=False is not something model.py computes'),
+        'sliding qwen2': (lambda c: {
+            **c, 'model_type': 'qwen2',
+            'use_sliding_window': True,
+            'sliding_window': 8,
+            'max_window_layers': 0
+        }, 'use_sliding_window=True is not something model.py computes'),
+        'gpt2 unscaled': (lambda c: {
+            'model_type': 'gpt2',
+            'vocab_size': 400,
+            'n_embd': 32,
+            'n_layer': 1,
+            'n_head': 2,
+            'scale_attn_weights': False
+        }, 'scale_attn_weights=False is not something model.py computes'),
     }
     for name, (kwargs, message) in weights.items():
         folder = broken_folder(tmp_path, name.replace(' ', '_'), **kwargs)
         if name == 'index outside':
             (folder / 'model.safetensors').rename(tmp_path / 'x.safetensors')
-            (folder / 'model.safetensors.index.json').write_text(json.dumps(
-                {'metadata': {}, 'weight_map': {k: '../../x.safetensors' for k in ('model.norm.weight',)}}))
+            (folder / 'model.safetensors.index.json').write_text(
+                json.dumps({
+                    'metadata': {},
+                    'weight_map': {
+                        k: '../../x.safetensors'
+                        for k in ('model.norm.weight', )
+                    }
+                }))
         with pytest.raises(CheckpointError, match=re.escape(message)):
             from_pretrained(str(folder))
     folder = broken_folder(tmp_path, 'config')
@@ -437,18 +500,24 @@ def test_a_model_folder_is_imported_only_as_it_is_refused_naming_what_is_wrong(t
     missing = tmp_path / 'missing_tensor'
     data = make_dataset(tmp_path / 'data', spec=spec_from_hf_folder(missing))
     for model, args, message in ((missing, [], 'missing: model.layers.1.mlp.up_proj.weight'),
-                                 (tmp_path / 'wrong_shape', [], weights['wrong shape'][1]),
-                                 (folder, ['--plan=True'], 'config.json: not readable')):
+                                 (tmp_path / 'wrong_shape', [],
+                                  weights['wrong shape'][1]), (folder, ['--plan=True'], 'config.json: not readable')):
         capsys.readouterr()
         with pytest.raises(SystemExit) as e:
-            train.main(train.options([f'--init_from={model}', f'--data_dir={data}', f'--out_dir={tmp_path / "out"}',
-                                      '--block_size=32', '--compile=False', *args]))
+            train.main(
+                train.options([
+                    f'--init_from={model}', f'--data_dir={data}', f'--out_dir={tmp_path / "out"}', '--block_size=32',
+                    '--compile=False', *args
+                ]))
         err = capsys.readouterr().err
         last = err.splitlines()[-1]  # after transformers' progress bar of the weights it read
         assert e.value.code == 1 and err.count('error:') == 1 and last.startswith('error: ') and message in last, err
     assert not (tmp_path / 'out').exists()
     # and through the other command that reads a model folder, pubmedqa.py --hf
-    r = subprocess.run([sys.executable, 'pubmedqa.py', f'--hf={tmp_path / "wrong_shape"}', '--limit=2',
-                        f"--pubmedqa={need(SHARED / 'data' / 'pubmedqa')}"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    r = subprocess.run([
+        sys.executable, 'pubmedqa.py', f'--hf={tmp_path / "wrong_shape"}', '--limit=2',
+        f"--pubmedqa={need(SHARED / 'data' / 'pubmedqa')}"
+    ], cwd=REPO, capture_output=True, text=True, timeout=300)
     last = r.stderr.splitlines()[-1]
-    assert r.returncode == 1 and r.stderr.count('error:') == 1 and last.startswith('error: ') and weights['wrong shape'][1] in last
+    assert r.returncode == 1 and r.stderr.count('error:') == 1 and last.startswith(
+        'error: ') and weights['wrong shape'][1] in last

@@ -27,7 +27,6 @@ SWITCHES = {
                    logit_softcap=15.0, zero_init_proj=True),
 }
 
-
 pytestmark = pytest.mark.usefixtures('one_thread')  # tiny models
 
 
@@ -122,7 +121,7 @@ def test_checkpoint_of_a_compiled_model_loads(tmp_path):
 def test_chunked_loss_equals_cross_entropy_of_the_full_logits_values_and_gradients(softcap):
     g = torch.Generator().manual_seed(0)
     x, w = torch.randn(50, C, generator=g), torch.randn(V, C, generator=g)  # 50 rows: chunks of 16 and a last of 2
-    targets = torch.randint(0, V, (50,), generator=g)
+    targets = torch.randint(0, V, (50, ), generator=g)
     targets[[3, 20, 49]] = -1
 
     def plain(x, w, reduction):

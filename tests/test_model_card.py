@@ -19,7 +19,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures('one_thread')]
 
 def export(ckpt, out, *args):
     r = subprocess.run([sys.executable, 'export_hf.py', f'--ckpt={ckpt}', f'--out={out}', *args], cwd=REPO, text=True,
-                       capture_output=True, timeout=300, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+                       capture_output=True, timeout=300, env={
+                           **os.environ, 'OMP_NUM_THREADS': '1'
+                       })
     return r
 
 
@@ -46,24 +48,29 @@ def test_the_card_says_what_the_run_recorded_and_the_hub_parses_it(tmp_path, cap
 
     card = ModelCard.load(tmp_path / 'hf' / 'README.md')  # the hub's own parser
     results = {(e.dataset_type, e.metric_type): e.metric_value for e in card.data.eval_results}
-    assert results == {('pubmed', 'loss'): round(last_eval['val_loss'], 4), ('pubmed', 'bits_per_byte'): round(last_eval['val_bpb'], 4),
-                       ('pubmed_qa', 'accuracy'): round(pubmedqa_rec['accuracy'], 4),
-                       ('pubmed_qa', 'f1'): round(pubmedqa_rec['macro_f1'], 4)}
+    assert results == {
+        ('pubmed', 'loss'): round(last_eval['val_loss'], 4),
+        ('pubmed', 'bits_per_byte'): round(last_eval['val_bpb'], 4),
+        ('pubmed_qa', 'accuracy'): round(pubmedqa_rec['accuracy'], 4),
+        ('pubmed_qa', 'f1'): round(pubmedqa_rec['macro_f1'], 4)
+    }
     assert card.data.pipeline_tag == 'text-generation' and card.data.language == ['en'] and card.data.base_model is None
     assert 'from-scratch' in card.data.tags and card.data.model_name == 'hf'
     rec = meta['records']
-    for fact in ("| weights | trained from scratch |", f'| architecture | gpt2 ({printed} parameters: 2 layers',
-                 f"| subset | --keep_pmids=half.txt ({len(set(pmids[::2])):,} PMIDs): {rec['not_in_keep_pmids']:,} records "
-                 f"dropped ({rec['not_in_keep_pmids']:,} "
-                 'not in --keep_pmids) |',
-                 f"{rec['records']:,} seen in 1 file(s); {meta['train_docs']:,} train and {meta['val_docs']:,} val documents kept",
-                 f"{rec['no_abstract']:,} without an abstract", f"{rec['excluded']:,} records of the 1,000 PMIDs listed in "
-                 "`pubmedqa` left out of both splits", '| train/val split | by a hash of the PMID: 0.05 of PMIDs in val |',
-                 f"| tokens trained on | {4 * 8 * 32:,} ({4 * 8 * 32 / meta['train_tokens']:.2f} epochs) of "
-                 f"{meta['train_tokens']:,} in train.bin |", '| batch | 8 windows of 32 tokens (256 tokens) a step |',
-                 '| steps | 4 |', '| precision | float32 on cpu |', '| processes | 1 (ddp) |', '| languages | eng |',
-                 f"| PubMedQA accuracy | {pubmedqa_rec['accuracy']:.4f} | {pubmedqa_rec['majority_accuracy']:.4f} |",
-                 f"| val loss | {last_eval['val_loss']:.4f} |", "tokenizer = AutoTokenizer.from_pretrained(\"hf\")"):
+    for fact in (
+            "| weights | trained from scratch |", f'| architecture | gpt2 ({printed} parameters: 2 layers',
+            f"| subset | --keep_pmids=half.txt ({len(set(pmids[::2])):,} PMIDs): {rec['not_in_keep_pmids']:,} records "
+            f"dropped ({rec['not_in_keep_pmids']:,} "
+            'not in --keep_pmids) |',
+            f"{rec['records']:,} seen in 1 file(s); {meta['train_docs']:,} train and {meta['val_docs']:,} val "
+            "documents kept", f"{rec['no_abstract']:,} without an abstract",
+            f"{rec['excluded']:,} records of the 1,000 PMIDs listed in "
+            "`pubmedqa` left out of both splits", '| train/val split | by a hash of the PMID: 0.05 of PMIDs in val |',
+            f"| tokens trained on | {4 * 8 * 32:,} ({4 * 8 * 32 / meta['train_tokens']:.2f} epochs) of "
+            f"{meta['train_tokens']:,} in train.bin |", '| batch | 8 windows of 32 tokens (256 tokens) a step |',
+            '| steps | 4 |', '| precision | float32 on cpu |', '| processes | 1 (ddp) |', '| languages | eng |',
+            f"| PubMedQA accuracy | {pubmedqa_rec['accuracy']:.4f} | {pubmedqa_rec['majority_accuracy']:.4f} |",
+            f"| val loss | {last_eval['val_loss']:.4f} |", "tokenizer = AutoTokenizer.from_pretrained(\"hf\")"):
         assert fact in text, fact
     assert 'unknown' not in text.split('---', 2)[2]
     assert 0 < rec['not_in_keep_pmids'] < rec['records'] and str(tmp_path) not in text and str(SHARED) not in text
@@ -74,14 +81,22 @@ def test_the_card_says_what_the_run_recorded_and_the_hub_parses_it(tmp_path, cap
         broken = [json.dumps({**json.loads(line), **bad}) if '"pubmedqa"' in line else line for line in lines]
         (out / 'metrics.jsonl').write_text('\n'.join(broken) + '\n')
         r = export(out / 'ckpt.pt', tmp_path / 'hf-broken')
-        assert r.returncode == 1 and r.stderr.count('\n') == 1 and 'not a PubMedQA record train.py wrote' in r.stderr, r.stderr
+        assert r.returncode == 1 and r.stderr.count(
+            '\n') == 1 and 'not a PubMedQA record train.py wrote' in r.stderr, r.stderr
         assert f"metrics.jsonl, line {len(lines)}" in r.stderr and not (tmp_path / 'hf-broken').exists()
 
 
 def test_an_older_checkpoint_exports_with_unknown_facts_and_a_given_pubmedqa_file(tmp_path):
     from huggingface_hub import ModelCard
-    figures = {'questions': 500, 'accuracy': 0.5, 'macro_f1': 0.3, 'majority_accuracy': 0.552, 'majority_macro_f1': 0.237,
-               'majority_label': 'yes', 'items': []}
+    figures = {
+        'questions': 500,
+        'accuracy': 0.5,
+        'macro_f1': 0.3,
+        'majority_accuracy': 0.552,
+        'majority_macro_f1': 0.237,
+        'majority_label': 'yes',
+        'items': []
+    }
     (tmp_path / 'pubmedqa.json').write_text(json.dumps(figures))  # as pubmedqa.py --out_json writes it
     (tmp_path / 'broken.json').write_text('{"accuracy": 0.5}')
     shutil.copy(FIXTURES / 'ckpt_v1_before_layout.pt', tmp_path / 'ckpt.pt')  # before checkpoints recorded facts

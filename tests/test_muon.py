@@ -7,7 +7,6 @@ from conftest import fixed_steps
 from model import GPT, GPTConfig
 from muon import Muon, orthogonalize
 
-
 pytestmark = pytest.mark.usefixtures('one_thread')  # tiny models
 
 
@@ -28,7 +27,7 @@ def test_first_step_moves_each_matrix_by_an_orthogonal_update():
     opt = Muon([w], lr=0.1, momentum=0.9, nesterov=False)
     w.grad = torch.randn(48, 32)
     opt.step()
-    update = (w0 - w.detach()) / (0.1 * (48 / 32) ** 0.5)  # lr scaled by sqrt(rows / cols) for tall matrices
+    update = (w0 - w.detach()) / (0.1 * (48 / 32)**0.5)  # lr scaled by sqrt(rows / cols) for tall matrices
     s = torch.linalg.svdvals(update)
     assert s.min() > 0.6 and s.max() < 1.2
     # same directions as the gradient's SVD

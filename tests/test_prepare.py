@@ -13,7 +13,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from conftest import FIXTURES, PREPARE, PUBMED_CORPUS, PUBMED_XML, REPO, SHARED, error_lines, fill_disk, need, run_prepare
+from conftest import (FIXTURES, PREPARE, PUBMED_CORPUS, PUBMED_XML, REPO, SHARED, error_lines, fill_disk, need,
+                      run_prepare)
 from data.pubmed.parse import parse_file
 from dataloader import META_KEYS, load_meta
 from tokenizer import encoding_from_spec
@@ -21,9 +22,10 @@ from tokenizer import encoding_from_spec
 # every document the fixtures pubmed99n0001-0003 must produce, in output order
 EXPECTED = {
     101: 'A plain title.\nA plain abstract spread over lines with odd spacing.',
-    102: 'Structured abstract.\nBACKGROUND: Why we did it.\nMETHODS: How we did it.\nRESULTS AND CONCLUSIONS: It worked.',
+    102: 'Structured abstract.\nBACKGROUND: Why we did it.\nMETHODS: How we did it.\nRESULTS AND CONCLUSIONS: It '
+    'worked.',
     103: 'Xylan Activity of the Thermophilic Fungus Malbranchea cinnamomea by Functional Characterization.\n'
-         'Levels of H2O2 and Ca2+ rose in all E. coli strains (n = 3).',
+    'Levels of H2O2 and Ca2+ rose in all E. coli strains (n = 3).',
     104: 'Oxygen uptake V.O2 in runners.\nMaximal uptake ( V.O2 max) was measured.',
     107: 'Upper-case language code.\nLanguage ENG is English.',
     108: 'Two languages.\nPublished in German and English.',
@@ -36,10 +38,11 @@ EXPECTED = {
 def in_val(pmid, fraction):
     """The documented split rule, written out independently of prepare.py."""
     digest = hashlib.blake2b(str(pmid).encode(), digest_size=16).digest()
-    return int.from_bytes(digest[:8], 'little') < fraction * 2 ** 64
+    return int.from_bytes(digest[:8], 'little') < fraction * 2**64
 
 
-def fixture_input(tmp_path, names=('pubmed99n0001.xml', 'pubmed99n0002.xml', 'pubmed99n0003.xml'), gz=('pubmed99n0002.xml',)):
+def fixture_input(tmp_path, names=('pubmed99n0001.xml', 'pubmed99n0002.xml', 'pubmed99n0003.xml'),
+                  gz=('pubmed99n0002.xml', )):
     """Fixtures copied to a folder; those in `gz` gzipped, to cover both kinds of file."""
     folder = tmp_path / 'in'
     folder.mkdir(exist_ok=True)
@@ -67,6 +70,7 @@ def outputs(out):
 
 # ------------------------------------------------------------------------------------------------
 # parsing rules, one fixture record each
+
 
 def test_parse_rules_on_fixture_records():
     records, deletes, counts = parse_file(FIXTURES / 'pubmed99n0001.xml', with_meta=True)
@@ -128,10 +132,11 @@ def test_real_samples_all_parse_except_the_truncated_one():
 # ------------------------------------------------------------------------------------------------
 # prepare.py end to end
 
+
 def test_prepare_fixtures_end_to_end(tmp_path):
     folder, out = fixture_input(tmp_path), tmp_path / 'out'
     r = run_prepare(f'--input={folder}', f'--out_dir={out}', '--vocab_size=300', '--val_fraction=0.5', '--workers=2',
-            f'--export_jsonl={tmp_path / "docs.jsonl"}')
+                    f'--export_jsonl={tmp_path / "docs.jsonl"}')
     assert r.returncode == 0, r.stderr
     order = list(EXPECTED)  # file order, then record order within a file
     assert documents(out, 'train') == [EXPECTED[p] for p in order if not in_val(p, 0.5)]
@@ -143,20 +148,39 @@ def test_prepare_fixtures_end_to_end(tmp_path):
     assert meta['train_docs'] + meta['val_docs'] == 9
     assert [f['name'] for f in meta['files']] == ['pubmed99n0001.xml', 'pubmed99n0002.xml.gz', 'pubmed99n0003.xml']
     assert meta['files'][0]['md5'] == hashlib.md5((FIXTURES / 'pubmed99n0001.xml').read_bytes()).hexdigest()
-    assert meta['records'] == {'book': 1, 'delete_requests': 3, 'deleted': 2, 'excluded': 0, 'language': 1, 'no_abstract': 1,
-                               'no_pmid': 0, 'records': 15, 'replaced': 1}
+    assert meta['records'] == {
+        'book': 1,
+        'delete_requests': 3,
+        'deleted': 2,
+        'excluded': 0,
+        'language': 1,
+        'no_abstract': 1,
+        'no_pmid': 0,
+        'records': 15,
+        'replaced': 1
+    }
     assert sorted(meta) == sorted(META_KEYS)  # the data contract: dataloader.write_meta's keys, no others
     summary = json.loads((out / 'meta.json').read_text())
     assert summary['train_tokens'] == meta['train_tokens'] and summary['tokenizer']['vocab_size'] == 300
     assert '16 seen, 9 kept' in r.stdout and '1 duplicates replaced' in r.stdout and '2 deleted' in r.stdout
     lines = [json.loads(line) for line in (tmp_path / 'docs.jsonl').read_text().splitlines()]
     assert [d['pmid'] for d in lines] == order
-    assert lines[-1] == {'pmid': 120, 'split': 'val' if in_val(120, 0.5) else 'train',
-                         'title': 'Old MedlineCitationSet format with a byte order mark.',
-                         'abstract': 'Still parsed & kept; café <ok>.', 'authors': ['Richard Roe'],
-                         'journal': 'Old format journal', 'publication_date': '1998 Jan-Feb',
-                         'affiliations': ['Old Institute.'], 'language': ['eng'], 'year': 1998, 'journal_iso': '',
-                         'nlm_id': '', 'mesh': [], 'publication_types': []}
+    assert lines[-1] == {
+        'pmid': 120,
+        'split': 'val' if in_val(120, 0.5) else 'train',
+        'title': 'Old MedlineCitationSet format with a byte order mark.',
+        'abstract': 'Still parsed & kept; café <ok>.',
+        'authors': ['Richard Roe'],
+        'journal': 'Old format journal',
+        'publication_date': '1998 Jan-Feb',
+        'affiliations': ['Old Institute.'],
+        'language': ['eng'],
+        'year': 1998,
+        'journal_iso': '',
+        'nlm_id': '',
+        'mesh': [],
+        'publication_types': []
+    }
 
 
 def test_languages_option_is_case_insensitive_and_accepts_all(tmp_path):
@@ -164,7 +188,7 @@ def test_languages_option_is_case_insensitive_and_accepts_all(tmp_path):
     for languages, extra in (('ENG,fre', [106]), ('all', [106])):
         out = tmp_path / languages
         r = run_prepare(f'--input={folder}', f'--out_dir={out}', '--vocab_size=300', '--val_fraction=0.5',
-                f'--languages={languages}', '--workers=1')
+                        f'--languages={languages}', '--workers=1')
         assert r.returncode == 0, r.stderr
         assert load_meta(out)['train_docs'] + load_meta(out)['val_docs'] == 9 + len(extra)
         assert any(d.startswith('[A French article.]') for d in documents(out, 'train') + documents(out, 'val'))
@@ -180,8 +204,9 @@ def test_gpt2_tokenizer(tmp_path, gpt2):
 
 
 def test_corrupt_file_is_reported_and_left_out(tmp_path):
-    folder = fixture_input(tmp_path, names=('pubmed99n0001.xml', 'pubmed99n0002.xml', 'pubmed99n0003.xml',
-                                            'pubmed99n0004.xml'), gz=())
+    folder = fixture_input(tmp_path,
+                           names=('pubmed99n0001.xml', 'pubmed99n0002.xml', 'pubmed99n0003.xml', 'pubmed99n0004.xml'),
+                           gz=())
     out = tmp_path / 'out'
     r = run_prepare(f'--input={folder}', f'--out_dir={out}', '--vocab_size=300', '--val_fraction=0.5')
     assert r.returncode == 1
@@ -191,7 +216,8 @@ def test_corrupt_file_is_reported_and_left_out(tmp_path):
     assert [f['name'] for f in meta['files']] == ['pubmed99n0001.xml', 'pubmed99n0002.xml', 'pubmed99n0003.xml']
     assert meta['bad_files'][0]['name'] == 'pubmed99n0004.xml'
     assert 'Good record in a bad file.' not in ' '.join(documents(out, 'train') + documents(out, 'val'))
-    r = run_prepare(f'--input={folder}', f'--out_dir={out}', '--vocab_size=300', '--val_fraction=0.5', '--allow_bad_files=True')
+    r = run_prepare(f'--input={folder}', f'--out_dir={out}', '--vocab_size=300', '--val_fraction=0.5',
+                    '--allow_bad_files=True')
     assert r.returncode == 0 and 'pubmed99n0004.xml' in r.stderr
 
 
@@ -205,21 +231,23 @@ def test_real_samples_truncated_gzip_reported_rest_prepared(tmp_path):
     assert meta['records']['records'] == 1235 and meta['train_docs'] > 900 and meta['val_docs'] > 0
 
 
-@pytest.mark.parametrize('args, message', [
-    (['--vocab_sise=300'], "unknown key 'vocab_sise'"),
-    (['--val_fraction=abc'], '--val_fraction=abc'),
-    (['--tokenizer=wordpiece'], 'expected bpe, gpt2, or the path of a Hugging Face folder'),
-    (['--val_fraction=1.5'], 'between 0 and 1'),
-    (['--input=/nonexistent/*.xml'], 'no .xml or .xml.gz files'),
-    (['--years=abc'], '--years=abc: expected a range of years'),
-    (['--mesh_major=True'], '--mesh_major=True: give the headings with --mesh'),
-    (['--keep_pmids=/nonexistent'], '--keep_pmids=/nonexistent: no such file or folder'),
-    # options that keep nothing whatever the input, or that would be no filter at all
-    (['--years=2020-2000'], '--years=2020-2000: the first year is after the last (did you mean 2000-2020?)'),
-    (['--publication_types=Review;Letter', '--drop_publication_types=REVIEW'],
-     '--publication_types and --drop_publication_types both name review: a record cannot be kept and dropped'),
-    (['--mesh=;'], '--mesh=;: names nothing'),
-])
+@pytest.mark.parametrize(
+    'args, message',
+    [
+        (['--vocab_sise=300'], "unknown key 'vocab_sise'"),
+        (['--val_fraction=abc'], '--val_fraction=abc'),
+        (['--tokenizer=wordpiece'], 'expected bpe, gpt2, or the path of a Hugging Face folder'),
+        (['--val_fraction=1.5'], 'between 0 and 1'),
+        (['--input=/nonexistent/*.xml'], 'no .xml or .xml.gz files'),
+        (['--years=abc'], '--years=abc: expected a range of years'),
+        (['--mesh_major=True'], '--mesh_major=True: give the headings with --mesh'),
+        (['--keep_pmids=/nonexistent'], '--keep_pmids=/nonexistent: no such file or folder'),
+        # options that keep nothing whatever the input, or that would be no filter at all
+        (['--years=2020-2000'], '--years=2020-2000: the first year is after the last (did you mean 2000-2020?)'),
+        (['--publication_types=Review;Letter', '--drop_publication_types=REVIEW'
+          ], '--publication_types and --drop_publication_types both name review: a record cannot be kept and dropped'),
+        (['--mesh=;'], '--mesh=;: names nothing'),
+    ])
 def test_bad_options_exit_2_and_write_nothing(tmp_path, args, message):
     out = tmp_path / 'out'
     r = run_prepare(f'--out_dir={out}', '--input=' + str(FIXTURES), *args)
@@ -236,6 +264,7 @@ def test_empty_val_split_is_an_error_with_a_hint(tmp_path):
 
 # ------------------------------------------------------------------------------------------------
 # determinism, resumability, caching
+
 
 def corpus_input(tmp_path, n=3):
     """The first n pubmed-corpus files (~2,258 records each), linked into a folder."""
@@ -269,8 +298,8 @@ def test_kill_9_then_rerun_gives_identical_outputs(tmp_path):
     out = tmp_path / 'out'
     # kill at the start of parsing, after some parsed files, after some tokenized files
     for marker in (None, 'cache/parsed', 'cache/tokens'):
-        p = subprocess.Popen([sys.executable, PREPARE, *args, f'--out_dir={out}'],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        p = subprocess.Popen([sys.executable, PREPARE, *args, f'--out_dir={out}'], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
         deadline = time.time() + 120
         while marker and time.time() < deadline and p.poll() is None:
             if (out / marker).is_dir() and any((out / marker).glob('*.p*')) | any((out / marker).glob('*.npz')):
@@ -301,6 +330,7 @@ def test_rerun_and_added_files_reuse_the_cache(tmp_path):
 # ------------------------------------------------------------------------------------------------
 # hostile and clumsy input
 
+
 def citation(pmid, title='A title.', abstract='An abstract.'):
     return (f'<PubmedArticle><MedlineCitation><PMID Version="1">{pmid}</PMID><Article><ArticleTitle>{title}'
             f'</ArticleTitle><Abstract><AbstractText>{abstract}</AbstractText></Abstract><Language>eng</Language>'
@@ -309,8 +339,9 @@ def citation(pmid, title='A title.', abstract='An abstract.'):
 
 def write_xml(path, *items):
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text('<?xml version="1.0" encoding="utf-8"?>\n<PubmedArticleSet>' + ''.join(items) + '</PubmedArticleSet>\n',
-                    encoding='utf-8')
+    path.write_text(
+        '<?xml version="1.0" encoding="utf-8"?>\n<PubmedArticleSet>' + ''.join(items) + '</PubmedArticleSet>\n',
+        encoding='utf-8')
     return path
 
 
@@ -321,7 +352,7 @@ class Payload:
         self.marker = str(marker)
 
     def __reduce__(self):
-        return (os.system, (f'touch {self.marker}',))
+        return (os.system, (f'touch {self.marker}', ))
 
 
 @pytest.mark.slow
@@ -340,8 +371,9 @@ def test_a_pickle_payload_in_meta_pkl_or_a_cache_never_runs(tmp_path):
     assert outputs(out) == expected and not marker.exists()
     # a poisoned meta.pkl stops train.py with one line
     (out / 'meta.pkl').write_bytes(pickle.dumps({'vocab_size': Payload(marker)}))
-    t = subprocess.run([sys.executable, str(REPO / 'train.py'), f'--data_dir={out}', f'--out_dir={tmp_path / "run"}'],
-                       capture_output=True, text=True, timeout=120)
+    t = subprocess.run(
+        [sys.executable, str(REPO / 'train.py'), f'--data_dir={out}', f'--out_dir={tmp_path / "run"}'],
+        capture_output=True, text=True, timeout=120)
     assert t.returncode == 1 and t.stderr.count('\n') == 1, t.stderr
     assert 'meta.pkl: not a readable meta.pkl' in t.stderr and 'posix.system' in t.stderr
     assert not marker.exists() and not (tmp_path / 'run').exists()
@@ -362,16 +394,22 @@ runpy.run_path(sys.argv[0], run_name='__main__')
 
 def test_token_files_that_meta_pkl_does_not_describe_are_refused(tmp_path):
     folder, out = fixture_input(tmp_path), tmp_path / 'out'
-    assert run_prepare(f'--input={folder}', f'--out_dir={out}', '--vocab_size=300', '--val_fraction=0.5').returncode == 0
+    assert run_prepare(f'--input={folder}', f'--out_dir={out}', '--vocab_size=300',
+                       '--val_fraction=0.5').returncode == 0
     assert load_meta(out)['token_files']['val.bin']['bytes'] == (out / 'val.bin').stat().st_size
-    # a second prepare with another vocabulary, killed between its renames: its val.bin beside the first's train.bin and meta.pkl
-    killed = subprocess.run([sys.executable, '-c', KILLED_AFTER_RENAME, PREPARE, f'--input={folder}', f'--out_dir={out}',
-                             '--vocab_size=320', '--val_fraction=0.5'], env={**os.environ, 'KILL_AFTER': 'val.bin'},
-                            capture_output=True)
+    # a second prepare with another vocabulary, killed between its renames: its val.bin beside the first's train.bin and
+    # meta.pkl
+    killed = subprocess.run([
+        sys.executable, '-c', KILLED_AFTER_RENAME, PREPARE, f'--input={folder}', f'--out_dir={out}', '--vocab_size=320',
+        '--val_fraction=0.5'
+    ], env={
+        **os.environ, 'KILL_AFTER': 'val.bin'
+    }, capture_output=True)
     assert killed.returncode == -signal.SIGKILL
     with pytest.raises(Exception, match=r'val.bin: .*(content|bytes, but meta.pkl records).*prepare the folder again'):
         load_meta(out)
-    assert run_prepare(f'--input={folder}', f'--out_dir={out}', '--vocab_size=320', '--val_fraction=0.5').returncode == 0
+    assert run_prepare(f'--input={folder}', f'--out_dir={out}', '--vocab_size=320',
+                       '--val_fraction=0.5').returncode == 0
     train = out / 'train.bin'
     train.write_bytes(train.read_bytes()[:-2])  # truncated by one token
     with pytest.raises(Exception, match=r'train.bin: \d+ bytes, but meta.pkl records \d+'):
@@ -423,11 +461,15 @@ def test_a_ten_digit_pmid_costs_no_memory_and_non_ascii_digits_are_no_pmid(tmp_p
     out = tmp_path / 'out'
     # the peak memory of prepare.py itself (VmHWM: of this process image only, not of the forked test runner)
     peak = ("import atexit, runpy, sys; atexit.register(lambda: print([l for l in open('/proc/self/status') "
-            "if l.startswith('VmHWM')][0], file=sys.stderr)); sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
-    r = subprocess.run([sys.executable, '-c', peak, PREPARE, f'--input={folder}', f'--out_dir={out}', '--vocab_size=300',
-                        '--val_fraction=0.5', '--workers=1'], capture_output=True, text=True, timeout=300)
+            "if l.startswith('VmHWM')][0], file=sys.stderr)); sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], "
+            "run_name='__main__')")
+    r = subprocess.run([
+        sys.executable, '-c', peak, PREPARE, f'--input={folder}', f'--out_dir={out}', '--vocab_size=300',
+        '--val_fraction=0.5', '--workers=1'
+    ], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    assert int(r.stderr.split('VmHWM:')[1].split()[0]) < 1_000_000  # kB: the dense array of before took 10 GB for this PMID
+    assert int(
+        r.stderr.split('VmHWM:')[1].split()[0]) < 1_000_000  # kB: the dense array of before took 10 GB for this PMID
     docs = documents(out, 'train') + documents(out, 'val')
     assert sorted(docs) == sorted(f'A title.\nRecord {p}.' for p in range(1, 41))
     assert load_meta(out)['records']['no_pmid'] == 3 and '3 without a valid PMID' in r.stdout
@@ -453,8 +495,10 @@ def test_a_corrupt_parse_cache_is_rebuilt_and_a_symlink_loop_counts_each_file_on
 
 def test_paths_that_cannot_be_written_are_refused_before_any_work(tmp_path):
     (tmp_path / 'afile').write_text('x')
-    cases = {f'--out_dir={tmp_path / "afile"}': 'is a file, not a folder',
-             f'--export_jsonl={tmp_path / "missing" / "docs.jsonl"}': 'its folder does not exist or is not writable'}
+    cases = {
+        f'--out_dir={tmp_path / "afile"}': 'is a file, not a folder',
+        f'--export_jsonl={tmp_path / "missing" / "docs.jsonl"}': 'its folder does not exist or is not writable'
+    }
     for arg, message in cases.items():
         r = run_prepare(f'--input={FIXTURES}', f'--out_dir={tmp_path / "out"}', arg)
         assert r.returncode == 2 and message in r.stderr and r.stderr.count('\n') == 1, r.stderr
@@ -481,13 +525,19 @@ def test_a_literal_endoftext_in_an_abstract_is_text_not_a_document_end(tmp_path)
 @pytest.mark.slow
 def test_gpt2_tests_skip_with_the_reason_on_a_fresh_clone_offline(tmp_path):
     """No ../shared, an empty tiktoken cache, and every download refused: the GPT-2 tests skip, none fails."""
-    env = {**os.environ, 'PUBMED_SHARED': str(tmp_path / 'no-shared'), 'TIKTOKEN_CACHE_DIR': str(tmp_path / 'empty-cache'),
-           'HTTPS_PROXY': 'http://127.0.0.1:9', 'HTTP_PROXY': 'http://127.0.0.1:9', 'NO_PROXY': ''}
-    r = subprocess.run([sys.executable, '-m', 'pytest', '-q', '-rs', '-p', 'no:cacheprovider',
-                        'tests/test_tokenizer.py::test_gpt2_spec_matches_tiktoken_and_byte_lengths',
-                        'tests/test_prepare.py::test_gpt2_tokenizer',
-                        'tests/test_hf.py::test_train_init_from_gpt2_weights_and_its_clear_errors'],
-                       cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    env = {
+        **os.environ, 'PUBMED_SHARED': str(tmp_path / 'no-shared'),
+        'TIKTOKEN_CACHE_DIR': str(tmp_path / 'empty-cache'),
+        'HTTPS_PROXY': 'http://127.0.0.1:9',
+        'HTTP_PROXY': 'http://127.0.0.1:9',
+        'NO_PROXY': ''
+    }
+    r = subprocess.run([
+        sys.executable, '-m', 'pytest', '-q', '-rs', '-p', 'no:cacheprovider',
+        'tests/test_tokenizer.py::test_gpt2_spec_matches_tiktoken_and_byte_lengths',
+        'tests/test_prepare.py::test_gpt2_tokenizer',
+        'tests/test_hf.py::test_train_init_from_gpt2_weights_and_its_clear_errors'
+    ], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-3000:]
     assert '3 skipped' in r.stdout and r.stdout.count("tiktoken's GPT-2 files are not at hand") == 3
 
@@ -512,25 +562,33 @@ def test_exclude_pmids_keeps_pubmedqa_out_of_both_splits(tmp_path):
     assert meta['excluded_pmids'] == {'source': '', 'listed': 0, 'excluded': 0, 'blake2b': ''}
     kept, found, meta, r = runs['with']
     assert kept == set() and found == 0
-    assert meta['excluded_pmids'] == {'source': str(pubmedqa), 'listed': 1000, 'excluded': 894,  # the list by its hash too
-                                      'blake2b': hashlib.blake2b(''.join(f'{p}\n' for p in sorted(listed)).encode(),
-                                                                 digest_size=16).hexdigest()}
+    assert meta['excluded_pmids'] == {
+        'source': str(pubmedqa),
+        'listed': 1000,
+        'excluded': 894,  # the list by its hash too
+        'blake2b': hashlib.blake2b(''.join(f'{p}\n' for p in sorted(listed)).encode(), digest_size=16).hexdigest()
+    }
     assert '894 excluded' in r.stdout and f'excluding the PMIDs listed in {pubmedqa}' in r.stderr
     assert json.loads((tmp_path / 'with' / 'meta.json').read_text())['records']['excluded'] == 894
 
 
 def test_exclude_pmids_files_are_checked_before_any_work_and_auto_reads_only_pubmedqas_files(tmp_path):
     from data.pubmed.selection import read_pmid_list
-    bad = {'key.json': ('{"123": 1, "abc": 2}', "'abc' is not a PMID (1-10 digits)"),
-           'latin1.txt': ('123 caf\xe9'.encode('latin-1'), 'not readable (UnicodeDecodeError'),
-           'long.txt': ('123\n12345678901234567890\n', "'12345678901234567890' is not a PMID"),
-           'cut.json': ('{"123": {"QUESTION": "Does', 'not readable (JSONDecodeError')}
+    bad = {
+        'key.json': ('{"123": 1, "abc": 2}', "'abc' is not a PMID (1-10 digits)"),
+        'latin1.txt': ('123 caf\xe9'.encode('latin-1'), 'not readable (UnicodeDecodeError'),
+        'long.txt': ('123\n12345678901234567890\n', "'12345678901234567890' is not a PMID"),
+        'cut.json': ('{"123": {"QUESTION": "Does', 'not readable (JSONDecodeError')
+    }
     procs = []
     for name, (content, _) in bad.items():
         path = tmp_path / name
         path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
-        procs.append(subprocess.Popen([sys.executable, PREPARE, f'--input={FIXTURES}', f'--out_dir={tmp_path / name}.out',
-                                       f'--exclude_pmids={path}'], text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+        procs.append(
+            subprocess.Popen([
+                sys.executable, PREPARE, f'--input={FIXTURES}', f'--out_dir={tmp_path / name}.out',
+                f'--exclude_pmids={path}'
+            ], text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
     for proc, (name, (_, message)) in zip(procs, bad.items()):
         code, err = proc.wait(timeout=120), proc.stderr.read()
         assert code == 2 and err.count('\n') == 1 and message in err and name in err, err
@@ -557,7 +615,8 @@ def independent_subjects(paths):
         opener = gz.open if path.endswith('.gz') else open
         with opener(path, 'rb') as f:
             try:
-                root = etree.parse(f, etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)).getroot()
+                root = etree.parse(f, etree.XMLParser(resolve_entities=False, no_network=True,
+                                                      load_dtd=False)).getroot()
             except Exception:
                 continue
         for citation in root.iter('MedlineCitation'):
@@ -567,11 +626,13 @@ def independent_subjects(paths):
                      bool(h.xpath('DescriptorName[@MajorTopicYN="Y"] | QualifierName[@MajorTopicYN="Y"]')))
                     for h in citation.xpath('MeshHeadingList/MeshHeading')]
             found[int(citation.findtext('PMID'))] = {
-                'year': int(pub[:4]) if pub[:4].isdigit() else 0, 'mesh': mesh,
+                'year': int(pub[:4]) if pub[:4].isdigit() else 0,
+                'mesh': mesh,
                 'iso': citation.xpath('string(Article/Journal/ISOAbbreviation)'),
                 'nlm': citation.xpath('string(MedlineJournalInfo/NlmUniqueID)'),
                 'types': [(t.get('UI') or '', ' '.join((t.text or '').split()))
-                          for t in citation.xpath('Article/PublicationTypeList/PublicationType')]}
+                          for t in citation.xpath('Article/PublicationTypeList/PublicationType')]
+            }
     return found
 
 
@@ -582,13 +643,16 @@ def test_subsets_keep_what_an_independent_reading_of_the_xml_says_from_the_same_
     changing a filter re-parses nothing."""
     from data.pubmed.prepare import input_files
     folder, out = need(PUBMED_XML), tmp_path / 'out'
-    base = [f'--input={folder}', f'--out_dir={out}', '--vocab_size=300', '--val_fraction=0.05', '--allow_bad_files=True',
-            '--exclude_pmids=']
+    base = [
+        f'--input={folder}', f'--out_dir={out}', '--vocab_size=300', '--val_fraction=0.05', '--allow_bad_files=True',
+        '--exclude_pmids='
+    ]
 
     def kept(*args):
         r = run_prepare(*base, *args, f'--export_jsonl={tmp_path / "docs.jsonl"}')
         assert r.returncode == 0, r.stderr
         return {json.loads(line)['pmid']: json.loads(line) for line in open(tmp_path / 'docs.jsonl')}, r
+
     everything, _ = kept()
     parsed = {p: p.stat().st_mtime_ns for p in (out / 'cache' / 'parsed').iterdir()}
     info = independent_subjects([str(p) for p in input_files(str(folder))])
@@ -602,15 +666,22 @@ def test_subsets_keep_what_an_independent_reading_of_the_xml_says_from_the_same_
         pairs = {(term[0], term[1]) for i in info.values() for term in i[kind] if term[0]}
         uis = {ui for ui, name in pairs if ui in words or name in words}
         return set(words) | uis | {name for ui, name in pairs if ui in uis}
-    humans_or_male, neoplasms_or_brain = spellings('mesh', 'Humans', 'D008297'), spellings('mesh', 'D009369', 'Neoplasms', 'Brain')
+
+    humans_or_male, neoplasms_or_brain = spellings('mesh', 'Humans',
+                                                   'D008297'), spellings('mesh', 'D009369', 'Neoplasms', 'Brain')
     review_or_support = spellings('types', 'Review', 'D013485')  # 43 kept records name one of these without a UI
     cases = {
-        'mesh': (['--mesh=Humans;D008297'], 'mesh', lambda i: any(n in humans_or_male or ui in humans_or_male for ui, n, _ in i['mesh'])),
+        'mesh': (['--mesh=Humans;D008297'], 'mesh', lambda i: any(n in humans_or_male or ui in humans_or_male
+                                                                  for ui, n, _ in i['mesh'])),
         'mesh major': (['--mesh=d009369;Neoplasms;Brain', '--mesh_major=True'], 'mesh',
-                       lambda i: any(m and (ui in neoplasms_or_brain or n in neoplasms_or_brain) for ui, n, m in i['mesh'])),
+                       lambda i: any(m and (ui in neoplasms_or_brain or n in neoplasms_or_brain)
+                                     for ui, n, m in i['mesh'])),
         'years': (['--years=1990-2005'], 'year', lambda i: 1990 <= i['year'] <= 2005),
-        'journals': ([f'--journals={journals[0][0].upper()};{nlm}'], 'journal',  # its older abbreviation too, by its NLM ID
-                     lambda i: i['nlm'] in {nlm} | {j['nlm'] for j in info.values() if j['iso'] == journals[0][0]}),
+        'journals': (
+            [f'--journals={journals[0][0].upper()};{nlm}'],
+            'journal',  # its older abbreviation too, by its NLM ID
+            lambda i: i['nlm'] in {nlm} | {j['nlm']
+                                           for j in info.values() if j['iso'] == journals[0][0]}),
         'types kept': (['--publication_types=Review;Case Reports'], 'publication_type',
                        lambda i: any(n in ('Review', 'Case Reports') for _, n in i['types'])),
         'types dropped': (['--drop_publication_types=Review;D013485'], 'publication_type',
@@ -619,7 +690,10 @@ def test_subsets_keep_what_an_independent_reading_of_the_xml_says_from_the_same_
     }
     for name, (args, rule, wanted) in cases.items():
         subset, r = kept(*args)
-        expected = {p for p in everything if wanted(info[p]) and (rule != 'not_in_keep_pmids' or p in sorted(everything)[::3])}
+        expected = {
+            p
+            for p in everything if wanted(info[p]) and (rule != 'not_in_keep_pmids' or p in sorted(everything)[::3])
+        }
         assert set(subset) == expected and 0 < len(expected) < len(everything), name
         meta = json.loads((out / 'meta.json').read_text())
         assert meta['records'][rule] == len(everything) - len(expected) and meta['subset'], name
@@ -637,15 +711,21 @@ def subject_citation(pmid, year=None, journal=None, mesh=(), types=()):
     journal as (ISO abbreviation, NLM ID), MeSH descriptors and publication types as (UI, name), a UI '' written
     without one as MEDLINE did before 2014."""
     tag = lambda name, ui, text: f'<{name} UI="{ui}">{text}</{name}>' if ui else f'<{name}>{text}</{name}>'
-    journal_xml = '<Journal>' + (f'<JournalIssue><PubDate><Year>{year}</Year></PubDate></JournalIssue>' if year else '') + \
-        (f'<ISOAbbreviation>{journal[0]}</ISOAbbreviation>' if journal else '') + '</Journal>'
-    types_xml = f"<PublicationTypeList>{''.join(tag('PublicationType', ui, n) for ui, n in types)}</PublicationTypeList>" if types else ''
-    mesh_xml = ('<MeshHeadingList>' + ''.join(f"<MeshHeading>{tag('DescriptorName', ui, n)}</MeshHeading>" for ui, n in mesh)
-                + '</MeshHeadingList>') if mesh else ''
-    return (f'<PubmedArticle><MedlineCitation><PMID Version="1">{pmid}</PMID><Article>{journal_xml}<ArticleTitle>Record {pmid}.'
-            f'</ArticleTitle><Abstract><AbstractText>An abstract.</AbstractText></Abstract><Language>eng</Language>{types_xml}'
-            f'</Article>' + (f'<MedlineJournalInfo><NlmUniqueID>{journal[1]}</NlmUniqueID></MedlineJournalInfo>' if journal else '')
-            + f'{mesh_xml}</MedlineCitation></PubmedArticle>')
+    issue = f'<JournalIssue><PubDate><Year>{year}</Year></PubDate></JournalIssue>' if year else ''
+    iso = f'<ISOAbbreviation>{journal[0]}</ISOAbbreviation>' if journal else ''
+    journal_xml = f'<Journal>{issue}{iso}</Journal>'
+    types = ''.join(tag('PublicationType', ui, n) for ui, n in types) if types else ''
+    types_xml = f'<PublicationTypeList>{types}</PublicationTypeList>' if types else ''
+    mesh_xml = ('<MeshHeadingList>' + ''.join(f"<MeshHeading>{tag('DescriptorName', ui, n)}</MeshHeading>"
+                                              for ui, n in mesh) + '</MeshHeadingList>') if mesh else ''
+    return (
+        f'<PubmedArticle><MedlineCitation><PMID Version="1">{pmid}</PMID><Article>{journal_xml}<ArticleTitle>Record '
+        f'{pmid}.'
+        '</ArticleTitle><Abstract><AbstractText>An '
+        f'abstract.</AbstractText></Abstract><Language>eng</Language>{types_xml}'
+        f'</Article>' +
+        (f'<MedlineJournalInfo><NlmUniqueID>{journal[1]}</NlmUniqueID></MedlineJournalInfo>' if journal else '') +
+        f'{mesh_xml}</MedlineCitation></PubmedArticle>')
 
 
 def test_each_subset_rule_drops_a_record_that_lacks_its_field_and_matches_a_term_written_without_its_ui(tmp_path):
@@ -657,28 +737,40 @@ def test_each_subset_rule_drops_a_record_that_lacks_its_field_and_matches_a_term
     groups = {  # 12 records each, so that both splits have some of every kept set
         'new': dict(year=1990, journal=('J Test', '0001'), mesh=[('D006801', 'Humans')], types=[('D016454', 'Review')]),
         'old': dict(year=1998, journal=('J. Test', '0001'), mesh=[('', 'Humans')], types=[('', 'Review')]),
-        'mice': dict(year=2010, journal=('Other J', '0002'), mesh=[('D051379', 'Mice')], types=[('D016428', 'Journal Article')]),
+        'mice': dict(year=2010, journal=('Other J', '0002'), mesh=[('D051379', 'Mice')],
+                     types=[('D016428', 'Journal Article')]),
         'bare': dict(),
     }
     pmids = {group: range(1 + 12 * i, 13 + 12 * i) for i, group in enumerate(groups)}
-    write_xml(tmp_path / 'in' / 'pubmed99n0001.xml', *(subject_citation(p, **groups[g]) for g in groups for p in pmids[g]))
-    cases = {'--years=-1999': ('new', 'old'), '--years=2000-': ('mice',), '--journals=j test': ('new', 'old'),
-             '--mesh=D006801': ('new', 'old'), '--publication_types=D016454': ('new', 'old'),
-             '--drop_publication_types=D016454': ('mice', 'bare')}
-    runs = {option: subprocess.Popen([sys.executable, PREPARE, f'--input={tmp_path / "in"}', f'--out_dir={tmp_path / str(i)}',
-                                      '--vocab_size=300', '--val_fraction=0.5', '--exclude_pmids=', option,
-                                      f'--export_jsonl={tmp_path / str(i)}.jsonl'], text=True, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE) for i, option in enumerate(cases)}  # at once: ~1 s each
+    write_xml(tmp_path / 'in' / 'pubmed99n0001.xml',
+              *(subject_citation(p, **groups[g]) for g in groups for p in pmids[g]))
+    cases = {
+        '--years=-1999': ('new', 'old'),
+        '--years=2000-': ('mice', ),
+        '--journals=j test': ('new', 'old'),
+        '--mesh=D006801': ('new', 'old'),
+        '--publication_types=D016454': ('new', 'old'),
+        '--drop_publication_types=D016454': ('mice', 'bare')
+    }
+    runs = {
+        option: subprocess.Popen([
+            sys.executable, PREPARE, f'--input={tmp_path / "in"}', f'--out_dir={tmp_path / str(i)}', '--vocab_size=300',
+            '--val_fraction=0.5', '--exclude_pmids=', option, f'--export_jsonl={tmp_path / str(i)}.jsonl'
+        ], text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for i, option in enumerate(cases)
+    }  # at once: ~1 s each
     for i, (option, kept) in enumerate(cases.items()):
         out, err = runs[option].communicate(timeout=120)
         assert runs[option].returncode == 0, err
-        assert [json.loads(line)['pmid'] for line in open(tmp_path / f'{i}.jsonl')] == [p for g in kept for p in pmids[g]], option
+        assert [json.loads(line)['pmid']
+                for line in open(tmp_path / f'{i}.jsonl')] == [p for g in kept for p in pmids[g]], option
         assert f'dropped {48 - 12 * len(kept)} by' in out, option
 
 
 def test_a_subset_that_keeps_nothing_names_the_rule_that_dropped_each_record(tmp_path):
     """The shared samples' 1,235 records (the truncated file left out) with a subset that matches none of them: the
-    error counts each rule's drops, the subset's by its option, where it said 'none has an abstract in a kept language'."""
+    error counts each rule's drops, the subset's by its option, where it said 'none has an abstract in a kept
+    language'."""
     base = [f'--input={need(PUBMED_XML)}', f'--out_dir={tmp_path / "out"}', '--exclude_pmids=', '--workers=1']
     for option in ('--journals=Nonexistent', '--years=1800-1850'):
         r = run_prepare(*base, option)
@@ -694,10 +786,12 @@ def test_pmid_lists_that_keep_or_exclude_nothing_are_option_errors(tmp_path, mon
     PubMedQA's files excludes nothing, and says so."""
     (tmp_path / 'empty.txt').write_text('# none yet\n')
     (tmp_path / 'some.txt').write_text('101 102')
-    cases = {(f'--keep_pmids={tmp_path / "empty.txt"}',): 'empty.txt: lists no PMID, so nothing would be kept',
-             (f'--keep_pmids={tmp_path / "some.txt"}', f'--exclude_pmids={tmp_path / "some.txt"}'):
-                 'every PMID it lists is excluded by --exclude_pmids',
-             (f'--exclude_pmids={tmp_path / "empty.txt"}',): "empty.txt: lists no PMID (--exclude_pmids='' excludes none)"}
+    cases = {
+        (f'--keep_pmids={tmp_path / "empty.txt"}', ): 'empty.txt: lists no PMID, so nothing would be kept',
+        (f'--keep_pmids={tmp_path / "some.txt"}', f'--exclude_pmids={tmp_path / "some.txt"}'): 'every PMID it lists is '
+        'excluded by --exclude_pmids',
+        (f'--exclude_pmids={tmp_path / "empty.txt"}', ): "empty.txt: lists no PMID (--exclude_pmids='' excludes none)"
+    }
     for args, message in cases.items():
         r = run_prepare(f'--input={FIXTURES}', f'--out_dir={tmp_path / "out"}', *args)
         assert r.returncode == 2 and r.stderr.count('\n') == 1 and message in r.stderr, r.stderr
@@ -718,18 +812,27 @@ def test_meta_records_the_pmid_lists_by_count_and_hash_not_only_by_path(tmp_path
     (tmp_path / 'keep.txt').write_text('# mine\n101, 102 103\n104\n107\n108\n110\n999\n102\n')
     (tmp_path / 'keep.json').write_text(json.dumps([str(p) for p in reversed(keep)]))
     (tmp_path / 'exclude.txt').write_text('110\n')
-    digest = lambda pmids: hashlib.blake2b(''.join(f'{p}\n' for p in sorted(pmids)).encode(), digest_size=16).hexdigest()
+    digest = lambda pmids: hashlib.blake2b(''.join(f'{p}\n'
+                                                   for p in sorted(pmids)).encode(), digest_size=16).hexdigest()
     for name in ('keep.txt', 'keep.json'):
         out = tmp_path / name.replace('.', '_')
         r = run_prepare(f'--input={folder}', f'--out_dir={out}', '--vocab_size=300', '--val_fraction=0.5',
                         f'--keep_pmids={tmp_path / name}', f'--exclude_pmids={tmp_path / "exclude.txt"}')
         assert r.returncode == 0, r.stderr
         for meta in (load_meta(out), json.loads((out / 'meta.json').read_text())):
-            assert meta['subset'] == {'keep_pmids': str(tmp_path / name), 'keep_pmids_listed': 8,
-                                      'keep_pmids_blake2b': digest(keep)}
-            assert meta['excluded_pmids'] == {'source': str(tmp_path / 'exclude.txt'), 'listed': 1, 'excluded': 1,
-                                              'blake2b': digest([110])}
-            assert meta['records']['not_in_keep_pmids'] == 2 and meta['train_docs'] + meta['val_docs'] == 6  # 113, 120 not kept
+            assert meta['subset'] == {
+                'keep_pmids': str(tmp_path / name),
+                'keep_pmids_listed': 8,
+                'keep_pmids_blake2b': digest(keep)
+            }
+            assert meta['excluded_pmids'] == {
+                'source': str(tmp_path / 'exclude.txt'),
+                'listed': 1,
+                'excluded': 1,
+                'blake2b': digest([110])
+            }
+            assert meta['records'][
+                'not_in_keep_pmids'] == 2 and meta['train_docs'] + meta['val_docs'] == 6  # 113, 120 not kept
         assert f"subset (keep_pmids='{tmp_path / name}'): dropped 2 by not_in_keep_pmids" in r.stdout
 
 
@@ -759,7 +862,8 @@ def test_a_full_disk_at_each_stage_is_one_line_and_leaves_the_outputs_and_caches
                 write_xml(folder / f'pubmed99n000{n}.xml', *(citation(p) for p in range(1000 * n, 1000 * n + 5)))
         r = run_prepare(*args, *extra)
         errors = error_lines(r.stderr)
-        assert r.returncode == 1 and len(errors) == 1 and where in errors[0] and 'the disk is full' in errors[0], (stage, r.stderr)
+        assert r.returncode == 1 and len(errors) == 1 and where in errors[0] and 'the disk is full' in errors[0], (
+            stage, r.stderr)
         assert 'Traceback' not in r.stderr and 'corrupt' not in r.stderr and 'unreadable' not in r.stderr, stage
         assert outputs(out) == expected and {p: p.read_bytes() for p in caches} == caches, stage
         assert not list(out.rglob('*.tmp')), stage
@@ -776,11 +880,13 @@ def test_a_cache_folder_that_cannot_be_written_blames_no_input_file(tmp_path, tm
     r = run_prepare(f'--input={folder}', f'--out_dir={out}', '--vocab_size=300', '--val_fraction=0.5')
     errors = error_lines(r.stderr)
     assert r.returncode == 1 and len(errors) == 1 and 'corrupt' not in r.stderr, r.stderr
-    assert errors[0].startswith(f'error: {out}/cache/parsed: cannot write (Read-only file system: {out}/cache/parsed/pubmed99n000')
+    assert errors[0].startswith(
+        f'error: {out}/cache/parsed: cannot write (Read-only file system: {out}/cache/parsed/pubmed99n000')
 
 
 def test_a_filesystem_without_locks_is_not_taken_for_another_prepare(tmp_path, monkeypatch, capsys):
-    """lockf fails with ENOLCK on filesystems without locks (some NFS): no prepare.py holds out_dir, so none is named."""
+    """lockf fails with ENOLCK on filesystems without locks (some NFS): no prepare.py holds out_dir, so none is
+    named."""
     import errno
     import fcntl
 
@@ -788,6 +894,7 @@ def test_a_filesystem_without_locks_is_not_taken_for_another_prepare(tmp_path, m
 
     def no_locks(*args):
         raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
     monkeypatch.setattr(fcntl, 'lockf', no_locks)
     with pytest.raises(SystemExit) as exit:
         lock_out_dir(str(tmp_path))

@@ -14,7 +14,7 @@ from conftest import REPO, SHARED, need, write_tiny_checkpoint
 from tokenizer import encoding_from_spec
 
 sys.path.insert(0, str(REPO / 'evals' / 'pubmedqa'))
-from pubmedqa_data import LABELS, doc_to_text, official_test_split, spread_subset  # noqa: E402
+from pubmedqa_data import LABELS, doc_to_text, official_test_split, spread_subset
 
 pytest.importorskip('lm_eval')
 pytestmark = pytest.mark.usefixtures('one_thread')
@@ -40,26 +40,33 @@ def model_ckpt(tmp_path_factory, spec):
 def test_the_test_split_is_the_official_500_and_its_majority_is_yes(pqal):
     rows = official_test_split(pqal)
     assert len(rows) == 500 and sum(r['final_decision'] == 'yes' for r in rows) == 276  # 55.2%
-    assert doc_to_text(rows[0]).startswith('Abstract: ') and doc_to_text(rows[0]).endswith(f"\nQuestion: {rows[0]['QUESTION']}\nAnswer:")
+    assert doc_to_text(rows[0]).startswith('Abstract: ') and doc_to_text(
+        rows[0]).endswith(f"\nQuestion: {rows[0]['QUESTION']}\nAnswer:")
 
 
 @pytest.mark.slow
 def test_pubmedqa_py_equals_lm_eval_cli_and_the_models_own_log_likelihoods(model_ckpt, pqal, tmp_path, spec):
-    ours = subprocess.run([sys.executable, 'pubmedqa.py', f'--ckpt={model_ckpt}', f'--pubmedqa={pqal}', '--limit=12',
-                           f'--out_json={tmp_path / "ours.json"}'], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
+    ours = subprocess.run([
+        sys.executable, 'pubmedqa.py', f'--ckpt={model_ckpt}', f'--pubmedqa={pqal}', '--limit=12',
+        f'--out_json={tmp_path / "ours.json"}'
+    ], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
     assert ours.returncode == 0, ours.stderr[-3000:]
     result = json.loads((tmp_path / 'ours.json').read_text())
     assert ours.stdout.startswith('PubMedQA (PQA-L test, 12 questions): accuracy ')
     assert result['questions'] == 12 and f"majority class '{result['majority_label']}'" in ours.stdout
     # the same exported folder through lm_eval's own command line
-    subprocess.run([sys.executable, 'export_hf.py', f'--ckpt={model_ckpt}', f'--out={tmp_path / "hf"}'], cwd=REPO, env=ENV,
-                   check=True, capture_output=True)
-    cli = subprocess.run([str(Path(sys.executable).parent / 'lm_eval'), '--model', 'hf',
-                          '--model_args', f'pretrained={tmp_path / "hf"},dtype=float32',
-                          '--tasks', 'pubmedqa_local', '--include_path', str(REPO / 'evals' / 'pubmedqa'), '--device', 'cpu',
-                          '--metadata', json.dumps({'pubmedqa_dir': str(pqal), 'questions': 12}),
-                          '--output_path', str(tmp_path / 'cli')], env=ENV, capture_output=True, text=True, timeout=600,
-                         cwd=tmp_path)
+    subprocess.run([sys.executable, 'export_hf.py', f'--ckpt={model_ckpt}', f'--out={tmp_path / "hf"}'], cwd=REPO,
+                   env=ENV, check=True, capture_output=True)
+    cli = subprocess.run([
+        str(Path(sys.executable).parent / 'lm_eval'), '--model', 'hf', '--model_args',
+        f'pretrained={tmp_path / "hf"},dtype=float32', '--tasks', 'pubmedqa_local', '--include_path',
+        str(REPO / 'evals' / 'pubmedqa'), '--device', 'cpu', '--metadata',
+        json.dumps({
+            'pubmedqa_dir': str(pqal),
+            'questions': 12
+        }), '--output_path',
+        str(tmp_path / 'cli')
+    ], env=ENV, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert cli.returncode == 0, cli.stderr[-3000:]
     reported = json.loads(next((tmp_path / 'cli').rglob('results_*.json')).read_text())
     assert reported['results']['pubmedqa_local']['acc,none'] == result['accuracy']
@@ -82,7 +89,8 @@ def test_pubmedqa_py_equals_lm_eval_cli_and_the_models_own_log_likelihoods(model
 def test_macro_f1_by_hand():
     import pubmedqa
     golds, preds = [0, 0, 1, 2, 2], [0, 1, 1, 2, 0]
-    # yes: tp 1, 2 predicted, 2 true -> 0.5; no: tp 1, 2 predicted, 1 true -> 2/3; maybe: tp 1, 1 predicted, 2 true -> 2/3
+    # yes: tp 1, 2 predicted, 2 true -> 0.5; no: tp 1, 2 predicted, 1 true -> 2/3; maybe: tp 1, 1 predicted, 2 true ->
+    # 2/3
     assert pubmedqa.macro_f1(golds, preds) == pytest.approx((0.5 + 2 / 3 + 2 / 3) / 3)
     assert pubmedqa.macro_f1([0, 0, 1], [0, 0, 0]) == pytest.approx((0.8 + 0 + 0) / 3)
 
@@ -101,22 +109,29 @@ def test_the_pubmedqa_folder_given_is_the_one_evaluated(model_ckpt, pqal, tmp_pa
     labels are all changed changes the figures; without the fix the defaults (../shared) were read instead."""
     import pubmedqa
     shift = {'yes': 'no', 'no': 'maybe', 'maybe': 'yes'}
-    relabelled = pubmedqa_copy(pqal, tmp_path / 'relabelled', change_truth=lambda t: json.dumps(
-        {pmid: shift[label] for pmid, label in json.loads(t).items()}))
+    relabelled = pubmedqa_copy(
+        pqal, tmp_path / 'relabelled', change_truth=lambda t: json.dumps({
+            pmid: shift[label]
+            for pmid, label in json.loads(t).items()
+        }))
     ckpt = load_checkpoint(model_ckpt)
     results = [pubmedqa.evaluate_checkpoint(ckpt, pubmedqa_dir=folder, limit=8) for folder in (pqal, relabelled)]
     assert all(shift[LABELS[i['gold']]] == LABELS[j['gold']] for i, j in zip(results[0]['items'], results[1]['items']))
-    assert results[1]['pubmedqa_dir'] == str(relabelled) and results[0]['majority_label'] != results[1]['majority_label']
+    assert results[1]['pubmedqa_dir'] == str(
+        relabelled) and results[0]['majority_label'] != results[1]['majority_label']
 
 
 @pytest.mark.slow
 def test_pubmedqa_data_and_model_folders_that_do_not_read_are_one_line(model_ckpt, pqal, tmp_path):
     first = next(iter(json.loads((pqal / 'test_ground_truth.json').read_text())))
     cases = {
-        'missing pmid': (dict(change_labelled=lambda t: json.dumps({k: v for k, v in json.loads(t).items() if k != first})),
-                         f'ori_pqal.json: no question (QUESTION and CONTEXTS) for the test PMID {first}'),
+        'missing pmid': (dict(change_labelled=lambda t: json.dumps({
+            k: v
+            for k, v in json.loads(t).items() if k != first
+        })), f'ori_pqal.json: no question (QUESTION and CONTEXTS) for the test PMID {first}'),
         'truncated': (dict(change_truth=lambda t: t[:len(t) // 2]), 'test_ground_truth.json: not readable JSON'),
-        'capitalised': (dict(change_truth=lambda t: t.replace('"yes"', '"Yes"', 1)), "is labelled 'Yes'; expected one of yes, no, maybe"),
+        'capitalised': (dict(change_truth=lambda t: t.replace('"yes"', '"Yes"', 1)),
+                        "is labelled 'Yes'; expected one of yes, no, maybe"),
     }
     runs = [[f'--ckpt={model_ckpt}', f'--pubmedqa={pubmedqa_copy(pqal, tmp_path / name.replace(" ", "_"), **change)}']
             for name, (change, _) in cases.items()]
@@ -126,8 +141,10 @@ def test_pubmedqa_data_and_model_folders_that_do_not_read_are_one_line(model_ckp
         (tmp_path / name / 'config.json').write_text(config)
         runs.append([f'--hf={tmp_path / name}', f'--pubmedqa={pqal}'])
     messages += ['not a Hugging Face model config (a JSON object with a model_type)', 'config.json: not readable JSON']
-    procs = [subprocess.Popen([sys.executable, 'pubmedqa.py', *args], cwd=REPO, env=ENV, text=True, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE) for args in runs]
+    procs = [
+        subprocess.Popen([sys.executable, 'pubmedqa.py', *args], cwd=REPO, env=ENV, text=True, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE) for args in runs
+    ]
     for proc, message in zip(procs, messages):
         code, err = proc.wait(timeout=300), proc.stderr.read()
         assert code == 1 and err.count('\n') == 1 and message in err, err

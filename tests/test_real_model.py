@@ -54,7 +54,8 @@ def test_the_real_model_continues_on_pubmed_exports_and_writes_likely_text(smoll
            '--eval_iters=4', '--learning_rate=1e-4', '--min_lr=1e-5', '--warmup_iters=1', '--save_best=False',
            '--compile=False', '--device=cpu', timeout=900)
     evals = [r for r in map(json.loads, (out / 'metrics.jsonl').open()) if r['kind'] == 'eval']
-    assert [r['iter'] for r in evals] == [0, 6] and evals[-1]['val_loss'] < evals[0]['val_loss'] - 0.05  # 3.71 -> 3.52 here
+    assert [r['iter']
+            for r in evals] == [0, 6] and evals[-1]['val_loss'] < evals[0]['val_loss'] - 0.05  # 3.71 -> 3.52 here
     assert evals[0]['val_bpb'] < 1.5  # it starts as the pretrained model it is
 
     run_ok('export_hf.py', f'--ckpt={out / "ckpt.pt"}', f'--out={tmp_path / "hf"}', timeout=900)
@@ -67,8 +68,8 @@ def test_the_real_model_continues_on_pubmed_exports_and_writes_likely_text(smoll
         assert (exported(torch.from_numpy(x)).logits - ours(torch.from_numpy(x), all_logits=True)).abs().max() < 2e-4
 
     prompt = 'Metformin is a first-line treatment for'
-    text = run_ok('sample.py', f'--ckpt={out / "ckpt.pt"}', f'--prompt={prompt}', '--max_new_tokens=32', '--temperature=0.7',
-                  '--top_k=50', '--seed=1', timeout=900).stdout.strip()
+    text = run_ok('sample.py', f'--ckpt={out / "ckpt.pt"}', f'--prompt={prompt}', '--max_new_tokens=32',
+                  '--temperature=0.7', '--top_k=50', '--seed=1', timeout=900).stdout.strip()
     assert text.startswith(prompt) and len(text) > len(prompt) + 40
     tok = transformers.AutoTokenizer.from_pretrained(tmp_path / 'hf')
     start, ids = len(tok(prompt)['input_ids']), torch.tensor([tok(text)['input_ids']])
@@ -79,5 +80,6 @@ def test_the_real_model_continues_on_pubmed_exports_and_writes_likely_text(smoll
         with torch.no_grad():
             logits = exported(ids).logits[0, start - 1:-1]
         return torch.nn.functional.cross_entropy(logits, ids[0, start:]).item()
+
     fluent, scrambled = nats_per_token(ids), nats_per_token(shuffled)
     assert fluent < 2.5 and scrambled > fluent + 2, (text, fluent, scrambled)

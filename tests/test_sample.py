@@ -23,8 +23,10 @@ def run(*args):
 def run_all(arg_lists):
     """Several sample.py processes at once (most of their time is importing torch)."""
     env = {**os.environ, 'OMP_NUM_THREADS': '1'}  # a tiny model: threads would only fight each other
-    procs = [subprocess.Popen([sys.executable, 'sample.py', *args], cwd=REPO, text=True, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for args in arg_lists]
+    procs = [
+        subprocess.Popen([sys.executable, 'sample.py', *args], cwd=REPO, text=True, env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE) for args in arg_lists
+    ]
     results = []
     for proc in procs:
         out, err = proc.communicate(timeout=300)
@@ -83,8 +85,10 @@ def test_same_seed_same_samples_batched_and_a_new_seed_differs(trained):
 
 def test_first_sample_streams_while_generating(trained):
     path, _ = trained
-    proc = subprocess.Popen([sys.executable, 'sample.py', f'--ckpt={path}', '--prompt=Aspirin',
-                             '--max_new_tokens=20000', '--stop_at_eot=False'], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([
+        sys.executable, 'sample.py', f'--ckpt={path}', '--prompt=Aspirin', '--max_new_tokens=20000',
+        '--stop_at_eot=False'
+    ], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         first = os.read(proc.stdout.fileno(), 100)
         assert first.startswith(b'Aspirin') and proc.poll() is None  # text arrived, generation goes on
@@ -123,9 +127,14 @@ def test_bad_checkpoints_are_one_clear_line_and_non_zero(tmp_path, trained):
     torch.save({'model': {}, 'made': datetime.date(2024, 1, 1)}, foreign)  # an object torch's data loader refuses
     empty = tmp_path / 'empty.pt'
     empty.write_bytes(b'')
-    cases = {tmp_path / 'missing.pt': 'no such checkpoint', corrupt: 'not a readable checkpoint',
-             old: 'format version 0', alien: 'does not fit this model.py', empty: 'not a readable checkpoint',
-             foreign: 'not a checkpoint of this project: it holds objects other than tensors and plain data'}
+    cases = {
+        tmp_path / 'missing.pt': 'no such checkpoint',
+        corrupt: 'not a readable checkpoint',
+        old: 'format version 0',
+        alien: 'does not fit this model.py',
+        empty: 'not a readable checkpoint',
+        foreign: 'not a checkpoint of this project: it holds objects other than tensors and plain data'
+    }
     for r, message in zip(run_all([(f'--ckpt={path}', '--prompt=Aspirin') for path in cases]), cases.values()):
         assert r.returncode == 1 and r.stdout == '' and 'weights_only' not in r.stderr
         assert r.stderr.count('\n') == 1 and r.stderr.startswith('error: ') and message in r.stderr, r.stderr
@@ -133,9 +142,14 @@ def test_bad_checkpoints_are_one_clear_line_and_non_zero(tmp_path, trained):
 
 @pytest.mark.slow
 def test_bad_options_exit_2(trained):
-    cases = {'--top_p=0': '--top_p', '--prompt=FILE:/nonexistent.txt': 'prompt file', '--device=banana': 'not a device',
-             '--temperature=1e-40': 'must be 0 (greedy) or at least 1e-4', '--device=mps': 'MPS (Apple GPUs) is not available',
-             '--device=cuda:1': 'CUDA is not available here'}
+    cases = {
+        '--top_p=0': '--top_p',
+        '--prompt=FILE:/nonexistent.txt': 'prompt file',
+        '--device=banana': 'not a device',
+        '--temperature=1e-40': 'must be 0 (greedy) or at least 1e-4',
+        '--device=mps': 'MPS (Apple GPUs) is not available',
+        '--device=cuda:1': 'CUDA is not available here'
+    }
     for r, message in zip(run_all([(f'--ckpt={trained[0]}', arg) for arg in cases]), cases.values()):
         assert r.returncode == 2 and message in r.stderr and r.stderr.count('\n') == 1, r.stderr
 

@@ -35,17 +35,22 @@ def test_time_to_reach_interpolates_between_eval_points():
 @pytest.fixture(scope='module')
 def tiny_setup(tmp_path_factory):
     root = tmp_path_factory.mktemp('speedrun')
-    make_dataset(root / 'data' / 'gpt2', vocab_size=400)   # stands in for the GPT-2 tokens
+    make_dataset(root / 'data' / 'gpt2', vocab_size=400)  # stands in for the GPT-2 tokens
     make_dataset(root / 'data' / 'bpe300', vocab_size=300)
     (root / 'base.py').write_text(TINY)
-    (root / 'cand.py').write_text(TINY + "pos = 'rotary'\nnorm = 'rmsnorm'\nmlp = 'relu2'\noptimizer = 'muon'\nschedule = 'wsd'\n")
+    (root /
+     'cand.py').write_text(TINY +
+                           "pos = 'rotary'\nnorm = 'rmsnorm'\nmlp = 'relu2'\noptimizer = 'muon'\nschedule = 'wsd'\n")
     return root
 
 
 def run_bench(root, *args):
-    cmd = [sys.executable, str(REPO / 'bench' / 'speedrun.py'), f'--baseline={root / "base.py"}', f'--candidate={root / "cand.py"}',
-           f'--data_root={root / "data"}', f'--out_root={root / "out"}', '--vocab_size=300', '--budget_s=1.5',
-           '--eval_every_s=0.5', '--baseline_eval_every_s=0.5', *args]
+    cmd = [
+        sys.executable,
+        str(REPO / 'bench' / 'speedrun.py'), f'--baseline={root / "base.py"}', f'--candidate={root / "cand.py"}',
+        f'--data_root={root / "data"}', f'--out_root={root / "out"}', '--vocab_size=300', '--budget_s=1.5',
+        '--eval_every_s=0.5', '--baseline_eval_every_s=0.5', *args
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     return [json.loads(line) for line in done.stdout.splitlines()], done.stderr
@@ -74,7 +79,8 @@ def test_bench_trains_both_prints_curves_time_to_target_and_plot(tiny_setup):
         assert (v - 0.05) / (b + 0.05) - 1e-3 <= reach['ratio'] <= (v + 0.05) / (b - 0.05) + 1e-3
     assert (tiny_setup / 'out' / 'speedrun.png').stat().st_size > 1000
     # the candidate trained on the BPE data, the baseline on the 'gpt2' folder
-    assert '--data_dir=' + str(tiny_setup / 'data' / 'bpe300') in (tiny_setup / 'out' / 'candidate' / 'run.json').read_text()
+    assert '--data_dir=' + str(tiny_setup / 'data' / 'bpe300') in (tiny_setup / 'out' / 'candidate' /
+                                                                   'run.json').read_text()
 
     # --reuse keeps finished runs made by the same command: nothing is trained again
     before = (tiny_setup / 'out' / 'baseline' / 'metrics.jsonl').read_text()
@@ -89,19 +95,25 @@ def test_ablate_runs_only_the_named_levers(tiny_setup):
     ablations = [f for f in figures if f['name'].startswith('ablate[')]
     assert [f['name'] for f in ablations] == ['ablate[fixed_windows->doc_aligned]_final_val_bpb']
     assert ablations[0]['change'] == '--align_windows=True' and ablations[0]['budget_s'] == 1.5
-    assert '--align_windows=True' in (tiny_setup / 'out' / 'ablate[fixed_windows->doc_aligned]' / 'run.json').read_text()
+    assert '--align_windows=True' in (tiny_setup / 'out' / 'ablate[fixed_windows->doc_aligned]' /
+                                      'run.json').read_text()
 
 
 def test_unknown_lever_is_a_usage_error(tiny_setup):
-    done = subprocess.run([sys.executable, str(REPO / 'bench' / 'speedrun.py'), '--ablate=True', '--levers=muon,warp_drive',
-                           f'--data_root={tiny_setup / "data"}'], capture_output=True, text=True, timeout=60)
+    done = subprocess.run([
+        sys.executable,
+        str(REPO / 'bench' / 'speedrun.py'), '--ablate=True', '--levers=muon,warp_drive',
+        f'--data_root={tiny_setup / "data"}'
+    ], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert 'no lever named like warp_drive' in done.stderr and 'eager->compile' in done.stderr
 
 
 def test_missing_data_without_input_is_a_clear_error(tmp_path):
-    done = subprocess.run([sys.executable, str(REPO / 'bench' / 'speedrun.py'), f'--data_root={tmp_path}',
-                           f'--input={tmp_path / "nowhere"}', f'--out_root={tmp_path / "out"}'],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run([
+        sys.executable,
+        str(REPO / 'bench' / 'speedrun.py'), f'--data_root={tmp_path}', f'--input={tmp_path / "nowhere"}',
+        f'--out_root={tmp_path / "out"}'
+    ], capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
     assert f'{tmp_path / "gpt2"} is not prepared and --input={tmp_path / "nowhere"} does not exist' in done.stderr

@@ -8,11 +8,13 @@ import torch
 
 from conftest import abstracts, fuzzed
 from hf_folders import STYLES, hf_tokenizer_folder
-from tokenizer import (EOT, TokenizerError, encoding_from_spec, eot_id, spec_from_hf_folder, token_byte_lengths, train_bpe,
-                       vocab_size_of)
+from tokenizer import (EOT, TokenizerError, encoding_from_spec, eot_id, spec_from_hf_folder, token_byte_lengths,
+                       train_bpe, vocab_size_of)
 
-TEXTS = ['Metformin lowers blood glucose in patients with type 2 diabetes.',
-         'The protein kinase phosphorylates the receptor in vitro.'] * 50
+TEXTS = [
+    'Metformin lowers blood glucose in patients with type 2 diabetes.',
+    'The protein kinase phosphorylates the receptor in vitro.'
+] * 50
 
 
 def test_bpe_round_trips_and_reserves_eot_as_last_id():
@@ -42,6 +44,7 @@ def test_gpt2_spec_matches_tiktoken_and_byte_lengths(gpt2):
 # ------------------------------------------------------------------------------------------------
 # Hugging Face byte-level BPE tokenizers -> specs, in the layouts of the families people adapt
 
+
 @pytest.mark.parametrize('style', list(STYLES))
 def test_hf_tokenizers_convert_to_specs_with_the_same_ids(style, tmp_path):
     from transformers import AutoTokenizer
@@ -53,8 +56,10 @@ def test_hf_tokenizers_convert_to_specs_with_the_same_ids(style, tmp_path):
     assert len(texts[300:]) == 300
     for text in checked:
         assert enc.encode_ordinary(text) == tok(text, add_special_tokens=False)['input_ids'], text
-    assert eot_id(spec) == tok.eos_token_id and spec['special_tokens'] == {t: tok.convert_tokens_to_ids(t) for t in
-                                                                          STYLES[style][2] + STYLES[style][3]}
+    assert eot_id(spec) == tok.eos_token_id and spec['special_tokens'] == {
+        t: tok.convert_tokens_to_ids(t)
+        for t in STYLES[style][2] + STYLES[style][3]
+    }
     assert vocab_size_of(spec) == len(tok) and token_byte_lengths(spec)[eot_id(spec)] == 0
     assert (spec.get('normalizer') == 'NFC') == STYLES[style][1]
     restored = torch.load(io.BytesIO(_saved(spec)), weights_only=True)  # plain data: it goes into checkpoints
@@ -94,8 +99,10 @@ def test_added_tokens_that_are_text_encode_as_autotokenizer_does_and_export_back
     tok = AutoTokenizer.from_pretrained(folder)
     spec = spec_from_hf_folder(folder)
     enc, exported = encoding_from_spec(spec), hf_tokenizer(spec, 64)
-    texts = ['Of 12 patients, 3 had high blood glucose.', 'outpatients:patients\npatients', 'blood glucoses', 'patient',
-             *[f'{a}patients{b}' for a, b in zip(fuzzed(100), fuzzed(100, seed=1))]]
+    texts = [
+        'Of 12 patients, 3 had high blood glucose.', 'outpatients:patients\npatients', 'blood glucoses', 'patient',
+        *[f'{a}patients{b}' for a, b in zip(fuzzed(100), fuzzed(100, seed=1))]
+    ]
     assert tok('I', add_special_tokens=False)['input_ids'] != tok('patients', add_special_tokens=False)['input_ids']
     for text in texts:
         ours = enc.encode_ordinary(text)
@@ -120,8 +127,11 @@ def test_tokenizer_files_that_do_not_read_are_one_line_in_prepare_and_train(tmp_
     good = (folder / 'tokenizer.json').read_text()
     tj = json.loads(good)
     tj['model']['vocab']['€uro'] = len(tj['model']['vocab']) + 10
-    cases = {'truncated': (good[:len(good) // 2], 'do not read as a byte-level BPE (JSONDecodeError'),
-             'outside the byte map': (json.dumps(tj), "the vocabulary entry '€uro' has '€', which is no byte of a byte-level BPE")}
+    cases = {
+        'truncated': (good[:len(good) // 2], 'do not read as a byte-level BPE (JSONDecodeError'),
+        'outside the byte map': (json.dumps(tj),
+                                 "the vocabulary entry '€uro' has '€', which is no byte of a byte-level BPE")
+    }
     for name, (text, message) in cases.items():
         (folder / 'tokenizer.json').write_text(text)
         with pytest.raises(TokenizerError, match=re.escape(message)):
@@ -129,6 +139,7 @@ def test_tokenizer_files_that_do_not_read_are_one_line_in_prepare_and_train(tmp_
         r = run_prepare(f'--input={FIXTURES}', f'--out_dir={tmp_path / "out"}', f'--tokenizer={folder}')
         assert r.returncode == 2 and message in r.stderr and r.stderr.count('\n') == 1, r.stderr
         with pytest.raises(SystemExit) as e:
-            train.main(train.options([f'--init_from={folder}', f'--data_dir={tiny_data}', f'--out_dir={tmp_path / "run"}']))
+            train.main(
+                train.options([f'--init_from={folder}', f'--data_dir={tiny_data}', f'--out_dir={tmp_path / "run"}']))
         err = capsys.readouterr().err
         assert e.value.code == 1 and message in err and err.count('\n') == 1, err

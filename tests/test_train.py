@@ -16,10 +16,11 @@ from checkpoint import load_checkpoint, model_from_checkpoint
 from conftest import FIXTURES, REPO, SHARED, fill_disk, make_dataset, need
 from dataloader import load_meta
 
-TINY = ['--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=32', '--batch_size=4', '--gradient_accumulation_steps=2',
-        '--eval_iters=2', '--log_interval=1', '--compile=False', '--warmup_iters=2', '--learning_rate=1e-2',
-        '--min_lr=1e-3', '--peak_flops=1e12']
-
+TINY = [
+    '--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=32', '--batch_size=4', '--gradient_accumulation_steps=2',
+    '--eval_iters=2', '--log_interval=1', '--compile=False', '--warmup_iters=2', '--learning_rate=1e-2',
+    '--min_lr=1e-3', '--peak_flops=1e12'
+]
 
 pytestmark = pytest.mark.usefixtures('one_thread')  # tiny models
 
@@ -34,10 +35,12 @@ def records(out, kind=None):
         return [r for r in map(json.loads, f) if kind in (None, r['kind'])]
 
 
-@pytest.mark.parametrize('args, message', [  # (a typo in a key: test_configurator.py)
-    (['--optimizer=sgd'], "optimizer='sgd': expected one of adamw, muon"),
-    (['--n_embd=30', '--n_head=4'], 'n_embd=30 must be a multiple of n_head=4'),
-])
+@pytest.mark.parametrize(
+    'args, message',
+    [  # (a typo in a key: test_configurator.py)
+        (['--optimizer=sgd'], "optimizer='sgd': expected one of adamw, muon"),
+        (['--n_embd=30', '--n_head=4'], 'n_embd=30 must be a multiple of n_head=4'),
+    ])
 def test_bad_config_exits_2_before_writing(args, message, tiny_data, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         run_train(tiny_data, tmp_path / 'out', *args)
@@ -68,8 +71,9 @@ def test_training_writes_metrics_and_checkpoints_and_val_loss_falls(tiny_data, t
         assert r['tokens'] == r['iter'] * 4 * 2 * 32 and r['mfu'] > 0 and r['tokens_per_s'] > 0
         assert {'loss', 'lr', 'ms_per_iter', 'train_seconds'} <= r.keys()
     # 256 tokens per step: snapshots at 1024, 2048, 3072
-    assert sorted(p.name for p in out.glob('*.pt')) == ['best.pt', 'ckpt.pt', 'ckpt_000000001024.pt',
-                                                      'ckpt_000000002048.pt', 'ckpt_000000003072.pt']
+    assert sorted(p.name for p in out.glob('*.pt')) == [
+        'best.pt', 'ckpt.pt', 'ckpt_000000001024.pt', 'ckpt_000000002048.pt', 'ckpt_000000003072.pt'
+    ]
     ckpt = load_checkpoint(out / 'ckpt.pt')
     meta = load_meta(tiny_data)
     assert ckpt['iter_num'] == 12 and ckpt['tokens_seen'] == 12 * 256 and ckpt['best_val_loss'] == evals[-1]['val_loss']
@@ -89,7 +93,8 @@ def test_resume_continues_bitwise_exactly(optimizer, tiny_data, tmp_path):
     straight, resumed = records(tmp_path / 'straight', 'train'), records(tmp_path / 'resumed', 'train')
     assert [r['loss'] for r in resumed] == [r['loss'] for r in straight]
     assert [r['lr'] for r in resumed] == [r['lr'] for r in straight]
-    assert records(tmp_path / 'resumed', 'eval')[-1]['val_loss'] == records(tmp_path / 'straight', 'eval')[-1]['val_loss']
+    assert records(tmp_path / 'resumed', 'eval')[-1]['val_loss'] == records(tmp_path / 'straight',
+                                                                            'eval')[-1]['val_loss']
 
 
 @pytest.mark.slow
@@ -97,12 +102,17 @@ def test_resume_continues_bitwise_exactly(optimizer, tiny_data, tmp_path):
 def test_torchrun_two_processes_follow_one_process(optimizer, accumulation, tiny_data, tmp_path):
     """gradient_accumulation_steps counts micro-batches over all ranks: 2 x 1 and 1 x 2 see the same windows; with one
     micro-batch a step (the CPU config's), each of 2 processes trains half of it."""
-    args = [f'--data_dir={tiny_data}', *TINY, '--max_iters=6', '--eval_interval=3', f'--optimizer={optimizer}',
-            f'--gradient_accumulation_steps={accumulation}']
+    args = [
+        f'--data_dir={tiny_data}', *TINY, '--max_iters=6', '--eval_interval=3', f'--optimizer={optimizer}',
+        f'--gradient_accumulation_steps={accumulation}'
+    ]
     train.main(train.options([*args, f'--out_dir={tmp_path / "one"}']))
-    r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', 'train.py',
-                        *args, f'--out_dir={tmp_path / "two"}'], cwd=REPO, env={**os.environ, 'OMP_NUM_THREADS': '1'},
-                       capture_output=True, text=True)
+    r = subprocess.run([
+        sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', 'train.py', *args,
+        f'--out_dir={tmp_path / "two"}'
+    ], cwd=REPO, env={
+        **os.environ, 'OMP_NUM_THREADS': '1'
+    }, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-8000:]
     if accumulation == 1:
         assert 'each of the 2 processes trains 2 windows a step, in 1 micro-batch(es) of 2' in r.stdout
@@ -116,9 +126,12 @@ def test_torchrun_two_processes_follow_one_process(optimizer, accumulation, tiny
 
 @pytest.mark.slow
 def test_a_split_no_process_count_can_share_names_the_ones_that_can(tiny_data, tmp_path):
-    r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=3', 'train.py',
-                        f'--data_dir={tiny_data}', f'--out_dir={tmp_path / "out"}', *TINY],
-                       cwd=REPO, env={**os.environ, 'OMP_NUM_THREADS': '1'}, capture_output=True, text=True, timeout=300)
+    r = subprocess.run([
+        sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=3', 'train.py',
+        f'--data_dir={tiny_data}', f'--out_dir={tmp_path / "out"}', *TINY
+    ], cwd=REPO, env={
+        **os.environ, 'OMP_NUM_THREADS': '1'
+    }, capture_output=True, text=True, timeout=300)
     assert r.returncode != 0
     assert ('3 processes cannot share a step of batch_size x gradient_accumulation_steps = 4 x 2 = 8 windows equally: '
             'run 2 or 4 processes, or set gradient_accumulation_steps to 3') in r.stderr
@@ -147,10 +160,13 @@ def alive(pid):
 
 def start_long_torchrun(data, out):
     """A 2-process run that trains until stopped; returns once both ranks have taken a few steps."""
-    proc = subprocess.Popen([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', 'train.py',
-                             f'--data_dir={data}', f'--out_dir={out}', *TINY, '--max_iters=1000000', '--eval_interval=0',
-                             '--dist_timeout=5', '--save_latest=False', '--save_best=False'], cwd=REPO,
-                            env={**os.environ, 'OMP_NUM_THREADS': '1'}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([
+        sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', 'train.py',
+        f'--data_dir={data}', f'--out_dir={out}', *TINY, '--max_iters=1000000', '--eval_interval=0', '--dist_timeout=5',
+        '--save_latest=False', '--save_best=False'
+    ], cwd=REPO, env={
+        **os.environ, 'OMP_NUM_THREADS': '1'
+    }, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and not ((out / 'metrics.jsonl').exists() and len(records(out, 'train')) >= 3):
         time.sleep(0.1)
@@ -173,7 +189,8 @@ def test_a_stalled_rank_is_named_after_dist_timeout(tiny_data, tmp_path):
         proc.kill() if proc.poll() is None and time.time() > deadline else None
     _, err = proc.communicate(timeout=120)
     assert proc.returncode != 0
-    assert 'error: rank 0: waited 5 s (--dist_timeout) for the other processes; stalled or dead: rank 1 (its last step: iter' in err
+    assert ('error: rank 0: waited 5 s (--dist_timeout) for the other processes; stalled or dead: rank 1 (its last '
+            'step: iter') in err
 
 
 @pytest.mark.slow
@@ -211,10 +228,17 @@ def test_sigterm_before_training_starts_stops_at_once(tiny_data, tmp_path):
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
         port = s.getsockname()[1]
-    env = {**os.environ, 'RANK': '0', 'LOCAL_RANK': '0', 'WORLD_SIZE': '2', 'MASTER_ADDR': '127.0.0.1',
-           'MASTER_PORT': str(port), 'OMP_NUM_THREADS': '1'}
-    proc = subprocess.Popen([sys.executable, 'train.py', f'--data_dir={tiny_data}', f'--out_dir={tmp_path / "out"}', *TINY],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    env = {
+        **os.environ, 'RANK': '0',
+        'LOCAL_RANK': '0',
+        'WORLD_SIZE': '2',
+        'MASTER_ADDR': '127.0.0.1',
+        'MASTER_PORT': str(port),
+        'OMP_NUM_THREADS': '1'
+    }
+    proc = subprocess.Popen(
+        [sys.executable, 'train.py', f'--data_dir={tiny_data}', f'--out_dir={tmp_path / "out"}', *TINY], cwd=REPO,
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     time.sleep(5)  # rank 1 never comes: rank 0 waits up to dist_timeout (600 s)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == -signal.SIGTERM and not (tmp_path / 'out').exists()
@@ -224,16 +248,20 @@ def test_sigterm_before_training_starts_stops_at_once(tiny_data, tmp_path):
 def test_sigterm_checkpoints_at_the_next_step_and_the_run_resumes(tiny_data, tmp_path):
     """What a scheduler's preemption or requeue sends (and torchrun passes on): the run ends as at a budget."""
     out = tmp_path / 'out'
-    proc = subprocess.Popen([sys.executable, 'train.py', f'--data_dir={tiny_data}', f'--out_dir={out}', *TINY,
-                             '--max_iters=1000000', '--eval_interval=0', '--save_best=False'], cwd=REPO,
-                            env={**os.environ, 'OMP_NUM_THREADS': '1'}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([
+        sys.executable, 'train.py', f'--data_dir={tiny_data}', f'--out_dir={out}', *TINY, '--max_iters=1000000',
+        '--eval_interval=0', '--save_best=False'
+    ], cwd=REPO, env={
+        **os.environ, 'OMP_NUM_THREADS': '1'
+    }, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     while proc.poll() is None and not ((out / 'metrics.jsonl').exists() and len(records(out, 'train')) >= 3):
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     stdout, stderr = proc.communicate(timeout=120)
     last = records(out)[-1]
     assert proc.returncode == 128 + signal.SIGTERM, stderr
-    assert f"stopped by SIGTERM at iter {last['iter']}: {out / 'ckpt.pt'} written; continue with --init_from=resume" in stdout
+    assert (f"stopped by SIGTERM at iter {last['iter']}: {out / 'ckpt.pt'} written; continue with "
+            '--init_from=resume') in stdout
     assert last['kind'] == 'eval' and load_checkpoint(out / 'ckpt.pt')['iter_num'] == last['iter'] >= 3
     run_train(tiny_data, out, '--init_from=resume', f"--max_iters={last['iter'] + 2}")
     assert [r['iter'] for r in records(out, 'train')] == list(range(1, last['iter'] + 3))
@@ -269,8 +297,8 @@ def test_nan_loss_stops_with_a_message_and_keeps_checkpoint(tiny_data, tmp_path,
 
 def test_time_budget_counts_training_only_and_ends_with_an_eval(tiny_data, tmp_path):
     out = tmp_path / 'out'
-    run_train(tiny_data, out, '--max_seconds=1.0', '--eval_interval_seconds=0.3', '--eval_interval=0', '--max_iters=100000',
-              '--always_save_checkpoint=False', '--save_best=False')
+    run_train(tiny_data, out, '--max_seconds=1.0', '--eval_interval_seconds=0.3', '--eval_interval=0',
+              '--max_iters=100000', '--always_save_checkpoint=False', '--save_best=False')
     evals, logs = records(out, 'eval'), records(out, 'train')
     assert len(evals) >= 3 and evals[-1]['iter'] == logs[-1]['iter']  # at the start, every >= 0.3 s, at the end
     assert all(b['train_seconds'] - a['train_seconds'] >= 0.3 for a, b in zip(evals[:-2], evals[1:-1]))
@@ -322,17 +350,20 @@ def test_aligned_windows_train_and_resume_exactly(tiny_data, tmp_path):
 def test_wandb_offline_writes_its_run_files(tiny_data, tmp_path):
     out = tmp_path / 'out'
     env = {**os.environ, 'WANDB_MODE': 'offline', 'WANDB_SILENT': 'true', 'OMP_NUM_THREADS': '1'}
-    r = subprocess.run([sys.executable, 'train.py', f'--data_dir={tiny_data}', f'--out_dir={out}', *TINY, '--max_iters=2',
-                        '--wandb_log=True', '--wandb_run_name=t'], cwd=REPO, env=env, capture_output=True, text=True)
+    r = subprocess.run([
+        sys.executable, 'train.py', f'--data_dir={tiny_data}', f'--out_dir={out}', *TINY, '--max_iters=2',
+        '--wandb_log=True', '--wandb_run_name=t'
+    ], cwd=REPO, env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-8000:]
     runs = list((out / 'wandb').glob('offline-run-*'))
     assert len(runs) == 1 and list(runs[0].glob('*.wandb'))
 
 
-OLD = ['--n_layer=1', '--n_head=2', '--n_embd=16', '--block_size=16', '--batch_size=4', '--gradient_accumulation_steps=1',
-       '--eval_iters=2', '--pos=rotary', '--norm=rmsnorm', '--mlp=swiglu', '--bias=False', '--eval_interval=30',
-       '--lr_decay_iters=40']
-
+OLD = [
+    '--n_layer=1', '--n_head=2', '--n_embd=16', '--block_size=16', '--batch_size=4', '--gradient_accumulation_steps=1',
+    '--eval_iters=2', '--pos=rotary', '--norm=rmsnorm', '--mlp=swiglu', '--bias=False', '--eval_interval=30',
+    '--lr_decay_iters=40'
+]
 
 # figures recorded on another machine: float sums differ with the CPU and its BLAS kernels (an AMD EPYC gave
 # 3.9592813216149807 for 3.959281325340271, rel 1e-9); a wrong layout or a lost optimizer state moves them by > 1e-3
@@ -350,8 +381,9 @@ def test_a_checkpoint_of_the_layout_before_evaluates_and_resumes_as_it_did(tmp_p
     evaluated = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert evaluated['val_loss'] == pytest.approx(3.959281325340271, rel=ANOTHER_CPU)
     run_train(data, out, *OLD, '--init_from=resume', '--max_iters=34', '--save_best=False')
-    assert [r['loss'] for r in records(out, 'train')] == pytest.approx(
-        [4.0298004150390625, 3.9604058265686035, 4.072561740875244, 4.026118755340576], rel=ANOTHER_CPU)
+    assert [r['loss'] for r in records(out, 'train')
+            ] == pytest.approx([4.0298004150390625, 3.9604058265686035, 4.072561740875244, 4.026118755340576],
+                               rel=ANOTHER_CPU)
     assert records(out, 'eval')[-1]['val_loss'] == pytest.approx(3.9052813686430454, rel=ANOTHER_CPU)
 
 
@@ -379,6 +411,7 @@ def test_renamed_options_keep_working_with_a_note(tiny_data, tmp_path, capsys):
 # ------------------------------------------------------------------------------------------------
 # hardening: nothing lost, nothing silently wrong, one line for every mistake
 
+
 def test_a_new_run_never_replaces_a_previous_one_unless_told(tiny_data, tmp_path, capsys):
     out = tmp_path / 'out'
     run_train(tiny_data, out, '--max_iters=2', '--ckpt_every_tokens=256')
@@ -388,7 +421,8 @@ def test_a_new_run_never_replaces_a_previous_one_unless_told(tiny_data, tmp_path
             run_train(tiny_data, out, *args)
         err = capsys.readouterr().err
         assert e.value.code == 2 and err.count('\n') == 1
-        assert f'{out} holds a previous run (best.pt, ckpt.pt, ckpt_000000000256.pt, ckpt_000000000512.pt, metrics.jsonl)' in err
+        previous = 'best.pt, ckpt.pt, ckpt_000000000256.pt, ckpt_000000000512.pt, metrics.jsonl'
+        assert f'{out} holds a previous run ({previous})' in err
         assert '--init_from=resume' in err and '--overwrite=True' in err
         assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     run_train(tiny_data, out, '--max_iters=1', '--overwrite=True')
@@ -431,13 +465,15 @@ def test_no_checkpoint_of_a_blown_up_model_is_written_and_sample_refuses_one(tin
         run_train(tiny_data, out, '--learning_rate=1e39', '--grad_clip=0', '--warmup_iters=0', '--max_iters=5',
                   '--eval_interval=0', '--ckpt_every_tokens=256')
     err = capsys.readouterr().err
-    assert e.value.code == 1 and 'the weights are not finite (inf or nan) after iter 1: stopping without writing it' in err
+    assert e.value.code == 1
+    assert 'the weights are not finite (inf or nan) after iter 1: stopping without writing it' in err
     assert not list(out.glob('*.pt'))
     run_train(tiny_data, out, '--max_iters=1', '--overwrite=True')
     ckpt = torch.load(out / 'ckpt.pt', weights_only=True)
     ckpt['model']['lm_head.weight'][0, 0] = float('nan')
     torch.save(ckpt, out / 'nan.pt')
-    r = subprocess.run([sys.executable, 'sample.py', f'--ckpt={out / "nan.pt"}'], cwd=REPO, capture_output=True, text=True)
+    r = subprocess.run([sys.executable, 'sample.py', f'--ckpt={out / "nan.pt"}'], cwd=REPO, capture_output=True,
+                       text=True)
     assert r.returncode == 1 and r.stderr.count('\n') == 1 and 'weights are not finite' in r.stderr
 
 
@@ -446,19 +482,22 @@ def test_resume_takes_the_runs_own_options_and_refuses_changes_that_break_it(tin
     run_train(tiny_data, tmp_path / 'resumed', '--max_iters=4', '--lr_decay_iters=8', '--eval_interval=0')
     capsys.readouterr()
     # the command line a user types to resume: none of the run's options repeated
-    train.main(train.options([f'--out_dir={tmp_path / "resumed"}', '--init_from=resume', '--max_iters=8', '--n_layer=3']))
+    train.main(
+        train.options([f'--out_dir={tmp_path / "resumed"}', '--init_from=resume', '--max_iters=8', '--n_layer=3']))
     out = capsys.readouterr().out
     assert 'note: resuming with max_iters=8 (the run had 4)' in out
     assert "note: ignoring --n_layer=3: resuming keeps the checkpoint's model (n_layer=2)" in out
-    assert [r['loss'] for r in records(tmp_path / 'resumed', 'train')] == [r['loss'] for r in records(tmp_path / 'straight', 'train')]
-    for arg, was in (('--batch_size=8', 'batch_size=4'), ('--seed=1', 'seed=1337'), ('--align_windows=True', 'align_windows=False'),
-                     ('--gradient_accumulation_steps=4', 'gradient_accumulation_steps=2')):
+    assert [r['loss'] for r in records(tmp_path / 'resumed', 'train')
+            ] == [r['loss'] for r in records(tmp_path / 'straight', 'train')]
+    for arg, was in (('--batch_size=8', 'batch_size=4'), ('--seed=1', 'seed=1337'),
+                     ('--align_windows=True', 'align_windows=False'), ('--gradient_accumulation_steps=4',
+                                                                       'gradient_accumulation_steps=2')):
         with pytest.raises(SystemExit) as e:
             train.options([f'--out_dir={tmp_path / "resumed"}', '--init_from=resume', arg])
         err = capsys.readouterr().err
         assert e.value.code == 2 and was in err and '--allow_config_change=True' in err and err.count('\n') == 1
-    config = train.options([f'--out_dir={tmp_path / "resumed"}', '--init_from=resume', '--batch_size=8',
-                            '--allow_config_change=True'])
+    config = train.options(
+        [f'--out_dir={tmp_path / "resumed"}', '--init_from=resume', '--batch_size=8', '--allow_config_change=True'])
     assert config.batch_size == 8 and 'resuming with batch_size=8 (the run had 4)' in capsys.readouterr().out
 
 
@@ -482,10 +521,12 @@ def test_resume_on_data_prepared_again_is_refused_unless_allowed(tmp_path, capsy
         run_train(data, tmp_path / 'out', '--max_iters=4', '--init_from=resume')
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.count('\n') == 1, err
-    assert f'train.bin and val.bin in {data} are not the ones the run in {tmp_path / "out" / "ckpt.pt"} trained on' in err
+    ckpt = tmp_path / 'out' / 'ckpt.pt'
+    assert f'train.bin and val.bin in {data} are not the ones the run in {ckpt} trained on' in err
     assert '--allow_config_change=True' in err and load_checkpoint(tmp_path / 'out' / 'ckpt.pt')['iter_num'] == 2
     run_train(data, tmp_path / 'out', '--max_iters=4', '--init_from=resume', '--allow_config_change=True')
-    assert 'continuing on them (allow_config_change); val losses before and after are not comparable' in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert 'continuing on them (allow_config_change); val losses before and after are not comparable' in printed
     assert load_checkpoint(tmp_path / 'out' / 'ckpt.pt')['data']['token_files'] == load_meta(data)['token_files']
     run_train(data, tmp_path / 'out', '--max_iters=5', '--init_from=resume')  # the data it now trains on: no word
     assert 'not the ones' not in capsys.readouterr().out
@@ -497,7 +538,8 @@ def test_mfu_is_never_above_100_percent(tiny_data, tmp_path, capsys):
     run_train(tiny_data, out, '--max_iters=3', '--eval_interval=0', '--peak_flops=1.0')
     printed = capsys.readouterr().out
     assert [r['mfu'] for r in records(out, 'train')] == [None, None, None]
-    assert printed.count('MFU is unknown for this run') == 1 and printed.count('mfu unknown') == 3 and '%, peak memory' not in printed
+    assert printed.count('MFU is unknown for this run') == 1 and printed.count(
+        'mfu unknown') == 3 and '%, peak memory' not in printed
 
 
 def test_a_full_disk_during_a_save_is_one_line_and_keeps_the_checkpoint_before(tiny_data, tmp_path, tmpfs):
@@ -505,13 +547,17 @@ def test_a_full_disk_during_a_save_is_one_line_and_keeps_the_checkpoint_before(t
     run_train(tiny_data, out, '--max_iters=2', '--eval_interval=0', '--save_best=False')
     before = (out / 'ckpt.pt').read_bytes()
     fill_disk(out.parent, leave=16384)  # room for the log's lines, not for a checkpoint
-    r = subprocess.run([sys.executable, 'train.py', f'--data_dir={tiny_data}', f'--out_dir={out}', *TINY, '--max_iters=4',
-                        '--eval_interval=0', '--save_best=False', '--init_from=resume'], cwd=REPO, capture_output=True,
-                       text=True, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    r = subprocess.run([
+        sys.executable, 'train.py', f'--data_dir={tiny_data}', f'--out_dir={out}', *TINY, '--max_iters=4',
+        '--eval_interval=0', '--save_best=False', '--init_from=resume'
+    ], cwd=REPO, capture_output=True, text=True, env={
+        **os.environ, 'OMP_NUM_THREADS': '1'
+    })
     assert r.returncode == 1 and r.stderr.count('\n') == 1 and 'Traceback' not in r.stderr, r.stderr
     assert r.stderr.startswith(f'error: {out / "ckpt.pt"}: the disk is full (') and ' needed, ' in r.stderr
     assert r.stderr.rstrip().endswith('free): make room there, or write elsewhere; nothing was replaced (at iter 4)')
-    assert (out / 'ckpt.pt').read_bytes() == before and sorted(p.name for p in out.iterdir()) == ['ckpt.pt', 'metrics.jsonl']
+    assert (out / 'ckpt.pt').read_bytes() == before and sorted(p.name
+                                                               for p in out.iterdir()) == ['ckpt.pt', 'metrics.jsonl']
 
 
 def test_the_next_save_or_resume_removes_what_a_kill_during_a_save_left(tiny_data, tmp_path):
@@ -525,7 +571,8 @@ def test_the_next_save_or_resume_removes_what_a_kill_during_a_save_left(tiny_dat
                      f'ckpt.pt.{alive.pid}.tmp'):
             (out / name).write_bytes(b'x' * 1000)
         run_train(tiny_data, out, '--max_iters=3', '--eval_interval=0', '--init_from=resume', '--save_latest=False')
-        assert sorted(p.name for p in out.iterdir()) == ['best.pt', 'ckpt.pt', f'ckpt.pt.{alive.pid}.tmp', 'metrics.jsonl']
+        assert sorted(p.name
+                      for p in out.iterdir()) == ['best.pt', 'ckpt.pt', f'ckpt.pt.{alive.pid}.tmp', 'metrics.jsonl']
         (out / f'best.pt.{gone.pid}.tmp').write_bytes(b'x')
         from common import atomic_write
         with atomic_write(out / 'best.pt') as f:  # a save removes its own name's
@@ -562,10 +609,23 @@ def test_checkpoints_and_paths_that_cannot_be_used_are_one_line(tiny_data, tmp_p
     out = tmp_path / 'out'
     run_train(tiny_data, out, '--max_iters=1')
     good = torch.load(out / 'ckpt.pt', weights_only=True)
-    cases = {'empty': (b'', 'not a readable checkpoint'),
-             'no optimizer': ({k: v for k, v in good.items() if k != 'optimizer'}, 'not a checkpoint to resume from (no optimizer)'),
-             'bad rng': ({**good, 'rng': [{'torch': torch.zeros(3)}]}, 'its random state (rng) is not one torch wrote'),
-             'other shape': ({**good, 'model_args': {**good['model_args'], 'n_embd': 64}}, 'does not fit this model.py')}
+    cases = {
+        'empty': (b'', 'not a readable checkpoint'),
+        'no optimizer': ({
+            k: v
+            for k, v in good.items() if k != 'optimizer'
+        }, 'not a checkpoint to resume from (no optimizer)'),
+        'bad rng': ({
+            **good, 'rng': [{
+                'torch': torch.zeros(3)
+            }]
+        }, 'its random state (rng) is not one torch wrote'),
+        'other shape': ({
+            **good, 'model_args': {
+                **good['model_args'], 'n_embd': 64
+            }
+        }, 'does not fit this model.py')
+    }
     for name, (content, message) in cases.items():
         folder = tmp_path / name
         folder.mkdir()
@@ -580,7 +640,8 @@ def test_checkpoints_and_paths_that_cannot_be_used_are_one_line(tiny_data, tmp_p
     (tmp_path / 'a_file').write_text('x')
     (tmp_path / 'not_hf').mkdir()
     for args, message in ((['--out_dir=' + str(tmp_path / 'a_file')], 'is a file'),
-                          (['--init_from=' + str(tmp_path / 'not_hf')], 'not a Hugging Face model folder (it has no config.json)')):
+                          (['--init_from=' + str(tmp_path / 'not_hf')],
+                           'not a Hugging Face model folder (it has no config.json)')):
         with pytest.raises(SystemExit) as e:
             train.options([f'--data_dir={tiny_data}', *args])
         err = capsys.readouterr().err
@@ -592,7 +653,8 @@ def test_eval_pubmedqa_at_the_end_goes_to_metrics(tiny_data, tmp_path, capsys):
     pytest.importorskip('lm_eval')
     pubmedqa = need(SHARED / 'data' / 'pubmedqa')
     out = tmp_path / 'out'
-    run_train(tiny_data, out, '--max_iters=2', '--eval_pubmedqa=True', f'--pubmedqa_dir={pubmedqa}', '--pubmedqa_limit=4')
+    run_train(tiny_data, out, '--max_iters=2', '--eval_pubmedqa=True', f'--pubmedqa_dir={pubmedqa}',
+              '--pubmedqa_limit=4')
     last = records(out)[-1]
     assert last['kind'] == 'pubmedqa' and last['iter'] == 2 and last['questions'] == 4
     assert 0 <= last['accuracy'] <= 1 and last['majority_label'] in ('yes', 'no', 'maybe')
@@ -612,15 +674,19 @@ def test_fast_dev_run_checks_the_whole_chain_and_leaves_out_dir_alone(tiny_data,
     folder = os.path.join(tempfile.gettempdir(), f'pubmed-gpt-fast-dev-run-{os.getpid()}')
     run_train(tiny_data, tmp_path / 'out', '--fast_dev_run=True', '--max_iters=100000', '--eval_interval=5')
     out = capsys.readouterr().out
-    assert 'fast_dev_run: the config is good to launch (2 steps and 2 evaluations; ckpt.pt written and resumed; sampled' in out
+    assert ('fast_dev_run: the config is good to launch (2 steps and 2 evaluations; ckpt.pt written and resumed; '
+            'sampled') in out
     assert 'exported as gpt2' in out and f"{tmp_path / 'out'} was not touched" in out
     assert 'iter 3: loss' in out and not (tmp_path / 'out').exists() and not os.path.exists(folder)
 
     llama = llama_folder(tmp_path / 'llama', ['Metformin lowers blood glucose in patients. '] * 40, vocab_size=300)
     data = make_dataset(tmp_path / 'llama-data', spec=spec_from_hf_folder(llama))
-    train.main(train.options([f'--init_from={llama}', f'--data_dir={data}', f'--out_dir={tmp_path / "continued"}',
-                              '--block_size=32', '--batch_size=2', '--gradient_accumulation_steps=1', '--compile=False',
-                              '--device=cpu', '--eval_iters=1', '--fast_dev_run=True']))
+    train.main(
+        train.options([
+            f'--init_from={llama}', f'--data_dir={data}', f'--out_dir={tmp_path / "continued"}', '--block_size=32',
+            '--batch_size=2', '--gradient_accumulation_steps=1', '--compile=False', '--device=cpu', '--eval_iters=1',
+            '--fast_dev_run=True'
+        ]))
     assert 'good to launch' in capsys.readouterr().out and not (tmp_path / 'continued').exists()
 
     with pytest.raises(SystemExit) as e:
@@ -633,10 +699,12 @@ def test_fast_dev_run_checks_the_whole_chain_and_leaves_out_dir_alone(tiny_data,
 
 @pytest.mark.slow
 def test_fast_dev_run_under_torchrun_with_fsdp(tiny_data, tmp_path):
-    r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', 'train.py',
-                        f'--data_dir={tiny_data}', f'--out_dir={tmp_path / "out"}', *TINY, '--parallel=fsdp',
-                        '--fast_dev_run=True'], cwd=REPO, capture_output=True, text=True, timeout=300,
-                       env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    r = subprocess.run([
+        sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', 'train.py',
+        f'--data_dir={tiny_data}', f'--out_dir={tmp_path / "out"}', *TINY, '--parallel=fsdp', '--fast_dev_run=True'
+    ], cwd=REPO, capture_output=True, text=True, timeout=300, env={
+        **os.environ, 'OMP_NUM_THREADS': '1'
+    })
     assert r.returncode == 0, r.stderr[-3000:]
     assert 'good to launch (2 steps and 2 evaluations; ckpt.dcp written and resumed' in r.stdout
     assert not (tmp_path / 'out').exists()

@@ -66,7 +66,8 @@ UNRESOLVED_ATTEMPTS = 2  # a host name that does not resolve is no network (or a
 
 
 def name_not_resolved(error):
-    """Whether a requests error comes from a host name lookup that failed (socket.gaierror, under urllib3's wrappers)."""
+    """Whether a requests error comes from a host name lookup that failed (socket.gaierror, under urllib3's
+    wrappers)."""
     pending, seen = [error], set()
     while pending:
         e = pending.pop()
@@ -75,7 +76,9 @@ def name_not_resolved(error):
         seen.add(id(e))
         if isinstance(e, socket.gaierror) or type(e).__name__ == 'NameResolutionError':
             return True
-        pending += [getattr(e, 'reason', None), e.__cause__, e.__context__, *(a for a in e.args if isinstance(a, BaseException))]
+        pending += [
+            getattr(e, 'reason', None), e.__cause__, e.__context__, *(a for a in e.args if isinstance(a, BaseException))
+        ]
     return False
 
 
@@ -84,14 +87,13 @@ def retrying(fn, what, retries, backoff):
     for attempt in range(retries + 1):
         try:
             return fn()
-        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
-                ServerError) as e:
+        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError, ServerError) as e:
             if name_not_resolved(e) and attempt + 1 >= min(UNRESOLVED_ATTEMPTS, retries + 1):
                 raise DownloadError(f'{what}: the host name {urlsplit(what).hostname} does not resolve '
                                     f'(gave up after {attempt + 1} attempts)') from e
             if attempt == retries:
                 raise DownloadError(f'{what}: gave up after {retries + 1} attempts: {e}') from e
-            time.sleep(min(60.0, backoff * 2 ** attempt) * random.uniform(0.5, 1.5))
+            time.sleep(min(60.0, backoff * 2**attempt) * random.uniform(0.5, 1.5))
 
 
 def check_status(response, url):
@@ -102,10 +104,12 @@ def check_status(response, url):
 
 
 def get_text(session, url, timeout, retries, backoff):
+
     def get():
         r = session.get(url, timeout=timeout)
         check_status(r, url)
         return r.text
+
     return retrying(get, url, retries, backoff)
 
 

@@ -100,8 +100,12 @@ def meta_of(article):
         name = ' '.join(normalise(author.findtext(k) or '') for k in ('ForeName', 'LastName')).strip()
         authors.append(name or normalise(author.findtext('CollectiveName') or ''))
     affiliations = list(dict.fromkeys(text_of(a) for a in article.iter('Affiliation')))
-    return {'authors': [a for a in authors if a], 'journal': normalise(article.findtext('Journal/Title') or ''),
-            'publication_date': publication_date(article), 'affiliations': [a for a in affiliations if a]}
+    return {
+        'authors': [a for a in authors if a],
+        'journal': normalise(article.findtext('Journal/Title') or ''),
+        'publication_date': publication_date(article),
+        'affiliations': [a for a in affiliations if a]
+    }
 
 
 def pmid_of(text):
@@ -128,12 +132,18 @@ def subjects_of(citation, article):
         descriptor = heading.find('DescriptorName')
         if descriptor is None:
             continue
-        major = descriptor.get('MajorTopicYN') == 'Y' or any(q.get('MajorTopicYN') == 'Y' for q in heading.iterfind('QualifierName'))
-        mesh.append([descriptor.get('UI') or '', normalise(descriptor.text or ''), major])  # MEDLINE before 2014 had no UIs
-    return {'mesh': mesh, 'year': year_of(article), 'journal_iso': normalise(article.findtext('Journal/ISOAbbreviation') or ''),
-            'nlm_id': normalise(citation.findtext('MedlineJournalInfo/NlmUniqueID') or ''),
-            'publication_types': [[t.get('UI') or '', normalise(t.text or '')]
-                                  for t in article.iterfind('PublicationTypeList/PublicationType')]}
+        major = descriptor.get('MajorTopicYN') == 'Y' or any(
+            q.get('MajorTopicYN') == 'Y' for q in heading.iterfind('QualifierName'))
+        mesh.append([descriptor.get('UI') or '', normalise(descriptor.text or ''),
+                     major])  # MEDLINE before 2014 had no UIs
+    return {
+        'mesh': mesh,
+        'year': year_of(article),
+        'journal_iso': normalise(article.findtext('Journal/ISOAbbreviation') or ''),
+        'nlm_id': normalise(citation.findtext('MedlineJournalInfo/NlmUniqueID') or ''),
+        'publication_types': [[t.get('UI') or '', normalise(t.text or '')]
+                              for t in article.iterfind('PublicationTypeList/PublicationType')]
+    }
 
 
 def record_of(citation, with_meta):
@@ -144,10 +154,13 @@ def record_of(citation, with_meta):
     article = citation.find('Article')
     if article is None:
         article = etree.Element('Article')  # an empty stand-in: no title, no abstract
-    record = {'pmid': pmid, 'title': text_of(article.find('ArticleTitle')),
-              'abstract': abstract_of(article),
-              'language': [normalise(lang.text or '').lower() for lang in article.iterfind('Language')],
-              **subjects_of(citation, article)}
+    record = {
+        'pmid': pmid,
+        'title': text_of(article.find('ArticleTitle')),
+        'abstract': abstract_of(article),
+        'language': [normalise(lang.text or '').lower() for lang in article.iterfind('Language')],
+        **subjects_of(citation, article)
+    }
     if with_meta:
         record.update(meta_of(article))
     return record
@@ -159,8 +172,8 @@ def iter_file(path, with_meta=False):
     possibly after yielding some of it: callers must not keep anything of a file that raised."""
     with open_xml(path) as f:
         # hardened: no entity expansion, no DTD, no network (NCBI files reference an http DTD)
-        events = etree.iterparse(f, events=('end',), tag=TAGS, resolve_entities=False, load_dtd=False,
-                                 no_network=True, remove_comments=True, remove_pis=True)
+        events = etree.iterparse(f, events=('end', ), tag=TAGS, resolve_entities=False, load_dtd=False, no_network=True,
+                                 remove_comments=True, remove_pis=True)
         for _, el in events:
             if el.tag == 'MedlineCitation':
                 record = record_of(el, with_meta)
@@ -196,11 +209,13 @@ def parse_file(path, with_meta=False):
 # ------------------------------------------------------------------------------------------------
 # the parse cache of one input file
 
+
 def pmid_hashes(pmids):
     """Two independent uniform 64-bit numbers per PMID: train/val split and BPE sample."""
     digests = b''.join(hashlib.blake2b(str(p).encode(), digest_size=16).digest() for p in pmids)
     pairs = np.frombuffer(digests, dtype='<u8').reshape(-1, 2)
     return pairs[:, 0].copy(), pairs[:, 1].copy()
+
 
 def write_parsed(path, cache, with_meta):
     """Stream one file's records into its cache, CHUNK records per pickle, then the header: the
@@ -229,14 +244,22 @@ def write_parsed(path, cache, with_meta):
         languages = sorted(set(codes))
         index = {code: i for i, code in enumerate(languages)}
         split_hash, sample_hash = pmid_hashes(pmids)
-        header = {'pmid': np.array(pmids, dtype=np.int64), 'deletes': np.array(deletes, dtype=np.int64),
-                  'counts': counts, 'chars': np.array(chars, dtype=np.int64), 'languages': languages,
-                  'language': np.array([index[c] for c in codes], dtype=np.int32),
-                  'split_hash': split_hash, 'sample_hash': sample_hash, **subject_arrays(subjects)}
+        header = {
+            'pmid': np.array(pmids, dtype=np.int64),
+            'deletes': np.array(deletes, dtype=np.int64),
+            'counts': counts,
+            'chars': np.array(chars, dtype=np.int64),
+            'languages': languages,
+            'language': np.array([index[c] for c in codes], dtype=np.int32),
+            'split_hash': split_hash,
+            'sample_hash': sample_hash,
+            **subject_arrays(subjects)
+        }
         header_at = f.tell()
         pickle.dump(header, f, PICKLE)
         f.write(header_at.to_bytes(8, 'little'))
     return len(pmids)
+
 
 def subject_arrays(subjects):
     """What the subset options look at, as the header's arrays: the year of each record; its journal as an index into
@@ -244,22 +267,27 @@ def subject_arrays(subjects):
     [UI, name] in the file's list of them, + 1 for a major topic) with each record's range of them in `*_at`."""
     journals = sorted(set(subjects['journal']))
     journal_index = {j: i for i, j in enumerate(journals)}
-    arrays = {'year': np.array(subjects['year'], dtype=np.int32), 'journals': [list(j) for j in journals],
-              'journal': np.array([journal_index[j] for j in subjects['journal']], dtype=np.int32)}
+    arrays = {
+        'year': np.array(subjects['year'], dtype=np.int32),
+        'journals': [list(j) for j in journals],
+        'journal': np.array([journal_index[j] for j in subjects['journal']], dtype=np.int32)
+    }
     for kind in ('mesh', 'publication_type'):
         terms = sorted({(ui, name) for entries in subjects[kind] for ui, name, _ in entries})
         index = {term: i for i, term in enumerate(terms)}
         arrays[f'{kind}_terms'] = [list(t) for t in terms]
-        arrays[kind] = np.array([2 * index[ui, name] + major for entries in subjects[kind] for ui, name, major in entries],
-                                dtype=np.int32)
+        arrays[kind] = np.array(
+            [2 * index[ui, name] + major for entries in subjects[kind] for ui, name, major in entries], dtype=np.int32)
         arrays[f'{kind}_at'] = np.cumsum([0] + [len(entries) for entries in subjects[kind]]).astype(np.int64)
     return arrays
+
 
 def read_header(cache):
     with open(cache, 'rb') as f:
         f.seek(-8, os.SEEK_END)
         f.seek(int.from_bytes(f.read(8), 'little'))
         return load_data_pickle(f)
+
 
 def iter_records(cache):
     """A cached file's records in document order, one chunk in memory at a time."""
@@ -270,6 +298,7 @@ def iter_records(cache):
         while f.tell() < header_at:
             yield from load_data_pickle(f)
 
+
 def describe(e):
     if isinstance(e, EOFError):
         return f'truncated gzip stream (an incomplete download?): {e}'
@@ -279,8 +308,10 @@ def describe(e):
         return f'malformed or truncated XML: {e}'
     return f'{type(e).__name__}: {e}'
 
+
 class BadInput(Exception):
     """An input file that cannot be read or parsed (its problem, describe()d): it is left out, the others go on."""
+
 
 def read_input(path, with_meta):
     """iter_file(path), its errors raised as BadInput: only what reading the input raised blames the input, not
@@ -291,6 +322,7 @@ def read_input(path, with_meta):
         raise
     except Exception as e:
         raise BadInput(describe(e)) from e
+
 
 def document(record):
     return f"{record['title']}\n{record['abstract']}" if record['title'] else record['abstract']

@@ -34,23 +34,23 @@ from tqdm import tqdm
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))  # the repo root, when run as a script
-from common import atomic_write, die_with_parent, disk_full_message, fail, is_disk_full, load_data_pickle, writable_folder  # noqa: E402
-from configurator import Option, at_least, configure, inside, positive  # noqa: E402
-from data.pubmed.download import DownloadError, download_all, file_md5, list_files, natural_key  # noqa: E402
-from data.pubmed.parse import (PARSE_VERSION, BadInput, describe, document, iter_records, read_header,  # noqa: E402
-                               write_parsed)
-from data.pubmed.selection import (DROPPED, PUBMEDQA_FILES, SPLITS, SUBSET_OPTIONS, SUBSET_RULES, TRAIN, VAL,  # noqa: E402
-                                exclusion_record, merge, read_pmid_list, subset_filters, subset_record,
-                                why_nothing_is_kept)
-from dataloader import token_dtype, write_meta  # noqa: E402
-from tokenizer import encoding_from_spec, eot_id, gpt2_spec, model_tokenizer, train_bpe, vocab_size_of  # noqa: E402
-
+from common import (atomic_write, die_with_parent, disk_full_message, fail, is_disk_full, load_data_pickle,
+                    writable_folder)
+from configurator import Option, at_least, configure, inside, positive
+from data.pubmed.download import DownloadError, download_all, file_md5, list_files, natural_key
+from data.pubmed.parse import (PARSE_VERSION, BadInput, describe, document, iter_records, read_header, write_parsed)
+from data.pubmed.selection import (DROPPED, PUBMEDQA_FILES, SPLITS, SUBSET_OPTIONS, SUBSET_RULES, TRAIN, VAL,
+                                   exclusion_record, merge, read_pmid_list, subset_filters, subset_record,
+                                   why_nothing_is_kept)
+from dataloader import token_dtype, write_meta
+from tokenizer import encoding_from_spec, eot_id, gpt2_spec, model_tokenizer, train_bpe, vocab_size_of
 
 
 def names_something(value):
     return None if [c for c in value.split(',') if c.strip()] else "is empty: give codes such as 'eng,fre' or 'all'"
 
 
+# yapf: disable (a table: its comments aligned)
 OPTIONS = {
     'input': '',             # local .xml/.xml.gz files (a folder, searched recursively, or a glob): no network
     'out_dir': HERE,         # where train.bin, val.bin, meta.pkl, meta.json and cache/ go
@@ -68,11 +68,13 @@ OPTIONS = {
     'vocab_size': 32768,     # BPE vocabulary including <|endoftext|>
     'bpe_train_chars': Option(1_000_000_000, at_least(1)),  # at most this many train-split characters to train BPE on
     'val_fraction': Option(0.005, inside(0, 1)),  # share of PMIDs (by hash) in val.bin
-    'languages': Option('eng', names_something),  # comma-separated Language codes to keep, any case; 'all' keeps every language
+    'languages': Option('eng', names_something),  # comma-separated Language codes to keep, any case; 'all' keeps every
+                                                  # language
     'export_jsonl': '',      # also write one JSON line per kept document to this path
     'allow_bad_files': False,  # exit 0 even if some files were corrupt or failed to download
     # subsets of PubMed, applied before the split (each record dropped is counted under the first rule it fails)
-    'mesh': '',              # ;-separated MeSH descriptors (names, any case, or UIs like D009369): keep records with any
+    'mesh': '',              # ;-separated MeSH descriptors (names, any case, or UIs like D009369): keep records with
+                             # any
     'mesh_major': False,     # ... counting only the headings marked major topic (PubMed's [majr])
     'years': '',             # publication years to keep, inclusive: 2000-2019, 2020- or -1999
     'journals': '',          # ;-separated journals to keep: ISO abbreviations (any case) or NLM IDs
@@ -82,6 +84,7 @@ OPTIONS = {
     'exclude_pmids': 'auto',   # PMIDs kept out of both splits (a benchmark's test data): a text file of PMIDs, a JSON
                                # file keyed by PMID (PubMedQA's), or a folder of them; 'auto' = data/pubmedqa if there
 }
+# yapf: enable
 PUBMEDQA = os.path.join(os.path.dirname(HERE), 'pubmedqa')  # data/pubmedqa: where the README puts PubMedQA's files
 CHUNK = 1024  # documents per tokenizer batch
 PICKLE = 4
@@ -93,7 +96,7 @@ def parse_options(argv):
     if o['tokenizer'] not in ('bpe', 'gpt2') and not os.path.exists(o['tokenizer']):
         problems.append(f"--tokenizer={o['tokenizer']}: expected bpe, gpt2, or the path of a Hugging Face folder, a "
                         'checkpoint, a prepared data folder or a meta.pkl')
-    if o['tokenizer'] == 'bpe' and not 258 <= o['vocab_size'] <= 2 ** 32:
+    if o['tokenizer'] == 'bpe' and not 258 <= o['vocab_size'] <= 2**32:
         problems.append(f"--vocab_size={o['vocab_size']}: a byte-level BPE needs 258 .. 2**32 tokens")
     if o['input'] and not input_files(o['input']):
         problems.append(f"--input={o['input']}: no .xml or .xml.gz files there")
@@ -112,10 +115,12 @@ def parse_options(argv):
     if auto:  # PubMedQA's PMIDs stay out of the training data wherever its files are at hand
         o['exclude_pmids'] = PUBMEDQA if os.path.isdir(PUBMEDQA) else ''
     try:  # read now, not after hours of parsing
-        o['excluded'] = read_pmid_list(o['exclude_pmids'], only_pubmedqa=auto) if o['exclude_pmids'] else np.zeros(0, np.int64)
+        o['excluded'] = read_pmid_list(o['exclude_pmids'], only_pubmedqa=auto) if o['exclude_pmids'] else np.zeros(
+            0, np.int64)
     except ValueError as e:
         fail(f"--exclude_pmids={o['exclude_pmids']}: {e}", code=2)
-    if o['exclude_pmids'] and not len(o['excluded']):  # an empty list would let the benchmark into the training data unsaid
+    if o['exclude_pmids'] and not len(
+            o['excluded']):  # an empty list would let the benchmark into the training data unsaid
         if not auto:
             fail(f"--exclude_pmids={o['exclude_pmids']}: lists no PMID (--exclude_pmids='' excludes none)", 2)
         print(f"note: {PUBMEDQA}: no PMID in PubMedQA's files there ({', '.join(PUBMEDQA_FILES)}): none excluded",
@@ -202,6 +207,7 @@ def worker_init(initializer, initargs):
 # ------------------------------------------------------------------------------------------------
 # 1. sources: local files or downloads, in numeric file order
 
+
 def input_files(pattern):
     if os.path.isdir(pattern):
         paths = glob.glob(os.path.join(pattern, '**', '*'), recursive=True)
@@ -218,12 +224,13 @@ def gather_sources(o):
         paths = input_files(o['input'])
         return [(p, None) for p in paths[:o['max_files'] or None]], []
     jobs = []
-    for folder in ('baseline', 'updatefiles') if o['updates'] else ('baseline',):
+    for folder in ('baseline', 'updatefiles') if o['updates'] else ('baseline', ):
         url = o['base_url'].rstrip('/') + f'/{folder}/'
         try:
             names = list_files(url, o['timeout'], o['retries'], o['backoff'])
         except (DownloadError, OSError) as e:  # requests' errors are OSErrors
-            fail(f"cannot list {url}: {str(e).removeprefix(f'{url}: ')} (no network? prepare local files with --input=DIR)")
+            fail(f"cannot list {url}: {str(e).removeprefix(f'{url}: ')} (no network? prepare local files with "
+                 "--input=DIR)")
         if folder == 'baseline' and o['max_files']:
             names = names[:o['max_files']]
         print(f'{url}: {len(names)} files')
@@ -236,6 +243,7 @@ def gather_sources(o):
 
 # ------------------------------------------------------------------------------------------------
 # 2. parse: one file -> cached arrays (the header, read alone by the merge) + records (the body)
+
 
 def cached(path, read):
     """read(path) of a cache file; None when there is none, or when it is unreadable (said, and the file
@@ -286,7 +294,8 @@ def parse_all(sources, o):
             tqdm(pool_imap(parse_task, tasks, o['workers']), total=len(tasks), unit='file', desc='parse') as bar:
         for result in bar:
             if result['error']:
-                tqdm.write(f"error: {result['path']}: corrupt or unreadable, left out: {result['error']}", file=sys.stderr)
+                tqdm.write(f"error: {result['path']}: corrupt or unreadable, left out: {result['error']}",
+                           file=sys.stderr)
                 bad.append((result['name'], result['error']))
             else:
                 parsed.append(result)
@@ -298,11 +307,9 @@ def parse_all(sources, o):
 # ------------------------------------------------------------------------------------------------
 # 3. merge (selection.py): which record of which file ends up where (0 = dropped, 1 = train, 2 = val)
 
-
-
-
 # ------------------------------------------------------------------------------------------------
 # 4. tokenizer
+
 
 def existing_tokenizer(path):
     """The tokenizer of an existing model or data folder, so new files are tokenized for a model that exists."""
@@ -333,16 +340,17 @@ def check_bpe_size(spec, o):
         fail(f"the BPE sample is too small to learn any merge (--bpe_train_chars={o['bpe_train_chars']}, "
              f"{o['vocab_size']} tokens asked): give it more text; nothing written")
     if size < o['vocab_size']:
-        print(f"note: the BPE has {size:,} tokens, fewer than --vocab_size={o['vocab_size']:,}: its sample had no more "
-              'pairs to merge (more text, or a larger --bpe_train_chars, gives more); meta.pkl records the real size',
-              file=sys.stderr)
+        print(
+            f"note: the BPE has {size:,} tokens, fewer than --vocab_size={o['vocab_size']:,}: its sample had no more "
+            'pairs to merge (more text, or a larger --bpe_train_chars, gives more); meta.pkl records the real size',
+            file=sys.stderr)
 
 
 def train_tokenizer(parsed, plans, o):
     """The BPE of a sample of about bpe_train_chars characters of the train split (cached by sample)."""
     headers = [read_header(p['cache']) for p in parsed]
     train_chars = sum(int(h['chars'][plan == TRAIN].sum()) for h, plan in zip(headers, plans))
-    below = np.uint64(min(int(min(1.0, o['bpe_train_chars'] / max(train_chars, 1)) * 2.0 ** 64), 2 ** 64 - 1))
+    below = np.uint64(min(int(min(1.0, o['bpe_train_chars'] / max(train_chars, 1)) * 2.0**64), 2**64 - 1))
     samples = [(plan == TRAIN) & (h['sample_hash'] <= below) for h, plan in zip(headers, plans)]
     key = short_hash(o['vocab_size'], *[(p['cache'], s.tobytes()) for p, s in zip(parsed, samples)])
     cache = os.path.join(o['out_dir'], 'cache', f'bpe.{key}.pkl')
@@ -353,6 +361,7 @@ def train_tokenizer(parsed, plans, o):
     def texts():
         for p, sample in zip(parsed, samples):
             yield from (document(r) for r, chosen in zip(iter_records(p['cache']), sample) if chosen)
+
     n_chars = sum(int(h['chars'][s].sum()) for h, s in zip(headers, samples))
     print(f'training a {o["vocab_size"]}-token BPE on {n_chars:,} characters of the train split ...', file=sys.stderr)
     with writing_to(cache), atomic_write(cache) as f:
@@ -383,9 +392,10 @@ def tokenize_task(task):
 
     def flush(split):
         ids = enc.encode_ordinary_batch(texts[split], num_threads=1)  # a literal <|endoftext|> in a text is text
-        arrays[split].append(np.fromiter(chain.from_iterable(t + [eot] for t in ids), dtype=dtype,
-                                         count=sum(len(t) + 1 for t in ids)))
+        arrays[split].append(
+            np.fromiter(chain.from_iterable(t + [eot] for t in ids), dtype=dtype, count=sum(len(t) + 1 for t in ids)))
         texts[split].clear()
+
     for record, split in zip(iter_records(parsed_cache), plan):
         if split != DROPPED:
             text = document(record)
@@ -398,7 +408,8 @@ def tokenize_task(task):
         flush(split)
     with atomic_write(out) as f:
         np.savez(f, train=np.concatenate(arrays[TRAIN]), val=np.concatenate(arrays[VAL]),
-                 **{k: stats[k] for k in ('train_docs', 'train_bytes', 'val_docs', 'val_bytes')})
+                 **{k: stats[k]
+                    for k in ('train_docs', 'train_bytes', 'val_docs', 'val_bytes')})
     return shard_stats(out)
 
 
@@ -420,11 +431,13 @@ def tokenize_all(parsed, plans, spec, o):
     token_dir = os.path.join(o['out_dir'], 'cache', 'tokens')
     os.makedirs(token_dir, exist_ok=True)
     spec_key = short_hash(pickle.dumps({k: v for k, v in spec.items() if k != 'name'}, PICKLE))
-    tasks = [(p['cache'], plan, os.path.join(token_dir, f"{os.path.basename(p['cache'])[:-4]}.{short_hash(spec_key, plan.tobytes())}.npz"))
+    tasks = [(p['cache'], plan,
+              os.path.join(token_dir,
+                           f"{os.path.basename(p['cache'])[:-4]}.{short_hash(spec_key, plan.tobytes())}.npz"))
              for p, plan in zip(parsed, plans)]
     totals = Counter()
     with writing_to(token_dir, workers_write_in=token_dir), tqdm(total=len(tasks), unit='file', desc='tokenize') as bar:
-        for stats in pool_imap(tokenize_task, tasks, o['workers'], init_encoder, (spec,)):
+        for stats in pool_imap(tokenize_task, tasks, o['workers'], init_encoder, (spec, )):
             totals.update(stats)
             bar.update()
             bar.set_postfix(tokens=f"{totals['train'] + totals['val']:,}")
@@ -434,13 +447,15 @@ def tokenize_all(parsed, plans, spec, o):
 # ------------------------------------------------------------------------------------------------
 # 6. outputs
 
+
 def write_bins(shards, out_dir, needed):
     """train.bin and val.bin: the shards' tokens in file order (`needed` bytes in all, said if the disk is full)."""
     with writing_to(out_dir, needed), atomic_write(os.path.join(out_dir, 'train.bin')) as train, \
             atomic_write(os.path.join(out_dir, 'val.bin')) as val:
         for shard in shards:
             tokens = read_shard(shard)
-            train.write(tokens['train'])  # file.write raises on a full disk; ndarray.tofile lost that error: a short file
+            train.write(
+                tokens['train'])  # file.write raises on a full disk; ndarray.tofile lost that error: a short file
             val.write(tokens['val'])
 
 
@@ -460,13 +475,24 @@ def write_jsonl(parsed, plans, path):
             for r, split in zip(iter_records(p['cache']), plan):
                 if split == DROPPED:
                     continue
-                f.write(json.dumps({'pmid': r['pmid'], 'split': 'val' if split == VAL else 'train',
-                                    'title': r['title'], 'abstract': r['abstract'], 'authors': r['authors'],
-                                    'journal': r['journal'], 'publication_date': r['publication_date'],
-                                    'affiliations': r['affiliations'], 'language': r['language'], 'year': r['year'],
-                                    'journal_iso': r['journal_iso'], 'nlm_id': r['nlm_id'], 'mesh': r['mesh'],
-                                    'publication_types': r['publication_types']},
-                                   ensure_ascii=False) + '\n')
+                f.write(
+                    json.dumps(
+                        {
+                            'pmid': r['pmid'],
+                            'split': 'val' if split == VAL else 'train',
+                            'title': r['title'],
+                            'abstract': r['abstract'],
+                            'authors': r['authors'],
+                            'journal': r['journal'],
+                            'publication_date': r['publication_date'],
+                            'affiliations': r['affiliations'],
+                            'language': r['language'],
+                            'year': r['year'],
+                            'journal_iso': r['journal_iso'],
+                            'nlm_id': r['nlm_id'],
+                            'mesh': r['mesh'],
+                            'publication_types': r['publication_types']
+                        }, ensure_ascii=False) + '\n')
 
 
 def print_summary(meta, counts, n_files, elapsed):
@@ -480,8 +506,10 @@ def print_summary(meta, counts, n_files, elapsed):
         f"PMIDs: {counts['replaced']:,} duplicates replaced by a later version, {counts['deleted']:,} deleted "
         f"({counts['delete_requests']:,} delete requests), {counts['excluded']:,} excluded "
         f"({meta['excluded_pmids']['source'] or 'no --exclude_pmids'})",
-        *([f"subset ({', '.join(f'{k}={v!r}' for k, v in meta['subset'].items() if k in SUBSET_OPTIONS)}): dropped "
-           f"{', '.join(f'{counts[rule]:,} by {rule}' for rule in SUBSET_RULES if rule in counts)}"] if meta['subset'] else []),
+        *([
+            f"subset ({', '.join(f'{k}={v!r}' for k, v in meta['subset'].items() if k in SUBSET_OPTIONS)}): dropped "
+            f"{', '.join(f'{counts[rule]:,} by {rule}' for rule in SUBSET_RULES if rule in counts)}"
+        ] if meta['subset'] else []),
         f"train: {meta['train_docs']:,} docs, {meta['train_tokens']:,} tokens; "
         f"val: {meta['val_docs']:,} docs, {meta['val_tokens']:,} tokens",
         f"{(meta['train_bytes'] + meta['val_bytes']) / max(tokens, 1):.3f} bytes per token "
@@ -494,8 +522,9 @@ def main(argv=None):
     t0 = time.time()
     o = parse_options(argv)
     if o['exclude_pmids']:
-        print(f"excluding the PMIDs listed in {o['exclude_pmids']} from both splits (benchmark data, e.g. PubMedQA's; "
-              "--exclude_pmids='' keeps them)", file=sys.stderr)
+        print(
+            f"excluding the PMIDs listed in {o['exclude_pmids']} from both splits (benchmark data, e.g. PubMedQA's; "
+            "--exclude_pmids='' keeps them)", file=sys.stderr)
     if o['tokenizer'] == 'bpe':
         spec = None  # trained after the merge, on the train split
     else:  # a tokenizer that cannot be had fails now, not after the parse
@@ -524,20 +553,34 @@ def main(argv=None):
     if o['export_jsonl']:
         with writing_to(o['export_jsonl']):
             write_jsonl(parsed, plans, o['export_jsonl'])
-    write_bins(shards, o['out_dir'], (totals['train'] + totals['val']) * np.dtype(token_dtype(vocab_size_of(spec))).itemsize)
-    sizes = {'train_tokens': totals['train'], 'val_tokens': totals['val'],
-             **{k: totals[k] for k in ('train_docs', 'val_docs', 'train_bytes', 'val_bytes')}}
+    write_bins(shards, o['out_dir'],
+               (totals['train'] + totals['val']) * np.dtype(token_dtype(vocab_size_of(spec))).itemsize)
+    sizes = {
+        'train_tokens': totals['train'],
+        'val_tokens': totals['val'],
+        **{
+            k: totals[k]
+            for k in ('train_docs', 'val_docs', 'train_bytes', 'val_bytes')
+        }
+    }
     with writing_to(o['out_dir']):
-        meta = write_meta(o['out_dir'], spec, excluded_pmids=exclusion_record(o, counts), records=dict(sorted(counts.items())),
-                          files=[{'name': p['name'], 'md5': p['md5']} for p in parsed],
-                          bad_files=[{'name': n, 'error': e} for n, e in bad],
-                          split={'rule': 'a hash of the PMID', 'val_fraction': o['val_fraction']}, languages=o['languages'],
-                          subset=subset_record(o), **sizes)
+        meta = write_meta(o['out_dir'], spec, excluded_pmids=exclusion_record(o, counts),
+                          records=dict(sorted(counts.items())), files=[{
+                              'name': p['name'],
+                              'md5': p['md5']
+                          } for p in parsed], bad_files=[{
+                              'name': n,
+                              'error': e
+                          } for n, e in bad], split={
+                              'rule': 'a hash of the PMID',
+                              'val_fraction': o['val_fraction']
+                          }, languages=o['languages'], subset=subset_record(o), **sizes)
     print_summary(meta, counts, len(sources) + len(failed_downloads), time.time() - t0)
     if bad:
         print(f"{len(bad)} bad file(s) left out: {', '.join(n for n, _ in bad)}", file=sys.stderr)
         if not o['allow_bad_files']:
-            print('exiting with status 1 (use --allow_bad_files=True to accept the outputs as they are)', file=sys.stderr)
+            print('exiting with status 1 (use --allow_bad_files=True to accept the outputs as they are)',
+                  file=sys.stderr)
             return 1
     return 0
 

@@ -21,20 +21,31 @@ from data.pubmed.parse import read_header
 
 DROPPED, TRAIN, VAL = 0, 1, 2
 SUBSET_RULES = ('not_in_keep_pmids', 'year', 'journal', 'mesh', 'publication_type')
-SUBSET_OPTIONS = ('mesh', 'mesh_major', 'years', 'journals', 'publication_types', 'drop_publication_types', 'keep_pmids')
-RULE_OPTIONS = {'not_in_keep_pmids': ('keep_pmids',), 'year': ('years',), 'journal': ('journals',), 'mesh': ('mesh', 'mesh_major'),
-                'publication_type': ('publication_types', 'drop_publication_types')}  # the options behind each rule
+SUBSET_OPTIONS = ('mesh', 'mesh_major', 'years', 'journals', 'publication_types', 'drop_publication_types',
+                  'keep_pmids')
+RULE_OPTIONS = {
+    'not_in_keep_pmids': ('keep_pmids', ),
+    'year': ('years', ),
+    'journal': ('journals', ),
+    'mesh': ('mesh', 'mesh_major'),
+    'publication_type': ('publication_types', 'drop_publication_types')
+}  # the options behind each rule
 SPLITS = {TRAIN: 'train', VAL: 'val'}
 
 PUBMEDQA_FILES = ('ori_pqal.json', 'test_ground_truth.json', 'ori_pqaa.json', 'ori_pqau.json')  # keyed by PMID
 
-TERM_OPTIONS = {'mesh': 'mesh', 'publication_types': 'publication_type', 'drop_publication_types': 'publication_type',
-                'journals': 'journal'}
+TERM_OPTIONS = {
+    'mesh': 'mesh',
+    'publication_types': 'publication_type',
+    'drop_publication_types': 'publication_type',
+    'journals': 'journal'
+}
 
 
 def subset_filters(o):
     """The subset options as the merge applies them ({} when none is set); exit 2 naming a value that is none, or
-    options that could keep nothing whatever the input (a reversed range, a type both kept and dropped, an empty list)."""
+    options that could keep nothing whatever the input (a reversed range, a type both kept and dropped, an empty
+    list)."""
     filters = {}
     for key in ('mesh', 'journals', 'publication_types', 'drop_publication_types'):
         if o[key]:
@@ -43,8 +54,9 @@ def subset_filters(o):
                 fail(f"--{key}={o[key]}: names nothing (give ;-separated names or UIs)", 2)
     both = sorted(filters.get('publication_types', set()) & filters.get('drop_publication_types', set()))
     if both:
-        fail(f"--publication_types and --drop_publication_types both name {'; '.join(both)}: a record cannot be kept "
-             'and dropped for the same type', 2)
+        fail(
+            f"--publication_types and --drop_publication_types both name {'; '.join(both)}: a record cannot be kept "
+            'and dropped for the same type', 2)
     if o['years']:
         found = re.fullmatch(r'\s*(\d{4})?\s*-\s*(\d{4})?\s*|\s*(\d{4})\s*', o['years'])
         if not found or not any(found.groups()):
@@ -63,24 +75,29 @@ def subset_filters(o):
         if not len(filters['keep_pmids']):
             fail(f"--keep_pmids={o['keep_pmids']}: lists no PMID, so nothing would be kept", 2)
         if np.isin(filters['keep_pmids'], o['excluded']).all():
-            fail(f"--keep_pmids={o['keep_pmids']}: every PMID it lists is excluded by --exclude_pmids={o['exclude_pmids']}, "
-                 "so nothing would be kept (--exclude_pmids='' keeps them)", 2)
+            fail(
+                f"--keep_pmids={o['keep_pmids']}: every PMID it lists is excluded by "
+                f"--exclude_pmids={o['exclude_pmids']}, "
+                "so nothing would be kept (--exclude_pmids='' keeps them)", 2)
     if o['mesh_major'] and 'mesh' not in filters:
         fail('--mesh_major=True: give the headings with --mesh', 2)
     if o['mesh_major']:
         filters['mesh_major'] = True
     return filters
 
+
 def pmid_list_hash(pmids):
     """What names a list of PMIDs whatever its file's format: blake2b-128 of the sorted PMIDs, one per line
     (`sort -n | uniq | b2sum -l 128` of the list's numbers gives the same)."""
     return hashlib.blake2b(''.join(f'{p}\n' for p in np.unique(pmids)).encode(), digest_size=16).hexdigest()
+
 
 def language_mask(header, wanted):
     if 'all' in wanted:
         return np.ones(len(header['pmid']), dtype=bool)
     ok = [bool(wanted & set(code.split(','))) for code in header['languages']]
     return np.array(ok, dtype=bool)[header['language']] if ok else np.zeros(0, dtype=bool)
+
 
 def read_pmid_list(path, only_pubmedqa=False):
     """The sorted PMIDs that path lists: a JSON file's keys (PubMedQA's files are keyed by PMID) or list, the PMIDs of
@@ -100,7 +117,8 @@ def read_pmid_list(path, only_pubmedqa=False):
                 text = f.read()
             if name.endswith('.json'):
                 listed = json.loads(text)
-                entries = list(listed.keys() if isinstance(listed, dict) else listed if isinstance(listed, list) else [listed])
+                entries = list(
+                    listed.keys() if isinstance(listed, dict) else listed if isinstance(listed, list) else [listed])
             else:
                 entries = re.split(r'[\s,]+', re.sub(r'#.*', '', text).strip())
         except (OSError, ValueError) as e:  # ValueError: not UTF-8, or not (whole) JSON
@@ -112,6 +130,7 @@ def read_pmid_list(path, only_pubmedqa=False):
                 raise ValueError(f'{name}: {entry!r} is not a PMID (1-10 digits)')
             pmids.append(int(entry))
     return np.unique(np.array(pmids, dtype=np.int64))
+
 
 def merge(parsed, o, excluded=np.zeros(0, dtype=np.int64)):
     """Which record of which file is kept, in which split: a plan per file (DROPPED/TRAIN/VAL per record).
@@ -127,7 +146,7 @@ def merge(parsed, o, excluded=np.zeros(0, dtype=np.int64)):
         f1: record 7 loses to a delete          state 7 = 3;  record 5 loses to f2's: 'replaced' + 1
     At the end 'deleted' counts the 3s (PMID 7; delete 9 removed nothing)."""
     wanted = {c.strip().lower() for c in o['languages'].split(',') if c.strip()}
-    val_below = np.uint64(min(int(o['val_fraction'] * 2.0 ** 64), 2 ** 64 - 1))
+    val_below = np.uint64(min(int(o['val_fraction'] * 2.0**64), 2**64 - 1))
     # every PMID met, sorted: a PMID's state lives at its index here, so memory grows with the number of
     # PMIDs, not with the largest one (a single 10-digit PMID would otherwise cost gigabytes). The headers
     # are read again in the walk below: holding them all would cost ~36 bytes a record (1.3 GB for PubMed)
@@ -148,7 +167,8 @@ def merge(parsed, o, excluded=np.zeros(0, dtype=np.int64)):
         counts['records'] += len(h['pmid'])
         counts['delete_requests'] += len(deletes)
         pmid = np.searchsorted(ids, h['pmid'])  # indices into state from here on
-        events = np.concatenate([pmid, np.searchsorted(ids, deletes)])[::-1]  # within a file deletes come after the records
+        events = np.concatenate([pmid, np.searchsorted(ids,
+                                                       deletes)])[::-1]  # within a file deletes come after the records
         _, first = np.unique(events, return_index=True)
         wins = np.zeros(len(events), dtype=bool)
         wins[first] = True
@@ -175,6 +195,7 @@ def merge(parsed, o, excluded=np.zeros(0, dtype=np.int64)):
     counts['deleted'] = int(np.sum(state == 3))
     return plans, counts
 
+
 def with_other_spellings(subset, terms):
     """The subset with every MeSH heading, publication type or journal it names by its ID (a UI, an NLM ID) also named
     by each name the input gives that ID, and one named by name also by its ID and that ID's other names: MEDLINE
@@ -189,6 +210,7 @@ def with_other_spellings(subset, terms):
             subset[key] = wanted | ids | {name.lower() for i, name in terms[kind] if name and i.lower() in ids}
     return subset
 
+
 def any_term(h, kind, wanted, major_only=False):
     """Per record of a file's header: whether any of its `kind` terms (mesh, publication_type) is wanted (by UI or name,
     lower case), counting major topics only if asked."""
@@ -197,6 +219,7 @@ def any_term(h, kind, wanted, major_only=False):
     ok = hit[codes // 2] & ((codes % 2 == 1) if major_only else True)
     total = np.concatenate([[0], np.cumsum(ok)])
     return total[at[1:]] > total[at[:-1]]
+
 
 def subset_masks(h, subset):
     """[(rule, kept)] for the subset options set (parse_options' o['subset']), in the order the summary counts them."""
@@ -208,8 +231,9 @@ def subset_masks(h, subset):
         known = h['year'] > 0  # 0: the record gives no year, so none of the range (-1999 is from year 1, not from 0)
         masks.append(('year', known & (h['year'] >= lo) & (h['year'] <= hi)))
     if 'journals' in subset:
-        ok = np.array([iso.lower() in subset['journals'] or nlm.lower() in subset['journals'] for iso, nlm in h['journals']]
-                      + [False])
+        ok = np.array(
+            [iso.lower() in subset['journals'] or nlm.lower() in subset['journals']
+             for iso, nlm in h['journals']] + [False])
         masks.append(('journal', ok[h['journal']]))
     if 'mesh' in subset:
         masks.append(('mesh', any_term(h, 'mesh', subset['mesh'], subset.get('mesh_major', False))))
@@ -218,6 +242,7 @@ def subset_masks(h, subset):
     if 'drop_publication_types' in subset:
         masks.append(('publication_type', ~any_term(h, 'publication_type', subset['drop_publication_types'])))
     return masks
+
 
 def subset_record(o):
     """meta's `subset`: the subset options set, as given; with --keep_pmids also the list itself, by its number of
@@ -228,11 +253,16 @@ def subset_record(o):
         record.update(keep_pmids_listed=len(pmids), keep_pmids_blake2b=pmid_list_hash(pmids))
     return record
 
+
 def exclusion_record(o, counts):
     """meta's `excluded_pmids`: the list kept out of both splits (its path, number of PMIDs and hash) and how many
     records it excluded."""
-    return {'source': o['exclude_pmids'], 'listed': len(o['excluded']), 'excluded': counts['excluded'],
-            'blake2b': pmid_list_hash(o['excluded']) if o['exclude_pmids'] else ''}
+    return {
+        'source': o['exclude_pmids'],
+        'listed': len(o['excluded']),
+        'excluded': counts['excluded'],
+        'blake2b': pmid_list_hash(o['excluded']) if o['exclude_pmids'] else ''
+    }
 
 
 def why_nothing_is_kept(counts, o):
@@ -242,7 +272,7 @@ def why_nothing_is_kept(counts, o):
     reasons = [(counts['replaced'], 'replaced by a later version'), (counts['deleted'], 'deleted'),
                (counts['no_abstract'], 'without abstract'),
                (counts['language'], f"in another language (--languages={o['languages']}"
-                                    f"{'' if o['subset'] else '; --languages=all keeps every one'})"),
+                f"{'' if o['subset'] else '; --languages=all keeps every one'})"),
                (counts['excluded'], f"excluded by --exclude_pmids={o['exclude_pmids']}"),
                *((counts[rule], 'dropped by ' + ' '.join(f'--{k}={o[k]}' for k in RULE_OPTIONS[rule] if o[k]))
                  for rule in SUBSET_RULES)]

@@ -10,14 +10,17 @@ LABELS = ('yes', 'no', 'maybe')
 def find_pubmedqa(given=None):
     """The folder with ori_pqal.json and test_ground_truth.json: `given`, else $PUBMEDQA_DIR, data/pubmedqa or
     ../shared/data/pubmedqa beside the checkout, whichever has them first."""
-    places = [given] if given else [os.environ.get('PUBMEDQA_DIR'), REPO / 'data' / 'pubmedqa',
-                                    REPO.parent / 'shared' / 'data' / 'pubmedqa']
+    places = [given] if given else [
+        os.environ.get('PUBMEDQA_DIR'), REPO / 'data' / 'pubmedqa', REPO.parent / 'shared' / 'data' / 'pubmedqa'
+    ]
     for folder in places:
-        if folder and (Path(folder) / 'ori_pqal.json').is_file() and (Path(folder) / 'test_ground_truth.json').is_file():
+        if folder and (Path(folder) / 'ori_pqal.json').is_file() and (Path(folder) /
+                                                                      'test_ground_truth.json').is_file():
             return Path(folder)
     where = given or 'data/pubmedqa/'
-    raise FileNotFoundError(f'PubMedQA not found in {where}: put ori_pqal.json and test_ground_truth.json '
-                            '(github.com/pubmedqa/pubmedqa, data/) there, or pass its folder (--pubmedqa=DIR, $PUBMEDQA_DIR)')
+    raise FileNotFoundError(
+        f'PubMedQA not found in {where}: put ori_pqal.json and test_ground_truth.json '
+        '(github.com/pubmedqa/pubmedqa, data/) there, or pass its folder (--pubmedqa=DIR, $PUBMEDQA_DIR)')
 
 
 def read_json_object(path):
@@ -38,9 +41,11 @@ def official_test_split(folder):
     rows = []
     for pmid, label in truth.items():
         item = labelled.get(pmid)
-        if not isinstance(item, dict) or not isinstance(item.get('QUESTION'), str) or not isinstance(item.get('CONTEXTS'), list) \
+        if not isinstance(item, dict) or not isinstance(item.get('QUESTION'), str) \
+                or not isinstance(item.get('CONTEXTS'), list) \
                 or not all(isinstance(c, str) for c in item['CONTEXTS']):
-            raise ValueError(f'{folder / "ori_pqal.json"}: no question (QUESTION and CONTEXTS) for the test PMID {pmid}')
+            raise ValueError(
+                f'{folder / "ori_pqal.json"}: no question (QUESTION and CONTEXTS) for the test PMID {pmid}')
         if label not in LABELS:
             raise ValueError(f'{folder / "test_ground_truth.json"}: PMID {pmid} is labelled {label!r}; expected one of '
                              f'{", ".join(LABELS)}')
