@@ -61,9 +61,7 @@ def make_fields(model, tokenizer, token_bytes, **training):
     unknown = set(training) - set(TRAINING_KEYS) - set(RECORD_KEYS)
     assert not unknown, f'not checkpoint keys: {sorted(unknown)}'
     return {
-        'model_args': dataclasses.asdict(model.config),
-        'tokenizer': tokenizer,
-        'token_bytes': token_bytes,
+        'model_args': dataclasses.asdict(model.config), 'tokenizer': tokenizer, 'token_bytes': token_bytes,
         **training, 'version': CKPT_VERSION
     }
 
@@ -144,10 +142,9 @@ def load_checkpoint(path, map_location='cpu'):
         fields = read_fields(path)
         model = model_from_checkpoint({**fields, 'model': None})
         load_sharded(path, model)  # refuses weights that are not finite
-        return make_checkpoint(model, fields['tokenizer'], fields['token_bytes'], **{
-            k: v
-            for k, v in fields.items() if k in TRAINING_KEYS + RECORD_KEYS
-        })
+        return make_checkpoint(model, fields['tokenizer'], fields['token_bytes'],
+                               **{k: v
+                                  for k, v in fields.items() if k in TRAINING_KEYS + RECORD_KEYS})
     if not os.path.isfile(path):
         raise CheckpointError(f'{path}: no such checkpoint (train one with train.py)')
     ckpt = read_checkpoint_file(path, map_location)

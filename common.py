@@ -93,8 +93,7 @@ def writable_folder(path, create=True):
 
 # a write that failed for want of space: the disk, the user's quota, the largest file the filesystem (or ulimit) allows
 DISK_FULL = {
-    errno.ENOSPC: 'the disk is full',
-    errno.EDQUOT: 'the disk quota is used up',
+    errno.ENOSPC: 'the disk is full', errno.EDQUOT: 'the disk quota is used up',
     errno.EFBIG: 'the file is larger than the filesystem (or ulimit -f) allows'
 }
 FULL_BELOW = 1 << 20  # bytes: a filesystem left with less than this after a write failed is what failed it

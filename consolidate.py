@@ -35,10 +35,9 @@ def consolidated(path):
     optimizers = optimizers_of(model, fields['config'], 'cpu')
     load_sharded(path, model, optimizers)  # refuses weights that are not finite
     return make_checkpoint(model, fields['tokenizer'], fields['token_bytes'],
-                           optimizer=[o.state_dict() for o in optimizers], **{
-                               k: v
-                               for k, v in fields.items() if k in TRAINING_KEYS + RECORD_KEYS
-                           })
+                           optimizer=[o.state_dict() for o in optimizers],
+                           **{k: v
+                              for k, v in fields.items() if k in TRAINING_KEYS + RECORD_KEYS})
 
 
 def main():

@@ -54,35 +54,18 @@ def write_meta(out_dir, spec, **facts):
     vocab_size = vocab_size_of(spec)
     token_files = {
         name: {
-            'bytes': os.path.getsize(os.path.join(out_dir, name)),
-            'blake2b': file_hash(os.path.join(out_dir, name))
+            'bytes': os.path.getsize(os.path.join(out_dir, name)), 'blake2b': file_hash(os.path.join(out_dir, name))
         }
         for name in ('train.bin', 'val.bin')
     }
     meta = {
-        'vocab_size': vocab_size,
-        'dtype': token_dtype(vocab_size),
-        'tokenizer': spec,
-        'eot_token': eot_id(spec),
-        'token_bytes': token_byte_lengths(spec),
-        'files': [],
-        'bad_files': [],
-        'records': {},
-        'subset': {},
-        'excluded_pmids': {
-            'source': '',
-            'listed': 0,
-            'excluded': 0,
-            'blake2b': ''
-        },
-        'token_files': token_files,
-        **facts
+        'vocab_size': vocab_size, 'dtype': token_dtype(vocab_size), 'tokenizer': spec, 'eot_token': eot_id(spec),
+        'token_bytes': token_byte_lengths(spec), 'files': [], 'bad_files': [], 'records': {}, 'subset': {},
+        'excluded_pmids': {'source': '', 'listed': 0, 'excluded': 0, 'blake2b': ''}, 'token_files': token_files, **facts
     }
     summary = {k: v for k, v in meta.items() if k not in ('tokenizer', 'token_bytes')}
     summary['tokenizer'] = {
-        'name': spec['name'],
-        'vocab_size': vocab_size,
-        'pattern': spec['pattern'],
+        'name': spec['name'], 'vocab_size': vocab_size, 'pattern': spec['pattern'],
         'special_tokens': spec['special_tokens']
     }
     with atomic_write(os.path.join(out_dir, 'meta.pkl')) as f:
@@ -242,9 +225,7 @@ class TrainLoader:
 
     def state_dict(self):
         return {
-            'windows_seen': self.windows_seen,
-            'seed': self.seed,
-            'block_size': self.block,
+            'windows_seen': self.windows_seen, 'seed': self.seed, 'block_size': self.block,
             'align_windows': self.aligned
         }
 

@@ -29,15 +29,11 @@ from model import GPT, GPTConfig
 from tokenizer import eot_id, hf_tokenizer, vocab_size_of
 
 LLAMA_FAMILY = {
-    'llama': 'LlamaForCausalLM',
-    'qwen2': 'Qwen2ForCausalLM',
-    'qwen3': 'Qwen3ForCausalLM',
-    'arcee': 'ArceeForCausalLM'
+    'llama': 'LlamaForCausalLM', 'qwen2': 'Qwen2ForCausalLM', 'qwen3': 'Qwen3ForCausalLM', 'arcee': 'ArceeForCausalLM'
 }
 # the sizes a config.json must give (transformers' defaults are those of some other model)
 REQUIRED = {
-    'gpt2': ('vocab_size', 'n_embd', 'n_layer', 'n_head'),
-    **{
+    'gpt2': ('vocab_size', 'n_embd', 'n_layer', 'n_head'), **{
         t: ('vocab_size', 'hidden_size', 'num_hidden_layers', 'num_attention_heads', 'intermediate_size')
         for t in LLAMA_FAMILY
     }
@@ -340,15 +336,8 @@ def target_architecture(c):
     if c.pos == 'learned':
         target = 'gpt2'
         needs = {
-            'norm': 'layernorm',
-            'mlp': 'gelu',
-            'qk_norm': False,
-            'qkv_bias': False,
-            'n_kv_head': c.n_head,
-            'head_dim': c.n_embd // c.n_head,
-            'mlp_hidden': 4 * c.n_embd,
-            'norm_eps': 1e-5,
-            'rope_scaling': None
+            'norm': 'layernorm', 'mlp': 'gelu', 'qk_norm': False, 'qkv_bias': False, 'n_kv_head': c.n_head,
+            'head_dim': c.n_embd // c.n_head, 'mlp_hidden': 4 * c.n_embd, 'norm_eps': 1e-5, 'rope_scaling': None
         }
     elif c.mlp == 'relu2':
         target, needs = 'arcee', {'norm': 'rmsnorm', 'qk_norm': False, 'qkv_bias': False}
@@ -375,9 +364,8 @@ def hf_config(c, target, n_vocab, eot):
     rope = {'rope_type': 'llama3', **c.rope_scaling} if c.rope_scaling else {'rope_type': 'default'}
     llama_like = dict(hidden_size=c.n_embd, num_hidden_layers=c.n_layer, num_attention_heads=c.n_head,
                       num_key_value_heads=c.n_kv_head, head_dim=c.head_dim, intermediate_size=c.mlp_hidden,
-                      max_position_embeddings=c.block_size, rms_norm_eps=c.norm_eps, rope_parameters={
-                          **rope, 'rope_theta': c.rope_base
-                      }, **common)
+                      max_position_embeddings=c.block_size, rms_norm_eps=c.norm_eps,
+                      rope_parameters={**rope, 'rope_theta': c.rope_base}, **common)
     if target == 'llama':
         return transformers.LlamaConfig(hidden_act='silu', attention_bias=c.bias, mlp_bias=c.bias, **llama_like)
     if target == 'arcee':

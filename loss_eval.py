@@ -44,7 +44,6 @@ def evaluate(model, batches, token_bytes, autocast):
     nats, count, nats_on_text, text_bytes = sums.tolist()
     val_loss = nats / count
     return {
-        'val_loss': val_loss,
-        'val_ppl': math.exp(min(val_loss, 700)),
+        'val_loss': val_loss, 'val_ppl': math.exp(min(val_loss, 700)),
         'val_bpb': bits_per_byte(nats_on_text, text_bytes)
     }

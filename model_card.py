@@ -20,18 +20,8 @@ from tokenizer import fingerprint
 UNKNOWN = 'unknown'
 PUBMEDQA_FIGURES = ('questions', 'accuracy', 'macro_f1', 'majority_accuracy', 'majority_macro_f1')
 LANGUAGES = {
-    'eng': 'en',
-    'fre': 'fr',
-    'ger': 'de',
-    'spa': 'es',
-    'ita': 'it',
-    'jpn': 'ja',
-    'chi': 'zh',
-    'rus': 'ru',
-    'por': 'pt',
-    'dut': 'nl',
-    'pol': 'pl',
-    'kor': 'ko'
+    'eng': 'en', 'fre': 'fr', 'ger': 'de', 'spa': 'es', 'ita': 'it', 'jpn': 'ja', 'chi': 'zh', 'rus': 'ru', 'por': 'pt',
+    'dut': 'nl', 'pol': 'pl', 'kor': 'ko'
 }  # PubMed's Language codes (ISO 639-2) -> the hub's
 
 GPT2_HUB_IDS = {name: f'openai-community/{name}' for name in ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl')}
@@ -73,13 +63,9 @@ def run_record(init_from, resumed, meta, data_dir, processes, computed):
     """The RECORD_KEYS train.py writes into its checkpoints: what the weights started from, the data's facts, how many
     processes trained and what they `computed` in ('bfloat16 on cuda'); a resumed run keeps its latest evaluation."""
     return {
-        'origin': run_origin(init_from, resumed.get('origin')),
-        'data': data_facts(meta, data_dir),
-        'processes': processes,
-        'precision': computed,
-        **({
-            'last_eval': resumed['last_eval']
-        } if 'last_eval' in resumed else {})
+        'origin': run_origin(init_from, resumed.get('origin')), 'data': data_facts(meta,
+                                                                                   data_dir), 'processes': processes,
+        'precision': computed, **({'last_eval': resumed['last_eval']} if 'last_eval' in resumed else {})
     }
 
 
@@ -89,12 +75,8 @@ def data_facts(meta, data_dir):
     keys = ('records', 'excluded_pmids', 'split', 'languages', 'subset', 'train_tokens', 'val_tokens', 'train_docs',
             'val_docs', 'token_files')
     return {
-        'data_dir': os.path.abspath(data_dir),
-        'files': len(meta.get('files') or []),
-        **{
-            k: meta.get(k)
-            for k in keys
-        }
+        'data_dir': os.path.abspath(data_dir), 'files': len(meta.get('files') or []), **{k: meta.get(k)
+                                                                                         for k in keys}
     }
 
 

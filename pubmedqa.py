@@ -64,29 +64,22 @@ def evaluate_folder(folder, pubmedqa_dir=None, batch_size=16, device='cpu', limi
             'and the end of the abstract)', file=sys.stderr)
         logging.getLogger('lm_eval.models.huggingface').setLevel(logging.ERROR)
     # the folder goes to the task through its TaskManager: lm-eval hands `metadata=` only to one it makes itself
-    tasks = TaskManager(include_path=str(REPO / 'evals' / 'pubmedqa'), metadata={
-        'pubmedqa_dir': str(data),
-        'questions': limit
-    })
+    tasks = TaskManager(include_path=str(REPO / 'evals' / 'pubmedqa'),
+                        metadata={'pubmedqa_dir': str(data), 'questions': limit})
     out = simple_evaluate(model=language_model(folder, batch_size, device), tasks=['pubmedqa_local'],
                           task_manager=tasks, log_samples=True)
     items = [{
-        'pmid': s['doc']['pmid'],
-        'gold': LABELS.index(s['doc']['final_decision']),
+        'pmid': s['doc']['pmid'], 'gold': LABELS.index(s['doc']['final_decision']),
         'loglikelihoods': [r[0] for r in s['filtered_resps']]
     } for s in out['samples']['pubmedqa_local']]
     golds = [i['gold'] for i in items]
     preds = [max(range(len(LABELS)), key=lambda k: i['loglikelihoods'][k]) for i in items]
     majority = max(range(len(LABELS)), key=golds.count)
     return {
-        'questions': len(items),
-        'accuracy': out['results']['pubmedqa_local']['acc,none'],
-        'macro_f1': macro_f1(golds, preds),
-        'majority_label': LABELS[majority],
+        'questions': len(items), 'accuracy': out['results']['pubmedqa_local']['acc,none'],
+        'macro_f1': macro_f1(golds, preds), 'majority_label': LABELS[majority],
         'majority_accuracy': golds.count(majority) / len(golds),
-        'majority_macro_f1': macro_f1(golds, [majority] * len(golds)),
-        'pubmedqa_dir': str(data),
-        'items': items
+        'majority_macro_f1': macro_f1(golds, [majority] * len(golds)), 'pubmedqa_dir': str(data), 'items': items
     }
 
 

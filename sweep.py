@@ -477,16 +477,11 @@ def collect(sweep_dir):
                     {})  # a PubMedQA record has no time
         pubmedqa = next((r for r in reversed(records) if r['kind'] == 'pubmedqa'), {})
         rows.append({
-            **{
-                k: point.get(k, '')
-                for k in keys
-            }, 'status': 'done' if done else 'partial' if records else 'not run',
-            'val_loss': evals[-1]['val_loss'] if evals else None,
-            'val_bpb': evals[-1]['val_bpb'] if evals else None,
-            'best_val_loss': min(r['val_loss'] for r in evals) if evals else None,
-            'tokens': last.get('tokens'),
-            'train_seconds': last.get('train_seconds'),
-            'pubmedqa_accuracy': pubmedqa.get('accuracy'),
+            **{k: point.get(k, '')
+               for k in keys}, 'status': 'done' if done else 'partial' if records else 'not run',
+            'val_loss': evals[-1]['val_loss'] if evals else None, 'val_bpb': evals[-1]['val_bpb'] if evals else None,
+            'best_val_loss': min(r['val_loss'] for r in evals) if evals else None, 'tokens': last.get('tokens'),
+            'train_seconds': last.get('train_seconds'), 'pubmedqa_accuracy': pubmedqa.get('accuracy'),
             'pubmedqa_macro_f1': pubmedqa.get('macro_f1')
         })
         curves[name] = [(r['train_seconds'], r['val_bpb']) for r in evals]
@@ -573,9 +568,7 @@ def main(argv=None):
         os.makedirs(sweep_dir, exist_ok=True)
         write_json(
             os.path.join(sweep_dir, SPEC), {
-                'train_args': rest,
-                'config_files': identity(rest)['config_files'],
-                'points': everything,
+                'train_args': rest, 'config_files': identity(rest)['config_files'], 'points': everything,
                 'folders': [name_of(p) for p in everything]
             })
         if own['launcher'] == 'slurm':

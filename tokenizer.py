@@ -55,12 +55,8 @@ def train_bpe(texts, vocab_size):
     tok.train_from_iterator(iter(texts), vocab_size - 1)
     ranks = sorted(tok.get_mergeable_ranks(), key=lambda pair: pair[1])
     return {
-        'name': 'bpe',
-        'pattern': tok.get_pattern(),
-        'tokens': [b for b, _ in ranks],
-        'special_tokens': {
-            EOT: len(ranks)
-        }
+        'name': 'bpe', 'pattern': tok.get_pattern(), 'tokens': [b for b, _ in ranks],
+        'special_tokens': {EOT: len(ranks)}
     }
 
 
@@ -92,10 +88,10 @@ class HFEncoding(tiktoken.Encoding):
 
 
 def encoding_from_spec(spec):
-    kwargs = dict(name=f"pubmed-{spec['name']}", pat_str=spec['pattern'], mergeable_ranks={
-        b: i
-        for i, b in enumerate(spec['tokens']) if b is not None
-    }, special_tokens=dict(spec['special_tokens']))
+    kwargs = dict(name=f"pubmed-{spec['name']}", pat_str=spec['pattern'],
+                  mergeable_ranks={b: i
+                                   for i, b in enumerate(spec['tokens'])
+                                   if b is not None}, special_tokens=dict(spec['special_tokens']))
     if spec.get('normalizer') == 'NFC' or spec.get('text_tokens'):
         return HFEncoding(nfc=spec.get('normalizer') == 'NFC', text_tokens=spec.get('text_tokens', ()), **kwargs)
     return tiktoken.Encoding(**kwargs)

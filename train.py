@@ -556,16 +556,9 @@ def log_step(opts, run, lossf, lr, seconds, iters):
         memory = peak_memory_mb(run.device)
         record(
             run, {
-                'kind': 'train',
-                'iter': run.iter_num,
-                'tokens': run.tokens_seen,
-                'train_seconds': round(run.train_seconds, 3),
-                'loss': lossf,
-                'lr': lr,
-                'ms_per_iter': ms,
-                'tokens_per_s': tokens_per_s,
-                'mfu': mfu,
-                'peak_memory_mb': round(memory, 1)
+                'kind': 'train', 'iter': run.iter_num, 'tokens': run.tokens_seen, 'train_seconds': round(
+                    run.train_seconds, 3), 'loss': lossf, 'lr': lr, 'ms_per_iter': ms, 'tokens_per_s': tokens_per_s,
+                'mfu': mfu, 'peak_memory_mb': round(memory, 1)
             })
         print(f'iter {run.iter_num}: loss {lossf:.4f}, lr {lr:.2e}, {ms:.1f} ms/iter, {tokens_per_s:,.0f} tok/s, '
               f"mfu {'unknown' if mfu is None else f'{100 * mfu:.1f}%'}, peak memory {memory:,.0f} MB")
@@ -597,11 +590,8 @@ def evaluate_and_checkpoint(opts, run):
     ev = evaluate(run.model, batches, run.token_bytes, run.autocast)
     if run.master:
         rec = {
-            'kind': 'eval',
-            'iter': run.iter_num,
-            'tokens': run.tokens_seen,
-            'train_seconds': round(run.train_seconds, 3),
-            **ev
+            'kind': 'eval', 'iter': run.iter_num, 'tokens': run.tokens_seen,
+            'train_seconds': round(run.train_seconds, 3), **ev
         }
         print(
             f"eval iter {run.iter_num}: val loss {ev['val_loss']:.4f}, ppl {ev['val_ppl']:.2f}, bpb {ev['val_bpb']:.4f}"
@@ -631,13 +621,9 @@ def finish(opts, run, signalled, last=True):
         result = evaluate_pubmedqa(whole.to(run.device), run.meta, opts, run.device)
         record(
             run, {
-                'kind': 'pubmedqa',
-                'iter': run.iter_num,
-                'tokens': run.tokens_seen,
-                **{
-                    k: v
-                    for k, v in result.items() if k not in ('items', 'pubmedqa_dir')
-                }
+                'kind': 'pubmedqa', 'iter': run.iter_num, 'tokens': run.tokens_seen,
+                **{k: v
+                   for k, v in result.items() if k not in ('items', 'pubmedqa_dir')}
             })
     if run.wandb is not None:
         run.wandb.finish()
@@ -758,10 +744,8 @@ def save_training(names, opts, run):
         save_state(paths, run.raw_model, run.optimizers, run.meta['tokenizer'], run.meta['token_bytes'],
                    tokens_seen=run.tokens_seen, config=vars(opts), rng=rng_states(run.device),
                    loader=run.loader.state_dict(),
-                   **({
-                       'scaler': run.scaler.state_dict()
-                   } if run.scaler.is_enabled() else {}), iter_num=run.iter_num, train_seconds=run.train_seconds,
-                   best_val_loss=run.best_val_loss, **run.record)
+                   **({'scaler': run.scaler.state_dict()} if run.scaler.is_enabled() else {}), iter_num=run.iter_num,
+                   train_seconds=run.train_seconds, best_val_loss=run.best_val_loss, **run.record)
     except CheckpointError as e:
         fail(f'{e} after iter {run.iter_num}: stopping without writing it; the checkpoints in {opts.out_dir} are '
              'untouched '

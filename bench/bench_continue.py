@@ -60,9 +60,8 @@ SEED = 1337  # train.py's default: the Trainer side reads the same stream of win
 
 def run(*args, threads, log=None):
     """A command of this repo in its own process, with `threads` torch threads; exits with its error on failure."""
-    done = subprocess.run([sys.executable, *map(str, args)], cwd=REPO, capture_output=True, text=True, env={
-        **os.environ, 'OMP_NUM_THREADS': str(threads)
-    })
+    done = subprocess.run([sys.executable, *map(str, args)], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, 'OMP_NUM_THREADS': str(threads)})
     if log:
         Path(log).write_text(done.stdout + done.stderr)
     if done.returncode:
@@ -143,11 +142,8 @@ def trainer_side(job):
         [(x, y)] = loader.read_step()
         loader.advance()
         # shift_labels: the loss of exactly train.py's targets (labels alone would be shifted inside, one fewer)
-        rows += [{
-            'input_ids': torch.from_numpy(a),
-            'labels': torch.from_numpy(b),
-            'shift_labels': torch.from_numpy(b)
-        } for a, b in zip(x, y)]
+        rows += [{'input_ids': torch.from_numpy(a), 'labels': torch.from_numpy(b), 'shift_labels': torch.from_numpy(b)}
+                 for a, b in zip(x, y)]
     stamps = []
 
     class Stamp(transformers.TrainerCallback):

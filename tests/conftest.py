@@ -21,9 +21,7 @@ def run_ok(*args, timeout=600):
     """A script of the repo (train.py, export_hf.py, sample.py...) in its own process on one thread, as a user runs
     it; asserts it exits 0 (its stderr's end otherwise)."""
     r = subprocess.run([sys.executable, *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=timeout,
-                       env={
-                           **os.environ, 'OMP_NUM_THREADS': '1'
-                       })
+                       env={**os.environ, 'OMP_NUM_THREADS': '1'})
     assert r.returncode == 0, r.stderr[-4000:]
     return r
 
@@ -228,11 +226,8 @@ def make_dataset(path, vocab_size=320, n_docs=240, seed=0, spec=None):
     for name, part in split.items():
         ids = [t for d in part for t in enc.encode_ordinary(d) + [eot]]
         np.array(ids, dtype=token_dtype(vocab_size_of(spec))).tofile(path / f'{name}.bin')
-        sizes.update({
-            f'{name}_tokens': len(ids),
-            f'{name}_docs': len(part),
-            f'{name}_bytes': len(''.join(part).encode())
-        })
+        sizes.update(
+            {f'{name}_tokens': len(ids), f'{name}_docs': len(part), f'{name}_bytes': len(''.join(part).encode())})
     write_meta(path, spec, **sizes)
     return path
 

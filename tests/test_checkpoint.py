@@ -112,8 +112,8 @@ def test_damaged_sharded_checkpoints_are_one_line(sharded_run, tiny_data, tmp_pa
                         'its shards do not fit this model and optimizer'),
         'not finite': (
             lambda f: rewrite_shards(f, lambda m, o: m['transformer.h.0.attn.c_attn.weight'].fill_(float('nan'))),
-            'the weights are not finite'),
-        'no train_state': (lambda f: os.remove(f / 'train_state.pt'), 'not a sharded checkpoint of this project')
+            'the weights are not finite'), 'no train_state': (lambda f: os.remove(f / 'train_state.pt'),
+                                                              'not a sharded checkpoint of this project')
     }
     for name, (damage, message) in cases.items():
         folder = copy_run(sharded_run, tmp_path / name.replace(' ', '_'))

@@ -59,18 +59,10 @@ def test_slurm_script_continues_an_open_model_on_two_nodes_requeues_and_resumes(
     config.write_text('\n'.join(f'{a[2:].split("=")[0]} = {a.split("=")[1]!r}' for a in TINY).replace("'", '') + '\n')
     port = free_port()
     env = {
-        **os.environ, 'OMP_NUM_THREADS': '1',
-        'PATH': stubs(tmp_path / 'bin', srun=SRUN, scontrol=SCONTROL),
-        'RECORD': str(record),
-        'SLURM_JOB_ID': '4242',
-        'SLURM_JOB_NUM_NODES': '2',
-        'SLURM_JOB_NODELIST': 'gpu[07-08]',
-        'SLURM_SUBMIT_DIR': str(REPO),
-        'GPUS_PER_NODE': '1',
-        'PORT': str(port),
-        'PYTHON': sys.executable,
-        'CONFIG': str(config),
-        'OUT_DIR': str(out),
+        **os.environ, 'OMP_NUM_THREADS': '1', 'PATH': stubs(tmp_path / 'bin', srun=SRUN, scontrol=SCONTROL),
+        'RECORD': str(record), 'SLURM_JOB_ID': '4242', 'SLURM_JOB_NUM_NODES': '2', 'SLURM_JOB_NODELIST': 'gpu[07-08]',
+        'SLURM_SUBMIT_DIR': str(REPO), 'GPUS_PER_NODE': '1', 'PORT': str(port), 'PYTHON': sys.executable,
+        'CONFIG': str(config), 'OUT_DIR': str(out),
         'ARGS': f'--data_dir={data} --init_from={folder} --parallel=fsdp --optimizer=muon --learning_rate=1e-3 '
         '--eval_interval=0 --lr_decay_iters=6 --max_iters=4'
     }
@@ -102,13 +94,9 @@ def test_pbs_script_starts_one_torchrun_per_node_and_resumes(tmp_path):
     record, nodefile = tmp_path / 'launch.txt', tmp_path / 'nodes'
     nodefile.write_text('x3001\nx3001\nx3002\nx3002\nx3003\n')  # PBS lists a node once per requested cpu/slot
     env = {
-        **os.environ, 'PATH': stubs(tmp_path / 'bin', mpiexec=RECORDER),
-        'RECORD': str(record),
-        'PBS_NODEFILE': str(nodefile),
-        'PBS_JOBID': '1234.pbs01',
-        'PBS_O_WORKDIR': str(REPO),
-        'OUT_DIR': str(tmp_path / 'out'),
-        'PYTHON': 'python'
+        **os.environ, 'PATH': stubs(tmp_path / 'bin',
+                                    mpiexec=RECORDER), 'RECORD': str(record), 'PBS_NODEFILE': str(nodefile),
+        'PBS_JOBID': '1234.pbs01', 'PBS_O_WORKDIR': str(REPO), 'OUT_DIR': str(tmp_path / 'out'), 'PYTHON': 'python'
     }
     for _ in range(2):
         subprocess.run(['bash', str(REPO / 'scripts' / 'pbs.sh')], cwd=tmp_path, env=env, check=True, timeout=60)
@@ -125,16 +113,12 @@ def test_the_scripts_outside_a_job_say_so_and_launch_nothing(tmp_path):
     (tmp_path / 'empty').write_text('')
     path = stubs(tmp_path / 'bin', mpiexec=RECORDER, srun=RECORDER, scontrol=RECORDER)
     base = {k: v for k, v in os.environ.items() if not k.startswith(('PBS_', 'SLURM_'))}
-    for script, extra, message in (('pbs.sh', {
-            'PBS_NODEFILE': str(tmp_path / 'empty')
-    }, 'names no nodes: submit this script with qsub'), ('pbs.sh', {}, '$PBS_NODEFILE (unset) names no nodes'),
-                                   ('slurm.sh', {}, 'no SLURM job here')):
+    for script, extra, message in (('pbs.sh', {'PBS_NODEFILE': str(tmp_path / 'empty')},
+                                    'names no nodes: submit this script with qsub'),
+                                   ('pbs.sh', {}, '$PBS_NODEFILE (unset) names no nodes'), ('slurm.sh', {},
+                                                                                            'no SLURM job here')):
         r = subprocess.run(['bash', str(REPO / 'scripts' / script)], cwd=tmp_path, capture_output=True, text=True,
-                           timeout=60, env={
-                               **base,
-                               **extra, 'PATH': path,
-                               'RECORD': str(record)
-                           })
+                           timeout=60, env={**base, **extra, 'PATH': path, 'RECORD': str(record)})
         assert r.returncode == 2 and r.stderr.startswith('error: ') and r.stderr.count(
             '\n') == 1 and message in r.stderr, r.stderr
     assert not record.exists()
@@ -156,20 +140,11 @@ def test_the_scripts_split_args_on_spaces_and_never_glob_or_run_a_value_or_path_
     record, nodefile = tmp_path / 'launch.txt', tmp_path / 'nodes'
     nodefile.write_text('x3001\n')
     env = {
-        **os.environ, 'PATH': stubs(tmp_path / 'bin', srun=ARGV_RECORDER, mpiexec=ARGV_RECORDER, scontrol=SCONTROL),
-        'RECORD': str(record),
-        'SLURM_JOB_ID': '4242',
-        'SLURM_JOB_NUM_NODES': '1',
-        'SLURM_JOB_NODELIST': 'gpu07',
-        'SLURM_SUBMIT_DIR': str(tmp_path),
-        'PBS_NODEFILE': str(nodefile),
-        'PBS_JOBID': '1234.pbs01',
-        'PBS_O_WORKDIR': str(tmp_path),
-        'GPUS_PER_NODE': '1',
-        'PYTHON': f'py {hostile}',
-        'CONFIG': f'c {hostile}.py',
-        'OUT_DIR': f'o {hostile}',
-        'ARGS': args
+        **os.environ, 'PATH': stubs(tmp_path / 'bin', srun=ARGV_RECORDER, mpiexec=ARGV_RECORDER,
+                                    scontrol=SCONTROL), 'RECORD': str(record), 'SLURM_JOB_ID': '4242',
+        'SLURM_JOB_NUM_NODES': '1', 'SLURM_JOB_NODELIST': 'gpu07', 'SLURM_SUBMIT_DIR': str(tmp_path),
+        'PBS_NODEFILE': str(nodefile), 'PBS_JOBID': '1234.pbs01', 'PBS_O_WORKDIR': str(tmp_path), 'GPUS_PER_NODE': '1',
+        'PYTHON': f'py {hostile}', 'CONFIG': f'c {hostile}.py', 'OUT_DIR': f'o {hostile}', 'ARGS': args
     }
     r = subprocess.run(['bash', str(REPO / 'scripts' / script)], cwd=tmp_path, env=env, capture_output=True, text=True,
                        timeout=60)

@@ -29,9 +29,8 @@ def test_config_file_then_overrides_left_to_right(tmp_path):
 def run_cli(args, tmp_path):
     script = tmp_path / 's.py'
     script.write_text(f'from configurator import configure\nconfigure({DEFAULTS!r})\nopen("written", "w").write("x")\n')
-    return subprocess.run([sys.executable, str(script), *args], cwd=tmp_path, capture_output=True, text=True, env={
-        **os.environ, 'PYTHONPATH': str(REPO)
-    })
+    return subprocess.run([sys.executable, str(script), *args], cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, 'PYTHONPATH': str(REPO)})
 
 
 @pytest.mark.parametrize('args, message', [

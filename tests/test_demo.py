@@ -17,9 +17,7 @@ def test_demo_prepares_trains_and_samples(tmp_path):
     # one torch thread: on a machine where anything else runs, two threads wait on each other and a
     # step takes seconds instead of ~0.5 s, which would leave the 40 s budget a handful of steps
     env = {
-        **os.environ, 'PUBMED_INPUT': str(corpus),
-        'DEMO_SECONDS': '40',
-        'DEMO_DIR': str(tmp_path),
+        **os.environ, 'PUBMED_INPUT': str(corpus), 'DEMO_SECONDS': '40', 'DEMO_DIR': str(tmp_path),
         'OMP_NUM_THREADS': '1'
     }
     r = subprocess.run(['bash', str(REPO / 'scripts' / 'demo.sh')], env=env, capture_output=True, text=True,

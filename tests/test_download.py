@@ -124,10 +124,8 @@ def test_parse_ncbi_listing_and_md5_companion():
 def test_download_survives_500s_drops_slowness_and_a_bad_md5(tmp_path):
     files = {f'/pubmed/baseline/f{i}.xml.gz': blob(i) for i in range(4)}
     faults = {
-        '/pubmed/baseline/f0.xml.gz': ['500', '500'],
-        '/pubmed/baseline/f1.xml.gz': ['drop'],
-        '/pubmed/baseline/f2.xml.gz': ['slow'],
-        '/pubmed/baseline/f3.xml.gz': ['corrupt']
+        '/pubmed/baseline/f0.xml.gz': ['500', '500'], '/pubmed/baseline/f1.xml.gz': ['drop'],
+        '/pubmed/baseline/f2.xml.gz': ['slow'], '/pubmed/baseline/f3.xml.gz': ['corrupt']
     }
     with Server(files, faults) as s:
         jobs = [(s.url + path, str(tmp_path / path.rsplit('/', 1)[1])) for path in files]

@@ -16,9 +16,7 @@ PARTS = ['recipe', 'modes', 'fsdp', 'continue', 'decode', 'loss']
 
 def test_the_gpu_check_runs_every_part_on_cpu_in_quick_mode(tiny_data):
     r = subprocess.run([sys.executable, 'bench/gpu_check.py', '--quick', f'--data_dir={tiny_data}'], cwd=REPO,
-                       text=True, capture_output=True, timeout=300, env={
-                           **os.environ, 'OMP_NUM_THREADS': '1'
-                       })
+                       text=True, capture_output=True, timeout=300, env={**os.environ, 'OMP_NUM_THREADS': '1'})
     assert r.returncode == 0, r.stderr[-3000:]
     figures = {}
     for line in r.stdout.splitlines():

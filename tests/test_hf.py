@@ -43,9 +43,7 @@ def checkpoint_of(spec, path, **model_args):
 
 def export_cli(ckpt, out):
     return subprocess.run([sys.executable, 'export_hf.py', f'--ckpt={ckpt}', f'--out={out}'], cwd=REPO,
-                          capture_output=True, text=True, timeout=300, env={
-                              **os.environ, 'OMP_NUM_THREADS': '1'
-                          })
+                          capture_output=True, text=True, timeout=300, env={**os.environ, 'OMP_NUM_THREADS': '1'})
 
 
 @pytest.mark.parametrize('name', list(EXPORTABLE))
@@ -134,9 +132,8 @@ def test_import_refuses_a_family_or_an_option_model_py_does_not_compute_by_name(
     transformers.MistralForCausalLM(transformers.MistralConfig(**LLAMA_TINY)).save_pretrained(tmp_path / 'mistral')
     with pytest.raises(CheckpointError, match="a 'mistral' model; this project imports GPT-2, LlamaForCausalLM"):
         from_pretrained(str(tmp_path / 'mistral'))
-    transformers.LlamaForCausalLM(transformers.LlamaConfig(**{
-        **LLAMA_TINY, 'hidden_act': 'gelu'
-    })).save_pretrained(tmp_path / 'gelu')
+    transformers.LlamaForCausalLM(transformers.LlamaConfig(**{**LLAMA_TINY, 'hidden_act': 'gelu'})).save_pretrained(
+        tmp_path / 'gelu')
     with pytest.raises(CheckpointError, match="llama: hidden_act='gelu' is not something model.py computes"):
         from_pretrained(str(tmp_path / 'gelu'))
 
@@ -161,11 +158,9 @@ def test_train_init_from_gpt2_weights_and_its_clear_errors(tmp_path, tiny_data, 
     env = {**os.environ, 'OMP_NUM_THREADS': '1', 'HF_HUB_OFFLINE': '1', 'HF_HOME': str(tmp_path / 'hf-home')}
     runs = {
         'local': [f'--init_from={tmp_path / "gpt2-local"}', f'--out_dir={tmp_path / "out"}'],
-        'offline': ['--init_from=gpt2', f'--out_dir={tmp_path / "out2"}'],
-        'bpe-data': [
+        'offline': ['--init_from=gpt2', f'--out_dir={tmp_path / "out2"}'], 'bpe-data': [
             f'--init_from={tmp_path / "gpt2-local"}', f'--out_dir={tmp_path / "out3"}', f'--data_dir={tiny_data}'
-        ],
-        'own-vocab': [f'--init_from={tmp_path / "own-vocab"}', f'--out_dir={tmp_path / "out4"}']
+        ], 'own-vocab': [f'--init_from={tmp_path / "own-vocab"}', f'--out_dir={tmp_path / "out4"}']
     }
     procs = {
         k: subprocess.Popen(train + args, cwd=REPO, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -240,10 +235,8 @@ def test_an_export_onto_a_full_disk_is_one_line_and_keeps_the_export_before(spec
     last = r.stderr.splitlines()[-1]
     assert last.startswith(f'error: {disk / "hf"}/') and 'the disk is full (' in last and last.endswith(
         '; nothing was replaced')
-    assert {
-        p.name: p.read_bytes()
-        for p in (disk / 'hf').iterdir()
-    } == before and sorted(os.listdir(disk)) == ['filler', 'hf']
+    assert {p.name: p.read_bytes()
+            for p in (disk / 'hf').iterdir()} == before and sorted(os.listdir(disk)) == ['filler', 'hf']
 
 
 @pytest.mark.slow
@@ -261,18 +254,15 @@ def test_export_overwrite_never_deletes_the_checkpoint_the_current_folder_or_the
     (work / 'link').symlink_to(old_export)
     cases = {
         str(run): 'is or holds the checkpoint to export',
-        str(tmp_path): 'is or holds the checkpoint to export',
-        '.': 'is or holds the current folder',
-        str(REPO): 'is or holds the repository',
-        'link': None
+        str(tmp_path): 'is or holds the checkpoint to export', '.': 'is or holds the current folder',
+        str(REPO): 'is or holds the repository', 'link': None
     }
     procs = [
         subprocess.Popen([
             sys.executable,
             str(REPO / 'export_hf.py'), f'--ckpt={run / "ckpt.pt"}', f'--out={out}', '--overwrite=True'
-        ], cwd=work, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={
-            **os.environ, 'OMP_NUM_THREADS': '1'
-        }) for out in cases
+        ], cwd=work, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         env={**os.environ, 'OMP_NUM_THREADS': '1'}) for out in cases
     ]
     for proc, (out, message) in zip(procs, cases.items()):
         code, err = proc.wait(timeout=300), proc.stderr.read()
@@ -439,10 +429,8 @@ def test_a_model_folder_is_imported_only_as_it_is_refused_naming_what_is_wrong(t
                           'lists weight files outside the model folder (../../x.safetensors)'),
     }
     configs = {
-        'no vocab_size': (lambda c: {
-            k: v
-            for k, v in c.items() if k != 'vocab_size'
-        }, 'has no vocab_size'),
+        'no vocab_size': (lambda c: {k: v
+                                     for k, v in c.items() if k != 'vocab_size'}, 'has no vocab_size'),
         'vocab 10^12': (put('vocab_size', 10**12), 'vocab_size=1000000000000 is not a size'),
         'vocab a string': (put(
             'vocab_size', '600'
@@ -452,23 +440,15 @@ def test_a_model_folder_is_imported_only_as_it_is_refused_naming_what_is_wrong(t
         'no layers': (put('num_hidden_layers', 0), 'num_hidden_layers=0 is not a size'),
         'kv heads': (put('num_key_value_heads', 3), 'n_head=4 must be a multiple of n_kv_head=3'),
         'head_dim 0': (put('head_dim', 0), 'head_dim=0 is not a size'),
-        'no model_type': (lambda c: {
-            k: v
-            for k, v in c.items() if k != 'model_type'
-        }, 'not a Hugging Face model config'),
+        'no model_type': (lambda c: {k: v
+                                     for k, v in c.items() if k != 'model_type'}, 'not a Hugging Face model config'),
         'a list': (lambda c: [c], 'not a Hugging Face model config'),
-        'sliding qwen2': (lambda c: {
-            **c, 'model_type': 'qwen2',
-            'use_sliding_window': True,
-            'sliding_window': 8,
-            'max_window_layers': 0
-        }, 'use_sliding_window=True is not something model.py computes'),
+        'sliding qwen2': (
+            lambda c:
+            {**c, 'model_type': 'qwen2', 'use_sliding_window': True, 'sliding_window': 8, 'max_window_layers': 0},
+            'use_sliding_window=True is not something model.py computes'),
         'gpt2 unscaled': (lambda c: {
-            'model_type': 'gpt2',
-            'vocab_size': 400,
-            'n_embd': 32,
-            'n_layer': 1,
-            'n_head': 2,
+            'model_type': 'gpt2', 'vocab_size': 400, 'n_embd': 32, 'n_layer': 1, 'n_head': 2,
             'scale_attn_weights': False
         }, 'scale_attn_weights=False is not something model.py computes'),
     }
@@ -477,13 +457,8 @@ def test_a_model_folder_is_imported_only_as_it_is_refused_naming_what_is_wrong(t
         if name == 'index outside':
             (folder / 'model.safetensors').rename(tmp_path / 'x.safetensors')
             (folder / 'model.safetensors.index.json').write_text(
-                json.dumps({
-                    'metadata': {},
-                    'weight_map': {
-                        k: '../../x.safetensors'
-                        for k in ('model.norm.weight', )
-                    }
-                }))
+                json.dumps({'metadata': {}, 'weight_map': {k: '../../x.safetensors'
+                                                           for k in ('model.norm.weight', )}}))
         with pytest.raises(CheckpointError, match=re.escape(message)):
             from_pretrained(str(folder))
     folder = broken_folder(tmp_path, 'config')

@@ -19,9 +19,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures('one_thread')]
 
 def export(ckpt, out, *args):
     r = subprocess.run([sys.executable, 'export_hf.py', f'--ckpt={ckpt}', f'--out={out}', *args], cwd=REPO, text=True,
-                       capture_output=True, timeout=300, env={
-                           **os.environ, 'OMP_NUM_THREADS': '1'
-                       })
+                       capture_output=True, timeout=300, env={**os.environ, 'OMP_NUM_THREADS': '1'})
     return r
 
 
@@ -48,12 +46,10 @@ def test_the_card_says_what_the_run_recorded_and_the_hub_parses_it(tmp_path, cap
 
     card = ModelCard.load(tmp_path / 'hf' / 'README.md')  # the hub's own parser
     results = {(e.dataset_type, e.metric_type): e.metric_value for e in card.data.eval_results}
-    assert results == {
-        ('pubmed', 'loss'): round(last_eval['val_loss'], 4),
-        ('pubmed', 'bits_per_byte'): round(last_eval['val_bpb'], 4),
-        ('pubmed_qa', 'accuracy'): round(pubmedqa_rec['accuracy'], 4),
-        ('pubmed_qa', 'f1'): round(pubmedqa_rec['macro_f1'], 4)
-    }
+    assert results == {('pubmed', 'loss'): round(last_eval['val_loss'],
+                                                 4), ('pubmed', 'bits_per_byte'): round(last_eval['val_bpb'], 4),
+                       ('pubmed_qa', 'accuracy'): round(pubmedqa_rec['accuracy'], 4),
+                       ('pubmed_qa', 'f1'): round(pubmedqa_rec['macro_f1'], 4)}
     assert card.data.pipeline_tag == 'text-generation' and card.data.language == ['en'] and card.data.base_model is None
     assert 'from-scratch' in card.data.tags and card.data.model_name == 'hf'
     rec = meta['records']
@@ -89,13 +85,8 @@ def test_the_card_says_what_the_run_recorded_and_the_hub_parses_it(tmp_path, cap
 def test_an_older_checkpoint_exports_with_unknown_facts_and_a_given_pubmedqa_file(tmp_path):
     from huggingface_hub import ModelCard
     figures = {
-        'questions': 500,
-        'accuracy': 0.5,
-        'macro_f1': 0.3,
-        'majority_accuracy': 0.552,
-        'majority_macro_f1': 0.237,
-        'majority_label': 'yes',
-        'items': []
+        'questions': 500, 'accuracy': 0.5, 'macro_f1': 0.3, 'majority_accuracy': 0.552, 'majority_macro_f1': 0.237,
+        'majority_label': 'yes', 'items': []
     }
     (tmp_path / 'pubmedqa.json').write_text(json.dumps(figures))  # as pubmedqa.py --out_json writes it
     (tmp_path / 'broken.json').write_text('{"accuracy": 0.5}')

@@ -149,15 +149,8 @@ def test_prepare_fixtures_end_to_end(tmp_path):
     assert [f['name'] for f in meta['files']] == ['pubmed99n0001.xml', 'pubmed99n0002.xml.gz', 'pubmed99n0003.xml']
     assert meta['files'][0]['md5'] == hashlib.md5((FIXTURES / 'pubmed99n0001.xml').read_bytes()).hexdigest()
     assert meta['records'] == {
-        'book': 1,
-        'delete_requests': 3,
-        'deleted': 2,
-        'excluded': 0,
-        'language': 1,
-        'no_abstract': 1,
-        'no_pmid': 0,
-        'records': 15,
-        'replaced': 1
+        'book': 1, 'delete_requests': 3, 'deleted': 2, 'excluded': 0, 'language': 1, 'no_abstract': 1, 'no_pmid': 0,
+        'records': 15, 'replaced': 1
     }
     assert sorted(meta) == sorted(META_KEYS)  # the data contract: dataloader.write_meta's keys, no others
     summary = json.loads((out / 'meta.json').read_text())
@@ -166,20 +159,11 @@ def test_prepare_fixtures_end_to_end(tmp_path):
     lines = [json.loads(line) for line in (tmp_path / 'docs.jsonl').read_text().splitlines()]
     assert [d['pmid'] for d in lines] == order
     assert lines[-1] == {
-        'pmid': 120,
-        'split': 'val' if in_val(120, 0.5) else 'train',
-        'title': 'Old MedlineCitationSet format with a byte order mark.',
-        'abstract': 'Still parsed & kept; café <ok>.',
-        'authors': ['Richard Roe'],
-        'journal': 'Old format journal',
-        'publication_date': '1998 Jan-Feb',
-        'affiliations': ['Old Institute.'],
-        'language': ['eng'],
-        'year': 1998,
-        'journal_iso': '',
-        'nlm_id': '',
-        'mesh': [],
-        'publication_types': []
+        'pmid': 120, 'split': 'val' if in_val(120, 0.5) else 'train',
+        'title': 'Old MedlineCitationSet format with a byte order mark.', 'abstract': 'Still parsed & kept; café <ok>.',
+        'authors': ['Richard Roe'], 'journal': 'Old format journal', 'publication_date': '1998 Jan-Feb',
+        'affiliations': ['Old Institute.'], 'language': ['eng'], 'year': 1998, 'journal_iso': '', 'nlm_id': '',
+        'mesh': [], 'publication_types': []
     }
 
 
@@ -402,9 +386,7 @@ def test_token_files_that_meta_pkl_does_not_describe_are_refused(tmp_path):
     killed = subprocess.run([
         sys.executable, '-c', KILLED_AFTER_RENAME, PREPARE, f'--input={folder}', f'--out_dir={out}', '--vocab_size=320',
         '--val_fraction=0.5'
-    ], env={
-        **os.environ, 'KILL_AFTER': 'val.bin'
-    }, capture_output=True)
+    ], env={**os.environ, 'KILL_AFTER': 'val.bin'}, capture_output=True)
     assert killed.returncode == -signal.SIGKILL
     with pytest.raises(Exception, match=r'val.bin: .*(content|bytes, but meta.pkl records).*prepare the folder again'):
         load_meta(out)
@@ -526,11 +508,8 @@ def test_a_literal_endoftext_in_an_abstract_is_text_not_a_document_end(tmp_path)
 def test_gpt2_tests_skip_with_the_reason_on_a_fresh_clone_offline(tmp_path):
     """No ../shared, an empty tiktoken cache, and every download refused: the GPT-2 tests skip, none fails."""
     env = {
-        **os.environ, 'PUBMED_SHARED': str(tmp_path / 'no-shared'),
-        'TIKTOKEN_CACHE_DIR': str(tmp_path / 'empty-cache'),
-        'HTTPS_PROXY': 'http://127.0.0.1:9',
-        'HTTP_PROXY': 'http://127.0.0.1:9',
-        'NO_PROXY': ''
+        **os.environ, 'PUBMED_SHARED': str(tmp_path / 'no-shared'), 'TIKTOKEN_CACHE_DIR': str(tmp_path / 'empty-cache'),
+        'HTTPS_PROXY': 'http://127.0.0.1:9', 'HTTP_PROXY': 'http://127.0.0.1:9', 'NO_PROXY': ''
     }
     r = subprocess.run([
         sys.executable, '-m', 'pytest', '-q', '-rs', '-p', 'no:cacheprovider',
@@ -626,12 +605,10 @@ def independent_subjects(paths):
                      bool(h.xpath('DescriptorName[@MajorTopicYN="Y"] | QualifierName[@MajorTopicYN="Y"]')))
                     for h in citation.xpath('MeshHeadingList/MeshHeading')]
             found[int(citation.findtext('PMID'))] = {
-                'year': int(pub[:4]) if pub[:4].isdigit() else 0,
-                'mesh': mesh,
+                'year': int(pub[:4]) if pub[:4].isdigit() else 0, 'mesh': mesh,
                 'iso': citation.xpath('string(Article/Journal/ISOAbbreviation)'),
-                'nlm': citation.xpath('string(MedlineJournalInfo/NlmUniqueID)'),
-                'types': [(t.get('UI') or '', ' '.join((t.text or '').split()))
-                          for t in citation.xpath('Article/PublicationTypeList/PublicationType')]
+                'nlm': citation.xpath('string(MedlineJournalInfo/NlmUniqueID)'), 'types': [(t.get('UI') or '', ' '.join(
+                    (t.text or '').split())) for t in citation.xpath('Article/PublicationTypeList/PublicationType')]
             }
     return found
 
@@ -745,11 +722,8 @@ def test_each_subset_rule_drops_a_record_that_lacks_its_field_and_matches_a_term
     write_xml(tmp_path / 'in' / 'pubmed99n0001.xml',
               *(subject_citation(p, **groups[g]) for g in groups for p in pmids[g]))
     cases = {
-        '--years=-1999': ('new', 'old'),
-        '--years=2000-': ('mice', ),
-        '--journals=j test': ('new', 'old'),
-        '--mesh=D006801': ('new', 'old'),
-        '--publication_types=D016454': ('new', 'old'),
+        '--years=-1999': ('new', 'old'), '--years=2000-': ('mice', ), '--journals=j test': ('new', 'old'),
+        '--mesh=D006801': ('new', 'old'), '--publication_types=D016454': ('new', 'old'),
         '--drop_publication_types=D016454': ('mice', 'bare')
     }
     runs = {
@@ -821,15 +795,10 @@ def test_meta_records_the_pmid_lists_by_count_and_hash_not_only_by_path(tmp_path
         assert r.returncode == 0, r.stderr
         for meta in (load_meta(out), json.loads((out / 'meta.json').read_text())):
             assert meta['subset'] == {
-                'keep_pmids': str(tmp_path / name),
-                'keep_pmids_listed': 8,
-                'keep_pmids_blake2b': digest(keep)
+                'keep_pmids': str(tmp_path / name), 'keep_pmids_listed': 8, 'keep_pmids_blake2b': digest(keep)
             }
             assert meta['excluded_pmids'] == {
-                'source': str(tmp_path / 'exclude.txt'),
-                'listed': 1,
-                'excluded': 1,
-                'blake2b': digest([110])
+                'source': str(tmp_path / 'exclude.txt'), 'listed': 1, 'excluded': 1, 'blake2b': digest([110])
             }
             assert meta['records'][
                 'not_in_keep_pmids'] == 2 and meta['train_docs'] + meta['val_docs'] == 6  # 113, 120 not kept

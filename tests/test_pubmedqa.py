@@ -61,10 +61,7 @@ def test_pubmedqa_py_equals_lm_eval_cli_and_the_models_own_log_likelihoods(model
         str(Path(sys.executable).parent / 'lm_eval'), '--model', 'hf', '--model_args',
         f'pretrained={tmp_path / "hf"},dtype=float32', '--tasks', 'pubmedqa_local', '--include_path',
         str(REPO / 'evals' / 'pubmedqa'), '--device', 'cpu', '--metadata',
-        json.dumps({
-            'pubmedqa_dir': str(pqal),
-            'questions': 12
-        }), '--output_path',
+        json.dumps({'pubmedqa_dir': str(pqal), 'questions': 12}), '--output_path',
         str(tmp_path / 'cli')
     ], env=ENV, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert cli.returncode == 0, cli.stderr[-3000:]
@@ -110,10 +107,9 @@ def test_the_pubmedqa_folder_given_is_the_one_evaluated(model_ckpt, pqal, tmp_pa
     import pubmedqa
     shift = {'yes': 'no', 'no': 'maybe', 'maybe': 'yes'}
     relabelled = pubmedqa_copy(
-        pqal, tmp_path / 'relabelled', change_truth=lambda t: json.dumps({
-            pmid: shift[label]
-            for pmid, label in json.loads(t).items()
-        }))
+        pqal, tmp_path / 'relabelled',
+        change_truth=lambda t: json.dumps({pmid: shift[label]
+                                           for pmid, label in json.loads(t).items()}))
     ckpt = load_checkpoint(model_ckpt)
     results = [pubmedqa.evaluate_checkpoint(ckpt, pubmedqa_dir=folder, limit=8) for folder in (pqal, relabelled)]
     assert all(shift[LABELS[i['gold']]] == LABELS[j['gold']] for i, j in zip(results[0]['items'], results[1]['items']))
@@ -125,10 +121,10 @@ def test_the_pubmedqa_folder_given_is_the_one_evaluated(model_ckpt, pqal, tmp_pa
 def test_pubmedqa_data_and_model_folders_that_do_not_read_are_one_line(model_ckpt, pqal, tmp_path):
     first = next(iter(json.loads((pqal / 'test_ground_truth.json').read_text())))
     cases = {
-        'missing pmid': (dict(change_labelled=lambda t: json.dumps({
-            k: v
-            for k, v in json.loads(t).items() if k != first
-        })), f'ori_pqal.json: no question (QUESTION and CONTEXTS) for the test PMID {first}'),
+        'missing pmid': (dict(
+            change_labelled=lambda t: json.dumps({k: v
+                                                  for k, v in json.loads(t).items() if k != first})),
+                         f'ori_pqal.json: no question (QUESTION and CONTEXTS) for the test PMID {first}'),
         'truncated': (dict(change_truth=lambda t: t[:len(t) // 2]), 'test_ground_truth.json: not readable JSON'),
         'capitalised': (dict(change_truth=lambda t: t.replace('"yes"', '"Yes"', 1)),
                         "is labelled 'Yes'; expected one of yes, no, maybe"),

@@ -128,11 +128,8 @@ def test_bad_checkpoints_are_one_clear_line_and_non_zero(tmp_path, trained):
     empty = tmp_path / 'empty.pt'
     empty.write_bytes(b'')
     cases = {
-        tmp_path / 'missing.pt': 'no such checkpoint',
-        corrupt: 'not a readable checkpoint',
-        old: 'format version 0',
-        alien: 'does not fit this model.py',
-        empty: 'not a readable checkpoint',
+        tmp_path / 'missing.pt': 'no such checkpoint', corrupt: 'not a readable checkpoint', old: 'format version 0',
+        alien: 'does not fit this model.py', empty: 'not a readable checkpoint',
         foreign: 'not a checkpoint of this project: it holds objects other than tensors and plain data'
     }
     for r, message in zip(run_all([(f'--ckpt={path}', '--prompt=Aspirin') for path in cases]), cases.values()):
@@ -143,12 +140,9 @@ def test_bad_checkpoints_are_one_clear_line_and_non_zero(tmp_path, trained):
 @pytest.mark.slow
 def test_bad_options_exit_2(trained):
     cases = {
-        '--top_p=0': '--top_p',
-        '--prompt=FILE:/nonexistent.txt': 'prompt file',
-        '--device=banana': 'not a device',
+        '--top_p=0': '--top_p', '--prompt=FILE:/nonexistent.txt': 'prompt file', '--device=banana': 'not a device',
         '--temperature=1e-40': 'must be 0 (greedy) or at least 1e-4',
-        '--device=mps': 'MPS (Apple GPUs) is not available',
-        '--device=cuda:1': 'CUDA is not available here'
+        '--device=mps': 'MPS (Apple GPUs) is not available', '--device=cuda:1': 'CUDA is not available here'
     }
     for r, message in zip(run_all([(f'--ckpt={trained[0]}', arg) for arg in cases]), cases.values()):
         assert r.returncode == 2 and message in r.stderr and r.stderr.count('\n') == 1, r.stderr

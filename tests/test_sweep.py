@@ -30,9 +30,7 @@ HOSTILE = "a b $(touch PWNED) `touch PWNED` it's $HOME ${HOME} *;&"  # in paths 
 
 def sweep(*args, **popen):
     return subprocess.Popen([sys.executable, 'sweep.py', *args], cwd=REPO, text=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env={
-                                **os.environ, 'OMP_NUM_THREADS': '1'
-                            }, **popen)
+                            stderr=subprocess.PIPE, env={**os.environ, 'OMP_NUM_THREADS': '1'}, **popen)
 
 
 def python_stub(path, record):
@@ -55,11 +53,8 @@ def launched(record):
 
 def run_task(script, task, **env):
     """One array task of a written sweep.sbatch, as SLURM starts it."""
-    return subprocess.run(['bash', str(script)], capture_output=True, text=True, timeout=60, env={
-        **os.environ, 'SLURM_ARRAY_TASK_ID': str(task),
-        'SLURM_ARRAY_JOB_ID': '77',
-        **env
-    })
+    return subprocess.run(['bash', str(script)], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, 'SLURM_ARRAY_TASK_ID': str(task), 'SLURM_ARRAY_JOB_ID': '77', **env})
 
 
 def run_sweep(capsys, *args):
@@ -137,10 +132,8 @@ def test_a_slurm_array_of_the_grid_runs_one_point_per_task_and_resumes(tiny_data
         sys.executable, 'sweep.py', f'--data_dir={tiny_data}', *TINY, '--sweep=n_embd=16,32',
         f'--grid={tmp_path / "points.jsonl"}', '--launcher=slurm', '--submit=True', f'--sweep_dir={out}',
         '--gpus_per_task=2'
-    ], cwd=REPO, capture_output=True, text=True, timeout=120, env={
-        **os.environ, 'PATH': env_path,
-        'RECORD': str(record)
-    })
+    ], cwd=REPO, capture_output=True, text=True, timeout=120,
+                       env={**os.environ, 'PATH': env_path, 'RECORD': str(record)})
     assert r.returncode == 0, r.stderr
     script = (out / 'sweep.sbatch').read_text()
     assert '#SBATCH --array=0-3' in script and '#SBATCH --gpus-per-node=2' in script and '#SBATCH --requeue' in script
@@ -170,10 +163,8 @@ def test_no_value_or_path_of_a_sweep_is_ever_run_as_shell_code_and_each_task_get
     cwd.mkdir()
     (cwd / f'c {HOSTILE}.py').write_text('n_layer = 2\nn_head = 2\n')
     (cwd / 'grid.jsonl').write_text(
-        json.dumps({'wandb_run_name': 'n1\n$(touch PWNED)\n'}) + '\n' + json.dumps({
-            'wandb_run_name': f'q\'"{HOSTILE}\\',
-            'learning_rate': 3e-3
-        }) + '\n')
+        json.dumps({'wandb_run_name': 'n1\n$(touch PWNED)\n'}) + '\n' +
+        json.dumps({'wandb_run_name': f'q\'"{HOSTILE}\\', 'learning_rate': 3e-3}) + '\n')
     record, sbatch_record = tmp_path / 'launch.txt', tmp_path / 'sbatch.txt'
     stub = python_stub(tmp_path / f'python {HOSTILE}' / 'python', record)
     monkeypatch.chdir(cwd)
@@ -254,14 +245,8 @@ def test_a_point_is_done_only_for_the_exact_arguments_and_config_it_ran_with(tmp
     folder = out / sweep_py.name_of({'learning_rate': '1e-3'})
     folder.mkdir(exist_ok=True)
     (folder / 'metrics.jsonl').write_text(
-        json.dumps({
-            'kind': 'eval',
-            'iter': 6,
-            'tokens': 9,
-            'train_seconds': 1.0,
-            'val_loss': 2.5,
-            'val_bpb': 0.75
-        }) + '\n')
+        json.dumps({'kind': 'eval', 'iter': 6, 'tokens': 9, 'train_seconds': 1.0, 'val_loss': 2.5, 'val_bpb': 0.75}) +
+        '\n')
     assert 'done before, skipped' in run_task(out / 'sweep.sbatch', 0, PYTHON=str(stub)).stdout and len(
         launched(record)) == 1
 
@@ -327,10 +312,7 @@ def made_point(sweep_dir, point, lines, train_args=()):
     args = [*train_args, *(f'--{k}={v}' for k, v in point.items())]
     (sweep_dir / 'sweep.json').write_text(
         json.dumps({
-            'train_args': list(train_args),
-            'config_files': {},
-            'points': [point],
-            'folders': [sweep_py.name_of(point)]
+            'train_args': list(train_args), 'config_files': {}, 'points': [point], 'folders': [sweep_py.name_of(point)]
         }))
     folder = sweep_dir / sweep_py.name_of(point)
     folder.mkdir()
@@ -339,14 +321,8 @@ def made_point(sweep_dir, point, lines, train_args=()):
     return folder
 
 
-EVAL = json.dumps({
-    'kind': 'eval',
-    'iter': 4,
-    'tokens': 512,
-    'train_seconds': 9.5,
-    'val_loss': 2.0,
-    'val_bpb': 0.5
-}) + '\n'
+EVAL = json.dumps({'kind': 'eval', 'iter': 4, 'tokens': 512, 'train_seconds': 9.5, 'val_loss': 2.0, 'val_bpb': 0.5
+                   }) + '\n'
 
 
 def test_collect_takes_a_runs_time_and_tokens_from_its_training_records_beside_pubmedqa(tmp_path):

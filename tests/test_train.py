@@ -110,9 +110,7 @@ def test_torchrun_two_processes_follow_one_process(optimizer, accumulation, tiny
     r = subprocess.run([
         sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', 'train.py', *args,
         f'--out_dir={tmp_path / "two"}'
-    ], cwd=REPO, env={
-        **os.environ, 'OMP_NUM_THREADS': '1'
-    }, capture_output=True, text=True)
+    ], cwd=REPO, env={**os.environ, 'OMP_NUM_THREADS': '1'}, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-8000:]
     if accumulation == 1:
         assert 'each of the 2 processes trains 2 windows a step, in 1 micro-batch(es) of 2' in r.stdout
@@ -129,9 +127,7 @@ def test_a_split_no_process_count_can_share_names_the_ones_that_can(tiny_data, t
     r = subprocess.run([
         sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=3', 'train.py',
         f'--data_dir={tiny_data}', f'--out_dir={tmp_path / "out"}', *TINY
-    ], cwd=REPO, env={
-        **os.environ, 'OMP_NUM_THREADS': '1'
-    }, capture_output=True, text=True, timeout=300)
+    ], cwd=REPO, env={**os.environ, 'OMP_NUM_THREADS': '1'}, capture_output=True, text=True, timeout=300)
     assert r.returncode != 0
     assert ('3 processes cannot share a step of batch_size x gradient_accumulation_steps = 4 x 2 = 8 windows equally: '
             'run 2 or 4 processes, or set gradient_accumulation_steps to 3') in r.stderr
@@ -164,9 +160,7 @@ def start_long_torchrun(data, out):
         sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', 'train.py',
         f'--data_dir={data}', f'--out_dir={out}', *TINY, '--max_iters=1000000', '--eval_interval=0', '--dist_timeout=5',
         '--save_latest=False', '--save_best=False'
-    ], cwd=REPO, env={
-        **os.environ, 'OMP_NUM_THREADS': '1'
-    }, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ], cwd=REPO, env={**os.environ, 'OMP_NUM_THREADS': '1'}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and not ((out / 'metrics.jsonl').exists() and len(records(out, 'train')) >= 3):
         time.sleep(0.1)
@@ -229,12 +223,8 @@ def test_sigterm_before_training_starts_stops_at_once(tiny_data, tmp_path):
         s.bind(('127.0.0.1', 0))
         port = s.getsockname()[1]
     env = {
-        **os.environ, 'RANK': '0',
-        'LOCAL_RANK': '0',
-        'WORLD_SIZE': '2',
-        'MASTER_ADDR': '127.0.0.1',
-        'MASTER_PORT': str(port),
-        'OMP_NUM_THREADS': '1'
+        **os.environ, 'RANK': '0', 'LOCAL_RANK': '0', 'WORLD_SIZE': '2', 'MASTER_ADDR': '127.0.0.1',
+        'MASTER_PORT': str(port), 'OMP_NUM_THREADS': '1'
     }
     proc = subprocess.Popen(
         [sys.executable, 'train.py', f'--data_dir={tiny_data}', f'--out_dir={tmp_path / "out"}', *TINY], cwd=REPO,
@@ -251,9 +241,7 @@ def test_sigterm_checkpoints_at_the_next_step_and_the_run_resumes(tiny_data, tmp
     proc = subprocess.Popen([
         sys.executable, 'train.py', f'--data_dir={tiny_data}', f'--out_dir={out}', *TINY, '--max_iters=1000000',
         '--eval_interval=0', '--save_best=False'
-    ], cwd=REPO, env={
-        **os.environ, 'OMP_NUM_THREADS': '1'
-    }, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ], cwd=REPO, env={**os.environ, 'OMP_NUM_THREADS': '1'}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     while proc.poll() is None and not ((out / 'metrics.jsonl').exists() and len(records(out, 'train')) >= 3):
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
@@ -550,9 +538,7 @@ def test_a_full_disk_during_a_save_is_one_line_and_keeps_the_checkpoint_before(t
     r = subprocess.run([
         sys.executable, 'train.py', f'--data_dir={tiny_data}', f'--out_dir={out}', *TINY, '--max_iters=4',
         '--eval_interval=0', '--save_best=False', '--init_from=resume'
-    ], cwd=REPO, capture_output=True, text=True, env={
-        **os.environ, 'OMP_NUM_THREADS': '1'
-    })
+    ], cwd=REPO, capture_output=True, text=True, env={**os.environ, 'OMP_NUM_THREADS': '1'})
     assert r.returncode == 1 and r.stderr.count('\n') == 1 and 'Traceback' not in r.stderr, r.stderr
     assert r.stderr.startswith(f'error: {out / "ckpt.pt"}: the disk is full (') and ' needed, ' in r.stderr
     assert r.stderr.rstrip().endswith('free): make room there, or write elsewhere; nothing was replaced (at iter 4)')
@@ -611,20 +597,11 @@ def test_checkpoints_and_paths_that_cannot_be_used_are_one_line(tiny_data, tmp_p
     good = torch.load(out / 'ckpt.pt', weights_only=True)
     cases = {
         'empty': (b'', 'not a readable checkpoint'),
-        'no optimizer': ({
-            k: v
-            for k, v in good.items() if k != 'optimizer'
-        }, 'not a checkpoint to resume from (no optimizer)'),
-        'bad rng': ({
-            **good, 'rng': [{
-                'torch': torch.zeros(3)
-            }]
-        }, 'its random state (rng) is not one torch wrote'),
-        'other shape': ({
-            **good, 'model_args': {
-                **good['model_args'], 'n_embd': 64
-            }
-        }, 'does not fit this model.py')
+        'no optimizer': ({k: v
+                          for k, v in good.items()
+                          if k != 'optimizer'}, 'not a checkpoint to resume from (no optimizer)'),
+        'bad rng': ({**good, 'rng': [{'torch': torch.zeros(3)}]}, 'its random state (rng) is not one torch wrote'),
+        'other shape': ({**good, 'model_args': {**good['model_args'], 'n_embd': 64}}, 'does not fit this model.py')
     }
     for name, (content, message) in cases.items():
         folder = tmp_path / name
@@ -702,9 +679,7 @@ def test_fast_dev_run_under_torchrun_with_fsdp(tiny_data, tmp_path):
     r = subprocess.run([
         sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', 'train.py',
         f'--data_dir={tiny_data}', f'--out_dir={tmp_path / "out"}', *TINY, '--parallel=fsdp', '--fast_dev_run=True'
-    ], cwd=REPO, capture_output=True, text=True, timeout=300, env={
-        **os.environ, 'OMP_NUM_THREADS': '1'
-    })
+    ], cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, 'OMP_NUM_THREADS': '1'})
     assert r.returncode == 0, r.stderr[-3000:]
     assert 'good to launch (2 steps and 2 evaluations; ckpt.dcp written and resumed' in r.stdout
     assert not (tmp_path / 'out').exists()

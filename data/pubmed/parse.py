@@ -101,10 +101,8 @@ def meta_of(article):
         authors.append(name or normalise(author.findtext('CollectiveName') or ''))
     affiliations = list(dict.fromkeys(text_of(a) for a in article.iter('Affiliation')))
     return {
-        'authors': [a for a in authors if a],
-        'journal': normalise(article.findtext('Journal/Title') or ''),
-        'publication_date': publication_date(article),
-        'affiliations': [a for a in affiliations if a]
+        'authors': [a for a in authors if a], 'journal': normalise(article.findtext('Journal/Title') or ''),
+        'publication_date': publication_date(article), 'affiliations': [a for a in affiliations if a]
     }
 
 
@@ -137,10 +135,9 @@ def subjects_of(citation, article):
         mesh.append([descriptor.get('UI') or '', normalise(descriptor.text or ''),
                      major])  # MEDLINE before 2014 had no UIs
     return {
-        'mesh': mesh,
-        'year': year_of(article),
-        'journal_iso': normalise(article.findtext('Journal/ISOAbbreviation') or ''),
-        'nlm_id': normalise(citation.findtext('MedlineJournalInfo/NlmUniqueID') or ''),
+        'mesh': mesh, 'year': year_of(article),
+        'journal_iso': normalise(article.findtext('Journal/ISOAbbreviation') or
+                                 ''), 'nlm_id': normalise(citation.findtext('MedlineJournalInfo/NlmUniqueID') or ''),
         'publication_types': [[t.get('UI') or '', normalise(t.text or '')]
                               for t in article.iterfind('PublicationTypeList/PublicationType')]
     }
@@ -155,9 +152,7 @@ def record_of(citation, with_meta):
     if article is None:
         article = etree.Element('Article')  # an empty stand-in: no title, no abstract
     record = {
-        'pmid': pmid,
-        'title': text_of(article.find('ArticleTitle')),
-        'abstract': abstract_of(article),
+        'pmid': pmid, 'title': text_of(article.find('ArticleTitle')), 'abstract': abstract_of(article),
         'language': [normalise(lang.text or '').lower() for lang in article.iterfind('Language')],
         **subjects_of(citation, article)
     }
@@ -245,15 +240,11 @@ def write_parsed(path, cache, with_meta):
         index = {code: i for i, code in enumerate(languages)}
         split_hash, sample_hash = pmid_hashes(pmids)
         header = {
-            'pmid': np.array(pmids, dtype=np.int64),
-            'deletes': np.array(deletes, dtype=np.int64),
-            'counts': counts,
-            'chars': np.array(chars, dtype=np.int64),
-            'languages': languages,
-            'language': np.array([index[c] for c in codes], dtype=np.int32),
-            'split_hash': split_hash,
-            'sample_hash': sample_hash,
-            **subject_arrays(subjects)
+            'pmid': np.array(pmids, dtype=np.int64), 'deletes': np.array(deletes, dtype=np.int64), 'counts': counts,
+            'chars': np.array(chars,
+                              dtype=np.int64), 'languages': languages, 'language': np.array([index[c] for c in codes],
+                                                                                            dtype=np.int32),
+            'split_hash': split_hash, 'sample_hash': sample_hash, **subject_arrays(subjects)
         }
         header_at = f.tell()
         pickle.dump(header, f, PICKLE)
@@ -268,8 +259,7 @@ def subject_arrays(subjects):
     journals = sorted(set(subjects['journal']))
     journal_index = {j: i for i, j in enumerate(journals)}
     arrays = {
-        'year': np.array(subjects['year'], dtype=np.int32),
-        'journals': [list(j) for j in journals],
+        'year': np.array(subjects['year'], dtype=np.int32), 'journals': [list(j) for j in journals],
         'journal': np.array([journal_index[j] for j in subjects['journal']], dtype=np.int32)
     }
     for kind in ('mesh', 'publication_type'):

@@ -478,20 +478,11 @@ def write_jsonl(parsed, plans, path):
                 f.write(
                     json.dumps(
                         {
-                            'pmid': r['pmid'],
-                            'split': 'val' if split == VAL else 'train',
-                            'title': r['title'],
-                            'abstract': r['abstract'],
-                            'authors': r['authors'],
-                            'journal': r['journal'],
-                            'publication_date': r['publication_date'],
-                            'affiliations': r['affiliations'],
-                            'language': r['language'],
-                            'year': r['year'],
-                            'journal_iso': r['journal_iso'],
-                            'nlm_id': r['nlm_id'],
-                            'mesh': r['mesh'],
-                            'publication_types': r['publication_types']
+                            'pmid': r['pmid'], 'split': 'val' if split == VAL else 'train', 'title': r['title'],
+                            'abstract': r['abstract'], 'authors': r['authors'], 'journal': r['journal'],
+                            'publication_date': r['publication_date'], 'affiliations': r['affiliations'],
+                            'language': r['language'], 'year': r['year'], 'journal_iso': r['journal_iso'],
+                            'nlm_id': r['nlm_id'], 'mesh': r['mesh'], 'publication_types': r['publication_types']
                         }, ensure_ascii=False) + '\n')
 
 
@@ -556,25 +547,17 @@ def main(argv=None):
     write_bins(shards, o['out_dir'],
                (totals['train'] + totals['val']) * np.dtype(token_dtype(vocab_size_of(spec))).itemsize)
     sizes = {
-        'train_tokens': totals['train'],
-        'val_tokens': totals['val'],
-        **{
-            k: totals[k]
-            for k in ('train_docs', 'val_docs', 'train_bytes', 'val_bytes')
-        }
+        'train_tokens': totals['train'], 'val_tokens': totals['val'],
+        **{k: totals[k]
+           for k in ('train_docs', 'val_docs', 'train_bytes', 'val_bytes')}
     }
     with writing_to(o['out_dir']):
         meta = write_meta(o['out_dir'], spec, excluded_pmids=exclusion_record(o, counts),
-                          records=dict(sorted(counts.items())), files=[{
-                              'name': p['name'],
-                              'md5': p['md5']
-                          } for p in parsed], bad_files=[{
-                              'name': n,
-                              'error': e
-                          } for n, e in bad], split={
-                              'rule': 'a hash of the PMID',
-                              'val_fraction': o['val_fraction']
-                          }, languages=o['languages'], subset=subset_record(o), **sizes)
+                          records=dict(sorted(counts.items())), files=[{'name': p['name'], 'md5': p['md5']}
+                                                                       for p in parsed],
+                          bad_files=[{'name': n, 'error': e} for n, e in bad],
+                          split={'rule': 'a hash of the PMID', 'val_fraction': o['val_fraction']},
+                          languages=o['languages'], subset=subset_record(o), **sizes)
     print_summary(meta, counts, len(sources) + len(failed_downloads), time.time() - t0)
     if bad:
         print(f"{len(bad)} bad file(s) left out: {', '.join(n for n, _ in bad)}", file=sys.stderr)

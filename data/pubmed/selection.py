@@ -24,20 +24,15 @@ SUBSET_RULES = ('not_in_keep_pmids', 'year', 'journal', 'mesh', 'publication_typ
 SUBSET_OPTIONS = ('mesh', 'mesh_major', 'years', 'journals', 'publication_types', 'drop_publication_types',
                   'keep_pmids')
 RULE_OPTIONS = {
-    'not_in_keep_pmids': ('keep_pmids', ),
-    'year': ('years', ),
-    'journal': ('journals', ),
-    'mesh': ('mesh', 'mesh_major'),
-    'publication_type': ('publication_types', 'drop_publication_types')
+    'not_in_keep_pmids': ('keep_pmids', ), 'year': ('years', ), 'journal': ('journals', ),
+    'mesh': ('mesh', 'mesh_major'), 'publication_type': ('publication_types', 'drop_publication_types')
 }  # the options behind each rule
 SPLITS = {TRAIN: 'train', VAL: 'val'}
 
 PUBMEDQA_FILES = ('ori_pqal.json', 'test_ground_truth.json', 'ori_pqaa.json', 'ori_pqau.json')  # keyed by PMID
 
 TERM_OPTIONS = {
-    'mesh': 'mesh',
-    'publication_types': 'publication_type',
-    'drop_publication_types': 'publication_type',
+    'mesh': 'mesh', 'publication_types': 'publication_type', 'drop_publication_types': 'publication_type',
     'journals': 'journal'
 }
 
@@ -258,9 +253,7 @@ def exclusion_record(o, counts):
     """meta's `excluded_pmids`: the list kept out of both splits (its path, number of PMIDs and hash) and how many
     records it excluded."""
     return {
-        'source': o['exclude_pmids'],
-        'listed': len(o['excluded']),
-        'excluded': counts['excluded'],
+        'source': o['exclude_pmids'], 'listed': len(o['excluded']), 'excluded': counts['excluded'],
         'blake2b': pmid_list_hash(o['excluded']) if o['exclude_pmids'] else ''
     }
 
