@@ -7,6 +7,7 @@ this module and has no use for torch's few seconds of start-up.
 """
 import ctypes
 import errno
+import hashlib
 import os
 import pickle
 import re
@@ -82,6 +83,16 @@ def process_running(pid):
     except PermissionError:  # someone else's process
         return True
     return True
+
+
+def file_md5(path):
+    """The MD5 of a file (NCBI's checksum for its downloads; a cache's key for a local file), read a megabyte at a
+    time."""
+    md5 = hashlib.md5()
+    with open(path, 'rb') as f:
+        while block := f.read(1 << 20):
+            md5.update(block)
+    return md5.hexdigest()
 
 
 def writable_folder(path, create=True):

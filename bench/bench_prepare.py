@@ -98,15 +98,15 @@ def bench_tokenizer(o, tmp):
     opts = prepare.parse_options([
         f'--input={corpus}', f'--out_dir={tmp / "tok"}', f'--vocab_size={o["vocab_size"]}', f'--workers={o["workers"]}'
     ])
-    parsed, _ = prepare.parse_all(prepare.gather_sources(opts)[0], opts)
+    parsed, _ = prepare.parse_files(prepare.gather_sources(opts)[0], opts)
     plans, _ = prepare.merge(parsed, opts)
     t0 = time.perf_counter()
-    spec = prepare.train_tokenizer(parsed, plans, opts)
+    spec = prepare.train_tokenizer(parsed, plans, opts, prepare.document)
     emit('bpe_train_s', time.perf_counter() - t0, 's')
     for workers in sorted({1, o['workers']}):
         shutil.rmtree(tmp / 'tok' / 'cache' / 'tokens', ignore_errors=True)
         t0 = time.perf_counter()
-        _, totals = prepare.tokenize_all(parsed, plans, spec, dict(opts, workers=workers))
+        _, totals = prepare.tokenize_all(parsed, plans, spec, dict(opts, workers=workers), prepare.document)
         emit(f'tokenize_tokens_per_s_{workers}_workers', (totals['train'] + totals['val']) / (time.perf_counter() - t0),
              'tokens/s')
     val = [

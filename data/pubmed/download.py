@@ -11,7 +11,6 @@ again. Timeouts, connection errors and 5xx responses are retried with exponentia
 that does not resolve (no network) is tried twice, not `retries` times. A file that cannot be had is left out and
 the others go on; an error of this machine's (a full disk, a folder that cannot be written) stops them all.
 """
-import hashlib
 import os
 import random
 import re
@@ -23,7 +22,7 @@ from urllib.parse import urlsplit
 import requests
 from tqdm import tqdm
 
-from common import atomic_write
+from common import atomic_write, file_md5
 
 CHUNK = 1 << 16  # a dropped connection loses at most this much of what was received
 
@@ -39,14 +38,6 @@ class ServerError(Exception):
 def natural_key(name):
     """'pubmed24n0010.xml.gz' sorts after 'pubmed24n0009.xml.gz' (and n1220 after n999)."""
     return [int(t) if t.isdigit() else t for t in re.split(r'(\d+)', name)]
-
-
-def file_md5(path):
-    md5 = hashlib.md5()
-    with open(path, 'rb') as f:
-        while block := f.read(CHUNK):
-            md5.update(block)
-    return md5.hexdigest()
 
 
 def parse_listing(html):

@@ -9,29 +9,23 @@ dict {'pmid', 'title', 'abstract', 'language', 'mesh', 'year', 'journal_iso', 'n
 (+ 'authors', 'journal', 'publication_date', 'affiliations' with with_meta=True); `abstract` is '' when there is
 none. A corrupt file raises; the caller decides what to do.
 
-The parse cache (prepare.py's cache/parsed/<file>.<md5>.<version>.pkl) is written here too: one input file's
-records as pickles of CHUNK records, then a header of per-record arrays the merge reads alone (PMIDs, lengths,
-languages, the hashes that split and sample, what the subset options look at), found through the file's last 8
-bytes. Both are read as data (common.load_data_pickle). PARSE_VERSION names the format: bump it when what parsing
-yields changes, and every cache is parsed again.
+The parse cache (prepare.py's cache/parsed/<file>.<md5>.<version>.pkl, a record cache of data/build.py) is
+written here too: one input file's records, then a header of per-record arrays the merge reads alone (PMIDs,
+lengths, languages, the hashes that split and sample, what the subset options look at). PARSE_VERSION names what
+it holds: bump it when what parsing yields changes, and every cache is parsed again.
 """
 import gzip
-import hashlib
-import os
-import pickle
 import re
-import zlib
 
 import numpy as np
 from lxml import etree
 
-from common import atomic_write, load_data_pickle
+from common import atomic_write
+from data.build import CHUNK, blaming_the_input, id_hashes, write_header, write_records
 
 MATHML = '{http://www.w3.org/1998/Math/MathML}'
 TAGS = ('PubmedArticle', 'MedlineCitation', 'PubmedBookArticle', 'DeleteCitation')
 PARSE_VERSION = 3  # of what a parse cache holds: bump when it changes (every cache is parsed again)
-CHUNK = 1024  # records per pickle in a parse cache
-PICKLE = 4
 
 
 def open_xml(path):
@@ -205,16 +199,9 @@ def parse_file(path, with_meta=False):
 # the parse cache of one input file
 
 
-def pmid_hashes(pmids):
-    """Two independent uniform 64-bit numbers per PMID: train/val split and BPE sample."""
-    digests = b''.join(hashlib.blake2b(str(p).encode(), digest_size=16).digest() for p in pmids)
-    pairs = np.frombuffer(digests, dtype='<u8').reshape(-1, 2)
-    return pairs[:, 0].copy(), pairs[:, 1].copy()
-
-
 def write_parsed(path, cache, with_meta):
-    """Stream one file's records into its cache, CHUNK records per pickle, then the header: the
-    per-record arrays the merge needs, found through the file's last 8 bytes."""
+    """Stream one file's records into its record cache (data/build.py), CHUNK records per pickle, then the header:
+    the per-record arrays the merge needs."""
     pmids, chars, codes, deletes, counts, chunk = [], [], [], [], {'book': 0, 'no_pmid': 0}, []
     subjects = {'year': [], 'journal': [], 'mesh': [], 'publication_type': []}
     with atomic_write(cache) as f:
@@ -229,26 +216,23 @@ def write_parsed(path, cache, with_meta):
                 subjects['publication_type'].append([(ui, name, False) for ui, name in value['publication_types']])
                 chunk.append(value)
                 if len(chunk) == CHUNK:
-                    pickle.dump(chunk, f, PICKLE)
+                    write_records(f, chunk)
                     chunk = []
             elif kind == 'delete':
                 deletes.append(value)
             else:
                 counts[kind] += 1
-        pickle.dump(chunk, f, PICKLE)
+        write_records(f, chunk)
         languages = sorted(set(codes))
         index = {code: i for i, code in enumerate(languages)}
-        split_hash, sample_hash = pmid_hashes(pmids)
-        header = {
-            'pmid': np.array(pmids, dtype=np.int64), 'deletes': np.array(deletes, dtype=np.int64), 'counts': counts,
-            'chars': np.array(chars,
-                              dtype=np.int64), 'languages': languages, 'language': np.array([index[c] for c in codes],
-                                                                                            dtype=np.int32),
-            'split_hash': split_hash, 'sample_hash': sample_hash, **subject_arrays(subjects)
-        }
-        header_at = f.tell()
-        pickle.dump(header, f, PICKLE)
-        f.write(header_at.to_bytes(8, 'little'))
+        split_hash, sample_hash = id_hashes(pmids)
+        write_header(
+            f, {
+                'pmid': np.array(pmids, dtype=np.int64), 'deletes': np.array(deletes, dtype=np.int64), 'counts': counts,
+                'chars': np.array(chars, dtype=np.int64), 'languages': languages, 'language': np.array(
+                    [index[c] for c in codes], dtype=np.int32), 'split_hash': split_hash, 'sample_hash': sample_hash,
+                **subject_arrays(subjects)
+            })
     return len(pmids)
 
 
@@ -272,46 +256,10 @@ def subject_arrays(subjects):
     return arrays
 
 
-def read_header(cache):
-    with open(cache, 'rb') as f:
-        f.seek(-8, os.SEEK_END)
-        f.seek(int.from_bytes(f.read(8), 'little'))
-        return load_data_pickle(f)
-
-
-def iter_records(cache):
-    """A cached file's records in document order, one chunk in memory at a time."""
-    with open(cache, 'rb') as f:
-        f.seek(-8, os.SEEK_END)
-        header_at = int.from_bytes(f.read(8), 'little')
-        f.seek(0)
-        while f.tell() < header_at:
-            yield from load_data_pickle(f)
-
-
-def describe(e):
-    if isinstance(e, EOFError):
-        return f'truncated gzip stream (an incomplete download?): {e}'
-    if isinstance(e, (zlib.error, gzip.BadGzipFile)):
-        return f'bad gzip data: {e}'
-    if isinstance(e, etree.XMLSyntaxError):
-        return f'malformed or truncated XML: {e}'
-    return f'{type(e).__name__}: {e}'
-
-
-class BadInput(Exception):
-    """An input file that cannot be read or parsed (its problem, describe()d): it is left out, the others go on."""
-
-
 def read_input(path, with_meta):
     """iter_file(path), its errors raised as BadInput: only what reading the input raised blames the input, not
     what writing its cache raised (a full disk, a folder that cannot be written: this machine's, they stop the run)."""
-    try:
-        yield from iter_file(path, with_meta)
-    except MemoryError:
-        raise
-    except Exception as e:
-        raise BadInput(describe(e)) from e
+    yield from blaming_the_input(iter_file(path, with_meta))
 
 
 def document(record):

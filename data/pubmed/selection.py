@@ -17,9 +17,8 @@ from collections import Counter
 import numpy as np
 
 from common import fail
-from data.pubmed.parse import read_header
+from data.build import read_header, split_plan
 
-DROPPED, TRAIN, VAL = 0, 1, 2
 SUBSET_RULES = ('not_in_keep_pmids', 'year', 'journal', 'mesh', 'publication_type')
 SUBSET_OPTIONS = ('mesh', 'mesh_major', 'years', 'journals', 'publication_types', 'drop_publication_types',
                   'keep_pmids')
@@ -27,7 +26,6 @@ RULE_OPTIONS = {
     'not_in_keep_pmids': ('keep_pmids', ), 'year': ('years', ), 'journal': ('journals', ),
     'mesh': ('mesh', 'mesh_major'), 'publication_type': ('publication_types', 'drop_publication_types')
 }  # the options behind each rule
-SPLITS = {TRAIN: 'train', VAL: 'val'}
 
 PUBMEDQA_FILES = ('ori_pqal.json', 'test_ground_truth.json', 'ori_pqaa.json', 'ori_pqau.json')  # keyed by PMID
 
@@ -141,7 +139,6 @@ def merge(parsed, o, excluded=np.zeros(0, dtype=np.int64)):
         f1: record 7 loses to a delete          state 7 = 3;  record 5 loses to f2's: 'replaced' + 1
     At the end 'deleted' counts the 3s (PMID 7; delete 9 removed nothing)."""
     wanted = {c.strip().lower() for c in o['languages'].split(',') if c.strip()}
-    val_below = np.uint64(min(int(o['val_fraction'] * 2.0**64), 2**64 - 1))
     # every PMID met, sorted: a PMID's state lives at its index here, so memory grows with the number of
     # PMIDs, not with the largest one (a single 10-digit PMID would otherwise cost gigabytes). The headers
     # are read again in the walk below: holding them all would cost ~36 bytes a record (1.3 GB for PubMed)
@@ -184,9 +181,7 @@ def merge(parsed, o, excluded=np.zeros(0, dtype=np.int64)):
         for rule, kept in subset_masks(h, subset):  # each record counted under the first rule it fails
             counts[rule] += int((keep & ~kept).sum())
             keep &= kept
-        plan = np.where(h['split_hash'] < val_below, VAL, TRAIN).astype(np.int8)
-        plan[~keep] = DROPPED
-        plans[i] = plan
+        plans[i] = split_plan(h, keep, o['val_fraction'])
     counts['deleted'] = int(np.sum(state == 3))
     return plans, counts
 

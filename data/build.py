@@ -1,0 +1,479 @@
+"""
+A prepared data folder, built: the stages every preparer shares (data/pubmed/prepare.py for PubMed XML,
+data/text/prepare.py for any other text, data/pmc/prepare.py for PMC full text).
+
+A preparer turns each input file into a record cache (cache/parsed/: its records, CHUNK to a pickle, then a header
+of per-record arrays the later stages read alone: at least `chars`, `split_hash` and `sample_hash`), decides where
+each record goes (a plan per file: DROPPED, TRAIN or VAL per record, VAL when its split hash falls below the val
+fraction), and hands over to the stages here:
+  tokenizer   a byte-level BPE trained on a deterministic sample of the train split (cached by sample), GPT-2's,
+              or an existing model's (a model folder, a checkpoint, a prepared data folder)
+  tokenize    one worker per file -> cache/tokens/<file>.<key>.npz, each document followed by <|endoftext|>
+  write       train.bin and val.bin in file order; then meta.pkl (dataloader.write_meta), the folder's commit record
+Every stage writes through atomic_write and caches what it made, out_dir is locked while a preparer writes, so a
+killed run (kill -9 included) picks up where it stopped and gives byte-identical outputs, whatever --workers is.
+"""
+import errno
+import fcntl
+import glob
+import gzip
+import hashlib
+import multiprocessing
+import os
+import pickle
+import sys
+import zipfile
+import zlib
+from collections import Counter
+from contextlib import closing, contextmanager
+from itertools import chain
+
+import numpy as np
+from tqdm import tqdm
+
+from common import (atomic_write, die_with_parent, disk_full_message, fail, file_md5, is_disk_full, load_data_pickle,
+                    writable_folder)
+from configurator import Option, at_least, inside
+from dataloader import token_dtype
+from tokenizer import encoding_from_spec, eot_id, gpt2_spec, model_tokenizer, train_bpe, vocab_size_of
+
+DROPPED, TRAIN, VAL = 0, 1, 2  # where a record goes: a plan holds one of these per record of a file
+SPLITS = {TRAIN: 'train', VAL: 'val'}
+CHUNK = 1024  # records per pickle in a record cache, documents per tokenizer batch
+PICKLE = 4
+
+# yapf: disable (a table: its comments aligned)
+OPTIONS = {  # every preparer's (it adds its own: its input, out_dir, what it keeps)
+    'tokenizer': 'bpe',      # 'bpe' (trained here on the train split), 'gpt2', or an existing model's: a Hugging Face
+                             # folder (tokenizer.json), a checkpoint (.pt), a prepared data folder or its meta.pkl
+    'vocab_size': 32768,     # BPE vocabulary including <|endoftext|>
+    'bpe_train_chars': Option(1_000_000_000, at_least(1)),  # at most this many train-split characters to train BPE on
+    'val_fraction': Option(0.005, inside(0, 1)),  # share of documents (by a hash of their id) in val.bin
+    'workers': Option(os.cpu_count() or 1, at_least(1)),  # processes for parsing and tokenizing
+}
+# yapf: enable
+
+
+def option_problems(o):
+    """What is wrong with the shared options and the output paths (each a message), before any work."""
+    problems = []
+    if o['tokenizer'] not in ('bpe', 'gpt2') and not os.path.exists(o['tokenizer']):
+        problems.append(f"--tokenizer={o['tokenizer']}: expected bpe, gpt2, or the path of a Hugging Face folder, a "
+                        'checkpoint, a prepared data folder or a meta.pkl')
+    if o['tokenizer'] == 'bpe' and not 258 <= o['vocab_size'] <= 2**32:
+        problems.append(f"--vocab_size={o['vocab_size']}: a byte-level BPE needs 258 .. 2**32 tokens")
+    if os.path.exists(o['out_dir']) and not os.path.isdir(o['out_dir']):
+        problems.append(f"--out_dir={o['out_dir']}: is a file, not a folder")
+    elif not writable_folder(o['out_dir']):
+        problems.append(f"--out_dir={o['out_dir']}: cannot create or write to it")
+    if o.get('export_jsonl') and not writable_folder(os.path.dirname(os.path.abspath(o['export_jsonl'])), create=False):
+        problems.append(f"--export_jsonl={o['export_jsonl']}: its folder does not exist or is not writable")
+    return problems
+
+
+# ------------------------------------------------------------------------------------------------
+# the output folder: held by one preparer at a time; every write said in one line when it fails
+
+
+def lock_out_dir(out_dir):
+    """Hold out_dir for this run (released when the process ends, even by kill -9), then remove the temp
+    files of killed runs: with the lock held, no other preparer is writing them."""
+    with writing_to(out_dir):
+        os.makedirs(out_dir, exist_ok=True)
+        lock = open(os.path.join(out_dir, '.prepare.lock'), 'a+')
+    try:  # a POSIX record lock: held by this process only, not by the workers it forks
+        fcntl.lockf(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        if e.errno not in (errno.EACCES, errno.EAGAIN):  # not held by anyone: this filesystem has no locks (ENOLCK)
+            fail(f'{out_dir}: cannot be locked ({e.strerror}): its filesystem does not support locks (some network '
+                 'filesystems): use an --out_dir on a local disk')
+        lock.seek(0)
+        fail(f"another prepare.py (pid {lock.read().strip() or '?'}) is writing to {out_dir}: wait for it to finish, "
+             'or use another --out_dir')
+    lock.truncate(0)
+    lock.write(str(os.getpid()))
+    lock.flush()
+    stale = remove_temp_files(out_dir, os.path.join(out_dir, 'cache', '**'))
+    if stale:
+        print(f'removed {stale} temp file(s) left by a killed run', file=sys.stderr)
+    return lock
+
+
+def remove_temp_files(*folders):
+    """Remove atomic_write's temp files in these folders (globs): only while this process holds the lock, when
+    none is another run's. Returns how many there were."""
+    stale = [p for folder in folders for p in glob.glob(os.path.join(folder, '*.tmp'), recursive=True)]
+    for path in stale:
+        os.remove(path)
+    return len(stale)
+
+
+@contextmanager
+def writing_to(where, needed=None, workers_write_in=None):
+    """The block writes at `where` (a file, or a folder of them; `needed` bytes when known): an OSError of this
+    machine's there, a full disk above all, ends the run with one error line naming it (exit 1), never a traceback
+    or an input file blamed. What the block wrote goes through atomic_write, so what was there before stays whole;
+    the temp files of workers killed with their pool are removed from `workers_write_in`."""
+    try:
+        yield
+    except OSError as e:
+        if workers_write_in:
+            remove_temp_files(workers_write_in)
+        if is_disk_full(e):
+            fail(f'{disk_full_message(where, e, needed)}, then run the same command again (what is done is cached); '
+                 'the files already there are unchanged')
+        fail(f"{where}: cannot write ({e.strerror or e}{f': {e.filename}' if e.filename else ''}); the files already "
+             'there are unchanged')
+
+
+def short_hash(*parts):
+    h = hashlib.blake2b(digest_size=8)
+    for part in parts:
+        h.update(part if isinstance(part, bytes) else repr(part).encode())
+    return h.hexdigest()
+
+
+def pool_map(fn, items, workers, initializer=None, initargs=()):
+    """Ordered map over a list, in this process for 1 worker, else in a pool of at most one process per item; use it
+    as `with closing(pool_map(...)) as results:`, so an error in the loop ends the pool before it goes on up."""
+    workers = min(workers, len(items))
+    if workers <= 1:
+        if initializer:
+            initializer(*initargs)
+        yield from map(fn, items)
+        return
+    with multiprocessing.Pool(workers, worker_init, (initializer, initargs)) as pool:
+        yield from pool.imap(fn, items)
+
+
+def worker_init(initializer, initargs):
+    die_with_parent()  # a killed preparer takes its workers with it
+    if initializer:
+        initializer(*initargs)
+
+
+# ------------------------------------------------------------------------------------------------
+# parse: every input file -> its record cache (one worker per file), a bad file reported and left out
+
+
+class BadInput(Exception):
+    """An input file that cannot be read or parsed (its problem, describe()d): it is left out, the others go on."""
+
+
+def describe(e):
+    if isinstance(e, EOFError):
+        return f'truncated gzip stream (an incomplete download?): {e}'
+    if isinstance(e, (zlib.error, gzip.BadGzipFile)):
+        return f'bad gzip data: {e}'
+    if type(e).__name__ == 'XMLSyntaxError':  # lxml's
+        return f'malformed or truncated XML: {e}'
+    return f'{type(e).__name__}: {e}'
+
+
+def blaming_the_input(items):
+    """The items an input file's reader yields, its errors raised as BadInput: what reading the input raised blames
+    the input, not what writing its cache raised (a full disk, a folder that cannot be written: this machine's,
+    they stop the run)."""
+    try:
+        yield from items
+    except MemoryError:
+        raise
+    except Exception as e:
+        raise BadInput(describe(e)) from e
+
+
+def parse_task(task):
+    """Worker: parse one file into its record cache unless already there (write(path, cache) writes it and returns
+    its record count); never raises on a bad file (only on errors of this machine's, which no other file would
+    escape)."""
+    path, md5, cache_dir, key, write = task
+    name = os.path.basename(path)
+    try:
+        try:
+            md5 = md5 or file_md5(path)
+        except OSError as e:
+            raise BadInput(describe(e))
+        cache = os.path.join(cache_dir, f"{name.split('.')[0]}.{md5[:16]}.{key}.pkl")
+        n = cached(cache, lambda path: len(read_header(path)['split_hash']))
+        if n is None:
+            n = write(path, cache)
+        return {'name': name, 'md5': md5, 'cache': cache, 'records': n, 'error': None}
+    except BadInput as e:  # a corrupt file is reported with its name, the others go on
+        return {'name': name, 'path': path, 'error': str(e)}
+
+
+def parse_all(sources, o, write, key):
+    """Every source file's record cache: sources [(path, md5 or None)], write(path, cache) the preparer's parser (a
+    module-level function or a partial of one: workers get it pickled), key names what the caches hold (a version
+    and the options that change them). (parsed: [{name, md5, cache, records}], bad: [(name, why)])."""
+    cache_dir = os.path.join(o['out_dir'], 'cache', 'parsed')
+    with writing_to(cache_dir):
+        os.makedirs(cache_dir, exist_ok=True)
+    tasks = [(path, md5, cache_dir, key, write) for path, md5 in sources]
+    parsed, bad, records = [], [], 0
+    with writing_to(cache_dir, workers_write_in=cache_dir), \
+            closing(pool_map(parse_task, tasks, o['workers'])) as results, \
+            tqdm(results, total=len(tasks), unit='file', desc='parse') as bar:
+        for result in bar:
+            if result['error']:
+                tqdm.write(f"error: {result['path']}: corrupt or unreadable, left out: {result['error']}",
+                           file=sys.stderr)
+                bad.append((result['name'], result['error']))
+            else:
+                parsed.append(result)
+                records += result['records']
+                bar.set_postfix(records=f'{records:,}')
+    return parsed, bad
+
+
+# ------------------------------------------------------------------------------------------------
+# record caches: one input file's records, CHUNK per pickle, then a header found through the last 8 bytes
+
+
+def cached(path, read):
+    """read(path) of a cache file; None when there is none, or when it is unreadable (said, and the file
+    removed to be rebuilt): a cache is ours to rebuild, never a reason to drop an input file."""
+    if not os.path.exists(path):
+        return None
+    try:
+        return read(path)
+    except MemoryError:  # this machine's, not the file's: the cache is fine
+        raise
+    except Exception as e:
+        print(f'note: {path}: unreadable cache ({type(e).__name__}: {e}): rebuilding it', file=sys.stderr)
+        os.remove(path)
+        return None
+
+
+def load_pickle_file(path):
+    with open(path, 'rb') as f:
+        return load_data_pickle(f)
+
+
+def write_records(f, records):
+    """Records to an open record cache, CHUNK to a pickle (the last chunk may be shorter, or empty)."""
+    for i in range(0, max(len(records), 1), CHUNK):
+        pickle.dump(records[i:i + CHUNK], f, PICKLE)
+
+
+def write_header(f, header):
+    """The header after the records, and its offset in the file's last 8 bytes."""
+    header_at = f.tell()
+    pickle.dump(header, f, PICKLE)
+    f.write(header_at.to_bytes(8, 'little'))
+
+
+def read_header(cache):
+    with open(cache, 'rb') as f:
+        f.seek(-8, os.SEEK_END)
+        f.seek(int.from_bytes(f.read(8), 'little'))
+        return load_data_pickle(f)
+
+
+def iter_records(cache):
+    """A cached file's records in document order, one chunk in memory at a time."""
+    with open(cache, 'rb') as f:
+        f.seek(-8, os.SEEK_END)
+        header_at = int.from_bytes(f.read(8), 'little')
+        f.seek(0)
+        while f.tell() < header_at:
+            yield from load_data_pickle(f)
+
+
+def id_hashes(ids):
+    """Two independent uniform 64-bit numbers per document id (a PMID, a PMCID, a text's hash): the train/val split
+    and the BPE sample. The same id always lands in the same split, whatever else is prepared beside it."""
+    digests = b''.join(hashlib.blake2b(str(i).encode(), digest_size=16).digest() for i in ids)
+    pairs = np.frombuffer(digests, dtype='<u8').reshape(-1, 2)
+    return pairs[:, 0].copy(), pairs[:, 1].copy()
+
+
+def split_plan(header, keep, val_fraction):
+    """The plan of a file: VAL where a kept record's split hash falls below the val fraction, else TRAIN; DROPPED
+    where `keep` is False."""
+    val_below = np.uint64(min(int(val_fraction * 2.0**64), 2**64 - 1))
+    plan = np.where(header['split_hash'] < val_below, VAL, TRAIN).astype(np.int8)
+    plan[~keep] = DROPPED
+    return plan
+
+
+# ------------------------------------------------------------------------------------------------
+# the tokenizer
+
+
+def chosen_tokenizer(option):
+    """The spec of --tokenizer, read now so that one that cannot be had fails before any parsing; None for 'bpe'
+    (trained after the split, on the train split)."""
+    if option == 'bpe':
+        return None
+    return load_gpt2() if option == 'gpt2' else existing_tokenizer(option)
+
+
+def existing_tokenizer(path):
+    """The tokenizer of an existing model or data folder, so new files are tokenized for a model that exists."""
+    try:
+        if os.path.isfile(os.path.join(path, 'tokenizer.json')) or os.path.isfile(os.path.join(path, 'config.json')):
+            return model_tokenizer(path)  # what train.py --init_from=FOLDER checks the data against
+        meta = os.path.join(path, 'meta.pkl') if os.path.isdir(path) else path
+        if meta.endswith('.pkl') and os.path.isfile(meta):
+            return load_pickle_file(meta)['tokenizer']
+        from checkpoint import read_fields, tokenizer_of  # torch: seconds of start-up only this case needs
+        return tokenizer_of(read_fields(path), path)  # a ckpt.pt or a sharded NAME.dcp, weights unread
+    except Exception as e:
+        fail(f'--tokenizer={path}: no tokenizer to be had from it ({type(e).__name__}: {e})', 2)
+
+
+def load_gpt2():
+    try:
+        return gpt2_spec()
+    except (OSError, ValueError) as e:  # requests' errors are OSErrors
+        fail(f"cannot load tiktoken's GPT-2 files ({type(e).__name__}): tiktoken downloads them once; offline, "
+             'set TIKTOKEN_CACHE_DIR to a folder that holds them (e.g. a copy of ../shared/tiktoken-cache)')
+
+
+def check_bpe_size(spec, o):
+    """A BPE stops merging when its sample has no pair left to merge: say so, and refuse one with no merge."""
+    size = vocab_size_of(spec)
+    if size <= 256 + len(spec['special_tokens']):
+        fail(f"the BPE sample is too small to learn any merge (--bpe_train_chars={o['bpe_train_chars']}, "
+             f"{o['vocab_size']} tokens asked): give it more text; nothing written")
+    if size < o['vocab_size']:
+        print(
+            f"note: the BPE has {size:,} tokens, fewer than --vocab_size={o['vocab_size']:,}: its sample had no "
+            'more pairs to merge (more text, or a larger --bpe_train_chars, gives more); meta.pkl records the real '
+            'size', file=sys.stderr)
+
+
+def train_tokenizer(parsed, plans, o, document):
+    """The BPE of a sample of about bpe_train_chars characters of the train split (cached by sample); document(record)
+    is a record's text."""
+    headers = [read_header(p['cache']) for p in parsed]
+    train_chars = sum(int(h['chars'][plan == TRAIN].sum()) for h, plan in zip(headers, plans))
+    below = np.uint64(min(int(min(1.0, o['bpe_train_chars'] / max(train_chars, 1)) * 2.0**64), 2**64 - 1))
+    samples = [(plan == TRAIN) & (h['sample_hash'] <= below) for h, plan in zip(headers, plans)]
+    key = short_hash(o['vocab_size'], *[(p['cache'], s.tobytes()) for p, s in zip(parsed, samples)])
+    cache = os.path.join(o['out_dir'], 'cache', f'bpe.{key}.pkl')
+    spec = cached(cache, load_pickle_file)
+    if spec is not None:
+        return spec
+
+    def texts():
+        for p, sample in zip(parsed, samples):
+            yield from (document(r) for r, chosen in zip(iter_records(p['cache']), sample) if chosen)
+
+    n_chars = sum(int(h['chars'][s].sum()) for h, s in zip(headers, samples))
+    print(f'training a {o["vocab_size"]}-token BPE on {n_chars:,} characters of the train split ...', file=sys.stderr)
+    with writing_to(cache), atomic_write(cache) as f:
+        pickle.dump(train_bpe(texts(), o['vocab_size']), f, PICKLE)
+    return load_pickle_file(cache)  # always the unpickled copy: meta.pkl's bytes must not depend on the path taken
+
+
+# ------------------------------------------------------------------------------------------------
+# tokenize: one file -> cache/tokens/<file>.<key>.npz with its train and val tokens
+
+_encoder = {}
+
+
+def init_encoder(spec):
+    _encoder['enc'] = encoding_from_spec(spec)
+    _encoder['eot'] = eot_id(spec)
+    _encoder['dtype'] = np.dtype(token_dtype(vocab_size_of(spec)))
+
+
+def tokenize_task(task):
+    """Worker: one file's kept documents -> train and val token arrays, each document + <|endoftext|>."""
+    parsed_cache, plan, out, document = task
+    stats = cached(out, shard_stats)
+    if stats is not None:
+        return stats
+    enc, eot, dtype = _encoder['enc'], _encoder['eot'], _encoder['dtype']
+    texts, arrays, stats = {TRAIN: [], VAL: []}, {TRAIN: [], VAL: []}, Counter()
+
+    def flush(split):
+        ids = enc.encode_ordinary_batch(texts[split], num_threads=1)  # a literal <|endoftext|> in a text is text
+        count = sum(len(t) + 1 for t in ids)
+        arrays[split].append(np.fromiter(chain.from_iterable(t + [eot] for t in ids), dtype=dtype, count=count))
+        texts[split].clear()
+
+    for record, split in zip(iter_records(parsed_cache), plan):
+        if split != DROPPED:
+            text = document(record)
+            texts[split].append(text)
+            stats[f'{SPLITS[split]}_docs'] += 1
+            stats[f'{SPLITS[split]}_bytes'] += len(text.encode())
+            if len(texts[split]) == CHUNK:
+                flush(split)
+    for split in (TRAIN, VAL):
+        flush(split)
+    counts = {k: stats[k] for k in ('train_docs', 'train_bytes', 'val_docs', 'val_bytes')}
+    with atomic_write(out) as f:
+        np.savez(f, train=np.concatenate(arrays[TRAIN]), val=np.concatenate(arrays[VAL]), **counts)
+    return shard_stats(out)
+
+
+def shard_stats(path):
+    """Token, document and byte counts of a token shard, from its headers (the tokens are not read)."""
+    with np.load(path) as z:
+        return {k: int(z[k]) if k.endswith(('_docs', '_bytes')) else stored_length(z, k) for k in z.files}
+
+
+def stored_length(npz, key):
+    """The length of array `key` of an open .npz, from its header: the tokens are not read just to count them."""
+    with npz.zip.open(f'{key}.npy') as f:
+        version = np.lib.format.read_magic(f)
+        header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        return header(f)[0][0]
+
+
+def tokenize_all(parsed, plans, spec, o, document):
+    """Every file's kept documents as token shards (cached by file, plan and tokenizer); (shard paths, totals)."""
+    token_dir = os.path.join(o['out_dir'], 'cache', 'tokens')
+    os.makedirs(token_dir, exist_ok=True)
+    spec_key = short_hash(pickle.dumps({k: v for k, v in spec.items() if k != 'name'}, PICKLE))
+    name = lambda cache, plan: f'{os.path.basename(cache)[:-4]}.{short_hash(spec_key, plan.tobytes())}.npz'
+    tasks = [(p['cache'], plan, os.path.join(token_dir, name(p['cache'], plan)), document)
+             for p, plan in zip(parsed, plans)]
+    totals = Counter()
+    with writing_to(token_dir, workers_write_in=token_dir), \
+            tqdm(total=len(tasks), unit='file', desc='tokenize') as bar, \
+            closing(pool_map(tokenize_task, tasks, o['workers'], init_encoder, (spec, ))) as results:
+        for stats in results:
+            totals.update(stats)
+            bar.update()
+            bar.set_postfix(tokens=f"{totals['train'] + totals['val']:,}")
+    return [t[2] for t in tasks], totals
+
+
+# ------------------------------------------------------------------------------------------------
+# write: train.bin and val.bin
+
+
+def write_bins(shards, out_dir, spec, totals):
+    """train.bin and val.bin: the shards' tokens in file order (the bytes they need said if the disk is full)."""
+    needed = (totals['train'] + totals['val']) * np.dtype(token_dtype(vocab_size_of(spec))).itemsize
+    with writing_to(out_dir, needed), atomic_write(os.path.join(out_dir, 'train.bin')) as train, \
+            atomic_write(os.path.join(out_dir, 'val.bin')) as val:
+        for shard in shards:
+            tokens = read_shard(shard)
+            # file.write raises on a full disk; ndarray.tofile lost that error, leaving a short file
+            train.write(tokens['train'])
+            val.write(tokens['val'])
+
+
+def read_shard(shard):
+    """A token shard's arrays; an unreadable one is removed (to be rebuilt) with one error line."""
+    try:
+        with np.load(shard) as z:
+            return {'train': z['train'], 'val': z['val']}
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        os.remove(shard)
+        fail(f'{shard}: unreadable cache ({type(e).__name__}: {e}): removed; run the same command again to rebuild it')
+
+
+def sizes_of(totals):
+    """meta's token, document and byte counts of each split."""
+    return {
+        'train_tokens': totals['train'], 'val_tokens': totals['val'],
+        **{k: totals[k]
+           for k in ('train_docs', 'val_docs', 'train_bytes', 'val_bytes')}
+    }
