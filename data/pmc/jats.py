@@ -97,6 +97,7 @@ HEADED = {'sec', 'boxed-text', 'statement', 'list', 'def-list', 'disp-quote'}  #
 CONTAINERS = HEADED | {
     'p', 'list-item', 'def-item', 'def', 'fig-group', 'table-wrap-group', 'disp-formula-group', 'verse-group'
 }
+BLOCKS = CONTAINERS | {'fig', 'table-wrap', 'disp-formula'}  # lines of their own wherever they stand
 DROPPED_SEC_TYPES = ('supplementary-material', 'coi-statement')
 BACK_MATTER_TITLES = re.compile(  # body sections that are back matter by another name
     r"(acknowledge?ments?|funding|sources? of funding|financial (support|disclosures?)"
@@ -203,7 +204,9 @@ def render(blocks, kinds=TEXT_KINDS):
 
 
 def local(tag):
-    return tag.rsplit('}', 1)[-1] if isinstance(tag, str) else ''
+    if not isinstance(tag, str):
+        return ''
+    return tag if tag[0] != '{' else tag.rsplit('}', 1)[1]  # JATS has no namespace: most tags are theirs already
 
 
 def normalise(text):
@@ -237,7 +240,7 @@ def flow(el, kind, blocks, skip=()):
         name = local(child.tag)
         if name in skip or dropped(child):
             pass
-        elif name in CONTAINERS or name in ('fig', 'table-wrap', 'disp-formula'):
+        elif name in BLOCKS:
             emit(pieces, kind, blocks)
             pieces = []
             block(child, name, kind, blocks)
@@ -259,10 +262,10 @@ def block(el, name, kind, blocks):
         flow(el, kind, blocks, skip=('label', 'caption'))
     elif name == 'sec' and is_back_matter(el):
         pass
-    elif name == 'list-item':
-        flow(el, kind, blocks, skip=('label', ))
-    else:
+    elif name in HEADED:
         container(el, kind, blocks)
+    else:  # a paragraph, list item, definition...: no heading (a list item's label is a bullet or a number)
+        flow(el, kind, blocks, skip=('label', ))
 
 
 def is_back_matter(sec):
@@ -386,7 +389,13 @@ def tidy(text):
     text = normalise(text)
     if CITE_OPEN in text:
         for pattern in REMOVED_CITATIONS:
-            text = pattern.sub('', text)
+            # only from a little before the first citation to a little after the last: a match reaches at most 5
+            # characters beyond the citations it holds ('; ( ' before, ' ) ; ' after), and scanning is the cost
+            start = text.find(CITE_OPEN)
+            if start < 0:
+                break
+            start, end = max(0, start - 8), text.rfind(CITE_CLOSE) + 9
+            text = text[:start] + pattern.sub('', text[start:end]) + text[end:]
         text = normalise(text.replace(CITE_OPEN, '').replace(CITE_CLOSE, ''))
     return text
 
