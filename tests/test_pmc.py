@@ -1,0 +1,618 @@
+"""data/pmc/jats.py and data/pmc/packages.py on the real articles of ../shared/data/pmc-xml: each article's text
+equals an independent lxml reading of the documented rules; the bulk layout (tar.gz + File List) built from those
+articles reads back streamed, a cut package keeps what came before the cut; the downloader against a local server with
+that layout."""
+import csv
+import gzip
+import hashlib
+import io
+import os
+import re
+import tarfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from lxml import etree
+
+from conftest import SHARED, need
+from data.pmc.jats import KINDS, BadArticle, read_article, render
+from data.pmc.packages import (HEADER, BadFileList, BadPackage, citation_year, compare_members, download_packages,
+                               file_list_path, group_url, iter_package, latest_versions, list_packages, package_order,
+                               parse_licenses, read_file_list)
+from data.pubmed.download import DownloadError
+
+PMC_XML = SHARED / 'data' / 'pmc-xml'
+MML = '{http://www.w3.org/1998/Math/MathML}'
+
+
+def shared_articles():
+    folder = need(PMC_XML)
+    return sorted(folder.glob('pmc/*.nxml')) + sorted(folder.glob('elife/*.xml'))
+
+
+# ------------------------------------------------------------------------------------------------
+# the independent reading: prune a copy of the tree, hoist blocks out of paragraphs, then read lines off it in order
+
+DROP = {
+    'ref-list', 'ack', 'fn-group', 'fn', 'notes', 'app-group', 'app', 'glossary', 'bio', 'supplementary-material',
+    'inline-supplementary-material', 'media', 'object-id', 'graphic', 'inline-graphic', 'alt-text', 'long-desc',
+    'attrib', 'sec-meta'
+}
+BACK_MATTER = {
+    'acknowledgements', 'acknowledgments', 'acknowledgement', 'funding', 'competing interests', 'conflict of interest',
+    'conflicts of interest', 'disclosure', "authors' contributions", 'author contributions', 'pre-publication history'
+}
+BLOCKS = {'fig', 'table-wrap', 'list', 'boxed-text', 'disp-quote', 'statement', 'def-list', 'fig-group', 'line'}
+CAPTIONED = {'fig', 'table-wrap', 'fig-group', 'table-wrap-group'}
+
+
+def words(text):
+    return ' '.join(text.split())
+
+
+def detach(el, text=''):
+    """Take el out of the tree, leaving `text` and its tail where it was."""
+    parent, before, rest = el.getparent(), el.getprevious(), text + (el.tail or '')
+    if before is not None:
+        before.tail = (before.tail or '') + rest
+    else:
+        parent.text = (parent.text or '') + rest
+    parent.remove(el)
+
+
+def math_words(el):
+    """MathML as the module's docstring says: x^{2}, x_{i}, (a)/(b), tokens joined."""
+    tag = el.tag.split('}')[-1]
+    if tag in ('mi', 'mn', 'mo', 'mtext', 'ms'):
+        return words(''.join(el.itertext())).replace('\u2061', '').replace('\u2062', '').replace('\u2063', '')
+    parts = [math_words(k) for k in el if k.tag.split('}')[-1] not in ('annotation', 'annotation-xml')]
+    brace = lambda s: s if len(s) < 2 else '{%s}' % s
+    paren = lambda s: s if len(s) < 2 else '(%s)' % s
+    if tag == 'semantics':
+        return parts[0]
+    if tag in ('mover', 'munder') and el.get('accent' if tag == 'mover' else 'accentunder') == 'true':
+        return parts[0] + parts[1]
+    forms = {
+        'msub': '{0}_{1}', 'munder': '{0}_{1}', 'msup': '{0}^{1}', 'mover': '{0}^{1}', 'msubsup': '{0}_{1}^{2}',
+        'munderover': '{0}_{1}^{2}'
+    }
+    if tag in forms:
+        return forms[tag].format(parts[0], *map(brace, parts[1:]))
+    if tag == 'mfrac':
+        return f'{paren(parts[0])}/{paren(parts[1])}'
+    if tag == 'msqrt':
+        return '√' + paren(''.join(parts))
+    if tag == 'mfenced':
+        return el.get('open', '(') + (el.get('separators', ',').strip() or ' ')[0].join(parts) + el.get('close', ')')
+    return {'mtable': '; ', 'mtr': ' '}.get(tag, '').join(parts)
+
+
+def formula_words(el):
+    tex = el.find('.//tex-math')
+    if tex is not None:
+        return '$' + words(tex.text) + '$'
+    math = el.find(f'.//{MML}math')
+    return math_words(math) if math is not None else '[formula]'
+
+
+OPEN, CLOSE = '\ue000', '\ue001'  # around a citation in the tree (lxml takes no control characters)
+CITE = f'{OPEN}[^{CLOSE}]*{CLOSE}'
+NUMBER = f'{OPEN}[^{CLOSE}A-Za-z]*[0-9][^{CLOSE}A-Za-z]*{CLOSE}'
+SEP = '(?: ?[,;\u2013\u2014-] ?| and | )?'
+ONLY_CITES = f'(?:\\( ?{CITE}(?:{SEP}{CITE})* ?\\)|\\[ ?{CITE}(?:{SEP}{CITE})* ?\\]|{NUMBER})'
+RUN = f'{ONLY_CITES}(?:{SEP}{ONLY_CITES})*'
+
+
+def line(text):
+    """Whitespace collapsed; citations in brackets of their own or numeric removed with the space before them and
+    the separator they leave inside a bracket; other citations left as words."""
+    text = words(text)
+    text = re.sub(f'(?<=[(\\[]) ?{RUN} ?[,;] ?', '', text)
+    text = re.sub(f' ?[,;] ?{RUN}(?= ?[)\\]])', '', text)
+    text = re.sub(f' ?{RUN}', '', text)
+    return words(text.replace(OPEN, '').replace(CLOSE, ''))
+
+
+def flat(el):
+    return line(''.join(el.itertext())) if el is not None else ''
+
+
+def stop(text):
+    return text + '.' if text and text[-1] not in '.:;?!' else text
+
+
+def pruned(path):
+    root = etree.parse(
+        str(path),
+        etree.XMLParser(load_dtd=False, no_network=True, resolve_entities=False, remove_comments=True,
+                        remove_pis=True)).getroot()
+    for el in root.xpath('back | sub-article | response | front/journal-meta | front/article-meta/*[not(self::title-'
+                         'group or self::abstract)] | front/article-meta/title-group/*[not(self::article-title or '
+                         'self::subtitle)] | front/article-meta/abstract[@abstract-type="graphical" or '
+                         '@abstract-type="teaser" or @abstract-type="toc" or @abstract-type="video" or '
+                         '@abstract-type="web-summary"]'):
+        detach(el)
+    for el in list(root.iter(*DROP)):
+        in_table_foot = any(a.tag == 'table-wrap-foot' for a in el.iterancestors())  # the foot's notes are its text
+        if root in el.iterancestors() and not (el.tag == 'fn' and in_table_foot):
+            detach(el)
+    for el in root.xpath('//xref[@ref-type="fn" or @ref-type="table-fn" or @ref-type="aff" or @ref-type="corresp" '
+                         'or @ref-type="author-notes"] | //list-item/label'):
+        detach(el)
+    for sec in list(root.iter('sec')):
+        kind, title = (sec.get('sec-type') or '').lower(), words(''.join(sec.findtext('title') or '')).lower()
+        if 'supplementary-material' in kind or 'coi-statement' in kind or title.rstrip('.:') in BACK_MATTER:
+            detach(sec)
+    for el in list(root.iter('inline-formula', f'{MML}math', 'break', 'disp-formula', 'xref')):
+        if root not in el.iterancestors():
+            continue  # inside a formula rendered already
+        if el.tag == 'disp-formula':  # a line of its own
+            new = etree.Element('line')
+            new.text, new.tail = formula_words(el), el.tail
+            el.getparent().replace(el, new)
+        elif el.tag == 'xref':
+            if el.get('ref-type') == 'bibr':
+                detach(el, OPEN + ''.join(el.itertext()) + CLOSE)
+        elif el.tag == 'break':
+            detach(el, ' ')
+        else:
+            detach(el, formula_words(el) if el.tag == 'inline-formula' else math_words(el))
+    return root
+
+
+def hoist(root):
+    """Split each paragraph around a block inside it: <p>a<fig/>b</p> -> <p>a</p><fig/><p>b</p>."""
+    while True:
+        found = [(p, b) for p in root.iter('p') for b in p if b.tag in BLOCKS]
+        if not found:
+            return
+        p, block = found[0]
+        after = etree.Element('p')
+        after.text, block.tail = block.tail, None
+        for sibling in list(block.itersiblings()):
+            after.append(sibling)
+        p.addnext(block)
+        block.addnext(after)
+
+
+def independent_blocks(path):
+    root = pruned(path)
+    hoist(root)
+    lines = []
+    meta = root.find('front/article-meta')
+    title, subtitle = flat(meta.find('title-group/article-title')), flat(meta.find('title-group/subtitle'))
+    if title or subtitle:
+        lines.append(('title', f'{title}: {subtitle}' if title and subtitle else title or subtitle))
+    for el in root.iter():
+        ancestors = list(el.iterancestors())
+        if any(a.tag == 'title-group' for a in ancestors) or any(a.tag == 'caption' and a.getparent().tag in CAPTIONED
+                                                                 for a in ancestors):
+            continue
+        kind = 'abstract' if any(a.tag == 'abstract' for a in ancestors) else 'body'
+        in_table = any(a.tag == 'table-wrap' for a in ancestors)
+        if el.tag == 'title' and el.getparent().tag in ('sec', 'abstract', 'list', 'statement', 'disp-quote',
+                                                        'def-list'):
+            heading = flat(el)
+            if heading:
+                lines.append((kind, f"{flat(el.getparent().find('label'))} {heading}".strip()))
+        elif el.tag == 'title' and el.getparent().tag == 'caption' and el.getparent().getparent().tag == 'boxed-text':
+            if flat(el):
+                lines.append((kind, f"{flat(el.getparent().getparent().find('label'))} {flat(el)}".strip()))
+        elif el.tag in CAPTIONED and el.find('caption') is not None:
+            caption = el.find('caption')
+            parts = [stop(flat(caption.find('title')))] + [flat(c) for c in caption if c.tag != 'title']
+            parts = [p for p in parts if p and not re.fullmatch(r'DOI: ?\S+', p)]
+            if parts:
+                lines.append(('caption', ' '.join([stop(flat(el.find('label')))] + parts).strip()))
+        elif el.tag == 'tr' and in_table:
+            cells = [flat(c) for c in el if c.tag in ('td', 'th')]
+            if any(cells):
+                lines.append(('table', '\t'.join(cells)))
+        elif el.tag == 'p' and any(a.tag == 'table-wrap-foot' for a in ancestors):
+            lines.append(('table', flat(el)))
+        elif el.tag in ('p', 'line') and not in_table:
+            lines.append((kind, flat(el)))
+    return [(k, t) for k, t in lines if t and not re.fullmatch(r'DOI: ?\S+', t)]
+
+
+def test_each_shared_article_reads_as_the_independent_reading_of_the_rules():
+    for path in shared_articles():
+        record = read_article(path)
+        assert record['blocks'] == independent_blocks(path), path.name
+        assert record['text'] == '\n'.join(t for k, t in record['blocks'] if k != 'table')
+
+
+def test_section_titles_and_captions_are_kept_references_citations_and_the_doctype_are_not():
+    raw_parser = etree.XMLParser(load_dtd=False, no_network=True, resolve_entities=False)
+    for path in shared_articles():
+        raw = etree.parse(str(path), raw_parser).getroot()
+        text = read_article(path)['text']
+        lines = set(text.split('\n'))
+        for sec in raw.iterfind('body/sec'):
+            title = words(''.join(sec.find('title').itertext()))
+            if sec.get('sec-type') != 'supplementary-material' and title.lower() not in BACK_MATTER:
+                assert any(ln.endswith(title) for ln in lines), (path.name, title)
+        for fig in raw.iter('fig'):
+            first = words(''.join(fig.find('caption')[0].itertext()))[:40] if fig.find('caption') is not None else ''
+            assert first.split(' (')[0][:25] in text, (path.name, first)
+        for ref in raw.iterfind('back/ref-list/ref'):
+            entry = words(' '.join(t for c in ref if c.tag != 'label' for t in c.itertext()))  # authors, title, ...
+            assert entry[:80] not in text, (path.name, entry)
+        cited = [''.join(x.itertext()) for x in raw.iter('xref') if x.get('ref-type') == 'bibr']
+        numbered = sum(bool(re.fullmatch(r'\W*\d+\W*', c)) for c in cited) > len(cited) / 2  # not '[1-38]' of a protein
+        marker = re.search(r'(?<![\w\]])\[\d+(?:[,\u2013-] ?\d+)*\]', text)  # '[12]', '[1-3]', '[4, 5]', not 'F[1,12]'
+        assert not (numbered and marker), (path.name, marker and text[marker.start() - 80:marker.end()])
+        assert 'DOCTYPE' not in text and '.dtd' not in text and '\x02' not in text and '\x03' not in text
+        assert not any(a in text for a in ('Reviewing editor', 'decision letter', 'Author response')), path.name
+
+
+def test_spot_checks_of_known_lines():
+    blocks = {p.name: read_article(p)['blocks'] for p in shared_articles()}
+    lines = {name: [t for _, t in b] for name, b in blocks.items()}
+    bmc = lines['1471-2180-11-174.nxml']
+    assert bmc[:2] == ['Factors influencing lysis time stochasticity in bacteriophage λ', 'Background']
+    assert 'Effect of allelic variation in holin sequence' in bmc and 'Competing interests' not in bmc
+    assert any(
+        t.startswith('Some phenotypic variation arises from randomness in cellular processes despite identical '
+                     'environments and genotypes. Population heterogeneity') for t in bmc)  # '[1-9]' gone
+    assert ('caption', 'Figure 1. Exposure to PBDE-47 depressed circulating concentrations of total T4 in males and '
+            'females (A), but had no effect on total T3 in males (B). *p < 0.05 compared with control.'
+            ) in blocks['ehp-116-1694.nxml']
+    assert any('It has been shown that M. tuberculosis is able to store triacylglycerols (TAG) as intracellular lipid '
+               'inclusions (ILI), in vivo, during the infection process and in vitro, under stress conditions.' in t
+               for t in lines['pone.0046493.nxml'])  # PLoS '[2], [3], [4]' gone with their commas
+    digest = lines['elife-00007-v1.xml']
+    assert digest[2] == 'eLife digest' and digest[3].startswith('As the population of the world continues to increase')
+    assert ('body',
+            '∆X^1=c_0+c(σ^1)-aX^1+bX^2+N(0,s^2),∆X^2=-c_0-c(σ^2)-aX^2+bX^1+N(0,s^2),') in blocks['elife-09500-v2.xml']
+    assert lines['pone.0000217.nxml'].count('[formula]') == 24  # its formulas are images only
+    assert ('abstract', 'Author Summary') in blocks['pntd.0002065.nxml']
+    assert ('table', 'Component\tNanogram/20 μL lanolin') in blocks['elife-00007-v1.xml']
+
+
+def test_ids_license_year_and_journal_are_what_the_xml_says():
+
+    def read(name):
+        return read_article(need(PMC_XML) / name)
+
+    one = read('pmc/pone.0046493.nxml')
+    assert (one['pmid'], one['pmcid'], one['doi']) == (23029536, 'PMC3460867', '10.1371/journal.pone.0046493')
+    assert (one['license'], one['year'], one['journal'], one['article_type']) == ('CC BY', 2012, 'PLoS One',
+                                                                                  'research-article')
+    assert (one['language'], one['retracted'], one['has_body']) == (['eng'], False, True)
+    assert read('pmc/ehp-116-1694.nxml')['license'] == 'Public Domain'  # creativecommons.org/publicdomain/mark
+    assert (read('pmc/mds526.nxml')['license'], read('pmc/mds526.nxml')['year']) == ('CC BY-NC', 2013)  # ppub
+    assert read('pmc/6605965a.nxml')['license'] is None  # no <license> at all
+    cc0 = read('elife/elife-08206-v3.xml')
+    assert (cc0['pmid'], cc0['pmcid'], cc0['doi'], cc0['license'], cc0['year']) == (None, None, '10.7554/eLife.08206',
+                                                                                    'CC0', 2015)
+    assert read('elife/elife-30274-v2.xml')['license'] == 'CC BY'  # also an ali:license_ref
+    assert read('elife/elife-00353-v1.xml')['article_type'] == 'discussion'
+
+
+def article(body='<body><p>Text.</p></body>', front='', doctype='', lang=''):
+    return (f'<?xml version="1.0"?>{doctype}<article{lang}><front><article-meta><title-group><article-title>A title'
+            f'</article-title></title-group>{front}<abstract><p>An abstract.</p></abstract></article-meta></front>'
+            f'{body}</article>').encode()
+
+
+def test_no_body_tex_graphic_formulas_languages_and_retraction_marks():
+    bare = read_article(article(body=''))
+    assert (bare['has_body'], bare['text'], bare['sections']) == (False, 'A title\nAn abstract.',
+                                                                  {'title': 7, 'abstract': 12})
+    tex = read_article(
+        article('<body><p>Let <inline-formula><alternatives><tex-math>\\documentclass{minimal}'
+                '\\begin{document}$x^2$\\end{document}</tex-math><mml:math xmlns:mml="http://www.w3.'
+                'org/1998/Math/MathML"><mml:mi>y</mml:mi></mml:math></alternatives></inline-formula> '
+                'hold.</p><disp-formula><label>(1)</label><graphic/></disp-formula></body>'))
+    assert tex['text'].split('\n')[2:] == ['Let $x^2$ hold.', '[formula]']
+    assert read_article(article(lang=' xml:lang="pt-BR"'))['language'] == ['por']
+    assert read_article(article(lang=' xml:lang="xx"'))['language'] == ['xx']
+    assert read_article(article().replace(b'A title', b'RETRACTED ARTICLE: A title'))['retracted']
+    notice = read_article(article(front='<related-article related-article-type="retracted-article"/>'))
+    assert not notice['retracted']
+
+
+def test_an_external_entity_or_an_entity_bomb_is_refused_in_one_line(tmp_path):
+    secret = tmp_path / 'secret.txt'
+    secret.write_text('TOP SECRET')
+    bomb = '<!DOCTYPE article [<!ENTITY a "aaaaaaaaaa">' + ''.join(
+        f'<!ENTITY {chr(98 + i)} "{("&" + chr(97 + i) + ";") * 10}">' for i in range(8)) + ']>'
+    external = f'<!DOCTYPE article [<!ENTITY x SYSTEM "file://{secret}">]>'
+    for doctype, entity in ((bomb, '&i;'), (external, '&x;')):
+        data = article(body=f'<body><p>{entity}</p></body>', doctype=doctype)
+        with pytest.raises(BadArticle) as refused:
+            read_article(data, name='evil.xml')
+        assert str(refused.value).startswith('evil.xml: declares entities of its own') and '\n' not in str(
+            refused.value)
+    with pytest.raises(BadArticle, match='not well-formed XML'):
+        read_article(b'%PDF-1.4 not xml', name='x.xml')
+    with pytest.raises(BadArticle, match='root element is <PubmedArticleSet>'):
+        read_article(b'<PubmedArticleSet/>', name='x.xml')
+
+
+def test_an_external_dtd_is_never_fetched():
+    with Server({'/x.dtd': b'<!ENTITY t "LOADED">'}) as s:
+        record = read_article(article(doctype=f'<!DOCTYPE article SYSTEM "{s.url}/x.dtd">'))
+        assert record['title'] == 'A title' and s.log == []
+
+
+# ------------------------------------------------------------------------------------------------
+# bulk packages and File Lists
+
+
+def pmcid_of(path):
+    root = etree.parse(str(path), etree.XMLParser(load_dtd=False, no_network=True)).getroot()
+    ids = {a.get('pub-id-type'): a.text for a in root.iterfind('front/article-meta/article-id')}
+    return ids.get('pmc'), ids.get('pmid')
+
+
+def bulk_package(folder, stem, articles, extra=(), cut=None):
+    """A package NAME.tar.gz + NAME.filelist.csv in NCBI's layout: articles [(path, pmcid, pmid, license, retracted,
+    updated, in_tar)], `extra` [(member name, bytes)] members no row lists."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode='w') as tar:
+        for path, pmcid, *_, in_tar in articles:
+            if in_tar:
+                add_member(tar, member_path(pmcid), path.read_bytes())
+        for name, data in extra:
+            add_member(tar, name, data)
+    data = gzip.compress(buffer.getvalue(), mtime=0)
+    (folder / f'{stem}.tar.gz').write_bytes(data[:cut])
+    with open(folder / f'{stem}.filelist.csv', 'w', newline='') as f:
+        writer = csv.writer(f)
+        writer.writerow(HEADER)
+        for _, pmcid, pmid, license, retracted, updated, _ in articles:
+            writer.writerow([
+                member_path(pmcid), 'J Test. 2020 Jan 1; 1(1):1', pmcid, updated, pmid or '', license,
+                'yes' if retracted else 'no'
+            ])
+    return folder / f'{stem}.tar.gz'
+
+
+def member_path(pmcid):
+    return f'PMC{int(pmcid[3:]) // 1_000_000:03d}xxxxxx/{pmcid}.xml'
+
+
+def add_member(tar, name, data):
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def shared_rows():
+    """The 8 PMC articles with their real ids, then 3 eLife ones with made-up PMCIDs (one not in PubMed)."""
+    rows = []
+    for path in shared_articles():
+        pmc, pmid = pmcid_of(path)
+        if pmc:
+            rows.append((path, f'PMC{pmc}', pmid, 'CC BY', False, '2024-01-01 00:00:00', True))
+    for i, path in enumerate([p for p in shared_articles() if p.parent.name == 'elife'][:3]):
+        rows.append((path, f'PMC{9000001 + i}', None if i == 0 else str(40000000 + i), 'CC0', False,
+                     '2024-01-01 00:00:00', True))
+    return rows
+
+
+class OneWay(io.RawIOBase):
+    """A file that can only be read forward: proof that a package is streamed, never sought in."""
+
+    def __init__(self, data):
+        self.data, self.at = data, 0
+
+    def readable(self):
+        return True
+
+    def readinto(self, b):
+        chunk = self.data[self.at:self.at + len(b)]
+        b[:len(chunk)] = chunk
+        self.at += len(chunk)
+        return len(chunk)
+
+
+def test_a_bulk_package_reads_back_streamed_with_its_file_list(tmp_path):
+    rows = shared_rows()
+    rows[1] = (*rows[1][:4], True, *rows[1][5:])  # retracted
+    rows[2] = (*rows[2][:4], True, *rows[2][5:])
+    rows[3] = (*rows[3][:6], False)  # listed, not in the package
+    package = bulk_package(
+        tmp_path, 'oa_comm_xml.PMC002xxxxxx.baseline.2024-06-18', rows,
+        extra=[('PMC002xxxxxx/PMC2999999.xml', rows[0][0].read_bytes()), ('PMC002xxxxxx/PMC2999999.pdf', b'%PDF-1.4')])
+    counts = {}
+    members = list(iter_package(OneWay(package.read_bytes()), counts))
+    assert counts == {'articles': len(rows), 'not_xml': 1, 'too_large': 0, 'not_file': 0}
+    expected = [(member_path(r[1]), r[0].read_bytes()) for r in rows if r[6]]
+    assert members == expected + [('PMC002xxxxxx/PMC2999999.xml', rows[0][0].read_bytes())]
+    listed = read_file_list(file_list_path(package))
+    assert [(r.file, r.pmcid, r.pmid, r.license, r.retracted)
+            for r in listed] == [(member_path(r[1]), r[1], int(r[2]) if r[2] else None, r[3], r[4]) for r in rows]
+    assert {r.package for r in listed} == {package.name} and sum(r.retracted for r in listed) == 2
+    missing, unlisted = compare_members(listed, [name for name, _ in members])
+    assert [r.pmcid for r in missing] == [rows[3][1]] and unlisted == ['PMC002xxxxxx/PMC2999999.xml']
+    records = [read_article(data, name) for name, data in members]
+    assert [r['pmcid'] for r in records[:8] if r['pmcid']] == [r[1] for r in rows[:8] if r[6]]
+
+
+def test_a_cut_package_keeps_the_articles_before_the_cut_and_names_the_file(tmp_path):
+    whole = bulk_package(tmp_path, 'whole', shared_rows())
+    cut = bulk_package(tmp_path, 'oa_comm_xml.incr.2024-01-29', shared_rows(), cut=len(whole.read_bytes()) * 6 // 10)
+    kept = []
+    with pytest.raises(BadPackage) as error:
+        for name, data in iter_package(cut):
+            kept.append((name, data))
+    assert 0 < len(kept) < len(shared_rows()) and kept == list(iter_package(whole))[:len(kept)]
+    message = str(error.value)
+    assert message.startswith(f'oa_comm_xml.incr.2024-01-29.tar.gz: truncated or corrupt after {len(kept)} article(s)')
+    assert '\n' not in message
+    (tmp_path / 'not.tar.gz').write_bytes(b'<html>Not Found</html>')
+    with pytest.raises(BadPackage, match='not.tar.gz: truncated or corrupt after 0 article'):
+        list(iter_package(tmp_path / 'not.tar.gz'))
+
+
+def test_latest_versions_package_order_and_file_list_errors(tmp_path):
+    base = bulk_package(tmp_path, 'oa_comm_xml.PMC003xxxxxx.baseline.2024-06-18', shared_rows()[:3])
+    updated = [(*shared_rows()[0][:5], '2024-07-01 10:00:00', True),
+               (*shared_rows()[1][:5], '2023-01-01 00:00:00', True),
+               (*shared_rows()[2][:5], '2024-01-01 00:00:00', True)]
+    incr = bulk_package(tmp_path, 'oa_comm_xml.incr.2024-07-01', updated)
+    names = package_order([
+        incr.name, 'oa_comm_xml.incr.2024-06-30.tar.gz', base.name,
+        'oa_comm_xml.PMC000xxxxxx.baseline.2024-06-18.tar.gz'
+    ])
+    assert names == [
+        'oa_comm_xml.PMC000xxxxxx.baseline.2024-06-18.tar.gz', base.name, 'oa_comm_xml.incr.2024-06-30.tar.gz',
+        incr.name
+    ]
+    latest = latest_versions(read_file_list(file_list_path(base)) + read_file_list(file_list_path(incr)))
+    assert {pmcid: row.package
+            for pmcid, row in latest.items()
+            } == {shared_rows()[0][1]: incr.name,
+                  shared_rows()[1][1]: base.name,
+                  shared_rows()[2][1]: incr.name}  # newer, tie
+    bad = tmp_path / 'bad.filelist.csv'
+    bad.write_text('File,Article Citation,Accession ID,Last Updated (YYYY-MM-DD HH:MM:SS),PMID,License\n')
+    with pytest.raises(BadFileList,
+                       match=r'bad.filelist.csv: not a PMC File List: .*missing Article File, AccessionID'):
+        read_file_list(bad)
+    bad.write_text(','.join(HEADER) + '\nPMC0/PMC1.xml,"J. 2020",PMC1,2020-01-01,1,CC BY,no\n')
+    with pytest.raises(BadFileList, match="line 2: LastUpdated '2020-01-01' is not YYYY-MM-DD HH:MM:SS"):
+        read_file_list(bad)
+    assert [citation_year(c) for c in ('Front Oncol. 2019 Dec 6; 9:1306', 'Nature. 1998 Jan; 391:1', '', 'J. 12:1')
+            ] == [2019, 1998, 0, 0]
+
+
+def test_licenses_option_names_groups_and_close_matches():
+    assert parse_licenses('CC BY, cc0') == {'CC BY', 'CC0'}
+    assert parse_licenses('oa_comm') == {'CC0', 'CC BY', 'CC BY-SA', 'CC BY-ND'}
+    assert parse_licenses('all') is None and parse_licenses('') is None
+    with pytest.raises(ValueError) as unknown:
+        parse_licenses('CC BY,CC-BY-NC')
+    assert str(unknown.value).startswith("unknown license 'CC-BY-NC' (did you mean 'CC BY-NC'")
+    assert 'known are CC0, CC BY' in str(unknown.value) and '\n' not in str(unknown.value)
+
+
+# ------------------------------------------------------------------------------------------------
+# the downloader against a local server with NCBI's bulk layout
+
+
+class Server:
+    """files: {path: bytes} served with Range support and an index page per folder; faults: {path: ['drop' |
+    'corrupt']}, one per request. log: [(path, Range header)]."""
+
+    def __init__(self, files, faults=None):
+        self.files, self.faults, self.log = dict(files), {k: list(v) for k, v in (faults or {}).items()}, []
+        for folder in {p.rsplit('/', 1)[0] for p in files}:
+            names = sorted(p.rsplit('/', 1)[1] for p in files if p.rsplit('/', 1)[0] == folder)
+            self.files[folder + '/'] = ('<html><body><h1>Index</h1><pre><a href="../">Parent Directory</a>\n' +
+                                        ''.join(f'<a href="{n}">{n}</a>  2024-06-18 12:00  1M\n'
+                                                for n in names) + '</pre></body></html>').encode()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                server.log.append((self.path, self.headers.get('Range')))
+                fault = server.faults[self.path].pop(0) if server.faults.get(self.path) else None
+                data = server.files.get(self.path)
+                if data is None:
+                    return self.send_error(404)
+                if fault == 'corrupt':
+                    data = data[:len(data) // 2] + bytes([data[len(data) // 2] ^ 0xFF]) + data[len(data) // 2 + 1:]
+                start = int(self.headers['Range'][6:].split('-')[0]) if self.headers.get('Range') else 0
+                if start and start >= len(data):
+                    return self.send_error(416)
+                self.send_response(206 if start else 200)
+                self.send_header('Content-Length', str(len(data) - start))
+                self.end_headers()
+                body = data[start:]
+                try:
+                    self.wfile.write(body[:len(body) // 2] if fault == 'drop' else body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+                self.close_connection = fault == 'drop'
+
+        self.httpd = ThreadingHTTPServer(('127.0.0.1', 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f'http://127.0.0.1:{self.httpd.server_address[1]}'
+
+    def requests(self, path):
+        return [rng for p, rng in self.log if p == path]
+
+    def __enter__(self):
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+FAST = dict(timeout=2.0, retries=3, backoff=0.01)
+
+
+def test_the_downloader_lists_fetches_resumes_verifies_and_never_fetches_twice(tmp_path):
+    made = tmp_path / 'made'
+    made.mkdir()
+    baseline = bulk_package(made, 'oa_comm_xml.PMC003xxxxxx.baseline.2024-06-18', shared_rows())
+    incr = bulk_package(made, 'oa_comm_xml.incr.2024-06-19', shared_rows()[:2])
+    folder = '/pub/pmc/oa_bulk/oa_comm/xml'
+    files = {f'{folder}/{p.name}': p.read_bytes() for p in made.iterdir()}
+    files[f'{folder}/{baseline.name[:-7]}.filelist.txt'] = b'txt list'
+    files[f'{folder}/oa_comm_txt.incr.2024-06-19.tar.gz'] = b'a txt package'
+    raw = tmp_path / 'raw'
+    raw.mkdir()
+    (raw / (baseline.name + '.part')).write_bytes(baseline.read_bytes()[:20_000])  # a killed run's part
+    with Server(files, {f'{folder}/{baseline.name}': ['drop'], f'{folder}/{incr.name}': ['corrupt']}) as s:
+        url = group_url(s.url + '/pub/pmc/', 'oa_comm')
+        names = list_packages(url, **FAST)
+        assert names == [baseline.name, incr.name]
+        jobs = [(url + n, str(raw / n)) for n in names]
+        ok, failed = download_packages(jobs, connections=2, **FAST)
+        assert failed == [] and ok == [(str(raw / n), hashlib.md5((made / n).read_bytes()).hexdigest()) for n in names]
+        resumed, dropped = s.requests(f'{folder}/{baseline.name}')  # from the part, then from where the drop cut it
+        assert resumed == 'bytes=20000-' and int(dropped[6:-1]) > 20_000
+        assert s.requests(f'{folder}/{incr.name}') == [None, None]  # a bad CRC: fetched whole once more
+        for n in names:
+            assert (raw / n).read_bytes() == (made / n).read_bytes()
+            assert read_file_list(file_list_path(raw / n)) == read_file_list(file_list_path(made / n))
+        seen = len(s.log)
+        assert download_packages(jobs, **FAST) == (ok, [])
+        assert len(s.log) == seen  # nothing fetched again, not even a File List
+    assert not list(raw.glob('*.part'))
+
+
+def test_a_package_that_never_verifies_is_left_out_and_the_others_go_on(tmp_path):
+    made = tmp_path / 'made'
+    made.mkdir()
+    good = bulk_package(made, 'oa_comm_xml.incr.2024-06-19', shared_rows()[:2])
+    bad = bulk_package(made, 'oa_comm_xml.incr.2024-06-20', shared_rows()[2:4])
+    files = {f'/oa_bulk/oa_comm/xml/{p.name}': p.read_bytes() for p in made.iterdir()}
+    with Server(files, {f'/oa_bulk/oa_comm/xml/{bad.name}': ['corrupt', 'corrupt']}) as s:
+        jobs = [(f'{s.url}/oa_bulk/oa_comm/xml/{p.name}', str(tmp_path / p.name)) for p in (good, bad)]
+        ok, failed = download_packages(jobs, **FAST)
+    assert [d for d, _ in ok] == [str(tmp_path / good.name)]
+    assert failed[0][0] == bad.name and 'BadGzipFile' in failed[0][1] and 'twice' in failed[0][1]
+    assert not (tmp_path / bad.name).exists() and not (tmp_path / (bad.name + '.part')).exists()
+
+
+def test_a_host_name_that_does_not_resolve_fails_in_seconds(monkeypatch):
+    for key in [k for k in os.environ if k.lower().endswith('_proxy')]:
+        monkeypatch.delenv(key)  # the lookup itself, not a proxy's answer
+    start = time.time()
+    with pytest.raises(DownloadError, match='the host name nonexistent.invalid does not resolve'):
+        list_packages(group_url('http://nonexistent.invalid/pub/pmc/', 'oa_comm'))
+    assert time.time() - start < 15
+    with pytest.raises(ValueError, match='unknown license group'):
+        group_url('http://x/', 'oa_all')
+
+
+def test_render_brings_tables_in_without_parsing_again():
+    record = read_article(need(PMC_XML) / 'elife' / 'elife-00007-v1.xml')
+    with_tables = render(record['blocks'], KINDS)
+    assert 'Component\tNanogram/20 μL lanolin' in with_tables and 'Component\tNanogram' not in record['text']
+    assert len(with_tables) == len(record['text']) + record['sections']['table'] + sum(
+        1 for k, _ in record['blocks'] if k == 'table')
