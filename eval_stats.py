@@ -48,14 +48,8 @@ def accuracy_record(task, model, samples, metric='acc'):
     if stderr is not None:  # None: one question
         low, high = max(0.0, accuracy - Z95 * stderr), min(1.0, accuracy + Z95 * stderr)
     return {
-        'task': task,
-        'model': model,
-        'metric': metric,
-        'n': len(scores),
-        'accuracy': accuracy,
-        'stderr': stderr,
-        'ci_low': low,
-        'ci_high': high
+        'task': task, 'model': model, 'metric': metric, 'n': len(scores), 'accuracy': accuracy, 'stderr': stderr,
+        'ci_low': low, 'ci_high': high
     }
 
 
@@ -111,20 +105,9 @@ def compare_task(task, samples_a, samples_b, names=('A', 'B'), metric='acc', res
     a, b = paired_scores(samples_a, samples_b, task, metric, names)
     difference, low, high = paired_bootstrap(a, b, resamples, seed)
     return {
-        'task': task,
-        'metric': metric,
-        'model': names[0],
-        'base': names[1],
-        'n': len(a),
-        'accuracy': sum(a) / len(a),
-        'base_accuracy': sum(b) / len(b),
-        'difference': difference,
-        'ci_low': low,
-        'ci_high': high,
-        'significant': verdict(low, high) != 'tied',
-        'verdict': verdict(low, high),
-        'resamples': resamples,
-        'seed': seed
+        'task': task, 'metric': metric, 'model': names[0], 'base': names[1], 'n': len(a), 'accuracy': sum(a) / len(a),
+        'base_accuracy': sum(b) / len(b), 'difference': difference, 'ci_low': low, 'ci_high': high,
+        'significant': verdict(low, high) != 'tied', 'verdict': verdict(low, high), 'resamples': resamples, 'seed': seed
     }
 
 

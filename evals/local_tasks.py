@@ -76,10 +76,9 @@ def quiet_custom_dataset_note():
 def dataset_dict(splits, features):
     """{split: rows} as the datasets.DatasetDict lm-eval reads, columns in the hub dataset's order."""
     import datasets
-    return datasets.DatasetDict({
-        name: datasets.Dataset.from_list(rows, features=features)
-        for name, rows in splits.items()
-    })
+    return datasets.DatasetDict(
+        {name: datasets.Dataset.from_list(rows, features=features)
+         for name, rows in splits.items()})
 
 
 # ---------------------------------------------------------------- MMLU (original CSVs)

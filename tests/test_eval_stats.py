@@ -16,12 +16,8 @@ B = [1] * 26 + [0] * 12 + [1] * 4 + [0] * 15
 def samples(scores, first_id=0, change=None):
     """lm-eval's per-question records as simple_evaluate logs them (the fields eval_stats reads)."""
     return [{
-        'doc_id': first_id + i,
-        'acc': float(s),
-        'doc_hash': f'd{first_id + i}',
-        'prompt_hash': f'p{first_id + i}',
-        'target_hash': 't',
-        **(change or {}).get(first_id + i, {})
+        'doc_id': first_id + i, 'acc': float(s), 'doc_hash': f'd{first_id + i}', 'prompt_hash': f'p{first_id + i}',
+        'target_hash': 't', **(change or {}).get(first_id + i, {})
     } for i, s in enumerate(scores)]
 
 

@@ -49,10 +49,8 @@ def hub_mmlu(mmlu_dir, tmp_path_factory):
     import pandas as pd
     root = tmp_path_factory.mktemp('hub') / 'cais' / 'mmlu'
     features = datasets.Features({
-        'question': datasets.Value('string'),
-        'subject': datasets.Value('string'),
-        'choices': datasets.Sequence(datasets.Value('string')),
-        'answer': datasets.ClassLabel(names=list('ABCD'))
+        'question': datasets.Value('string'), 'subject': datasets.Value('string'),
+        'choices': datasets.Sequence(datasets.Value('string')), 'answer': datasets.ClassLabel(names=list('ABCD'))
     })
     configs = []
     for subject in MMLU_MEDICAL:
@@ -61,23 +59,15 @@ def hub_mmlu(mmlu_dir, tmp_path_factory):
         for split, csv_split in SPLITS.items():
             table = pd.read_csv(mmlu_dir / csv_split / f'{subject}_{csv_split}.csv', header=None, dtype=str,
                                 keep_default_na=False)
-            rows = [{
-                'question': r[0],
-                'subject': subject,
-                'choices': list(r[1:5]),
-                'answer': 'ABCD'.index(r[5])
-            } for r in table.itertuples(index=False)]
+            rows = [{'question': r[0], 'subject': subject, 'choices': list(r[1:5]), 'answer': 'ABCD'.index(r[5])}
+                    for r in table.itertuples(index=False)]
             datasets.Dataset.from_list(rows, features=features).to_parquet(str(root / subject / f'{split}.parquet'))
             configs.append(f'  - split: {split}\n    path: {subject}/{split}.parquet\n')
     (root / 'README.md').write_text('---\nconfigs:\n' + ''.join(configs) + '---\n')
     cache = str(tmp_path_factory.mktemp('hf_cache'))
-    return lm_eval_own_tasks(['mmlu/default'], [{
-        'task': f'mmlu_{s}',
-        'dataset_path': str(root),
-        'dataset_kwargs': {
-            'cache_dir': cache
-        }
-    } for s in MMLU_MEDICAL])
+    return lm_eval_own_tasks(['mmlu/default'],
+                             [{'task': f'mmlu_{s}', 'dataset_path': str(root), 'dataset_kwargs': {'cache_dir': cache}}
+                              for s in MMLU_MEDICAL])
 
 
 def requests(task, shots, limit=None):
@@ -130,8 +120,8 @@ def anatomy_runs(mmlu_dir, hub_mmlu, tiny_models):
     """The first 40 anatomy questions: model a on the local task and on lm-eval's own, model b on the local task."""
     return {
         'local': evaluate(tiny_models[0],
-                          local_mmlu_tasks(mmlu_dir, ['anatomy'])[0]),
-        'own': evaluate(tiny_models[0], hub_mmlu['mmlu_anatomy']),
+                          local_mmlu_tasks(mmlu_dir,
+                                           ['anatomy'])[0]), 'own': evaluate(tiny_models[0], hub_mmlu['mmlu_anatomy']),
         'local_b': evaluate(tiny_models[1],
                             local_mmlu_tasks(mmlu_dir, ['anatomy'])[0])
     }
