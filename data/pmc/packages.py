@@ -33,9 +33,9 @@ from typing import NamedTuple
 import requests
 from tqdm import tqdm
 
-from common import atomic_write
+from common import atomic_write, file_md5
 from data.pmc.jats import LICENSES, MAX_ARTICLE_BYTES
-from data.pubmed.download import (DownloadError, fetch_part, file_md5, get_text, natural_key, parse_md5, retrying)
+from data.pubmed.download import DownloadError, fetch_part, get_text, natural_key, parse_md5, retrying
 
 NCBI_BASE_URL = 'https://ftp.ncbi.nlm.nih.gov/pub/pmc/deprecated/'  # gone since August 2026: a mirror's is needed
 GROUPS = ('oa_comm', 'oa_noncomm', 'oa_other')
