@@ -19,7 +19,9 @@ loading one never runs code. make_checkpoint() is the only place its keys are wr
   and what the export's model card says of the run (RECORD_KEYS; checkpoints from before have none):
     origin         what the weights started from: {'from': 'scratch'} or an open model's {'from', 'name', 'hub_id'}
     data           the data folder's facts (meta.pkl): records kept and dropped, excluded PMIDs, split, tokens
-    last_eval      the latest evaluation: {'iter', 'val_loss', 'val_ppl', 'val_bpb'}
+    first_eval, last_eval   the run's first evaluation (at iter 0: the model it started from) and its latest:
+                   {'iter', 'val_loss', 'val_ppl', 'val_bpb'} of the followed source, and a mixture's 'sources':
+                   {name: the same three}
     processes      how many processes trained; precision: the dtype they computed in, on which device type
 
 Under FSDP (train.py --parallel=fsdp) a checkpoint is a folder, NAME.dcp (sharded_checkpoint.py: the shards of
@@ -44,7 +46,7 @@ from tokenizer import fingerprint
 CKPT_VERSION = 1
 TRAINING_KEYS = ('optimizer', 'scaler', 'iter_num', 'tokens_seen', 'train_seconds', 'best_val_loss', 'config', 'rng',
                  'loader')
-RECORD_KEYS = ('origin', 'data', 'last_eval', 'processes', 'precision')
+RECORD_KEYS = ('origin', 'data', 'first_eval', 'last_eval', 'processes', 'precision')
 
 
 def make_checkpoint(model, tokenizer, token_bytes, **training):

@@ -151,21 +151,37 @@ def window_starts(tokens, block, eot=None):
     return starts[starts <= last]
 
 
-@functools.lru_cache(maxsize=2)  # the current epoch's order (and the next one's at the boundary)
-def epoch_order(seed, epoch, n_windows):
-    return np.random.default_rng([seed, epoch]).permutation(n_windows)
+@functools.lru_cache(maxsize=8)  # each source's current epoch order (and the next one's at the boundary)
+def epoch_order(seed, epoch, n_windows, source=0):
+    """A permutation of the windows for one epoch; each source of a mixture draws its own (the first: as alone)."""
+    return np.random.default_rng([seed, epoch] + ([source] if source else [])).permutation(n_windows)
 
 
-def window_ids(first, count, n_windows, seed):
-    """Windows at positions first .. first+count-1 of the stream of per-epoch permutations."""
+def window_ids(first, count, n_windows, seed, source=0):
+    """Windows at positions first .. first+count-1 of a source's stream of per-epoch permutations."""
     positions = np.arange(first, first + count)
     epochs = positions // n_windows
     ids = np.empty(count, dtype=np.int64)
     for epoch in np.unique(epochs):
-        order = epoch_order(seed, int(epoch), n_windows)
+        order = epoch_order(seed, int(epoch), n_windows, source)
         mask = epochs == epoch
         ids[mask] = order[positions[mask] % n_windows]
     return ids
+
+
+def mix_sources(weights, credit, count):
+    """Which source each of the next `count` windows of a mixture comes from, and the credit after them: smooth
+    weighted round-robin on integer weights (each window goes to the source with the most credit, which then pays
+    the total), so any run of windows holds each source within one window of its share, deterministically and in
+    integers: a resumed run continues the same sequence exactly from the credit its checkpoint holds."""
+    credit, total, chosen = list(credit), sum(weights), np.empty(count, dtype=np.int64)
+    for i in range(count):
+        for s, w in enumerate(weights):
+            credit[s] += w
+        best = max(range(len(weights)), key=lambda s: (credit[s], -s))
+        credit[best] -= total
+        chosen[i] = best
+    return chosen, credit
 
 
 def read_windows(tokens, starts, block):
@@ -201,36 +217,81 @@ class TrainLoader:
     micro-steps and 1 GPU x 32 train alike. When the ranks do not divide micro_steps (2 processes, 1
     micro-step), the micro-batches shrink instead: each rank trains its share of the step's windows in
     the fewest equal micro-batches of at most batch_size. The position in the stream is the whole
-    state: resuming on another number of ranks works."""
+    state: resuming on another number of ranks works.
 
-    def __init__(self, tokens, block, batch_size, micro_steps, seed, rank=0, world=1, eot=None):
+    A mixture (tokens a list of several sources' token files, with integer weights) draws each window of the
+    stream from one source (mix_sources: in proportion to the weights, deterministically), the n-th window a source
+    gives being the n-th of its own stream of per-epoch permutations; a source smaller than its share repeats
+    (a new permutation each epoch). A weight of 0 is never drawn. The state adds what each source gave and the
+    round-robin's credit."""
+
+    def __init__(self, tokens, block, batch_size, micro_steps, seed, rank=0, world=1, eot=None, weights=None):
         self.micro_steps, self.micro_batch = split_step(batch_size, micro_steps, world)
-        self.tokens, self.block, self.seed, self.rank, self.world = tokens, block, seed, rank, world
+        sources = tokens if weights is not None else [tokens]
+        self.sources, self.weights = sources, weights or [1]
+        self.block, self.seed, self.rank, self.world = block, seed, rank, world
         self.aligned = eot is not None
-        self.starts = window_starts(tokens, block, eot)
+        self.starts_of = [window_starts(t, block, eot) for t in sources]
         self.windows_seen = 0  # windows of the stream used by the steps so far, all ranks
+        self.drawn = [0] * len(sources)  # of them, how many each source gave
+        self.credit = [0] * len(sources)
+
+    @property
+    def starts(self):  # (one source's windows: what a run without a mixture reads)
+        return self.starts_of[0]
+
+    def step_plan(self):
+        """(source, its stream position) of each window of the next step, all ranks."""
+        windows = self.micro_batch * self.micro_steps * self.world
+        if len(self.sources) == 1:
+            return np.zeros(windows, dtype=np.int64), self.drawn[0] + np.arange(windows), self.credit
+        source, credit = mix_sources(self.weights, self.credit, windows)
+        position = np.empty(windows, dtype=np.int64)
+        for s in range(len(self.sources)):
+            mine = source == s
+            position[mine] = self.drawn[s] + np.arange(mine.sum())
+        return source, position, credit
 
     def read_step(self):
         """[(x, y)] of this rank for the next step, the stream not moved (advance() moves it)."""
+        source, position, _ = self.step_plan()
         batches = []
         for micro in range(self.micro_steps):
-            first = self.windows_seen + (micro * self.world + self.rank) * self.micro_batch
-            ids = window_ids(first, self.micro_batch, len(self.starts), self.seed)
-            batches.append(read_windows(self.tokens, self.starts[ids], self.block))
+            first = (micro * self.world + self.rank) * self.micro_batch
+            sources, positions = source[first:first + self.micro_batch], position[first:first + self.micro_batch]
+            starts = np.empty(self.micro_batch, dtype=np.int64)
+            for s in np.unique(sources):  # a source's windows in a micro-batch are consecutive in its own stream
+                mine = sources == s
+                grid = self.starts_of[s]
+                starts[mine] = grid[window_ids(int(positions[mine][0]), int(mine.sum()), len(grid), self.seed, int(s))]
+            rows = np.stack([self.sources[s][i:i + self.block + 1] for s, i in zip(sources, starts)]).astype(np.int64)
+            batches.append((np.ascontiguousarray(rows[:, :-1]), np.ascontiguousarray(rows[:, 1:])))
         return batches
 
     def advance(self):
         """Move the stream past the next step (all ranks)."""
+        source, _, self.credit = self.step_plan()
+        for s in range(len(self.sources)):
+            self.drawn[s] += int((source == s).sum())
         self.windows_seen += self.micro_batch * self.micro_steps * self.world
 
+    def epochs(self):
+        """How many times each source's windows have been drawn through (a source smaller than its share repeats)."""
+        return [drawn / max(len(starts), 1) for drawn, starts in zip(self.drawn, self.starts_of)]
+
     def state_dict(self):
-        return {
+        state = {
             'windows_seen': self.windows_seen, 'seed': self.seed, 'block_size': self.block,
             'align_windows': self.aligned
         }
+        if len(self.sources) > 1:
+            state.update(weights=list(self.weights), drawn=list(self.drawn), credit=list(self.credit))
+        return state
 
     def load_state_dict(self, state):
         self.windows_seen = state['windows_seen']
+        self.drawn = list(state.get('drawn', [state['windows_seen']]))
+        self.credit = list(state.get('credit', [0] * len(self.sources)))
 
 
 def uneven_split_message(batch_size, micro_steps, world):

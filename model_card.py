@@ -59,13 +59,17 @@ def hub_id_of(folder):
     return name if isinstance(name, str) and HUB_ID.fullmatch(name) and not os.path.exists(name) else None
 
 
-def run_record(init_from, resumed, meta, data_dir, processes, computed):
-    """The RECORD_KEYS train.py writes into its checkpoints: what the weights started from, the data's facts, how many
-    processes trained and what they `computed` in ('bfloat16 on cuda'); a resumed run keeps its latest evaluation."""
+def run_record(init_from, resumed, sources, processes, computed):
+    """The RECORD_KEYS train.py writes into its checkpoints: what the weights started from, the data's facts (the
+    first source's; a mixture's every source's too, with its weight), how many processes trained and what they
+    `computed` in ('bfloat16 on cuda'); a resumed run keeps its first and latest evaluations."""
+    data = data_facts(sources[0].meta, sources[0].folder)
+    if len(sources) > 1:
+        data['mix'] = [{'name': s.name, 'weight': s.weight, **data_facts(s.meta, s.folder)} for s in sources]
+    kept = {k: resumed[k] for k in ('first_eval', 'last_eval') if k in resumed}
     return {
-        'origin': run_origin(init_from, resumed.get('origin')), 'data': data_facts(meta,
-                                                                                   data_dir), 'processes': processes,
-        'precision': computed, **({'last_eval': resumed['last_eval']} if 'last_eval' in resumed else {})
+        'origin': run_origin(init_from, resumed.get('origin')), 'data': data, 'processes': processes,
+        'precision': computed, **kept
     }
 
 
@@ -134,6 +138,12 @@ def hub_header(name, origin, data, last, pubmedqa):
             for kind, label, key in (('loss', 'val loss', 'val_loss'), ('bits_per_byte', 'val bits per byte',
                                                                         'val_bpb'))
         ]
+    for source, figures in ((last or {}).get('sources') or {}).items():  # a mixture's other sources
+        results += [
+            EvalResult(task_type='text-generation', dataset_type=source, dataset_name=f'{source} (held-out split)',
+                       metric_type='bits_per_byte', metric_name='val bits per byte',
+                       metric_value=round(figures['val_bpb'], 4))
+        ]
     if pubmedqa:
         results += [
             EvalResult(task_type='question-answering', task_name='PubMedQA zero-shot', dataset_type='pubmed_qa',
@@ -151,6 +161,14 @@ def hub_header(name, origin, data, last, pubmedqa):
     return ModelCardData(license=UNKNOWN, base_model=origin.get('hub_id') if continued else None, datasets=['pubmed'],
                          language=languages or None, library_name='transformers', pipeline_tag='text-generation',
                          tags=tags, model_name=name, eval_results=results or None)
+
+
+def mix_fact(data):
+    """A mixture's sources and their shares of the training windows (weight 0: evaluated only)."""
+    mix = data.get('mix') or []
+    total = sum(m['weight'] for m in mix) or 1
+    return '; '.join(f"{m['name']} ({m['weight'] / total:.0%} of the windows, {number(m.get('train_tokens'))} train "
+                     'tokens)' if m['weight'] else f"{m['name']} (evaluated only)" for m in mix)
 
 
 def model_and_data_rows(checkpoint, architecture, start):
@@ -176,6 +194,7 @@ def model_and_data_rows(checkpoint, architecture, start):
          f'{c.block_size:,} tokens' + (f' (trained on windows of {window:,})' if window < c.block_size else '')),
         ('weights', start),
         ('tokenizer', fingerprint(checkpoint.get('tokenizer'))),
+        *([('data mix', mix_fact(data))] if data.get('mix') else []),
         ('PubMed records', f"{number(records.get('records'))} seen in {number(data.get('files'))} file(s); "
          f"{number(data.get('train_docs'))} train and {number(data.get('val_docs'))} val documents kept"
          if records else UNKNOWN),
@@ -223,6 +242,19 @@ def folder_name(path):
     return os.path.basename(os.path.normpath(str(path)))
 
 
+def before_and_after(first, last):
+    """A line of each source's held-out bits per byte at the run's first evaluation (the model it started from) and
+    at its latest: what training gained on PubMed, and what it cost on general text ('' where not recorded)."""
+    if not first or not last or first['iter'] == last['iter']:
+        return ''
+    pairs = [(name, first['sources'][name]['val_bpb'], figures['val_bpb'])
+             for name, figures in last['sources'].items() if name in (first.get('sources') or {})] \
+        if last.get('sources') else [('val', first['val_bpb'], last['val_bpb'])]
+    changes = '; '.join(f'{name} {number(a)} -> {number(b)}' for name, a, b in pairs)
+    return (f"\nHeld-out bits per byte from step {first['iter']:,} (the model the run started from) to step "
+            f"{last['iter']:,}: {changes}.\n")
+
+
 def number(value, digits=4):
     return UNKNOWN if value is None else f'{value:,.{digits}f}' if isinstance(value, float) else f'{value:,}'
 
@@ -246,6 +278,7 @@ def card(checkpoint, name, architecture, pubmedqa=None):
                         'not evaluated (train.py --eval_pubmedqa=True, or pubmedqa.py --out_json= and export_hf.py '
                         '--pubmedqa_json=)', '')]
     table = lambda head, lines: '\n'.join([head, '|' + '---|' * head.count('|', 1)] + lines)
+    trained = before_and_after(checkpoint.get('first_eval'), last)
     return f"""---
 {header.to_yaml()}
 ---
@@ -265,7 +298,7 @@ figure below is what the checkpoint and its data folder recorded.
 question with the test set's commonest label.
 
 {table('| | this model | majority class |', [f'| {k} | {v} | {b} |' for k, v, b in evaluation])}
-
+{trained}
 ## Use
 
 ```python

@@ -7,6 +7,7 @@ more than one command needs: the model's config for any init_from (train.py, pla
 (train.py, consolidate.py, which rebuilds a sharded run's from the options its checkpoint records).
 """
 import dataclasses
+import math
 import os
 from types import SimpleNamespace
 
@@ -29,7 +30,7 @@ RENAMED = {  # old option names (nanoGPT's, or this project's before) that keep 
 GPT2_NAMES = ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl')
 DERIVED = ('n_kv_head', 'head_dim', 'mlp_hidden', 'norm_eps', 'rope_scaling')  # 0 / None: worked out by GPTConfig
 # resuming: options whose change would not continue the run's data stream exactly, and those never taken from it
-EXACT_RESUME_KEYS = ('batch_size', 'gradient_accumulation_steps', 'seed', 'align_windows')
+EXACT_RESUME_KEYS = ('batch_size', 'gradient_accumulation_steps', 'seed', 'align_windows', 'data_mix')
 NOT_RESUMED = ('out_dir', 'init_from', 'eval_only', 'overwrite', 'allow_config_change', 'plan', 'fast_dev_run')
 
 
@@ -45,6 +46,40 @@ def model_config(opts, vocab_size, resumed=None):
         except (KeyError, TypeError, ValueError) as e:
             raise CheckpointError(f'checkpoint does not fit this model.py ({type(e).__name__}: {first_line(e)})')
     return shapes_of(opts.init_from, opts.block_size or None, opts.dropout)
+
+
+def data_sources(opts):
+    """[(name, folder, weight)] of the run's data: --data_mix's folders with their shares, or --data_dir alone. A
+    source's name is its folder's (its figures are val_bpb/<name>). Exit 2 on a mixture no run can use."""
+    if not opts.data_mix:
+        return [(os.path.basename(os.path.normpath(opts.data_dir)), opts.data_dir, 1.0)]
+    sources = []
+    for item in opts.data_mix.split(','):
+        folder, colon, weight = item.strip().rpartition(':')
+        try:
+            share = float(weight)
+        except ValueError:
+            share = None
+        if not colon or not folder or share is None or not math.isfinite(share):
+            fail(f"--data_mix: {item.strip()!r} is not FOLDER:WEIGHT (e.g. data/pubmed:0.95,data/general:0.05)", 2)
+        if share < 0:
+            fail(f'--data_mix: {folder} has a negative weight ({weight}): a share is 0 (evaluated only) or more', 2)
+        sources.append((os.path.basename(os.path.normpath(folder)), folder, share))
+    problems = [(not any(w > 0 for _, _, w in sources), 'every weight is 0: nothing to train on (0 = evaluated only)')]
+    for i, (name, folder, _) in enumerate(sources):
+        earlier = sources[:i]
+        problems += [(any(os.path.realpath(f) == os.path.realpath(folder)
+                          for _, f, _ in earlier), f'{folder} is given twice'),
+                     (any(n == name for n, _, _ in earlier),
+                      f'two sources are named {name!r} (their folders\' names key their figures): rename one'),
+                     (not os.path.isdir(folder), f'{folder}: no such folder'),
+                     (os.path.isdir(folder) and not os.path.isfile(os.path.join(folder, 'meta.pkl')),
+                      f'{folder}: not a prepared data folder (no meta.pkl): prepare it with data/pubmed/prepare.py or '
+                      'data/text/prepare.py')]
+    for bad, message in problems:
+        if bad:
+            fail(f'--data_mix: {message}', 2)
+    return sources
 
 
 def optimizers_of(model, options, device_type):
@@ -123,6 +158,9 @@ def check(opts):
             pubmedqa.official_test_split(pubmedqa.find_pubmedqa(opts.pubmedqa_dir or None))
         except (FileNotFoundError, ValueError) as e:
             fail(f'eval_pubmedqa=True: {e}', 2)
+    names = [name for name, _, _ in data_sources(opts)]
+    if opts.best_source and opts.best_source not in names:
+        fail(f"best_source={opts.best_source!r}: not a source of the run ({', '.join(names)})", 2)
     problems = [(opts.parallel == 'fsdp' and opts.dtype == 'float16', 'dtype=float16 with parallel=fsdp: use bfloat16 '
                  '(float16 needs a gradient scaler, which is wired for DDP only)'),
                 (opts.cpu_offload and opts.parallel != 'fsdp', 'cpu_offload=True: only with parallel=fsdp'),

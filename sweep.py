@@ -482,10 +482,12 @@ def collect(sweep_dir):
             'val_loss': evals[-1]['val_loss'] if evals else None, 'val_bpb': evals[-1]['val_bpb'] if evals else None,
             'best_val_loss': min(r['val_loss'] for r in evals) if evals else None, 'tokens': last.get('tokens'),
             'train_seconds': last.get('train_seconds'), 'pubmedqa_accuracy': pubmedqa.get('accuracy'),
-            'pubmedqa_macro_f1': pubmedqa.get('macro_f1')
+            'pubmedqa_macro_f1': pubmedqa.get('macro_f1'),
+            **{k: v for k, v in (evals[-1] if evals else {}).items() if k.startswith('val_bpb/')}  # a mixture's sources
         })
         curves[name] = [(r['train_seconds'], r['val_bpb']) for r in evals]
-    columns = list(rows[0]) if rows else keys
+    columns = list(dict.fromkeys(c for r in rows for c in r)) if rows else keys
+    rows = [{c: r.get(c) for c in columns} for r in rows]
     cell = lambda v: '' if v is None else f'{v:.4f}' if isinstance(v, float) else str(v).replace('|', '\\|').replace(
         '\n', '\\n')
     table = '\n'.join([f"| {' | '.join(columns)} |", '|' + '---|' * len(columns)] +

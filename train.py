@@ -96,6 +96,9 @@ OPTIONS = {
     'wandb_run_name': 'run',           # ... as this run
     # data
     'data_dir': 'data/pubmed',         # a folder with train.bin, val.bin, meta.pkl
+    'data_mix': '',                    # several such folders with their shares of the training windows, e.g.
+                                       # data/pubmed:0.95,data/general:0.05 (0 = evaluated only); '' = data_dir alone
+    'best_source': '',                 # the source whose val loss best.pt and the main figures follow ('' = the first)
     'batch_size': Option(12, at_least(1)),  # windows per micro-batch
     'gradient_accumulation_steps': Option(40, at_least(1)),  # micro-batches per step, summed over all processes
     'align_windows': False,            # training windows start where documents start (see window_starts), not every
@@ -161,6 +164,17 @@ def options(argv=None):
 
 # yapf: disable (a table: its comments aligned)
 @dataclass
+class Source:
+    """One prepared data folder of the run: --data_dir, or each of --data_mix's."""
+    name: str                      # its folder's name: the key of its figures (val_bpb/<name>)
+    folder: str                    # the folder
+    weight: float = 1.0            # its share of the training windows (0: evaluated only)
+    meta: dict = None              # its meta.pkl
+    val_tokens: object = None      # its val.bin, memory-mapped
+    val_starts: list = None        # this rank's share of its fixed val windows
+
+
+@dataclass
 class Run:
     """Everything a training run holds, declared once: the phase of main() that fills each part is named above it;
     the loop (train) advances the progress part, which every checkpoint records."""
@@ -174,7 +188,9 @@ class Run:
     store: object = None           # torchrun's key-value store: each rank's progress, for a stall's report
     host_group: object = None      # on GPUs, a gloo group for the loop's small agreements (no wait on a device)
     # read_inputs: what the run starts from
-    meta: dict = None              # the data folder's meta.pkl
+    sources: list = None           # the data folders (Source): one, or a mixture's; all read one tokenizer
+    meta: dict = None              # the first's meta.pkl (the tokenizer, its bytes per token: every source's)
+    followed: int = 0              # the source best.pt and the main val figures follow (--best_source)
     resumed: str = None            # the checkpoint resumed from (init_from=resume)
     fields: dict = field(default_factory=dict)  # its every key but the weights
     previous: list = field(default_factory=list)  # a previous run's files in out_dir: --overwrite=True replaces them
@@ -184,8 +200,6 @@ class Run:
     # open_data
     window: int = 0                # tokens per training window (the model may read a longer context)
     loader: TrainLoader = None     # this rank's share of every step's windows, and the data position
-    val_tokens: object = None      # val.bin, memory-mapped
-    val_starts: list = None        # this rank's share of the fixed val windows
     token_bytes: torch.Tensor = None  # UTF-8 bytes of each token id, on the device: bits per byte
     tokens_per_step: int = 0       # tokens of one optimizer step, all processes
     # parallelize and make_optimizers
@@ -295,12 +309,18 @@ def read_inputs(opts, run):
     """The data folder's meta.pkl and, resuming, the checkpoint's fields (all but the weights), both checked; the files
     of a previous run in out_dir, which a new run replaces only with --overwrite=True. Then, under torchrun, the
     processes meet."""
+    run.sources = [Source(name, folder, weight) for name, folder, weight in run_options.data_sources(opts)]
+    names = [s.name for s in run.sources]
+    run.followed = names.index(opts.best_source) if opts.best_source else 0
     try:
-        run.meta = load_meta(opts.data_dir)
+        for source in run.sources:
+            source.meta = load_meta(source.folder)
+        run.meta = run.sources[0].meta
+        check_one_tokenizer(run.sources)
         if opts.init_from == 'resume':
             run.resumed = latest_checkpoint(opts.out_dir, opts.parallel)
             run.fields = read_fields(run.resumed)
-            check_resumable(run.fields, run.meta, run.resumed, opts.data_dir)
+            check_resumable(run.fields, run.meta, run.resumed, run.sources[0].folder)
             check_same_data(opts, run)
     except (DataError, CheckpointError) as e:
         fail(str(e))
@@ -324,13 +344,16 @@ def check_same_data(opts, run):
     """Exit unless a resumed run continues on the token files it trained on (the hashes its checkpoint recorded from
     meta.pkl; older checkpoints did not): a folder prepared again would silently change the val set its losses are
     measured on. --allow_config_change=True continues anyway, with a note."""
-    recorded = (run.fields.get('data') or {}).get('token_files')
-    now = run.meta.get('token_files') or {}
-    changed = [name for name in ('train.bin', 'val.bin') if recorded and recorded.get(name) != now.get(name)]
+    data = run.fields.get('data') or {}
+    recorded = [m.get('token_files') for m in data.get('mix') or [data]]  # (older checkpoints: one source, or none)
+    changed = []
+    for source, before in zip(run.sources, recorded):
+        now = source.meta.get('token_files') or {}
+        files = [f for f in ('train.bin', 'val.bin') if before and before.get(f) != now.get(f)]
+        changed += [f"{' and '.join(files)} in {source.folder}"] if files else []
     if not changed:
         return
-    what = (f"{' and '.join(changed)} in {opts.data_dir} are not the ones the run in {run.resumed} trained on "
-            '(prepared again?)')
+    what = f"{'; '.join(changed)}: not the token files the run in {run.resumed} trained on (prepared again?)"
     if not opts.allow_config_change:
         fail(
             f'{what}: its val loss would be measured on another val set; resume on the data it trained on, or pass '
@@ -368,7 +391,7 @@ def build_model(opts, run):
              f"({run.meta['vocab_size']})")
     run.raw_model.activation_checkpointing = opts.activation_checkpointing
     computed = f'{str(run.ptdtype).removeprefix("torch.")} on {run.device.type}'
-    run.record = run_record(opts.init_from, run.fields, run.meta, opts.data_dir, run.world, computed)
+    run.record = run_record(opts.init_from, run.fields, run.sources, run.world, computed)
 
 
 def check_model_tokenizer(init_from, meta, data_dir):
@@ -384,40 +407,55 @@ def check_model_tokenizer(init_from, meta, data_dir):
 
 
 def open_data(opts, run):
-    """This rank's share of every step's windows (the loader) and of the fixed val windows. The training window
-    (what a batch holds) and the model's context (how far it reads) are two things: a rotary model continued on
-    short windows keeps the context of the model it came from (hf.config_from_hf)."""
+    """This rank's share of every step's windows (the loader: of one source, or drawn from a mixture's in proportion
+    to their weights) and of each source's fixed val windows. The training window (what a batch holds) and the model's
+    context (how far it reads) are two things: a rotary model continued on short windows keeps the context of the
+    model it came from (hf.config_from_hf)."""
     context = run.raw_model.config.block_size
     run.window = window = opts.block_size or context
     if run.master and window < context:
         print(f'note: training on windows of {window} tokens of a context of {context} (the model reads, samples and '
               'exports that context)')
-    train_tokens, val_tokens = open_tokens(opts.data_dir, 'train',
-                                           run.meta), open_tokens(opts.data_dir, 'val', run.meta)
-    if min(len(train_tokens), len(val_tokens)) <= window:
-        fail(f'{opts.data_dir}: train.bin and val.bin need more than block_size={window} tokens each')
+    trained = [s for s in run.sources if s.weight > 0]
+    train_tokens = [open_tokens(s.folder, 'train', s.meta) for s in trained]
+    for source in run.sources:
+        source.val_tokens = open_tokens(source.folder, 'val', source.meta)
+        if len(source.val_tokens) <= window or (source.weight > 0 and
+                                                len(open_tokens(source.folder, 'train', source.meta)) <= window):
+            fail(f'{source.folder}: train.bin and val.bin need more than block_size={window} tokens each')
+    eot = run.meta['eot_token'] if opts.align_windows else None
+    weights = [round(s.weight * 10**6) for s in trained] if opts.data_mix else None  # integers: the mix is exact
     try:
-        run.loader = TrainLoader(train_tokens, window, opts.batch_size, opts.gradient_accumulation_steps, opts.seed,
-                                 run.rank, run.world, eot=run.meta['eot_token'] if opts.align_windows else None)
+        run.loader = TrainLoader(train_tokens if weights else train_tokens[0], window, opts.batch_size,
+                                 opts.gradient_accumulation_steps, opts.seed, run.rank, run.world, eot, weights)
     except ValueError as e:
         fail(str(e), 2)
-    if not len(run.loader.starts):
-        fail(f"{opts.data_dir}: align_windows=True found no <|endoftext|> (id {run.meta['eot_token']}) in train.bin to "
-             "align to")
+    for source, starts in zip(trained, run.loader.starts_of):
+        if not len(starts):
+            fail(f"{source.folder}: align_windows=True found no <|endoftext|> (id {eot}) in train.bin to align to")
     if run.master and run.loader.micro_batch != opts.batch_size:
-        print(
-            f'note: each of the {run.world} processes trains {run.loader.micro_batch * run.loader.micro_steps} windows '
-            'a '
-            f'step, in {run.loader.micro_steps} micro-batch(es) of {run.loader.micro_batch}: the global batch of '
-            f'batch_size x gradient_accumulation_steps = {opts.batch_size * opts.gradient_accumulation_steps} windows, '
-            f'split {run.world} ways')
-    val_starts = eval_starts(val_tokens, window, opts.eval_iters * opts.batch_size)  # fewer if val.bin is short
-    if opts.parallel == 'fsdp':  # every rank runs the same number of forward passes: FSDP gathers weights for each
-        val_starts = val_starts[:len(val_starts) - len(val_starts) % run.world]
-    run.val_tokens, run.val_starts = val_tokens, val_starts[run.rank::run.world]
+        windows = opts.batch_size * opts.gradient_accumulation_steps
+        print(f'note: each of the {run.world} processes trains {run.loader.micro_batch * run.loader.micro_steps} '
+              f'windows a step, in {run.loader.micro_steps} micro-batch(es) of {run.loader.micro_batch}: the global '
+              f'batch of batch_size x gradient_accumulation_steps = {windows} windows, split {run.world} ways')
+    for source in run.sources:
+        val_starts = eval_starts(source.val_tokens, window, opts.eval_iters * opts.batch_size)  # fewer if it is short
+        if opts.parallel == 'fsdp':  # every rank runs the same number of forward passes: FSDP gathers weights for each
+            val_starts = val_starts[:len(val_starts) - len(val_starts) % run.world]
+        source.val_starts = val_starts[run.rank::run.world]
     padding = [0] * (run.raw_model.config.vocab_size - len(run.meta['token_bytes']))
     run.token_bytes = torch.tensor(run.meta['token_bytes'] + padding, device=run.device)
     run.tokens_per_step = opts.batch_size * opts.gradient_accumulation_steps * window  # all ranks
+
+
+def check_one_tokenizer(sources):
+    """DataError unless every source is tokenized as the first is: a model reads one tokenizer's ids."""
+    first = sources[0]
+    for source in sources[1:]:
+        if not same_tokens(source.meta['tokenizer'], first.meta['tokenizer']):
+            raise DataError(f"{source.folder} is tokenized with {fingerprint(source.meta['tokenizer'])}, "
+                            f"{first.folder} with {fingerprint(first.meta['tokenizer'])}: a mixture's sources read one "
+                            f'tokenizer (prepare it again with --tokenizer={first.folder})')
 
 
 def make_optimizers(opts, run):
@@ -554,14 +592,20 @@ def log_step(opts, run, lossf, lr, seconds, iters):
     mfu, ms = utilization(run, tokens_per_s), 1000 * seconds / iters
     if run.master:
         memory = peak_memory_mb(run.device)
+        epochs = {
+            f'epochs/{s.name}': round(e, 4)
+            for s, e in zip([s for s in run.sources if s.weight > 0], run.loader.epochs())
+        } if opts.data_mix else {}
         record(
             run, {
                 'kind': 'train', 'iter': run.iter_num, 'tokens': run.tokens_seen, 'train_seconds': round(
                     run.train_seconds, 3), 'loss': lossf, 'lr': lr, 'ms_per_iter': ms, 'tokens_per_s': tokens_per_s,
-                'mfu': mfu, 'peak_memory_mb': round(memory, 1)
+                'mfu': mfu, 'peak_memory_mb': round(memory, 1), **epochs
             })
+        seen = ', '.join(f"{k.split('/', 1)[1]} {v:.2f}" for k, v in epochs.items())
         print(f'iter {run.iter_num}: loss {lossf:.4f}, lr {lr:.2e}, {ms:.1f} ms/iter, {tokens_per_s:,.0f} tok/s, '
-              f"mfu {'unknown' if mfu is None else f'{100 * mfu:.1f}%'}, peak memory {memory:,.0f} MB")
+              f"mfu {'unknown' if mfu is None else f'{100 * mfu:.1f}%'}, peak memory {memory:,.0f} MB" +
+              (f', epochs: {seen}' if seen else ''))
 
 
 def utilization(run, tokens_per_s):
@@ -584,18 +628,25 @@ def utilization(run, tokens_per_s):
 
 
 def evaluate_and_checkpoint(opts, run):
-    """Val loss, perplexity and bits per byte on the fixed val windows, recorded (or, with eval_only, printed whole);
-    then best (if improved) and ckpt. A non-finite val loss stops the run, its checkpoints untouched."""
-    batches = val_batches(run.val_tokens, run.val_starts, opts.batch_size, run.window, run.device)
-    ev = evaluate(run.model, batches, run.token_bytes, run.autocast)
+    """Val loss, perplexity and bits per byte on each source's fixed val windows, recorded (or, with eval_only, printed
+    whole): the followed source's as val_loss, val_ppl, val_bpb, and with a mixture every source's as val_bpb/<name>
+    too; then best (if the followed source's val loss improved) and ckpt. A non-finite val loss stops the run, its
+    checkpoints untouched."""
+    figures = [
+        evaluate(run.model, val_batches(s.val_tokens, s.val_starts, opts.batch_size, run.window, run.device),
+                 run.token_bytes, run.autocast) for s in run.sources
+    ]
+    ev = figures[run.followed]
+    per_source = {f'{k}/{s.name}': f[k] for s, f in zip(run.sources, figures) for k in f} if opts.data_mix else {}
     if run.master:
         rec = {
             'kind': 'eval', 'iter': run.iter_num, 'tokens': run.tokens_seen,
-            'train_seconds': round(run.train_seconds, 3), **ev
+            'train_seconds': round(run.train_seconds, 3), **ev, **per_source
         }
-        print(
-            f"eval iter {run.iter_num}: val loss {ev['val_loss']:.4f}, ppl {ev['val_ppl']:.2f}, bpb {ev['val_bpb']:.4f}"
-        )
+        others = ''.join(f"; {s.name}: loss {f['val_loss']:.4f}, bpb {f['val_bpb']:.4f}"
+                         for i, (s, f) in enumerate(zip(run.sources, figures)) if i != run.followed)
+        print(f"eval iter {run.iter_num}: val loss {ev['val_loss']:.4f}, ppl {ev['val_ppl']:.2f}, bpb "
+              f"{ev['val_bpb']:.4f}" + (f' ({run.sources[run.followed].name}){others}' if opts.data_mix else ''))
         if opts.eval_only:  # the whole record on stdout; the run's metrics.jsonl is left as it is
             print(json.dumps(rec))
         else:
@@ -603,7 +654,13 @@ def evaluate_and_checkpoint(opts, run):
     if not math.isfinite(ev['val_loss']):
         fail(f'val loss is {ev["val_loss"]} at iter {run.iter_num}: stopping; the checkpoints in {opts.out_dir} are '
              'untouched')
-    run.record['last_eval'] = {'iter': run.iter_num, **{k: ev[k] for k in ('val_loss', 'val_ppl', 'val_bpb')}}
+    figures_of = lambda f: {k: f[k] for k in ('val_loss', 'val_ppl', 'val_bpb')}
+    last = {'iter': run.iter_num, **figures_of(ev)}
+    if opts.data_mix:
+        last['sources'] = {s.name: figures_of(f) for s, f in zip(run.sources, figures)}
+    run.record['last_eval'] = last
+    if run.iter_num == 0:  # before any step: the model the run started from (a resumed run carries its own)
+        run.record['first_eval'] = last
     improved = ev['val_loss'] < run.best_val_loss
     run.best_val_loss = min(run.best_val_loss, ev['val_loss'])
     if not opts.eval_only and run.iter_num > 0 and (opts.save_latest or (improved and opts.save_best)):

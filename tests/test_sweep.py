@@ -353,6 +353,15 @@ def test_collect_leaves_out_a_last_line_cut_short_by_a_kill(tmp_path):
     assert (row['val_loss'], row['status']) == ('2.0', 'partial')
 
 
+def test_collect_shows_each_source_of_a_mixture_in_its_own_column(tmp_path):
+    mixed = EVAL.replace('"val_bpb": ', '"val_bpb/pubmed": 1.25, "val_bpb/general": 1.75, "val_bpb": ')
+    made_point(tmp_path, {'lr': '1'}, [EVAL, mixed])
+    sweep_py.collect(str(tmp_path))
+    [row] = csv.DictReader(open(tmp_path / 'results.csv'))
+    assert (row['val_bpb/pubmed'], row['val_bpb/general']) == ('1.25', '1.75')
+    assert '| val_bpb/pubmed | val_bpb/general |' in (tmp_path / 'results.md').read_text()
+
+
 @pytest.mark.parametrize('lines, where, message', [
     ([EVAL, '\n', EVAL], 'metrics.jsonl, line 2', 'a blank line'),
     (['{"kind": "ev\n', EVAL], 'metrics.jsonl, line 1', 'not a JSON record'),

@@ -510,7 +510,7 @@ def test_resume_on_data_prepared_again_is_refused_unless_allowed(tmp_path, capsy
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.count('\n') == 1, err
     ckpt = tmp_path / 'out' / 'ckpt.pt'
-    assert f'train.bin and val.bin in {data} are not the ones the run in {ckpt} trained on' in err
+    assert f'train.bin and val.bin in {data}: not the token files the run in {ckpt} trained on' in err
     assert '--allow_config_change=True' in err and load_checkpoint(tmp_path / 'out' / 'ckpt.pt')['iter_num'] == 2
     run_train(data, tmp_path / 'out', '--max_iters=4', '--init_from=resume', '--allow_config_change=True')
     printed = capsys.readouterr().out
