@@ -478,12 +478,17 @@ def collect(sweep_dir):
         pubmedqa = next((r for r in reversed(records) if r['kind'] == 'pubmedqa'), {})
         rows.append({
             **{k: point.get(k, '')
-               for k in keys}, 'status': 'done' if done else 'partial' if records else 'not run',
-            'val_loss': evals[-1]['val_loss'] if evals else None, 'val_bpb': evals[-1]['val_bpb'] if evals else None,
-            'best_val_loss': min(r['val_loss'] for r in evals) if evals else None, 'tokens': last.get('tokens'),
-            'train_seconds': last.get('train_seconds'), 'pubmedqa_accuracy': pubmedqa.get('accuracy'),
+               for k in keys},
+            'status': 'done' if done else 'partial' if records else 'not run',
+            'val_loss': evals[-1]['val_loss'] if evals else None,
+            'val_bpb': evals[-1]['val_bpb'] if evals else None,
+            'best_val_loss': min(r['val_loss'] for r in evals) if evals else None,
+            'tokens': last.get('tokens'),
+            'train_seconds': last.get('train_seconds'),
+            'pubmedqa_accuracy': pubmedqa.get('accuracy'),
             'pubmedqa_macro_f1': pubmedqa.get('macro_f1'),
-            **{k: v for k, v in (evals[-1] if evals else {}).items() if k.startswith('val_bpb/')}  # a mixture's sources
+            **{k: v
+               for k, v in (evals[-1] if evals else {}).items() if k.startswith('val_bpb/')}  # a mixture's sources
         })
         curves[name] = [(r['train_seconds'], r['val_bpb']) for r in evals]
     columns = list(dict.fromkeys(c for r in rows for c in r)) if rows else keys
