@@ -165,6 +165,8 @@ def describe(e):
         return f'truncated gzip stream (an incomplete download?): {e}'
     if isinstance(e, (zlib.error, gzip.BadGzipFile)):
         return f'bad gzip data: {e}'
+    if isinstance(e, UnicodeDecodeError):
+        return f'not UTF-8 text: {e}'
     if type(e).__name__ == 'XMLSyntaxError':  # lxml's
         return f'malformed or truncated XML: {e}'
     return f'{type(e).__name__}: {e}'
@@ -205,11 +207,12 @@ def parse_task(task):
 def parse_all(sources, o, write, key):
     """Every source file's record cache: sources [(path, md5 or None)], write(path, cache) the preparer's parser (a
     module-level function or a partial of one: workers get it pickled), key names what the caches hold (a version
-    and the options that change them). (parsed: [{name, md5, cache, records}], bad: [(name, why)])."""
+    and the options that change them; or key(path) gives it, where it differs by file: data/text/prepare.py's
+    formats read different options). (parsed: [{name, md5, cache, records}], bad: [(name, why)])."""
     cache_dir = os.path.join(o['out_dir'], 'cache', 'parsed')
     with writing_to(cache_dir):
         os.makedirs(cache_dir, exist_ok=True)
-    tasks = [(path, md5, cache_dir, key, write) for path, md5 in sources]
+    tasks = [(path, md5, cache_dir, key(path) if callable(key) else key, write) for path, md5 in sources]
     parsed, bad, records = [], [], 0
     with writing_to(cache_dir, workers_write_in=cache_dir), \
             closing(pool_map(parse_task, tasks, o['workers'])) as results, \

@@ -181,6 +181,12 @@ def write_jsonl(parsed, plans, path):
                         }, ensure_ascii=False) + '\n')
 
 
+def source_of(o):
+    """meta's `source`: where the XML came from, in a few words."""
+    return 'PubMed XML (' + ('local files' if o['input'] else 'downloaded baseline' +
+                             (' and updates' if o['updates'] else '')) + ')'
+
+
 def print_summary(meta, counts, n_files, elapsed):
     docs = meta['train_docs'] + meta['val_docs']
     tokens = meta['train_tokens'] + meta['val_tokens'] - docs  # <|endoftext|> is not text
@@ -240,9 +246,8 @@ def main(argv=None):
                           records=dict(sorted(counts.items())), files=[{'name': p['name'], 'md5': p['md5']}
                                                                        for p in parsed],
                           bad_files=[{'name': n, 'error': e} for n, e in bad],
-                          split={'rule': 'a hash of the PMID',
-                                 'val_fraction': o['val_fraction']}, languages=o['languages'], subset=subset_record(o),
-                          **sizes_of(totals))
+                          split={'rule': 'a hash of the PMID', 'val_fraction': o['val_fraction']},
+                          languages=o['languages'], subset=subset_record(o), source=source_of(o), **sizes_of(totals))
     print_summary(meta, counts, len(sources) + len(failed_downloads), time.time() - t0)
     if bad:
         print(f"{len(bad)} bad file(s) left out: {', '.join(n for n, _ in bad)}", file=sys.stderr)
