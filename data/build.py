@@ -10,8 +10,10 @@ fraction), and hands over to the stages here:
               or an existing model's (a model folder, a checkpoint, a prepared data folder)
   tokenize    one worker per file -> cache/tokens/<file>.<key>.npz, each document followed by <|endoftext|>
   write       train.bin and val.bin in file order; then meta.pkl (dataloader.write_meta), the folder's commit record
-Every stage writes through atomic_write and caches what it made, out_dir is locked while a preparer writes, so a
-killed run (kill -9 included) picks up where it stopped and gives byte-identical outputs, whatever --workers is.
+A preparer's main ends the same way: check_kept (nothing kept, or a split empty, is one line), write_token_files (the
+three stages), write_meta, bad_files_status (its exit status). Every stage writes through atomic_write and caches
+what it made, out_dir is locked while a preparer writes, so a killed run (kill -9 included) picks up where it stopped
+and gives byte-identical outputs, whatever --workers is.
 """
 import errno
 import fcntl
@@ -300,6 +302,18 @@ def split_plan(header, keep, val_fraction):
     return plan
 
 
+def check_kept(plans, why_nothing, more):
+    """(train_docs, val_docs) of the plans; one error line, nothing written, when nothing is kept (why_nothing(): the
+    reasons) or a split is empty (`more`: what gives more documents)."""
+    train_docs, val_docs = sum(int((p == TRAIN).sum()) for p in plans), sum(int((p == VAL).sum()) for p in plans)
+    if not train_docs and not val_docs:
+        fail(f'no documents to keep: {why_nothing()}; nothing written')
+    if not train_docs or not val_docs:
+        fail(f'the {"val" if train_docs else "train"} split is empty ({train_docs} train, {val_docs} val documents): '
+             f'use {more} or a {"larger" if train_docs else "smaller"} --val_fraction; nothing written')
+    return train_docs, val_docs
+
+
 # ------------------------------------------------------------------------------------------------
 # the tokenizer
 
@@ -480,3 +494,25 @@ def sizes_of(totals):
         **{k: totals[k]
            for k in ('train_docs', 'val_docs', 'train_bytes', 'val_bytes')}
     }
+
+
+def write_token_files(parsed, plans, spec, o, document):
+    """The tokenizer (a BPE trained on the train split when spec is None), every file's kept documents tokenized,
+    then train.bin and val.bin: (spec, totals) for meta."""
+    if spec is None:
+        spec = train_tokenizer(parsed, plans, o, document)
+        check_bpe_size(spec, o)
+    shards, totals = tokenize_all(parsed, plans, spec, o, document)
+    write_bins(shards, o['out_dir'], spec, totals)
+    return spec, totals
+
+
+def bad_files_status(bad, allow_bad_files):
+    """The exit status of a run that prepared what it could: 1 when files were left out (named), unless allowed."""
+    if not bad:
+        return 0
+    print(f"{len(bad)} bad file(s) left out: {', '.join(n for n, _ in bad)}", file=sys.stderr)
+    if allow_bad_files:
+        return 0
+    print('exiting with status 1 (use --allow_bad_files=True to accept the outputs as they are)', file=sys.stderr)
+    return 1

@@ -16,7 +16,8 @@ import time
 import numpy as np
 import pytest
 
-from conftest import REPO, SHARED, error_lines, need, run_prepare
+from conftest import REPO, SHARED, error_lines, fill_disk, need, run_prepare
+from data.build import read_header
 from dataloader import META_KEYS, load_meta
 from test_prepare import documents, fixture_input, outputs
 
@@ -242,7 +243,7 @@ def test_an_unreadable_file_is_left_out_and_reported_exit_1_unless_allowed(tmp_p
     assert [f['name'] for f in meta['files']] == ['good.jsonl.gz']
     assert [b['name'] for b in meta['bad_files']] == ['latin1.txt', 'truncated.jsonl.gz']
     assert 'files: 3 given, 1 prepared, 2 bad' in r.stdout and meta['train_docs'] + meta['val_docs'] == 31
-    assert run_text(*args, '--allow_bad_files=True').returncode == 0
+    assert prepare_here(*args, '--allow_bad_files=True', '--workers=1') == 0
 
 
 def test_lines_without_the_text_field_name_the_fields_they_have(tmp_path, general):
@@ -256,8 +257,8 @@ def test_lines_without_the_text_field_name_the_fields_they_have(tmp_path, genera
     ]
     assert 'note: docs.jsonl: 31 of 31 lines left out (31 without the text field); the first: line 1, without the ' \
         'text field (its fields: content, id)' in r.stderr
-    assert run_text(f'--input={folder}', f'--out_dir={out}', '--text_field=content', '--vocab_size=300',
-                    '--val_fraction=0.2').returncode == 0
+    assert prepare_here(f'--input={folder}', f'--out_dir={out}', '--text_field=content', '--vocab_size=300',
+                        '--val_fraction=0.2', '--workers=1') == 0
 
 
 @pytest.mark.parametrize('args, message', [
@@ -382,6 +383,36 @@ def test_a_stream_that_breaks_off_is_one_line_and_keeps_its_whole_parts(tmp_path
         f'error: --hf_dataset={folder}: the stream broke off in part 3 (documents from 301): ArrowInvalid'), errors
     assert errors[0].endswith('the 3 part(s) before it are kept: run the same command again to go on from there')
     assert len(list((out / 'cache' / 'parsed').glob('stream.*.pkl'))) == 3 and not (out / 'train.bin').exists()
+
+
+def test_a_full_disk_while_streaming_is_one_line_and_keeps_the_whole_parts(tmp_path, monkeypatch, capsys, tmpfs,
+                                                                           general):
+    """The stream's parts are this preparer's own writes (files go through build.parse_all): a disk that fills up
+    while one is written is one line naming it, no temp file is left, the parts before stay whole, and the same
+    command finishes once there is room, as a run that never stopped."""
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    folder = tmp_path / 'dataset'
+    folder.mkdir()
+    write_parquet(folder / 'train.parquet', general['speeches'][:600])
+    out = tmpfs(tmp_path / 'disk') / 'out'
+    out.mkdir()
+    args = [f'--hf_dataset={folder}', '--part_docs=100', '--workers=1', '--val_fraction=0.2', '--vocab_size=300']
+    filler = fill_disk(out.parent, leave=60_000)
+    with pytest.raises(SystemExit) as exit:
+        prepare_here(*args, f'--out_dir={out}')
+    err = capsys.readouterr().err
+    errors = error_lines(err)
+    assert exit.value.code == 1 and len(errors) == 1, err
+    assert errors[0].startswith(f'error: {out}/cache/parsed: the disk is full (No space left on device; ')
+    assert errors[0].endswith('then run the same command again (what is done is cached); the files already there are '
+                              'unchanged')
+    assert not list(out.rglob('*.tmp'))
+    parts = sorted((out / 'cache' / 'parsed').glob('stream.*.pkl'))
+    assert 0 < len(parts) < 6 and all(len(read_header(p)['split_hash']) == 100 for p in parts)
+    filler.unlink()
+    assert prepare_here(*args, f'--out_dir={out}') == 0
+    assert prepare_here(*args, f'--out_dir={tmp_path / "uninterrupted"}') == 0
+    assert outputs(out) == outputs(tmp_path / 'uninterrupted')
 
 
 # ------------------------------------------------------------------------------------------------

@@ -124,38 +124,43 @@ def reusable(header, spent, budget):
 
 def stream_parts(dataset, key, o, spec):
     """The record caches of the stream's parts, reused or written, up to the budget: (parsed, facts), parsed as
-    build.parse_all's ([{name, md5, cache, records}]), facts {parts, read, tokens, end}."""
-    budget, (costs_of, counted_as) = o['max_tokens'] or None, token_counter(spec)
+    build.parse_all's ([{name, md5, cache, records}]), facts {parts, read, tokens, end}. A stream that breaks off,
+    or a disk that fills up, is one line once the progress bar is closed."""
     folder = os.path.join(o['out_dir'], 'cache', 'parsed')
+    try:
+        with writing_to(folder), closing(Stream(dataset)) as stream, \
+                tqdm(total=o['max_tokens'] or None, unit='tok', unit_scale=True, desc='stream') as bar:
+            os.makedirs(folder, exist_ok=True)
+            return read_parts(stream, folder, key, o, spec, bar)
+    except StreamError as e:
+        fail(f"--hf_dataset={o['hf_dataset']}: {e}: run the same command again to go on from there")
+
+
+def read_parts(stream, folder, key, o, spec, bar):
+    """stream_parts' walk: each part from the cache where reusable(), else from the stream (opened at the first
+    part to read, from the state of the part before)."""
+    budget, (costs_of, counted_as) = o['max_tokens'] or None, token_counter(spec)
     key = short_hash(key, counted_as)
     parsed, spent, state, index, read = [], 0, None, 0, 0
-    with writing_to(folder):
-        os.makedirs(folder, exist_ok=True)
-    with tqdm(total=budget, unit='tok', unit_scale=True, desc='stream') as bar, \
-            closing(Stream(dataset)) as stream:
-        while True:
-            path = os.path.join(folder, f'stream.{key}.{index:06d}.pkl')
-            header = None if stream.started else cached(path, read_header)
-            if header is None or not reusable(header, spent, budget):
-                if not stream.started and index:
-                    tqdm.write(f'{index} part(s) cached: the stream goes on from document {read + 1:,}',
-                               file=sys.stderr)
-                try:
-                    with writing_to(path):
-                        header = write_part(path, stream.at(state), o, costs_of, spent, bar, read)
-                except StreamError as e:
-                    fail(f"--hf_dataset={o['hf_dataset']}: the stream broke off in part {index} (documents from "
-                         f"{read + 1:,}): {str(e).rstrip('.')}; the {index} part(s) before it are kept: run the same "
-                         'command again to '
-                         'go on from there')
-            else:
-                bar.update(int(header['cost'].sum()))
-            parsed.append({'name': f'part {index}', 'md5': '', 'cache': path, 'records': len(header['split_hash'])})
-            spent, state, read = spent + int(header['cost'].sum()), header['state'], read + header['read']
-            bar.set_postfix(parts=len(parsed), docs=f'{read:,}')
-            if header['end'] != 'full':
-                return parsed, {'parts': len(parsed), 'read': read, 'tokens': spent, 'end': header['end']}
-            index += 1
+    while True:
+        path = os.path.join(folder, f'stream.{key}.{index:06d}.pkl')
+        header = None if stream.started else cached(path, read_header)
+        if header is None or not reusable(header, spent, budget):
+            if not stream.started and index:
+                tqdm.write(f'{index} part(s) cached: the stream goes on from document {read + 1:,}', file=sys.stderr)
+            try:
+                header = write_part(path, stream.at(state), o, costs_of, spent, bar, read)
+            except StreamError as e:
+                raise StreamError(f"the stream broke off in part {index} (documents from {read + 1:,}): "
+                                  f"{str(e).rstrip('.')}; the {index} part(s) before it are kept") from e
+        else:
+            bar.update(int(header['cost'].sum()))
+        parsed.append({'name': f'part {index}', 'md5': '', 'cache': path, 'records': len(header['split_hash'])})
+        spent, state, read = spent + int(header['cost'].sum()), header['state'], read + header['read']
+        bar.set_postfix(parts=len(parsed), docs=f'{read:,}')
+        if header['end'] != 'full':
+            return parsed, {'parts': len(parsed), 'read': read, 'tokens': spent, 'end': header['end']}
+        index += 1
 
 
 class Stream:

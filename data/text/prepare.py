@@ -32,8 +32,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))  # the repo root, whe
 from common import fail, natural_key
 from configurator import Option, at_least, configure
 from data import build
-from data.build import (TRAIN, VAL, check_bpe_size, chosen_tokenizer, lock_out_dir, read_header, short_hash, sizes_of,
-                        split_plan, tokenize_all, train_tokenizer, write_bins, writing_to)
+from data.build import (bad_files_status, check_kept, chosen_tokenizer, lock_out_dir, read_header, short_hash, sizes_of,
+                        split_plan, write_token_files, writing_to)
 from data.text.formats import READ_VERSION, REASONS, SUFFIXES, document, format_of, write_documents
 from dataloader import write_meta
 
@@ -319,18 +319,9 @@ def main(argv=None):
     if len(notes) > MAX_NOTES:
         print(f"note: and {len(notes) - MAX_NOTES} more with records left out (meta.json's records counts them all)",
               file=sys.stderr)
-    train_docs, val_docs = sum(int((p == TRAIN).sum()) for p in plans), sum(int((p == VAL).sum()) for p in plans)
-    if not train_docs and not val_docs:
-        fail(f'no documents to keep: {why_nothing_is_kept(counts, o)}; nothing written')
-    if not train_docs or not val_docs:
-        fail(f'the {"val" if train_docs else "train"} split is empty ({train_docs} train, {val_docs} val documents): '
-             f'use more text{", cut into more documents (--separator)" if uncut_text(o) else ""} or a '
-             f'{"larger" if train_docs else "smaller"} --val_fraction; nothing written')
-    if spec is None:
-        spec = train_tokenizer(parsed, plans, o, document)
-        check_bpe_size(spec, o)
-    shards, totals = tokenize_all(parsed, plans, spec, o, document)
-    write_bins(shards, o['out_dir'], spec, totals)
+    check_kept(plans, lambda: why_nothing_is_kept(counts, o),
+               'more text' + (', cut into more documents (--separator)' if uncut_text(o) else ''))
+    spec, totals = write_token_files(parsed, plans, spec, o, document)
     with writing_to(o['out_dir']):
         meta = write_meta(o['out_dir'], spec, source=source_of(o, stream), records=counts,
                           files=[{'name': p['name'], 'md5': p['md5']} for p in parsed] if not stream else [],
@@ -338,13 +329,7 @@ def main(argv=None):
                           split={'rule': 'a hash of the text', 'val_fraction': o['val_fraction']}, languages='all',
                           **sizes_of(totals))
     print_summary(meta, stream, len(o.get('files', [])), time.time() - t0)
-    if bad:
-        print(f"{len(bad)} bad file(s) left out: {', '.join(n for n, _ in bad)}", file=sys.stderr)
-        if not o['allow_bad_files']:
-            print('exiting with status 1 (use --allow_bad_files=True to accept the outputs as they are)',
-                  file=sys.stderr)
-            return 1
-    return 0
+    return bad_files_status(bad, o['allow_bad_files'])
 
 
 if __name__ == '__main__':
