@@ -95,6 +95,11 @@ def file_md5(path):
     return md5.hexdigest()
 
 
+def natural_key(name):
+    """'pubmed24n0010.xml.gz' sorts after 'pubmed24n0009.xml.gz' (and n1220 after n999)."""
+    return [int(t) if t.isdigit() else t for t in re.split(r'(\d+)', name)]
+
+
 def writable_folder(path, create=True):
     """Whether files can be written in `path` (an existing folder, or one that can be created there)."""
     while create and not os.path.exists(path) and path != os.path.dirname(path):

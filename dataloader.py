@@ -27,7 +27,7 @@ from tokenizer import eot_id, token_byte_lengths, vocab_size_of
 
 META_KEYS = ('vocab_size', 'dtype', 'tokenizer', 'eot_token', 'token_bytes', 'train_tokens', 'val_tokens', 'train_docs',
              'val_docs', 'train_bytes', 'val_bytes', 'files', 'bad_files', 'records', 'token_files', 'excluded_pmids',
-             'split', 'languages', 'subset')
+             'split', 'languages', 'subset', 'source')
 
 
 class DataError(Exception):

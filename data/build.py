@@ -10,8 +10,10 @@ fraction), and hands over to the stages here:
               or an existing model's (a model folder, a checkpoint, a prepared data folder)
   tokenize    one worker per file -> cache/tokens/<file>.<key>.npz, each document followed by <|endoftext|>
   write       train.bin and val.bin in file order; then meta.pkl (dataloader.write_meta), the folder's commit record
-Every stage writes through atomic_write and caches what it made, out_dir is locked while a preparer writes, so a
-killed run (kill -9 included) picks up where it stopped and gives byte-identical outputs, whatever --workers is.
+A preparer's main ends the same way: check_kept (nothing kept, or a split empty, is one line), write_token_files (the
+three stages), write_meta, bad_files_status (its exit status). Every stage writes through atomic_write and caches
+what it made, out_dir is locked while a preparer writes, so a killed run (kill -9 included) picks up where it stopped
+and gives byte-identical outputs, whatever --workers is.
 """
 import errno
 import fcntl
@@ -165,6 +167,8 @@ def describe(e):
         return f'truncated gzip stream (an incomplete download?): {e}'
     if isinstance(e, (zlib.error, gzip.BadGzipFile)):
         return f'bad gzip data: {e}'
+    if isinstance(e, UnicodeDecodeError):
+        return f'not UTF-8 text: {e}'
     if type(e).__name__ == 'XMLSyntaxError':  # lxml's
         return f'malformed or truncated XML: {e}'
     return f'{type(e).__name__}: {e}'
@@ -205,11 +209,12 @@ def parse_task(task):
 def parse_all(sources, o, write, key):
     """Every source file's record cache: sources [(path, md5 or None)], write(path, cache) the preparer's parser (a
     module-level function or a partial of one: workers get it pickled), key names what the caches hold (a version
-    and the options that change them). (parsed: [{name, md5, cache, records}], bad: [(name, why)])."""
+    and the options that change them; or key(path) gives it, where it differs by file: data/text/prepare.py's
+    formats read different options). (parsed: [{name, md5, cache, records}], bad: [(name, why)])."""
     cache_dir = os.path.join(o['out_dir'], 'cache', 'parsed')
     with writing_to(cache_dir):
         os.makedirs(cache_dir, exist_ok=True)
-    tasks = [(path, md5, cache_dir, key, write) for path, md5 in sources]
+    tasks = [(path, md5, cache_dir, key(path) if callable(key) else key, write) for path, md5 in sources]
     parsed, bad, records = [], [], 0
     with writing_to(cache_dir, workers_write_in=cache_dir), \
             closing(pool_map(parse_task, tasks, o['workers'])) as results, \
@@ -295,6 +300,18 @@ def split_plan(header, keep, val_fraction):
     plan = np.where(header['split_hash'] < val_below, VAL, TRAIN).astype(np.int8)
     plan[~keep] = DROPPED
     return plan
+
+
+def check_kept(plans, why_nothing, more):
+    """(train_docs, val_docs) of the plans; one error line, nothing written, when nothing is kept (why_nothing(): the
+    reasons) or a split is empty (`more`: what gives more documents)."""
+    train_docs, val_docs = sum(int((p == TRAIN).sum()) for p in plans), sum(int((p == VAL).sum()) for p in plans)
+    if not train_docs and not val_docs:
+        fail(f'no documents to keep: {why_nothing()}; nothing written')
+    if not train_docs or not val_docs:
+        fail(f'the {"val" if train_docs else "train"} split is empty ({train_docs} train, {val_docs} val documents): '
+             f'use {more} or a {"larger" if train_docs else "smaller"} --val_fraction; nothing written')
+    return train_docs, val_docs
 
 
 # ------------------------------------------------------------------------------------------------
@@ -477,3 +494,25 @@ def sizes_of(totals):
         **{k: totals[k]
            for k in ('train_docs', 'val_docs', 'train_bytes', 'val_bytes')}
     }
+
+
+def write_token_files(parsed, plans, spec, o, document):
+    """The tokenizer (a BPE trained on the train split when spec is None), every file's kept documents tokenized,
+    then train.bin and val.bin: (spec, totals) for meta."""
+    if spec is None:
+        spec = train_tokenizer(parsed, plans, o, document)
+        check_bpe_size(spec, o)
+    shards, totals = tokenize_all(parsed, plans, spec, o, document)
+    write_bins(shards, o['out_dir'], spec, totals)
+    return spec, totals
+
+
+def bad_files_status(bad, allow_bad_files):
+    """The exit status of a run that prepared what it could: 1 when files were left out (named), unless allowed."""
+    if not bad:
+        return 0
+    print(f"{len(bad)} bad file(s) left out: {', '.join(n for n, _ in bad)}", file=sys.stderr)
+    if allow_bad_files:
+        return 0
+    print('exiting with status 1 (use --allow_bad_files=True to accept the outputs as they are)', file=sys.stderr)
+    return 1

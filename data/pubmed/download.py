@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import requests
 from tqdm import tqdm
 
-from common import atomic_write, file_md5
+from common import atomic_write, file_md5, natural_key
 
 CHUNK = 1 << 16  # a dropped connection loses at most this much of what was received
 
@@ -33,11 +33,6 @@ class DownloadError(Exception):
 
 class ServerError(Exception):
     """A 5xx response: worth retrying."""
-
-
-def natural_key(name):
-    """'pubmed24n0010.xml.gz' sorts after 'pubmed24n0009.xml.gz' (and n1220 after n999)."""
-    return [int(t) if t.isdigit() else t for t in re.split(r'(\d+)', name)]
 
 
 def parse_listing(html):

@@ -27,8 +27,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))  # the repo root, whe
 from common import atomic_write, fail
 from configurator import Option, at_least, configure, positive
 from data import build
-from data.build import (DROPPED, TRAIN, VAL, check_bpe_size, chosen_tokenizer, iter_records, lock_out_dir, short_hash,
-                        sizes_of, tokenize_all, train_tokenizer, write_bins, writing_to)
+from data.build import (DROPPED, VAL, bad_files_status, check_kept, chosen_tokenizer, iter_records, lock_out_dir,
+                        short_hash, sizes_of, write_token_files, writing_to)
 from data.pubmed.download import DownloadError, download_all, list_files, natural_key
 from data.pubmed.parse import PARSE_VERSION, document, write_parsed
 from data.pubmed.selection import (PUBMEDQA_FILES, SUBSET_OPTIONS, SUBSET_RULES, exclusion_record, merge,
@@ -181,6 +181,12 @@ def write_jsonl(parsed, plans, path):
                         }, ensure_ascii=False) + '\n')
 
 
+def source_of(o):
+    """meta's `source`: where the XML came from, in a few words."""
+    return 'PubMed XML (' + ('local files' if o['input'] else 'downloaded baseline' +
+                             (' and updates' if o['updates'] else '')) + ')'
+
+
 def print_summary(meta, counts, n_files, elapsed):
     docs = meta['train_docs'] + meta['val_docs']
     tokens = meta['train_tokens'] + meta['val_tokens'] - docs  # <|endoftext|> is not text
@@ -220,37 +226,21 @@ def main(argv=None):
     if not parsed:
         fail('no file could be prepared' + (f' ({len(bad)} bad)' if bad else ''))
     plans, counts = merge(parsed, o, o['excluded'])
-    train_docs, val_docs = sum(int((p == TRAIN).sum()) for p in plans), sum(int((p == VAL).sum()) for p in plans)
-    if not train_docs and not val_docs:
-        fail(f'no documents to keep: {why_nothing_is_kept(counts, o)}; nothing written')
-    if not train_docs or not val_docs:
-        fail(f'the {"val" if train_docs else "train"} split is empty ({train_docs} train, {val_docs} val '
-             f'documents): use more input files{", a subset that keeps more" if o["subset"] else ""} or a '
-             f'{"larger" if train_docs else "smaller"} --val_fraction; nothing written')
-    if spec is None:
-        spec = train_tokenizer(parsed, plans, o, document)
-        check_bpe_size(spec, o)
-    shards, totals = tokenize_all(parsed, plans, spec, o, document)
-    if o['export_jsonl']:
+    check_kept(plans, lambda: why_nothing_is_kept(counts, o),
+               'more input files' + (', a subset that keeps more' if o['subset'] else ''))
+    if o['export_jsonl']:  # before the token files: a failed export leaves the folder as it was
         with writing_to(o['export_jsonl']):
             write_jsonl(parsed, plans, o['export_jsonl'])
-    write_bins(shards, o['out_dir'], spec, totals)
+    spec, totals = write_token_files(parsed, plans, spec, o, document)
     with writing_to(o['out_dir']):
         meta = write_meta(o['out_dir'], spec, excluded_pmids=exclusion_record(o, counts),
                           records=dict(sorted(counts.items())), files=[{'name': p['name'], 'md5': p['md5']}
                                                                        for p in parsed],
                           bad_files=[{'name': n, 'error': e} for n, e in bad],
-                          split={'rule': 'a hash of the PMID',
-                                 'val_fraction': o['val_fraction']}, languages=o['languages'], subset=subset_record(o),
-                          **sizes_of(totals))
+                          split={'rule': 'a hash of the PMID', 'val_fraction': o['val_fraction']},
+                          languages=o['languages'], subset=subset_record(o), source=source_of(o), **sizes_of(totals))
     print_summary(meta, counts, len(sources) + len(failed_downloads), time.time() - t0)
-    if bad:
-        print(f"{len(bad)} bad file(s) left out: {', '.join(n for n, _ in bad)}", file=sys.stderr)
-        if not o['allow_bad_files']:
-            print('exiting with status 1 (use --allow_bad_files=True to accept the outputs as they are)',
-                  file=sys.stderr)
-            return 1
-    return 0
+    return bad_files_status(bad, o['allow_bad_files'])
 
 
 if __name__ == '__main__':
