@@ -41,6 +41,7 @@ from tokenizer import encoding_from_spec, eot_id, gpt2_spec, model_tokenizer, tr
 DROPPED, TRAIN, VAL = 0, 1, 2  # where a record goes: a plan holds one of these per record of a file
 SPLITS = {TRAIN: 'train', VAL: 'val'}
 CHUNK = 1024  # records per pickle in a record cache, documents per tokenizer batch
+BATCH_CHARS = 1 << 23  # characters per tokenizer batch at most (a full-text article is ~40 thousand)
 PICKLE = 4
 
 # yapf: disable (a table: its comments aligned)
@@ -401,34 +402,54 @@ def init_encoder(spec):
 
 
 def tokenize_task(task):
-    """Worker: one file's kept documents -> train and val token arrays, each document + <|endoftext|>."""
+    """Worker: one file's kept documents -> train and val token arrays, each document + <|endoftext|>. Memory stays
+    bounded however large the file (a PMC package holds a billion tokens): documents are tokenized CHUNK or
+    BATCH_CHARS characters at a time, their tokens go to a temp file per split, and the shard is written from those
+    (memory-mapped)."""
     parsed_cache, plan, out, document = task
     stats = cached(out, shard_stats)
     if stats is not None:
         return stats
     enc, eot, dtype = _encoder['enc'], _encoder['eot'], _encoder['dtype']
-    texts, arrays, stats = {TRAIN: [], VAL: []}, {TRAIN: [], VAL: []}, Counter()
+    parts = {split: f'{out}.{os.getpid()}.{name}.tmp' for split, name in SPLITS.items()}
+    texts, stats = {TRAIN: [], VAL: []}, Counter()
+    try:
+        with open(parts[TRAIN], 'wb') as train, open(parts[VAL], 'wb') as val:
+            files = {TRAIN: train, VAL: val}
 
-    def flush(split):
-        ids = enc.encode_ordinary_batch(texts[split], num_threads=1)  # a literal <|endoftext|> in a text is text
-        count = sum(len(t) + 1 for t in ids)
-        arrays[split].append(np.fromiter(chain.from_iterable(t + [eot] for t in ids), dtype=dtype, count=count))
-        texts[split].clear()
+            def flush(split):
+                ids = enc.encode_ordinary_batch(texts[split], num_threads=1)  # a literal <|endoftext|> is text
+                count = sum(len(t) + 1 for t in ids)
+                # file.write raises on a full disk; ndarray.tofile lost that error, leaving a short file
+                files[split].write(np.fromiter(chain.from_iterable(t + [eot] for t in ids), dtype=dtype, count=count))
+                texts[split].clear()
+                stats[f'{SPLITS[split]}_pending'] = 0
 
-    for record, split in zip(iter_records(parsed_cache), plan):
-        if split != DROPPED:
-            text = document(record)
-            texts[split].append(text)
-            stats[f'{SPLITS[split]}_docs'] += 1
-            stats[f'{SPLITS[split]}_bytes'] += len(text.encode())
-            if len(texts[split]) == CHUNK:
+            for record, split in zip(iter_records(parsed_cache), plan):
+                if split != DROPPED:
+                    text = document(record)
+                    texts[split].append(text)
+                    name = SPLITS[split]
+                    stats[f'{name}_docs'] += 1
+                    stats[f'{name}_bytes'] += len(text.encode())
+                    stats[f'{name}_pending'] += len(text)
+                    if len(texts[split]) == CHUNK or stats[f'{name}_pending'] >= BATCH_CHARS:
+                        flush(split)
+            for split in (TRAIN, VAL):
                 flush(split)
-    for split in (TRAIN, VAL):
-        flush(split)
-    counts = {k: stats[k] for k in ('train_docs', 'train_bytes', 'val_docs', 'val_bytes')}
-    with atomic_write(out) as f:
-        np.savez(f, train=np.concatenate(arrays[TRAIN]), val=np.concatenate(arrays[VAL]), **counts)
+        counts = {k: stats[k] for k in ('train_docs', 'train_bytes', 'val_docs', 'val_bytes')}
+        with atomic_write(out) as f:
+            np.savez(f, train=mapped(parts[TRAIN], dtype), val=mapped(parts[VAL], dtype), **counts)
+    finally:
+        for part in parts.values():
+            if os.path.exists(part):
+                os.remove(part)
     return shard_stats(out)
+
+
+def mapped(path, dtype):
+    """A file's tokens, memory-mapped (np.memmap refuses an empty file)."""
+    return np.memmap(path, dtype=dtype, mode='r') if os.path.getsize(path) else np.zeros(0, dtype=dtype)
 
 
 def shard_stats(path):
@@ -440,9 +461,14 @@ def shard_stats(path):
 def stored_length(npz, key):
     """The length of array `key` of an open .npz, from its header: the tokens are not read just to count them."""
     with npz.zip.open(f'{key}.npy') as f:
-        version = np.lib.format.read_magic(f)
-        header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        return header(f)[0][0]
+        return npy_length(f)
+
+
+def npy_length(f):
+    """Read a .npy header off an open file, leaving it at the array's bytes; the array's length."""
+    version = np.lib.format.read_magic(f)
+    header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    return header(f)[0][0]
 
 
 def tokenize_all(parsed, plans, spec, o, document, text_key=''):
@@ -477,18 +503,21 @@ def write_bins(shards, out_dir, spec, totals):
     with writing_to(out_dir, needed), atomic_write(os.path.join(out_dir, 'train.bin')) as train, \
             atomic_write(os.path.join(out_dir, 'val.bin')) as val:
         for shard in shards:
-            tokens = read_shard(shard)
-            # file.write raises on a full disk; ndarray.tofile lost that error, leaving a short file
-            train.write(tokens['train'])
-            val.write(tokens['val'])
+            for key, out in (('train', train), ('val', val)):
+                for block in shard_blocks(shard, key):
+                    out.write(block)  # file.write raises on a full disk
 
 
-def read_shard(shard):
-    """A token shard's arrays; an unreadable one is removed (to be rebuilt) with one error line."""
+def shard_blocks(shard, key):
+    """The tokens of a shard's `key` array as bytes, BATCH_CHARS at a time (never the whole array in memory: np.savez
+    stores it uncompressed, after its .npy header); an unreadable shard is removed (to be rebuilt) with one error
+    line."""
     try:
-        with np.load(shard) as z:
-            return {'train': z['train'], 'val': z['val']}
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        with np.load(shard) as z, z.zip.open(f'{key}.npy') as f:
+            npy_length(f)
+            while block := f.read(BATCH_CHARS):
+                yield block
+    except (OSError, ValueError, zipfile.BadZipFile) as e:  # the shard's: a write's error is raised where it writes
         os.remove(shard)
         fail(f'{shard}: unreadable cache ({type(e).__name__}: {e}): removed; run the same command again to rebuild it')
 

@@ -30,7 +30,7 @@ import numpy as np
 from common import atomic_write, fail, file_md5
 from configurator import Option, at_least, configure, positive
 from data import build
-from data.build import (CHUNK, DROPPED, TRAIN, VAL, blaming_the_input, check_bpe_size, chosen_tokenizer, id_hashes,
+from data.build import (DROPPED, TRAIN, VAL, blaming_the_input, check_bpe_size, chosen_tokenizer, id_hashes,
                         iter_records, lock_out_dir, short_hash, sizes_of, tokenize_all, train_tokenizer, write_bins,
                         write_header, write_records, writing_to)
 from data.pmc import selection
@@ -78,6 +78,7 @@ OPTIONS = {
 # yapf: enable
 PARSE_VERSION = 1  # of what a record cache holds: bump when it changes (every input is parsed again)
 ARTICLES_PER_GROUP = 1000  # loose articles per input: a cache and a worker task each, not one per article
+ARTICLES_PER_PICKLE = 64  # in a record cache: what a stage holds at a time (PubMed's 1,024 abstracts ~ 64 articles)
 RETIRED = (
     "NCBI retired its bulk layout in 2026 (ftp.ncbi.nlm.nih.gov/pub/pmc/oa_bulk/, then pub/pmc/deprecated/): "
     'give --base_url=the folder that holds oa_bulk/ in a mirror or a local copy of it, or prepare local packages '
@@ -193,9 +194,9 @@ def source_md5(source):
 
 
 def write_articles(source, cache):
-    """Stream one input's articles into its record cache, CHUNK records per pickle, then the header. A package cut
-    short or corrupt keeps the articles before the damage (the header's `damaged` says what); an article that cannot
-    be read is counted (bad_article) and named (bad_articles); a member that is not .xml/.nxml is counted."""
+    """Stream one input's articles into its record cache, ARTICLES_PER_PICKLE to a pickle, then the header. A package
+    cut short or corrupt keeps the articles before the damage (the header's `damaged` says what); an article that
+    cannot be read is counted (bad_article) and named (bad_articles); a member that is not .xml/.nxml is counted."""
     counts, bad, damage = {}, [], []
     members = package_articles(source, counts, damage) if isinstance(source, str) else loose_articles(
         source, counts, bad)
@@ -208,7 +209,7 @@ def write_articles(source, cache):
                 bad.append((member, str(e).removeprefix(f'{member}: ')))
                 continue
             chunk.append(header.add(member, record))
-            if len(chunk) == CHUNK:
+            if len(chunk) == ARTICLES_PER_PICKLE:
                 write_records(f, chunk)
                 chunk = []
         write_records(f, chunk)
