@@ -751,7 +751,7 @@ def test_prepare_keeps_the_latest_licensed_bodied_articles_and_counts_each_rule(
     ]
 
 
-def test_other_text_options_parse_nothing_again(tmp_path, capsys):
+def test_other_text_options_and_subsets_parse_nothing_again(tmp_path, capsys):
     from data.pmc.jats import KINDS
     rows = pmc_inputs(tmp_path / 'in')
     out, args = tmp_path / 'out', [f'--input={tmp_path / "in"}', '--licenses=oa_comm', *QUICK]
@@ -766,6 +766,14 @@ def test_other_text_options_parse_nothing_again(tmp_path, capsys):
     assert capsys.readouterr().err.splitlines()[-1] == (
         'error: no documents to keep: of the 22 articles, 2 older versions, 1 retracted, 1 without body text, 1 by '
         '--licenses, 6 dropped by the subset (year), 11 dropped by the subset (article_type); nothing written')
+    (tmp_path / 'exclude.txt').write_text(f'{rows[7][2]}\n')  # pone.0046493's PMID
+    assert prepare_pmc(*args, f'--out_dir={out}', f'--exclude_pmids={tmp_path / "exclude.txt"}',
+                       '--journals=eLife;PLOS ONE') == 0
+    meta = load_meta_of(out)
+    assert (meta['records']['excluded'], meta['records']['journal']) == (1, 3)  # BMC, PLoS NTD and BJC's by journal
+    assert meta['train_docs'] + meta['val_docs'] == 13
+    assert meta['subset'] == {'licenses': 'oa_comm', 'journals': 'eLife;PLOS ONE'}
+    assert meta['excluded_pmids']['listed'] == meta['excluded_pmids']['excluded'] == 1
     assert {p: p.stat().st_mtime_ns for p in (out / 'cache' / 'parsed').iterdir()} == caches
 
 

@@ -62,6 +62,7 @@ OPTIONS = {
                              # CC BY-ND); 'all' keeps every one
     'tables': False,         # tables in the text too, one line per row, cells tab-separated (re-parses nothing)
     'languages': Option('eng', names_something),  # comma-separated codes to keep (PubMed's: eng, fre, ger...); 'all'
+                                                  # keeps every language
     'export_jsonl': '',      # also write one JSON line per kept article to this path
     'allow_bad_files': False,  # exit 0 even if some packages were cut short, corrupt or failed to download
     # subsets, applied after the rules above (each article dropped is counted under the first rule it fails)
@@ -429,13 +430,13 @@ def check_splits(plans, counts, o):
 
 def meta_facts(o, parsed, bad, counts, facts, plans):
     """What meta.pkl says of where the documents came from and what was kept (write_meta's facts but the sizes)."""
-    licenses = o['licenses'] if o['licenses_kept'] else ''  # 'all' is no subset
+    kept = o['licenses'] if o['licenses_kept'] else ''  # every license is no subset
     return {
         'excluded_pmids': exclusion_record(o, counts), 'records': dict(sorted(counts.items())),
         'files': files_record(parsed), 'bad_files': [{'name': n, 'error': e} for n, e in bad], 'split': {
             'rule': 'a hash of the PMID, else of PMC + the PMCID, else of doi: + the DOI',
             'val_fraction': o['val_fraction']
-        }, 'languages': o['languages'], 'subset': subset_record({**o, 'licenses': licenses}, selection.SUBSET_OPTIONS),
+        }, 'languages': o['languages'], 'subset': subset_record({**o, 'licenses': kept}, selection.SUBSET_OPTIONS),
         'licenses': selection.kept_licenses(facts, plans), 'sections': selection.kept_sections(facts, o['kinds'])
     }
 
