@@ -276,7 +276,7 @@ class Header:
         arrays = {k: np.array(c[k], dtype=dtype) for k, dtype in self.NUMBERS.items()}
         arrays.update(member=c['member'], doi=c['doi'])
         for key in ('kind_chars', 'kind_lines'):
-            arrays[key] = np.array(c[key], dtype=np.int64).reshape(-1, len(KINDS))
+            arrays[key] = np.array(c[key], dtype=np.int32).reshape(-1, len(KINDS))  # an article is under 32 MB
         arrays['chars'] = selection.document_chars(arrays, TEXT_KINDS)
         # the XML's ids: the merge hashes the ids a File List gives its own
         arrays['split_hash'], arrays['sample_hash'] = id_hashes(
