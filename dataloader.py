@@ -27,7 +27,7 @@ from tokenizer import eot_id, token_byte_lengths, vocab_size_of
 
 META_KEYS = ('vocab_size', 'dtype', 'tokenizer', 'eot_token', 'token_bytes', 'train_tokens', 'val_tokens', 'train_docs',
              'val_docs', 'train_bytes', 'val_bytes', 'files', 'bad_files', 'records', 'token_files', 'excluded_pmids',
-             'split', 'languages', 'subset', 'source')
+             'split', 'languages', 'subset', 'source', 'licenses', 'sections')
 
 
 class DataError(Exception):
@@ -45,7 +45,8 @@ def write_meta(out_dir, spec, **facts):
     val_bytes), and where they came from (files: [{name, md5}], bad_files: [{name, error}], records:
     {what was seen and dropped: count}, excluded_pmids: {source, listed, excluded, blake2b},
     split: {rule, val_fraction},
-    languages: the codes kept, subset: prepare.py's subset options that were set). vocab_size, dtype,
+    languages: the codes kept, subset: prepare.py's subset options that were set; data/pmc/prepare.py's licenses:
+    {license: articles kept}, sections: {in_text: [block kinds], chars: {kind: characters kept}}). vocab_size, dtype,
     eot_token and token_bytes (UTF-8 length of each id, 0 for special tokens: the denominator of bits per
     byte) follow from the spec; token_files
     ({'train.bin': {'bytes', 'blake2b'}, 'val.bin': ...}) from the token files, already in out_dir."""
@@ -61,7 +62,8 @@ def write_meta(out_dir, spec, **facts):
     meta = {
         'vocab_size': vocab_size, 'dtype': token_dtype(vocab_size), 'tokenizer': spec, 'eot_token': eot_id(spec),
         'token_bytes': token_byte_lengths(spec), 'files': [], 'bad_files': [], 'records': {}, 'subset': {},
-        'excluded_pmids': {'source': '', 'listed': 0, 'excluded': 0, 'blake2b': ''}, 'token_files': token_files, **facts
+        'licenses': {}, 'sections': {}, 'source': '', 'token_files': token_files,
+        'excluded_pmids': {'source': '', 'listed': 0, 'excluded': 0, 'blake2b': ''}, **facts
     }
     summary = {k: v for k, v in meta.items() if k not in ('tokenizer', 'token_bytes')}
     summary['tokenizer'] = {

@@ -3,9 +3,10 @@ A prepared data folder, built: the stages every preparer shares (data/pubmed/pre
 data/text/prepare.py for any other text, data/pmc/prepare.py for PMC full text).
 
 A preparer turns each input file into a record cache (cache/parsed/: its records, CHUNK to a pickle, then a header
-of per-record arrays the later stages read alone: at least `chars`, `split_hash` and `sample_hash`), decides where
-each record goes (a plan per file: DROPPED, TRAIN or VAL per record, VAL when its split hash falls below the val
-fraction), and hands over to the stages here:
+of per-record arrays the later stages read alone: at least `chars`, `split_hash` and `sample_hash`; `damaged` where the
+file could be read only up to some damage, e.g. a cut archive: its records before the damage are kept and the file is
+reported bad all the same), decides where each record goes (a plan per file: DROPPED, TRAIN or VAL per record, VAL
+when its split hash falls below the val fraction), and hands over to the stages here:
   tokenizer   a byte-level BPE trained on a deterministic sample of the train split (cached by sample), GPT-2's,
               or an existing model's (a model folder, a checkpoint, a prepared data folder)
   tokenize    one worker per file -> cache/tokens/<file>.<key>.npz, each document followed by <|endoftext|>
@@ -42,6 +43,7 @@ from tokenizer import encoding_from_spec, eot_id, gpt2_spec, model_tokenizer, tr
 DROPPED, TRAIN, VAL = 0, 1, 2  # where a record goes: a plan holds one of these per record of a file
 SPLITS = {TRAIN: 'train', VAL: 'val'}
 CHUNK = 1024  # records per pickle in a record cache, documents per tokenizer batch
+BATCH_CHARS = 1 << 23  # characters per tokenizer batch at most (a full-text article is ~40 thousand)
 PICKLE = 4
 
 # yapf: disable (a table: its comments aligned)
@@ -187,47 +189,62 @@ def blaming_the_input(items):
 
 
 def parse_task(task):
-    """Worker: parse one file into its record cache unless already there (write(path, cache) writes it and returns
-    its record count); never raises on a bad file (only on errors of this machine's, which no other file would
-    escape)."""
-    path, md5, cache_dir, key, write = task
-    name = os.path.basename(path)
+    """Worker: parse one input into its record cache unless already there (write(path, cache) writes it); never
+    raises on a bad input (only on errors of this machine's, which no other input would escape)."""
+    path, md5, name, cache_dir, key, write, digest = task
     try:
         try:
-            md5 = md5 or file_md5(path)
+            md5 = md5 or digest(path)
         except OSError as e:
             raise BadInput(describe(e))
         cache = os.path.join(cache_dir, f"{name.split('.')[0]}.{md5[:16]}.{key}.pkl")
-        n = cached(cache, lambda path: len(read_header(path)['split_hash']))
-        if n is None:
-            n = write(path, cache)
-        return {'name': name, 'md5': md5, 'cache': cache, 'records': n, 'error': None}
+        header = cached(cache, cache_facts)
+        if header is None:
+            write(path, cache)
+            header = cache_facts(cache)
+        return {'name': name, 'md5': md5, 'cache': cache, **header, 'error': None}
     except BadInput as e:  # a corrupt file is reported with its name, the others go on
-        return {'name': name, 'path': path, 'error': str(e)}
+        return {'name': name, 'error': str(e)}
 
 
-def parse_all(sources, o, write, key):
-    """Every source file's record cache: sources [(path, md5 or None)], write(path, cache) the preparer's parser (a
-    module-level function or a partial of one: workers get it pickled), key names what the caches hold (a version
-    and the options that change them; or key(path) gives it, where it differs by file: data/text/prepare.py's
-    formats read different options). (parsed: [{name, md5, cache, records}], bad: [(name, why)])."""
+def cache_facts(cache):
+    """What parse_all reports of a record cache: its record count, and the damage that cut its input short."""
+    header = read_header(cache)
+    return {'records': len(header['split_hash']), 'damaged': header.get('damaged')}
+
+
+def parse_all(sources, o, write, key, digest=file_md5):
+    """Every source's record cache: sources [(path, md5 or None)] or [(path, md5 or None, name)] (a name for a source
+    that is not one file, e.g. a group of files: its path whatever write() takes, its name safe in a file name),
+    write(path, cache) the preparer's parser (a module-level function or a partial of one: workers get it pickled),
+    key names what the caches hold (a version and the options that change them; or key(path) gives it, where it
+    differs by source: data/text/prepare.py's formats read different options), digest(path) the md5 of a source
+    given none. (parsed: [{name, md5, cache, records, damaged, path}], bad: [(name, why)]): a source read only in part
+    (its cache's `damaged`) is in both, its records before the damage kept."""
     cache_dir = os.path.join(o['out_dir'], 'cache', 'parsed')
     with writing_to(cache_dir):
         os.makedirs(cache_dir, exist_ok=True)
-    tasks = [(path, md5, cache_dir, key(path) if callable(key) else key, write) for path, md5 in sources]
+    named = [(path, md5, rest[0] if rest else os.path.basename(path)) for path, md5, *rest in sources]
+    tasks = [(path, md5, name, cache_dir, key(path) if callable(key) else key, write, digest)
+             for path, md5, name in named]
     parsed, bad, records = [], [], 0
     with writing_to(cache_dir, workers_write_in=cache_dir), \
             closing(pool_map(parse_task, tasks, o['workers'])) as results, \
             tqdm(results, total=len(tasks), unit='file', desc='parse') as bar:
-        for result in bar:
+        for (path, _, _), result in zip(named, bar):
+            where = path if isinstance(path, str) else result['name']
             if result['error']:
-                tqdm.write(f"error: {result['path']}: corrupt or unreadable, left out: {result['error']}",
-                           file=sys.stderr)
+                tqdm.write(f"error: {where}: corrupt or unreadable, left out: {result['error']}", file=sys.stderr)
                 bad.append((result['name'], result['error']))
-            else:
-                parsed.append(result)
-                records += result['records']
-                bar.set_postfix(records=f'{records:,}')
+                continue
+            if result['damaged']:
+                tqdm.write(
+                    f"error: {where}: read in part, its {result['records']:,} record(s) before the damage "
+                    f"kept: {result['damaged']}", file=sys.stderr)
+                bad.append((result['name'], result['damaged']))
+            parsed.append({**result, 'path': path})
+            records += result['records']
+            bar.set_postfix(records=f'{records:,}')
     return parsed, bad
 
 
@@ -361,14 +378,19 @@ def check_bpe_size(spec, o):
             'size', file=sys.stderr)
 
 
-def train_tokenizer(parsed, plans, o, document):
+def train_tokenizer(parsed, plans, o, document, text_key='', headers=None):
     """The BPE of a sample of about bpe_train_chars characters of the train split (cached by sample); document(record)
-    is a record's text."""
-    headers = [read_header(p['cache']) for p in parsed]
+    is a record's text. A preparer whose documents depend on options a record cache does not name (which parts of a
+    record make the text) names them by `text_key`, and gives the `headers` ({chars, sample_hash} per file) its
+    options and its merge made of the caches' (a document's length under them, a sample hash of an id the merge
+    chose); by default the caches' own."""
+    headers = headers or [read_header(p['cache']) for p in parsed]
     train_chars = sum(int(h['chars'][plan == TRAIN].sum()) for h, plan in zip(headers, plans))
     below = np.uint64(min(int(min(1.0, o['bpe_train_chars'] / max(train_chars, 1)) * 2.0**64), 2**64 - 1))
     samples = [(plan == TRAIN) & (h['sample_hash'] <= below) for h, plan in zip(headers, plans)]
     key = short_hash(o['vocab_size'], *[(p['cache'], s.tobytes()) for p, s in zip(parsed, samples)])
+    if text_key:
+        key = short_hash(key, text_key)
     cache = os.path.join(o['out_dir'], 'cache', f'bpe.{key}.pkl')
     spec = cached(cache, load_pickle_file)
     if spec is not None:
@@ -398,34 +420,54 @@ def init_encoder(spec):
 
 
 def tokenize_task(task):
-    """Worker: one file's kept documents -> train and val token arrays, each document + <|endoftext|>."""
+    """Worker: one file's kept documents -> train and val token arrays, each document + <|endoftext|>. Memory stays
+    bounded however large the file (a PMC package holds a billion tokens): documents are tokenized CHUNK or
+    BATCH_CHARS characters at a time, their tokens go to a temp file per split, and the shard is written from those
+    (memory-mapped)."""
     parsed_cache, plan, out, document = task
     stats = cached(out, shard_stats)
     if stats is not None:
         return stats
     enc, eot, dtype = _encoder['enc'], _encoder['eot'], _encoder['dtype']
-    texts, arrays, stats = {TRAIN: [], VAL: []}, {TRAIN: [], VAL: []}, Counter()
+    parts = {split: f'{out}.{os.getpid()}.{name}.tmp' for split, name in SPLITS.items()}
+    texts, stats = {TRAIN: [], VAL: []}, Counter()
+    try:
+        with open(parts[TRAIN], 'wb') as train, open(parts[VAL], 'wb') as val:
+            files = {TRAIN: train, VAL: val}
 
-    def flush(split):
-        ids = enc.encode_ordinary_batch(texts[split], num_threads=1)  # a literal <|endoftext|> in a text is text
-        count = sum(len(t) + 1 for t in ids)
-        arrays[split].append(np.fromiter(chain.from_iterable(t + [eot] for t in ids), dtype=dtype, count=count))
-        texts[split].clear()
+            def flush(split):
+                ids = enc.encode_ordinary_batch(texts[split], num_threads=1)  # a literal <|endoftext|> is text
+                count = sum(len(t) + 1 for t in ids)
+                # file.write raises on a full disk; ndarray.tofile lost that error, leaving a short file
+                files[split].write(np.fromiter(chain.from_iterable(t + [eot] for t in ids), dtype=dtype, count=count))
+                texts[split].clear()
+                stats[f'{SPLITS[split]}_pending'] = 0
 
-    for record, split in zip(iter_records(parsed_cache), plan):
-        if split != DROPPED:
-            text = document(record)
-            texts[split].append(text)
-            stats[f'{SPLITS[split]}_docs'] += 1
-            stats[f'{SPLITS[split]}_bytes'] += len(text.encode())
-            if len(texts[split]) == CHUNK:
+            for record, split in zip(iter_records(parsed_cache), plan):
+                if split != DROPPED:
+                    text = document(record)
+                    texts[split].append(text)
+                    name = SPLITS[split]
+                    stats[f'{name}_docs'] += 1
+                    stats[f'{name}_bytes'] += len(text.encode())
+                    stats[f'{name}_pending'] += len(text)
+                    if len(texts[split]) == CHUNK or stats[f'{name}_pending'] >= BATCH_CHARS:
+                        flush(split)
+            for split in (TRAIN, VAL):
                 flush(split)
-    for split in (TRAIN, VAL):
-        flush(split)
-    counts = {k: stats[k] for k in ('train_docs', 'train_bytes', 'val_docs', 'val_bytes')}
-    with atomic_write(out) as f:
-        np.savez(f, train=np.concatenate(arrays[TRAIN]), val=np.concatenate(arrays[VAL]), **counts)
+        counts = {k: stats[k] for k in ('train_docs', 'train_bytes', 'val_docs', 'val_bytes')}
+        with atomic_write(out) as f:
+            np.savez(f, train=mapped(parts[TRAIN], dtype), val=mapped(parts[VAL], dtype), **counts)
+    finally:
+        for part in parts.values():
+            if os.path.exists(part):
+                os.remove(part)
     return shard_stats(out)
+
+
+def mapped(path, dtype):
+    """A file's tokens, memory-mapped (np.memmap refuses an empty file)."""
+    return np.memmap(path, dtype=dtype, mode='r') if os.path.getsize(path) else np.zeros(0, dtype=dtype)
 
 
 def shard_stats(path):
@@ -437,16 +479,24 @@ def shard_stats(path):
 def stored_length(npz, key):
     """The length of array `key` of an open .npz, from its header: the tokens are not read just to count them."""
     with npz.zip.open(f'{key}.npy') as f:
-        version = np.lib.format.read_magic(f)
-        header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        return header(f)[0][0]
+        return npy_length(f)
 
 
-def tokenize_all(parsed, plans, spec, o, document):
-    """Every file's kept documents as token shards (cached by file, plan and tokenizer); (shard paths, totals)."""
+def npy_length(f):
+    """Read a .npy header off an open file, leaving it at the array's bytes; the array's length."""
+    version = np.lib.format.read_magic(f)
+    header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    return header(f)[0][0]
+
+
+def tokenize_all(parsed, plans, spec, o, document, text_key=''):
+    """Every file's kept documents as token shards (cached by file, plan, tokenizer and text_key: train_tokenizer's);
+    (shard paths, totals)."""
     token_dir = os.path.join(o['out_dir'], 'cache', 'tokens')
     os.makedirs(token_dir, exist_ok=True)
     spec_key = short_hash(pickle.dumps({k: v for k, v in spec.items() if k != 'name'}, PICKLE))
+    if text_key:  # documents that other text options make otherwise: other tokens
+        spec_key = short_hash(spec_key, text_key)
     name = lambda cache, plan: f'{os.path.basename(cache)[:-4]}.{short_hash(spec_key, plan.tobytes())}.npz'
     tasks = [(p['cache'], plan, os.path.join(token_dir, name(p['cache'], plan)), document)
              for p, plan in zip(parsed, plans)]
@@ -471,18 +521,21 @@ def write_bins(shards, out_dir, spec, totals):
     with writing_to(out_dir, needed), atomic_write(os.path.join(out_dir, 'train.bin')) as train, \
             atomic_write(os.path.join(out_dir, 'val.bin')) as val:
         for shard in shards:
-            tokens = read_shard(shard)
-            # file.write raises on a full disk; ndarray.tofile lost that error, leaving a short file
-            train.write(tokens['train'])
-            val.write(tokens['val'])
+            for key, out in (('train', train), ('val', val)):
+                for block in shard_blocks(shard, key):
+                    out.write(block)  # file.write raises on a full disk
 
 
-def read_shard(shard):
-    """A token shard's arrays; an unreadable one is removed (to be rebuilt) with one error line."""
+def shard_blocks(shard, key):
+    """The tokens of a shard's `key` array as bytes, BATCH_CHARS at a time (never the whole array in memory: np.savez
+    stores it uncompressed, after its .npy header); an unreadable shard is removed (to be rebuilt) with one error
+    line."""
     try:
-        with np.load(shard) as z:
-            return {'train': z['train'], 'val': z['val']}
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        with np.load(shard) as z, z.zip.open(f'{key}.npy') as f:
+            npy_length(f)
+            while block := f.read(BATCH_CHARS):
+                yield block
+    except (OSError, ValueError, zipfile.BadZipFile) as e:  # the shard's: a write's error is raised where it writes
         os.remove(shard)
         fail(f'{shard}: unreadable cache ({type(e).__name__}: {e}): removed; run the same command again to rebuild it')
 

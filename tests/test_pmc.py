@@ -1,22 +1,28 @@
-"""data/pmc/jats.py and data/pmc/packages.py on the real articles of ../shared/data/pmc-xml: each article's text
-equals an independent lxml reading of the documented rules; the bulk layout (tar.gz + File List) built from those
-articles reads back streamed, a cut package keeps what came before the cut; the downloader against a local server with
-that layout."""
+"""data/pmc/jats.py, data/pmc/packages.py and data/pmc/prepare.py on the real articles of ../shared/data/pmc-xml: each
+article's text equals an independent lxml reading of the documented rules; the bulk layout (tar.gz + File List) built
+from those articles reads back streamed, a cut package keeps what came before the cut; the downloader against a local
+server with that layout; the preparer on packages and loose articles: each rule counted, the same bytes after a kill
+-9 or with another --workers, the same split as data/pubmed/prepare.py for each PMID, every bad input one line."""
 import csv
 import gzip
 import hashlib
 import io
+import json
 import os
 import re
+import signal
+import subprocess
+import sys
 import tarfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import numpy as np
 import pytest
 from lxml import etree
 
-from conftest import SHARED, need
+from conftest import REPO, SHARED, need
 from data.pmc.jats import KINDS, BadArticle, read_article, render
 from data.pmc.packages import (HEADER, BadFileList, BadPackage, citation_year, compare_members, download_packages,
                                file_list_path, group_url, iter_package, latest_versions, list_packages, package_order,
@@ -616,3 +622,309 @@ def test_render_brings_tables_in_without_parsing_again():
     assert 'Component\tNanogram/20 μL lanolin' in with_tables and 'Component\tNanogram' not in record['text']
     assert len(with_tables) == len(record['text']) + record['sections']['table'] + sum(
         1 for k, _ in record['blocks'] if k == 'table')
+
+
+# ------------------------------------------------------------------------------------------------
+# the preparer: data/pmc/prepare.py on packages built from the shared articles, and loose articles
+
+PMC_PREPARE = str(REPO / 'data' / 'pmc' / 'prepare.py')
+QUICK = ['--vocab_size=300', '--val_fraction=0.5', '--workers=1', '--exclude_pmids=']
+BASELINE, UPDATE = 'oa_comm_xml.PMC002xxxxxx.baseline.2024-06-18', 'oa_comm_xml.incr.2024-07-01'
+NO_BODY = article(body='', front='<article-id pub-id-type="pmc">2999998</article-id>')
+BOMB = article(
+    body='<body><p>&i;</p></body>', doctype='<!DOCTYPE article [<!ENTITY a "aaaaaaaaaa">' +
+    ''.join(f'<!ENTITY {chr(98 + i)} "{("&" + chr(97 + i) + ";") * 10}">' for i in range(8)) + ']>')
+
+
+def prepare_pmc(*args):
+    """data/pmc/prepare.py's main in this process: its exit code (an option error's too)."""
+    from data.pmc import prepare
+    try:
+        return prepare.main([str(a) for a in args])
+    except SystemExit as e:
+        return e.code
+
+
+def documents(out, split):
+    """A data folder's documents of a split, decoded."""
+    from dataloader import load_meta
+    from tokenizer import encoding_from_spec
+    meta = load_meta(out)
+    ids = np.fromfile(out / f'{split}.bin', dtype=meta['dtype'])
+    cuts = np.flatnonzero(ids == meta['eot_token'])
+    enc = encoding_from_spec(meta['tokenizer'])
+    return [enc.decode(ids[a + 1:b].tolist()) for a, b in zip(np.r_[-1, cuts[:-1]], cuts)]
+
+
+def outputs(out):
+    return {name: (out / name).read_bytes() for name in ('train.bin', 'val.bin', 'meta.pkl', 'meta.json')}
+
+
+def pmc_inputs(folder):
+    """A baseline package (one row retracted, one missing from the package, one CC BY-NC, and members no row lists: a
+    PDF, an entity bomb, an article without body), an incremental one (a newer version of one article, an older one
+    of another), and the other eLife articles loose in a folder."""
+    folder.mkdir(parents=True)
+    rows = shared_rows()
+    rows[1] = (*rows[1][:4], True, *rows[1][5:])  # retracted
+    rows[3] = (*rows[3][:6], False)  # listed, not in the package
+    rows[4] = (*rows[4][:3], 'CC BY-NC', *rows[4][4:])
+    extra = [('PMC002xxxxxx/PMC2999999.pdf', b'%PDF-1.4'), ('PMC002xxxxxx/bomb.xml', BOMB),
+             ('PMC002xxxxxx/nobody.xml', NO_BODY)]
+    bulk_package(folder, BASELINE, rows, extra=extra)
+    bulk_package(folder, UPDATE, [(*rows[2][:5], '2024-07-01 10:00:00', True),
+                                  (*rows[0][:5], '2023-01-01 00:00:00', True)])
+    (folder / 'loose').mkdir()
+    in_packages = {r[0] for r in rows}
+    for path in shared_articles():
+        if path not in in_packages:
+            (folder / 'loose' / path.name).write_bytes(path.read_bytes())
+    return rows
+
+
+def pmc_split(pmid, pmcid, doi, fraction=0.5):
+    """The documented split rule, written out independently of the preparer: blake2b of str(PMID), else 'PMC' +
+    digits, else 'doi:' + the DOI in lower case."""
+    key = str(pmid) if pmid else pmcid if pmcid else f'doi:{doi.lower()}'
+    return 'val' if int.from_bytes(hashlib.blake2b(key.encode(), digest_size=16).digest()[:8],
+                                   'little') < fraction * 2**64 else 'train'
+
+
+def expected_documents(rows, loose, kinds=None):
+    """(what, path, pmid, pmcid) of the articles pmc_inputs' inputs keep with --licenses=oa_comm, in output order:
+    loose articles, then the baseline's members, then the update's."""
+    kept = [('loose', p, None, None) for p in loose]
+    kept += [('base', r[0], r[2], r[1]) for i, r in enumerate(rows) if i in (0, 5, 6, 7, 8, 9, 10)]
+    return kept + [('update', rows[2][0], rows[2][2], rows[2][1])]
+
+
+def split_documents(kept, kinds):
+    from data.pmc.jats import render
+    texts = {'train': [], 'val': []}
+    for _, path, pmid, pmcid in kept:
+        record = read_article(path)
+        texts[pmc_split(pmid, pmcid, record['doi'])].append(render(record['blocks'], kinds))
+    return texts
+
+
+def test_prepare_keeps_the_latest_licensed_bodied_articles_and_counts_each_rule(tmp_path, capsys):
+    from data.pmc.jats import KINDS, TEXT_KINDS
+    from dataloader import META_KEYS, load_meta
+    rows = pmc_inputs(tmp_path / 'in')
+    out = tmp_path / 'out'
+    code = prepare_pmc(f'--input={tmp_path / "in"}', f'--out_dir={out}', '--licenses=oa_comm', *QUICK,
+                       f'--export_jsonl={tmp_path / "docs.jsonl"}')
+    err = capsys.readouterr().err
+    assert code == 0, err
+    loose = sorted((tmp_path / 'in' / 'loose').iterdir())
+    kept = expected_documents(rows, loose)
+    expected = split_documents(kept, TEXT_KINDS)
+    assert {split: documents(out, split) for split in ('train', 'val')} == expected
+    meta = load_meta(out)
+    assert sorted(meta) == sorted(META_KEYS)
+    assert meta['records'] == {
+        'articles': 22, 'replaced': 2, 'retracted': 1, 'no_body': 1, 'license': 1, 'language': 0, 'excluded': 0,
+        'no_id': 0, 'not_xml': 1, 'too_large': 0, 'not_file': 0, 'bad_article': 1, 'not_in_package': 1,
+        'not_in_file_list': 1
+    }
+    records = [read_article(path) for _, path, _, _ in kept]
+    licenses = [r['license'] for r in records[:len(loose)]] + ['CC BY'] * 4 + ['CC0'] * 3 + ['CC BY']  # File Lists'
+    assert meta['licenses'] == {name: licenses.count(name) for name in sorted(set(licenses))}
+    assert meta['sections'] == {
+        'in_text': list(TEXT_KINDS), 'chars': {k: sum(r['sections'].get(k, 0) for r in records)
+                                               for k in KINDS}
+    }
+    assert meta['subset'] == {'licenses': 'oa_comm'} and [f['name'] for f in meta['files']
+                                                          ] == ['loose', BASELINE + '.tar.gz', UPDATE + '.tar.gz']
+    assert meta['files'][1]['file_list_md5'] == hashlib.md5(
+        (tmp_path / 'in' / f'{BASELINE}.filelist.csv').read_bytes()).hexdigest()
+    lines = [json.loads(line) for line in (tmp_path / 'docs.jsonl').read_text().splitlines()]
+    assert [(d['pmid'], d['pmcid'], d['license'])
+            for d in lines[-4:-1]] == [(None, rows[8][1], 'CC0'), (40000001, rows[9][1], 'CC0'),
+                                       (40000002, rows[10][1], 'CC0')]  # the File List's
+    notes = [line for line in err.splitlines() if line.startswith('note: ')]
+    assert notes == [
+        f'note: {BASELINE}.tar.gz: PMC002xxxxxx/bomb.xml: left out: declares entities of its own (a, b, c): refused '
+        '(how XML bombs and external-file reads are made; PMC articles use character references)',
+        f'note: {BASELINE}.tar.gz: 1 File List row(s) name no article in it (first {member_path(rows[3][1])}), 1 '
+        'article(s) in it are in no row (first PMC002xxxxxx/nobody.xml): counted; the latter read by their XML alone'
+    ]
+
+
+def test_other_text_options_and_subsets_parse_nothing_again(tmp_path, capsys):
+    from data.pmc.jats import KINDS
+    rows = pmc_inputs(tmp_path / 'in')
+    out, args = tmp_path / 'out', [f'--input={tmp_path / "in"}', '--licenses=oa_comm', *QUICK]
+    assert prepare_pmc(*args, f'--out_dir={out}') == 0
+    caches = {p: p.stat().st_mtime_ns for p in (out / 'cache' / 'parsed').iterdir()}
+    assert prepare_pmc(*args, f'--out_dir={out}', '--tables=True') == 0
+    assert {p: p.stat().st_mtime_ns for p in (out / 'cache' / 'parsed').iterdir()} == caches
+    kept = expected_documents(rows, sorted((tmp_path / 'in' / 'loose').iterdir()))
+    assert {split: documents(out, split) for split in ('train', 'val')} == split_documents(kept, KINDS)
+    assert load_meta_of(out)['sections']['in_text'] == list(KINDS)
+    assert prepare_pmc(*args, f'--out_dir={out}', '--article_types=editorial', '--years=2013-') == 1
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        'error: no documents to keep: of the 22 articles, 2 older versions, 1 retracted, 1 without body text, 1 by '
+        '--licenses, 6 dropped by the subset (year), 11 dropped by the subset (article_type); nothing written')
+    (tmp_path / 'exclude.txt').write_text(f'{rows[7][2]}\n')  # pone.0046493's PMID
+    assert prepare_pmc(*args, f'--out_dir={out}', f'--exclude_pmids={tmp_path / "exclude.txt"}',
+                       '--journals=eLife;PLOS ONE') == 0
+    meta = load_meta_of(out)
+    assert (meta['records']['excluded'], meta['records']['journal']) == (1, 3)  # BMC, PLoS NTD and BJC's by journal
+    assert meta['train_docs'] + meta['val_docs'] == 13
+    assert meta['subset'] == {'licenses': 'oa_comm', 'journals': 'eLife;PLOS ONE'}
+    assert meta['excluded_pmids']['listed'] == meta['excluded_pmids']['excluded'] == 1
+    assert {p: p.stat().st_mtime_ns for p in (out / 'cache' / 'parsed').iterdir()} == caches
+
+
+def corpus_of_packages(folder):
+    """Six small packages and a loose folder: enough inputs for a kill to land mid-run."""
+    folder.mkdir(parents=True)
+    rows = shared_rows()
+    for i in range(6):
+        bulk_package(folder, f'oa_comm_xml.incr.2024-07-{i + 1:02d}', rows[i * 2:i * 2 + 2])
+    (folder / 'loose').mkdir()
+    for path in [p for p in shared_articles() if p.parent.name == 'elife'][3:]:
+        (folder / 'loose' / path.name).write_bytes(path.read_bytes())
+
+
+def run_pmc(*args):
+    return subprocess.run([sys.executable, PMC_PREPARE, *map(str, args)], capture_output=True, text=True, timeout=120)
+
+
+def test_kill_9_then_rerun_and_one_or_two_workers_give_identical_bytes(tmp_path):
+    corpus_of_packages(tmp_path / 'in')
+    args = [f'--input={tmp_path / "in"}', '--vocab_size=300', '--val_fraction=0.5', '--exclude_pmids=']
+    r = run_pmc(*args, f'--out_dir={tmp_path / "w1"}', '--workers=1')
+    assert r.returncode == 0, r.stderr
+    expected = outputs(tmp_path / 'w1')
+    assert run_pmc(*args, f'--out_dir={tmp_path / "w2"}', '--workers=2').returncode == 0
+    assert outputs(tmp_path / 'w2') == expected
+    out = tmp_path / 'out'
+    for marker in ('cache/parsed', 'cache/tokens'):  # killed once some inputs are parsed, once some are tokenized
+        p = subprocess.Popen([sys.executable, PMC_PREPARE, *args, f'--out_dir={out}', '--workers=2'],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 60
+        while time.time() < deadline and p.poll() is None and not any((out / marker).glob('*.p*')) | any(
+            (out / marker).glob('*.npz')):
+            time.sleep(0.002)
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        for name in ('train.bin', 'val.bin', 'meta.pkl'):  # never half-written under the final name
+            assert not (out / name).exists() or (out / name).read_bytes() == expected[name]
+    r = run_pmc(*args, f'--out_dir={out}', '--workers=2')
+    assert r.returncode == 0, r.stderr
+    assert outputs(out) == expected
+
+
+def test_an_articles_abstract_and_its_full_text_land_in_the_same_split(tmp_path, capsys):
+    """The shared articles with a PMID (8, and 2 eLife ones the File List gives one) as full text here, and as PubMed
+    abstracts written for the same PMIDs through data/pubmed/prepare.py: each PMID is in one split in both folders."""
+    from data.pubmed import prepare as pubmed
+    rows = shared_rows()
+    bulk_package(tmp_path, BASELINE, rows)
+    pmids = [int(r[2]) for r in rows if r[2]]
+    assert len(pmids) == 10
+    citations = ''.join(
+        f'<PubmedArticle><MedlineCitation><PMID>{p}</PMID><Article><ArticleTitle>Title {p}.</ArticleTitle><Abstract>'
+        f'<AbstractText>Abstract {p}.</AbstractText></Abstract><Language>eng</Language></Article></MedlineCitation>'
+        '</PubmedArticle>' for p in pmids)
+    (tmp_path / 'abstracts').mkdir()
+    (tmp_path / 'abstracts' / 'pubmed99n0001.xml').write_text(f'<PubmedArticleSet>{citations}</PubmedArticleSet>')
+    splits = {}
+    runs = (('pmc', lambda argv: prepare_pmc(*argv), tmp_path / f'{BASELINE}.tar.gz'), ('pubmed', pubmed.main,
+                                                                                        tmp_path / 'abstracts'))
+    for name, main, source in runs:
+        code = main(
+            [f'--input={source}', f'--out_dir={tmp_path / name}', *QUICK, f'--export_jsonl={tmp_path / name}.jsonl'])
+        assert code == 0, capsys.readouterr().err
+        splits[name] = {d['pmid']: d['split'] for d in map(json.loads, open(f'{tmp_path / name}.jsonl')) if d['pmid']}
+    assert splits['pmc'] == splits['pubmed'] and set(splits['pmc']) == set(pmids)
+    assert set(splits['pmc'].values()) == {'train', 'val'}
+
+
+def test_a_cut_package_keeps_what_came_before_the_cut_and_is_reported_in_one_line(tmp_path, capsys):
+    rows = shared_rows()
+    (tmp_path / 'whole').mkdir()
+    (tmp_path / 'in').mkdir()
+    whole = bulk_package(tmp_path / 'whole', BASELINE, rows)
+    cut = bulk_package(tmp_path / 'in', BASELINE, rows, cut=len(whole.read_bytes()) * 6 // 10)
+    bulk_package(tmp_path / 'in', UPDATE, rows[:1])  # a whole one beside it, with a File List that is not one
+    (tmp_path / 'in' / f'{UPDATE}.filelist.csv').write_text('not,a,file,list\n')
+    before = len(list(iter_package(whole))) - 1
+    kept = []
+    with pytest.raises(BadPackage):
+        for name, _ in iter_package(cut):
+            kept.append(name)
+    for allow, code in ((False, 1), (True, 0)):
+        out = tmp_path / f'out{allow}'
+        assert prepare_pmc(f'--input={tmp_path / "in"}', f'--out_dir={out}', *QUICK, f'--allow_bad_files={allow}',
+                           f'--export_jsonl={out}.jsonl') == code
+        err = capsys.readouterr().err
+        errors = [line for line in re.split(r'[\r\n]', err) if line.startswith('error:')]
+        assert errors == [
+            f'error: {cut}: read in part, its {len(kept)} record(s) before the damage kept: truncated or corrupt after '
+            f'{len(kept)} article(s), the last {kept[-1]}: EOFError: Compressed file ended before the end-of-stream '
+            'marker was reached',
+            f"error: {tmp_path / 'in' / UPDATE}.filelist.csv: not a File List NCBI writes, its package read by its XML "
+            "alone: not a PMC File List: its header is 'not,a,file,list' (missing Article File, Article Citation, "
+            'AccessionID, LastUpdated (YYYY-MM-DD HH:MM:SS), PMID, License, Retracted)'
+        ]
+        members = [(d['source'], d['member']) for d in map(json.loads, open(f'{out}.jsonl'))]
+        assert members == [(f'{BASELINE}.tar.gz', m) for m in kept]
+        meta = load_meta_of(out)
+        assert [b['name'] for b in meta['bad_files']] == [f'{BASELINE}.tar.gz', f'{UPDATE}.filelist.csv']
+        assert meta['records']['replaced'] == 1  # the update's copy, undated without its File List: older
+    assert 0 < len(kept) < before
+
+
+def load_meta_of(out):
+    from dataloader import load_meta
+    return load_meta(out)
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--licenses=CC BY,CC-BY-NC'], "--licenses=CC BY,CC-BY-NC: unknown license 'CC-BY-NC' (did you mean 'CC BY-NC'"),
+    (['--groups=oa_all'], "--groups=oa_all: unknown group 'oa_all': expected some of oa_comm, oa_noncomm, oa_other"),
+    (['--input='], 'no --input and no --base_url: NCBI retired its bulk layout in 2026'),
+    (['--years=2020-2000'], '--years=2020-2000: the first year is after the last'),
+    (['--article_types=review-article', '--drop_article_types=Review-Article'
+      ], '--article_types and --drop_article_types both name review-article'),
+])
+def test_bad_options_are_one_line_before_any_work(tmp_path, capsys, args, message):
+    assert prepare_pmc(f'--input={need(PMC_XML)}', f'--out_dir={tmp_path / "out"}', *args) == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and err.startswith('error: ') and message in err, err
+    assert not (tmp_path / 'out').exists()
+
+
+def test_downloads_of_the_layout_prepare_what_the_same_local_packages_do_and_fail_fast_offline(
+        tmp_path, capsys, monkeypatch):
+    pmc_inputs(tmp_path / 'in')
+    packages = sorted((tmp_path / 'in').glob('*.tar.gz')) + sorted((tmp_path / 'in').glob('*.filelist.csv'))
+    local = tmp_path / 'local'
+    (local / 'in').mkdir(parents=True)
+    for p in packages:
+        (local / 'in' / p.name).write_bytes(p.read_bytes())
+    args = ['--licenses=oa_comm', *QUICK]
+    assert prepare_pmc(f'--input={local / "in"}', f'--out_dir={local / "out"}', *args) == 0
+    folder = '/mirror/oa_bulk/oa_comm/xml'
+    with Server({f'{folder}/{p.name}': p.read_bytes() for p in packages}) as s:
+        for updates, out in ((False, tmp_path / 'baseline'), (True, tmp_path / 'out'), (True, tmp_path / 'out')):
+            assert prepare_pmc(f'--base_url={s.url}/mirror/', f'--out_dir={out}', f'--updates={updates}', *args,
+                               '--retries=1', '--backoff=0.01') == 0, capsys.readouterr().err
+        fetched = [p for p, _ in s.log if p.endswith(('.tar.gz', '.csv'))]
+    assert sorted(fetched) == sorted([f'{folder}/{BASELINE}.tar.gz', f'{folder}/{BASELINE}.filelist.csv'] * 2 +
+                                     [f'{folder}/{UPDATE}.tar.gz', f'{folder}/{UPDATE}.filelist.csv'])  # never twice
+    assert outputs(tmp_path / 'out') == outputs(local / 'out')
+    assert [f['name'] for f in load_meta_of(tmp_path / 'baseline')['files']] == [f'{BASELINE}.tar.gz']
+    out = capsys.readouterr().out
+    assert f'{s.url}/mirror/oa_bulk/oa_comm/xml/: 1 packages' in out and 'xml/: 2 packages' in out
+    for key in [k for k in os.environ if k.lower().endswith('_proxy')]:
+        monkeypatch.delenv(key)  # the lookup itself, not a proxy's answer
+    start = time.time()
+    assert prepare_pmc('--base_url=http://nonexistent.invalid/pub/pmc/', f'--out_dir={tmp_path / "offline"}') == 1
+    err = capsys.readouterr().err
+    assert time.time() - start < 15 and err.count('\n') == 1, err
+    assert err.startswith('error: cannot list http://nonexistent.invalid/pub/pmc/oa_bulk/oa_comm/xml/: the host name '
+                          'nonexistent.invalid does not resolve (gave up after 2 attempts) (NCBI retired its bulk ')

@@ -20,8 +20,6 @@ import os
 import sys
 import time
 
-import numpy as np
-
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))  # the repo root, when run as a script
 from common import atomic_write, fail
@@ -31,14 +29,9 @@ from data.build import (DROPPED, VAL, bad_files_status, check_kept, chosen_token
                         short_hash, sizes_of, write_token_files, writing_to)
 from data.pubmed.download import DownloadError, download_all, list_files, natural_key
 from data.pubmed.parse import PARSE_VERSION, document, write_parsed
-from data.pubmed.selection import (PUBMEDQA_FILES, SUBSET_OPTIONS, SUBSET_RULES, exclusion_record, merge,
-                                   read_pmid_list, subset_filters, subset_record, why_nothing_is_kept)
+from data.pubmed.selection import (PUBMEDQA, SUBSET_OPTIONS, SUBSET_RULES, exclusion_problems, exclusion_record, merge,
+                                   names_something, read_exclusions, subset_filters, subset_record, why_nothing_is_kept)
 from dataloader import write_meta
-
-
-def names_something(value):
-    return None if [c for c in value.split(',') if c.strip()] else "is empty: give codes such as 'eng,fre' or 'all'"
-
 
 # yapf: disable (a table: its comments aligned)
 OPTIONS = {
@@ -70,7 +63,6 @@ OPTIONS = {
     **build.OPTIONS,           # --tokenizer, --vocab_size, --bpe_train_chars, --val_fraction (of PMIDs), --workers
 }
 # yapf: enable
-PUBMEDQA = os.path.join(os.path.dirname(HERE), 'pubmedqa')  # data/pubmedqa: where the README puts PubMedQA's files
 
 
 def parse_options(argv):
@@ -78,26 +70,11 @@ def parse_options(argv):
     problems = build.option_problems(o)
     if o['input'] and not input_files(o['input']):
         problems.append(f"--input={o['input']}: no .xml or .xml.gz files there")
-    if o['exclude_pmids'] not in ('', 'auto') and not os.path.exists(o['exclude_pmids']):
-        problems.append(f"--exclude_pmids={o['exclude_pmids']}: no such file or folder")
+    problems += exclusion_problems(o)
     if problems:
         fail('; '.join(problems), code=2)
     o['raw_dir'] = o['raw_dir'] or os.path.join(o['out_dir'], 'raw')
-    auto = o['exclude_pmids'] == 'auto'
-    if auto:  # PubMedQA's PMIDs stay out of the training data wherever its files are at hand
-        o['exclude_pmids'] = PUBMEDQA if os.path.isdir(PUBMEDQA) else ''
-    try:  # read now, not after hours of parsing
-        listed = o['exclude_pmids']
-        o['excluded'] = read_pmid_list(listed, only_pubmedqa=auto) if listed else np.zeros(0, np.int64)
-    except ValueError as e:
-        fail(f"--exclude_pmids={o['exclude_pmids']}: {e}", code=2)
-    if o['exclude_pmids'] and not len(
-            o['excluded']):  # an empty list would let the benchmark into the training data unsaid
-        if not auto:
-            fail(f"--exclude_pmids={o['exclude_pmids']}: lists no PMID (--exclude_pmids='' excludes none)", 2)
-        print(f"note: {PUBMEDQA}: no PMID in PubMedQA's files there ({', '.join(PUBMEDQA_FILES)}): none excluded",
-              file=sys.stderr)
-        o['exclude_pmids'] = ''
+    read_exclusions(o, PUBMEDQA)
     o['subset'] = subset_filters(o)
     return o
 

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import re
+import sys
 from collections import Counter
 
 import numpy as np
@@ -28,28 +29,34 @@ RULE_OPTIONS = {
 }  # the options behind each rule
 
 PUBMEDQA_FILES = ('ori_pqal.json', 'test_ground_truth.json', 'ori_pqaa.json', 'ori_pqau.json')  # keyed by PMID
+# data/pubmedqa: where the README puts PubMedQA's files, what --exclude_pmids=auto reads (every preparer's)
+PUBMEDQA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'pubmedqa')
 
 TERM_OPTIONS = {
     'mesh': 'mesh', 'publication_types': 'publication_type', 'drop_publication_types': 'publication_type',
     'journals': 'journal'
 }
 
+TERM_LISTS = ('mesh', 'journals', 'publication_types', 'drop_publication_types', 'article_types', 'drop_article_types'
+              )  # ;-separated, any case (article types: data/pmc/prepare.py's)
+
 
 def subset_filters(o):
-    """The subset options as the merge applies them ({} when none is set); exit 2 naming a value that is none, or
-    options that could keep nothing whatever the input (a reversed range, a type both kept and dropped, an empty
-    list)."""
+    """The subset options as the merge applies them ({} when none is set), of those the preparer has (o); exit 2 naming
+    a value that is none, or options that could keep nothing whatever the input (a reversed range, a type both kept
+    and dropped, an empty list)."""
     filters = {}
-    for key in ('mesh', 'journals', 'publication_types', 'drop_publication_types'):
-        if o[key]:
+    for key in TERM_LISTS:
+        if o.get(key):
             filters[key] = {w.strip().lower() for w in o[key].split(';') if w.strip()}
             if not filters[key]:  # ';' alone: no filter at all would be applied, unsaid
                 fail(f"--{key}={o[key]}: names nothing (give ;-separated names or UIs)", 2)
-    both = sorted(filters.get('publication_types', set()) & filters.get('drop_publication_types', set()))
-    if both:
-        fail(
-            f"--publication_types and --drop_publication_types both name {'; '.join(both)}: a record cannot be kept "
-            'and dropped for the same type', 2)
+    for keep, drop in (('publication_types', 'drop_publication_types'), ('article_types', 'drop_article_types')):
+        both = sorted(filters.get(keep, set()) & filters.get(drop, set()))
+        if both:
+            fail(
+                f"--{keep} and --{drop} both name {'; '.join(both)}: a record cannot be kept and dropped for the same "
+                'type', 2)
     if o['years']:
         found = re.fullmatch(r'\s*(\d{4})?\s*-\s*(\d{4})?\s*|\s*(\d{4})\s*', o['years'])
         if not found or not any(found.groups()):
@@ -72,11 +79,43 @@ def subset_filters(o):
                 f"--keep_pmids={o['keep_pmids']}: every PMID it lists is excluded by "
                 f"--exclude_pmids={o['exclude_pmids']}, "
                 "so nothing would be kept (--exclude_pmids='' keeps them)", 2)
-    if o['mesh_major'] and 'mesh' not in filters:
+    if o.get('mesh_major') and 'mesh' not in filters:
         fail('--mesh_major=True: give the headings with --mesh', 2)
-    if o['mesh_major']:
+    if o.get('mesh_major'):
         filters['mesh_major'] = True
     return filters
+
+
+def names_something(value):
+    """--languages' check (every preparer's)."""
+    return None if [c for c in value.split(',') if c.strip()] else "is empty: give codes such as 'eng,fre' or 'all'"
+
+
+def exclusion_problems(o):
+    """What is wrong with --exclude_pmids before any work: a path that is not there."""
+    if o['exclude_pmids'] not in ('', 'auto') and not os.path.exists(o['exclude_pmids']):
+        return [f"--exclude_pmids={o['exclude_pmids']}: no such file or folder"]
+    return []
+
+
+def read_exclusions(o, pubmedqa=PUBMEDQA):
+    """--exclude_pmids read now, not after hours of parsing: o['exclude_pmids'] becomes the list's path ('' for none;
+    'auto' is the `pubmedqa` folder when it is there, PubMedQA's own files in it only) and o['excluded'] its sorted
+    PMIDs. Exit 2 naming the file and the entry that is not a PMID, or a list given by name that lists none."""
+    auto = o['exclude_pmids'] == 'auto'
+    if auto:  # PubMedQA's PMIDs stay out of the training data wherever its files are at hand
+        o['exclude_pmids'] = pubmedqa if os.path.isdir(pubmedqa) else ''
+    try:
+        listed = o['exclude_pmids']
+        o['excluded'] = read_pmid_list(listed, only_pubmedqa=auto) if listed else np.zeros(0, np.int64)
+    except ValueError as e:
+        fail(f"--exclude_pmids={o['exclude_pmids']}: {e}", code=2)
+    if o['exclude_pmids'] and not len(o['excluded']):  # an empty list would let the benchmark in unsaid
+        if not auto:
+            fail(f"--exclude_pmids={o['exclude_pmids']}: lists no PMID (--exclude_pmids='' excludes none)", 2)
+        print(f"note: {pubmedqa}: no PMID in PubMedQA's files there ({', '.join(PUBMEDQA_FILES)}): none excluded",
+              file=sys.stderr)
+        o['exclude_pmids'] = ''
 
 
 def pmid_list_hash(pmids):
@@ -234,10 +273,11 @@ def subset_masks(h, subset):
     return masks
 
 
-def subset_record(o):
-    """meta's `subset`: the subset options set, as given; with --keep_pmids also the list itself, by its number of
-    PMIDs and its hash (pmid_list_hash): a path says nothing of what the file held when the data was made."""
-    record = {k: o[k] for k in SUBSET_OPTIONS if o[k]}
+def subset_record(o, options=SUBSET_OPTIONS):
+    """meta's `subset`: the subset options set (of `options`), as given; with --keep_pmids also the list itself, by its
+    number of PMIDs and its hash (pmid_list_hash): a path says nothing of what the file held when the data was
+    made."""
+    record = {k: o[k] for k in options if o[k]}
     if o['keep_pmids']:
         pmids = o['subset']['keep_pmids']
         record.update(keep_pmids_listed=len(pmids), keep_pmids_blake2b=pmid_list_hash(pmids))
