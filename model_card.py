@@ -77,7 +77,7 @@ def data_facts(meta, data_dir):
     """The data folder's facts (meta.pkl; None for what an older data folder did not record): what the card says of
     the data, and the token files' hashes, by which a resume knows it trains on the same data."""
     keys = ('records', 'excluded_pmids', 'split', 'languages', 'subset', 'train_tokens', 'val_tokens', 'train_docs',
-            'val_docs', 'token_files')
+            'val_docs', 'token_files', 'source', 'licenses', 'sections')
     return {
         'data_dir': os.path.abspath(data_dir), 'files': len(meta.get('files') or []), **{k: meta.get(k)
                                                                                          for k in keys}
@@ -177,34 +177,81 @@ def model_and_data_rows(checkpoint, architecture, start):
     with torch.device('meta'):  # the shapes alone: counted as train.py counts them when it starts (a tied head once)
         size = f'{GPT(c).num_params() / 1e6:.2f}M'
     window = run.get('block_size') or c.block_size
+    model = [('architecture', f'{architecture} ({size} parameters: {c.n_layer} layers, {c.n_head} heads '
+              f'({c.n_kv_head} key/value), width {c.n_embd}, {c.pos} positions)'),
+             ('context',
+              f'{c.block_size:,} tokens' + (f' (trained on windows of {window:,})' if window < c.block_size else '')),
+             ('weights', start), ('tokenizer', fingerprint(checkpoint.get('tokenizer')))]
+    return model + data_rows(data) + training_rows(checkpoint, run, data, window)
+
+
+def what_it_read(data):
+    """The card's first line's words for the data: PubMed abstracts, PMC full text, other text, or a mixture."""
+    kind = lambda d: ('PubMed Central full text'
+                      if 'articles' in (d.get('records') or {}) else 'PubMed titles and abstracts'
+                      if 'records' in (d.get('records') or {}) or not d.get('records') else 'text')
+    if data.get('mix'):
+        return ' and '.join(dict.fromkeys(kind(m) for m in data['mix'] if m['weight'])) + ' (a mixture)'
+    return kind(data)
+
+
+def data_rows(data):
+    """What the data folder recorded of its documents: PubMed records, PMC articles or other text, what was dropped
+    by which rule, the split and, for a mixture, its sources (the first's facts shown)."""
     records, excluded, split = data.get('records') or {}, data.get('excluded_pmids') or {}, data.get('split') or {}
-    drops = ', '.join(f'{number(records.get(k))} {what}'
-                      for k, what in (('no_abstract', 'without an abstract'), ('language',
-                                                                               'in other languages'), ('book', 'books'),
-                                      ('no_pmid', 'without a valid PMID'), ('replaced', 'older versions of a PMID'),
-                                      ('deleted', 'deleted by NCBI'), ('excluded', 'excluded'))) if records else UNKNOWN
+    kept = f"{number(data.get('train_docs'))} train and {number(data.get('val_docs'))} val documents kept"
+    if 'articles' in records:  # data/pmc/prepare.py's
+        rows = [('PMC articles', f"{number(records['articles'])} read in {number(data.get('files'))} input(s); {kept}"),
+                ('dropped', dropped_fact(records, PMC_DROPS)),
+                ('licenses', ', '.join(f'{n:,} {name}' for name, n in (data.get('licenses') or {}).items()) or UNKNOWN),
+                ('text', sections_fact(data.get('sections')))]
+    elif 'records' in records or not records:  # data/pubmed/prepare.py's (or an older folder's: unknown)
+        rows = [('PubMed records', f"{number(records.get('records'))} seen in {number(data.get('files'))} file(s); "
+                 f'{kept}' if records else UNKNOWN),
+                ('dropped', dropped_fact(records, PUBMED_DROPS) if records else UNKNOWN)]
+    else:  # data/text/prepare.py's
+        rows = [('documents', f"{data.get('source') or 'text'}: {kept}"),
+                ('dropped', ', '.join(f'{n:,} {why.replace("_", " ")}' for why, n in records.items()) or 'none')]
+    if records and 'records' not in records and 'articles' not in records:
+        excluded = {}  # no PMIDs in other text: no benchmark to keep out by PMID
+    rows += [('subset', subset_fact(data.get('subset'), records)),
+             ('decontamination', f"{number(excluded.get('excluded'))} records of the {number(excluded.get('listed'))} "
+              f"PMIDs listed in `{folder_name(excluded['source'])}` left out of both splits" if excluded.get('source')
+              else 'no PMIDs excluded' if excluded else 'none (no PMIDs in this text)' if records else UNKNOWN),
+             ('train/val split', f"by {split['rule']}: {split['val_fraction']:g} of "
+              f"{'PMIDs' if split['rule'] == 'a hash of the PMID' else 'them'} in val" if split else UNKNOWN),
+             ('languages', data.get('languages') or UNKNOWN)]
+    return ([('data mix', mix_fact(data))] if data.get('mix') else []) + rows
+
+
+PUBMED_DROPS = (('no_abstract', 'without an abstract'), ('language', 'in other languages'), ('book', 'books'),
+                ('no_pmid', 'without a valid PMID'), ('replaced', 'older versions of a PMID'),
+                ('deleted', 'deleted by NCBI'), ('excluded', 'excluded'))
+PMC_DROPS = (('replaced', 'older versions'), ('retracted',
+                                              'retracted'), ('no_body', 'without body text'), ('license', 'by license'),
+             ('language', 'in other languages'), ('no_id', 'without PMID, PMCID or DOI'), ('excluded', 'excluded'))
+
+
+def dropped_fact(records, rules):
+    return ', '.join(f'{number(records.get(k))} {what}' for k, what in rules)
+
+
+def sections_fact(sections):
+    """The kinds of text a PMC folder's documents hold, each with its characters (tables: only if asked for)."""
+    if not sections:
+        return UNKNOWN
+    chars = sections.get('chars') or {}
+    kinds = ', '.join(f"{kind} ({number(chars.get(kind))} characters)" for kind in sections.get('in_text') or [])
+    return kinds + ('' if 'table' in (sections.get('in_text') or []) else '; tables not in the text')
+
+
+def training_rows(checkpoint, run, data, window):
+    """(what, fact) of the run: tokens, optimizer, schedule, batch, steps, precision, processes."""
     tokens_seen = checkpoint.get('tokens_seen')
     epochs = f' ({tokens_seen / data["train_tokens"]:.2f} epochs)' if tokens_seen and data.get('train_tokens') else ''
     batch = run.get('batch_size') and run.get('gradient_accumulation_steps') and \
         run['batch_size'] * run['gradient_accumulation_steps']
     return [
-        ('architecture', f'{architecture} ({size} parameters: {c.n_layer} layers, {c.n_head} heads '
-         f'({c.n_kv_head} key/value), width {c.n_embd}, {c.pos} positions)'),
-        ('context',
-         f'{c.block_size:,} tokens' + (f' (trained on windows of {window:,})' if window < c.block_size else '')),
-        ('weights', start),
-        ('tokenizer', fingerprint(checkpoint.get('tokenizer'))),
-        *([('data mix', mix_fact(data))] if data.get('mix') else []),
-        ('PubMed records', f"{number(records.get('records'))} seen in {number(data.get('files'))} file(s); "
-         f"{number(data.get('train_docs'))} train and {number(data.get('val_docs'))} val documents kept"
-         if records else UNKNOWN),
-        ('dropped', drops),
-        ('subset', subset_fact(data.get('subset'), records)),
-        ('decontamination', f"{number(excluded.get('excluded'))} records of the {number(excluded.get('listed'))} PMIDs "
-         f"listed in `{folder_name(excluded['source'])}` left out of both splits"
-         if excluded.get('source') else 'no PMIDs excluded' if excluded else UNKNOWN),
-        ('train/val split', f"by {split['rule']}: {split['val_fraction']:g} of PMIDs in val" if split else UNKNOWN),
-        ('languages', data.get('languages') or UNKNOWN),
         ('tokens trained on', f'{number(tokens_seen)}{epochs} of {number(data.get("train_tokens"))} in train.bin'),
         ('optimizer', f"{run['optimizer']} (peak lr {run['learning_rate']:g}, weight decay {run['weight_decay']:g}" +
          (f", Muon lr {run['muon_lr']:g}" if run['optimizer'] == 'muon' else '') + ')' if run else UNKNOWN),
@@ -218,7 +265,8 @@ def model_and_data_rows(checkpoint, architecture, start):
 
 
 SUBSET_RULES = (('not_in_keep_pmids', 'not in --keep_pmids'), ('year', 'by year'), ('journal', 'by journal'),
-                ('mesh', 'by MeSH heading'), ('publication_type', 'by publication type'))  # prepare.py's, in its order
+                ('mesh', 'by MeSH heading'), ('publication_type', 'by publication type'),
+                ('article_type', 'by article type'))  # the preparers', in their order
 
 
 def subset_fact(subset, records):
@@ -279,14 +327,15 @@ def card(checkpoint, name, architecture, pubmedqa=None):
                         '--pubmedqa_json=)', '')]
     table = lambda head, lines: '\n'.join([head, '|' + '---|' * head.count('|', 1)] + lines)
     trained = before_and_after(checkpoint.get('first_eval'), last)
+    read = what_it_read(checkpoint.get('data') or {})
     return f"""---
 {header.to_yaml()}
 ---
 
 # {name}
 
-A language model of PubMed titles and abstracts ({architecture} architecture), {intro} with pubmed-gpt. Every
-figure below is what the checkpoint and its data folder recorded.
+A language model of {read} ({architecture} architecture), {intro} with pubmed-gpt. Every figure below is what the
+checkpoint and its data folder recorded.
 
 ## Model and data
 

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from checkpoint import make_checkpoint
 from conftest import FIXTURES, PUBMED_CORPUS, REPO, SHARED, need, run_prepare
 from test_train import records, run_train
 
@@ -103,3 +104,47 @@ def test_an_older_checkpoint_exports_with_unknown_facts_and_a_given_pubmedqa_fil
     r = export(tmp_path / 'ckpt.pt', tmp_path / 'hf2', f'--pubmedqa_json={tmp_path / "broken.json"}')
     assert r.returncode == 2 and r.stderr.count('\n') == 1 and 'not a file pubmedqa.py --out_json wrote' in r.stderr
     assert not (tmp_path / 'hf2').exists()
+
+
+def test_the_card_of_pmc_full_text_or_other_text_says_what_the_folder_recorded(spec):
+    """A PMC folder's card counts articles, licenses and the kinds of text; a general-text folder's its documents and
+    what was dropped (no PMIDs to keep out); neither is called PubMed abstracts."""
+    from conftest import tiny_model
+    from model_card import card
+    from tokenizer import token_byte_lengths
+    model, _ = tiny_model(spec, steps=1)
+    pmc = {
+        'records': {
+            'articles': 22, 'replaced': 2, 'retracted': 1, 'no_body': 1, 'license': 1, 'language': 0, 'excluded': 3,
+            'no_id': 0
+        }, 'files': 2, 'train_docs': 12, 'val_docs': 3, 'licenses': {'CC BY': 14, 'CC0': 1}, 'sections': {
+            'in_text': ['title', 'abstract', 'body', 'caption'],
+            'chars': {'title': 900, 'abstract': 12000, 'body': 300000, 'caption': 8000, 'table': 5000}
+        },
+        'split': {'rule': 'a hash of the PMID, else of PMC + the PMCID, else of doi: + the DOI', 'val_fraction': 0.2},
+        'excluded_pmids': {'source': '/home/me/data/pubmedqa', 'listed': 1000,
+                           'excluded': 3}, 'subset': {}, 'languages': 'eng'
+    }
+    text = {
+        'records': {'duplicates': 116, 'no_text_field': 2}, 'files': 2, 'train_docs': 7734, 'val_docs': 851,
+        'source': 'local files (1 .raw, 1 .txt)', 'split': {'rule': 'a hash of the text', 'val_fraction': 0.1},
+        'excluded_pmids': {'source': '', 'listed': 0, 'excluded': 0}, 'subset': {}, 'languages': None
+    }
+    checkpoint = make_checkpoint(model, spec, token_byte_lengths(spec), data=pmc, origin={'from': 'scratch'})
+    written = card(checkpoint, 'm', 'gpt2')
+    for fact in (
+            'A language model of PubMed Central full text (gpt2 architecture)',
+            '| PMC articles | 22 read in 2 input(s); 12 train and 3 val documents kept |',
+            '| dropped | 2 older versions, 1 retracted, 1 without body text, 1 by license, 0 in other languages, 0 '
+            'without PMID, PMCID or DOI, 3 excluded |', '| licenses | 14 CC BY, 1 CC0 |',
+            '| text | title (900 characters), abstract (12,000 characters), body (300,000 characters), caption '
+            '(8,000 characters); tables not in the text |',
+            '3 records of the 1,000 PMIDs listed in `pubmedqa` left out of both splits'):
+        assert fact in written, fact
+    written = card(make_checkpoint(model, spec, token_byte_lengths(spec), data=text), 'm', 'gpt2')
+    for fact in ('A language model of text (gpt2 architecture)',
+                 '| documents | local files (1 .raw, 1 .txt): 7,734 train and 851 val documents kept |',
+                 '| dropped | 116 duplicates, 2 no text field |', '| decontamination | none (no PMIDs in this text) |',
+                 '| train/val split | by a hash of the text: 0.1 of them in val |'):
+        assert fact in written, fact
+    assert 'PubMed' not in written.split('---', 2)[2].split('## Evaluation')[0]
