@@ -565,18 +565,18 @@ def padded_tokens(lengths, batch_size):
     return sum(len(ordered[i:i + batch_size]) * ordered[i] for i in range(0, len(ordered), batch_size))
 
 
-def seconds_per_token(hf_model, length, tokens=1024):
-    """A forward pass of about `tokens` tokens in rows of `length` timed (after a small one to warm up), per token:
-    a second or two of the CPU's time."""
-    ids = torch.zeros((max(1, tokens // length), length), dtype=torch.long, device=hf_model.device)
+def seconds_per_token(model, length, tokens=1024):
+    """A forward pass of the model (transformers' or ours) on about `tokens` tokens in rows of `length`, timed after a
+    small one to warm up, per token: a second or two of the CPU's time."""
+    ids = torch.zeros((max(1, tokens // length), length), dtype=torch.long, device=next(model.parameters()).device)
     with torch.no_grad():
-        hf_model(ids[:1, :8])
+        model(ids[:1, :8])
         start = time.perf_counter()
-        hf_model(ids)
+        model(ids)
     return (time.perf_counter() - start) / ids.numel()
 
 
-def per_token_timer(hf_model, max_length):
+def per_token_timer(model, max_length):
     """per_token(length): seconds a token at about that length (timed once per power of two: attention's cost grows
     with the length, a batch's overhead shrinks)."""
     timed = {}
@@ -584,7 +584,7 @@ def per_token_timer(hf_model, max_length):
     def per_token(length):
         bucket = min(max_length, 2**math.ceil(math.log2(max(length, 16))))
         if bucket not in timed:
-            timed[bucket] = seconds_per_token(hf_model, bucket)
+            timed[bucket] = seconds_per_token(model, bucket)
         return timed[bucket]
 
     return per_token
@@ -597,8 +597,8 @@ def minutes(seconds):
 def say_estimate(label, seconds):
     """One line: how long the model's tasks will take on this CPU, task by task."""
     parts = ', '.join(f'{name} {minutes(s)}' for name, s in seconds.items())
-    say(f'estimate: {label} takes about {minutes(sum(seconds.values()))} on this CPU ({parts}; the tokens lm-eval '
-        'will run times a timed forward pass)')
+    say(f'estimate: {label} takes about {minutes(sum(seconds.values()))} on this CPU ({parts}: the tokens to run times '
+        'the time a token took in a timed forward pass)')
 
 
 def say_cut(label, item, measured, max_length):
@@ -754,10 +754,10 @@ def prepare_lm_tasks(lm, hf_model, suite, label):
     return measured
 
 
-def estimated_seconds(measured, hf_model, suite, max_length):
+def estimated_seconds(measured, model, suite, max_length):
     """{task: seconds}: the tokens each task runs (lm-eval's padded batches; general_bpb's windows) times the time a
     token takes at its typical length."""
-    per_token, seconds = per_token_timer(hf_model, max_length), {}
+    per_token, seconds = per_token_timer(model, max_length), {}
     for name, m in measured.items():
         typical = sorted(m['passes'])[len(m['passes']) // 2] if m['passes'] else 1
         seconds[name] = padded_tokens(m['passes'], suite.settings.batch_size) * per_token(typical)
@@ -770,6 +770,11 @@ def estimated_seconds(measured, hf_model, suite, max_length):
 def evaluate_model(model, suite):
     """Every task of the suite on one model: [(record, samples)] in the suite's order. The model loads (and, for a
     checkpoint, exports to a temporary folder) once; lm-eval runs it batched where settings.device says."""
+    if model.checkpoint is not None and all(t.task is None for t in suite.tasks):  # general_bpb alone: no export
+        gpt = bpb_model(model, None, suite.settings.device)
+        if suite.settings.device == 'cpu':
+            say_estimate(model.label, estimated_seconds({}, gpt, suite, context_of(model)))
+        return [run_bpb(gpt, suite, model.label, bpb_window(suite, model))]
     results = []
     with hf_folder_of(model) as folder:
         try:
@@ -780,11 +785,16 @@ def evaluate_model(model, suite):
         measured = prepare_lm_tasks(lm, hf_model, suite, model.label)
         for item in suite.tasks:
             if item.task is None:
-                window = suite.bpb_window or min(BPB_WINDOW, context_of(model))
-                results.append(run_bpb(bpb_model(model, hf_model, suite.settings.device), suite, model.label, window))
+                gpt = bpb_model(model, hf_model, suite.settings.device)
+                results.append(run_bpb(gpt, suite, model.label, bpb_window(suite, model)))
             else:
                 results.append(run_task(lm, item, model.label, measured[item.name]))
     return results
+
+
+def bpb_window(suite, model):
+    """general_bpb's window: the one the models share (check_text_tokens), else the model's context up to 1,024."""
+    return suite.bpb_window or min(BPB_WINDOW, context_of(model))
 
 
 def evaluate_checkpoint(checkpoint, suite, label='this model'):

@@ -105,7 +105,7 @@ def test_one_model_gives_every_field_pubmedqa_py_s_numbers_and_loss_eval_s_bpb(m
     assert out == (tmp_path / 'suite.md').read_text()
     assert '| general_bpb (bits per byte, lower is better) | 6 |' in out and '| mmlu_anatomy (acc) | 6 |' in out
     assert err.index('estimate: ') < err.index(f'{models[0]}: pubmedqa (6 questions, 0-shot)')
-    assert f'estimate: {models[0]} takes about ' in err and 'will run times a timed forward pass)' in err
+    assert f'estimate: {models[0]} takes about ' in err and 'the time a token took in a timed forward pass)' in err
 
 
 def cut_by_hand(folder, prompts, choices, context):
