@@ -5,13 +5,15 @@ the hashes of its document, prompt and target).
 
 - accuracy_record: a task's accuracy with its standard error and a 95% interval. The standard error is lm-eval's
   own (mean_stderr: the sample standard deviation over sqrt(n)), for 0/1 scores sqrt(p(1-p)/(n-1)); the interval is
-  the normal one, accuracy +- 1.96 standard errors, clipped to [0, 1].
+  the normal one, accuracy +- 1.96 standard errors, clipped to [0, 1]. mean_record: the same for any mean (eval_suite's
+  bits per byte: not a rate, clipped at 0 only).
 - compare_task: model A minus model B on the same questions, paired: each bootstrap resample draws n of the
   questions with replacement and takes the mean of A's score minus B's on them; the 95% interval is the 2.5th and
   97.5th percentiles of 10,000 such means (numpy's default_rng(seed), resample r = rng.integers(0, n, n), the r-th
   draw: the same seed gives the same interval). Pairing removes the questions' own difficulty from the noise, which
   two separate intervals would keep: a difference can be significant while the two intervals overlap.
-  A is better (worse) where the interval lies above (below) 0, else the two are tied.
+  A is better (worse) where the interval lies above (below) 0, else the two are tied; for a figure where lower is
+  better (bits per byte: higher_is_better=False) A is better where the interval lies below 0.
 - summary_line: "better on k, tied on m, worse on n tasks".
 
 Questions pair by doc_id; a pair whose document, prompt or answer differ (lm-eval's doc_hash, prompt_hash,
@@ -38,19 +40,27 @@ def stderr_of_mean(scores):
     return math.sqrt(sum((x - mean)**2 for x in scores) / (n - 1)) / math.sqrt(n)  # lm-eval's order of operations
 
 
-def accuracy_record(task, model, samples, metric='acc'):
-    """One task and model's JSON record: n, accuracy, its standard error, the 95% interval (normal, clipped)."""
-    scores = [float(s[metric]) for s in samples]
+def mean_record(task, model, scores, metric, bounds=(0.0, 1.0)):
+    """One task and model's JSON record of a mean: n, the value, its standard error, the 95% interval (normal, clipped
+    to `bounds`; None: that side unbounded)."""
     if not scores:
         raise ValueError(f'{task}: no {metric} results from {model}')
-    accuracy, stderr = sum(scores) / len(scores), stderr_of_mean(scores)
+    value, stderr = sum(scores) / len(scores), stderr_of_mean(scores)
     low = high = None
     if stderr is not None:  # None: one question
-        low, high = max(0.0, accuracy - Z95 * stderr), min(1.0, accuracy + Z95 * stderr)
+        low, high = value - Z95 * stderr, value + Z95 * stderr
+        low, high = low if bounds[0] is None else max(bounds[0], low), high if bounds[1] is None else min(
+            bounds[1], high)
     return {
-        'task': task, 'model': model, 'metric': metric, 'n': len(scores), 'accuracy': accuracy, 'stderr': stderr,
+        'task': task, 'model': model, 'metric': metric, 'n': len(scores), 'value': value, 'stderr': stderr,
         'ci_low': low, 'ci_high': high
     }
+
+
+def accuracy_record(task, model, samples, metric='acc'):
+    """mean_record of lm-eval's per-question 0/1 scores, the rate also under 'accuracy'."""
+    record = mean_record(task, model, [float(s[metric]) for s in samples], metric)
+    return {**record, 'accuracy': record['value']}
 
 
 def by_doc_id(samples, task, who):
@@ -95,20 +105,30 @@ def paired_bootstrap(scores_a, scores_b, resamples=RESAMPLES, seed=SEED):
     return float(differences.mean()), float(low), float(high)
 
 
-def verdict(low, high):
-    """'better' (the interval above 0), 'worse' (below) or 'tied' (it holds 0)."""
+def verdict(low, high, higher_is_better=True):
+    """'better' (the interval of A - B above 0; below it where lower is better), 'worse' (the other side) or 'tied'
+    (it holds 0)."""
+    if not higher_is_better:
+        low, high = -high, -low
     return 'better' if low > 0 else 'worse' if high < 0 else 'tied'
 
 
-def compare_task(task, samples_a, samples_b, names=('A', 'B'), metric='acc', resamples=RESAMPLES, seed=SEED):
-    """Model A (names[0]) against model B on one task's questions: the JSON record of the paired comparison."""
+def compare_task(task, samples_a, samples_b, names=('A', 'B'), metric='acc', higher_is_better=True, resamples=RESAMPLES,
+                 seed=SEED):
+    """Model A (names[0]) against model B on one task's questions: the JSON record of the paired comparison (value and
+    base_value: each model's mean on the questions both answered; accuracy and base_accuracy as well for a rate)."""
     a, b = paired_scores(samples_a, samples_b, task, metric, names)
     difference, low, high = paired_bootstrap(a, b, resamples, seed)
-    return {
-        'task': task, 'metric': metric, 'model': names[0], 'base': names[1], 'n': len(a), 'accuracy': sum(a) / len(a),
-        'base_accuracy': sum(b) / len(b), 'difference': difference, 'ci_low': low, 'ci_high': high,
-        'significant': verdict(low, high) != 'tied', 'verdict': verdict(low, high), 'resamples': resamples, 'seed': seed
+    said = verdict(low, high, higher_is_better)
+    record = {
+        'task': task, 'metric': metric, 'model': names[0], 'base': names[1], 'n': len(a), 'value': sum(a) / len(a),
+        'base_value': sum(b) / len(b), 'difference': difference, 'ci_low': low, 'ci_high': high,
+        'higher_is_better': higher_is_better, 'significant': said != 'tied', 'verdict': said, 'resamples': resamples,
+        'seed': seed
     }
+    if higher_is_better:
+        record.update(accuracy=record['value'], base_accuracy=record['base_value'])
+    return record
 
 
 def summary_line(comparisons):

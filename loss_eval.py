@@ -1,5 +1,5 @@
 """
-Evaluation: val loss, perplexity and bits per byte.
+Evaluation: val loss, perplexity and bits per byte (summed over all windows: evaluate; or per window: window_sums).
 
 Bits per byte = the summed cross-entropy (nats) of the targets that carry text, divided by
 ln 2 x their UTF-8 bytes (meta.pkl's token_bytes). It does not depend on the tokenizer, so models
@@ -47,3 +47,19 @@ def evaluate(model, batches, token_bytes, autocast):
         'val_loss': val_loss, 'val_ppl': math.exp(min(val_loss, 700)),
         'val_bpb': bits_per_byte(nats_on_text, text_bytes)
     }
+
+
+@torch.no_grad()
+def window_sums(model, batches, token_bytes, autocast):
+    """loss_sums of each window (row) of the (x, y) batches, one process: a (windows, 4) float64 tensor on the CPU. Its
+    column sums are what evaluate adds up; kept per window, they give statistics over windows (eval_suite.py's
+    general_bpb: an interval for bits per byte, and a paired comparison of two models on the same windows)."""
+    was_training = model.training
+    model.eval()
+    rows = []
+    for x, y in batches:
+        with autocast:
+            nats = model(x, y, reduction='none').view(x.size(0), -1).double()
+        rows += [loss_sums(n, t, token_bytes) for n, t in zip(nats, y)]
+    model.train(was_training)
+    return torch.stack(rows).cpu()

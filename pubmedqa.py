@@ -8,9 +8,11 @@ The numbers are lm-eval's own: the task evals/pubmedqa/pubmedqa_local.yaml has t
 yes/no/maybe log-likelihood scoring of lm-eval's `pubmedqa` task, on the official 500-PMID test split
 of PQA-L read from local files. Prints accuracy and macro-F1, and the majority-class baseline beside
 them (a model that always answers the commonest label: 'yes', 55.2% of the test set).
+
+This is the suite's pubmedqa task (eval_suite.py --tasks=pubmedqa runs the same task, with the other tasks, intervals
+and comparisons): pubmedqa.py runs it through eval_suite's functions and adds each question's log-likelihoods.
 """
 import json
-import logging
 import os
 import sys
 import tempfile
@@ -20,10 +22,13 @@ from checkpoint import CheckpointError, load_checkpoint
 from hf import ExportError, export, load_hf_model, raw_config
 from common import DeviceError, DiskFullError, atomic_write, fail, resolve_device, writable_folder
 from configurator import Option, at_least, configure
+from eval_suite import language_model, macro_f1, measure_requests, pubmedqa_figures, pubmedqa_task, run_lm_task, say_cut
 
 REPO = Path(__file__).resolve().parent
 sys.path.insert(0, str(REPO / 'evals' / 'pubmedqa'))
 from pubmedqa_data import LABELS, find_pubmedqa, official_test_split
+
+__all__ = ['macro_f1']  # PubMedQA's macro-F1, kept here by name for the scripts that import it from pubmedqa.py
 
 # yapf: disable (a table: its comments aligned)
 OPTIONS = {
@@ -39,64 +44,20 @@ OPTIONS = {
 # yapf: enable
 
 
-def macro_f1(golds, preds):
-    """The mean over yes/no/maybe of each label's F1 (0 for a label neither true nor predicted, as sklearn)."""
-    scores = []
-    for label in range(len(LABELS)):
-        tp = sum(g == p == label for g, p in zip(golds, preds))
-        predicted, actual = preds.count(label), golds.count(label)
-        scores.append(2 * tp / (predicted + actual) if predicted + actual else 0.0)
-    return sum(scores) / len(scores)
-
-
 def evaluate_folder(folder, pubmedqa_dir=None, batch_size=16, device='cpu', limit=0):
-    """lm-eval's pubmedqa_local on a Hugging Face folder: accuracy, macro-F1, the majority baseline, and per
-    question its PMID, gold label and the log-likelihoods of ' yes', ' no', ' maybe'."""
-    from lm_eval import simple_evaluate
-    from lm_eval.tasks import TaskManager
-    data = find_pubmedqa(pubmedqa_dir)
-    with open(os.path.join(folder, 'config.json')) as f:
-        config = json.load(f)
-    context = config.get('max_position_embeddings') or config.get('n_positions')
-    if context and context < 1024:  # most prompts are longer: lm-eval keeps their ends, and warns for each one
-        print(
-            f'note: the model reads {context} tokens; lm-eval keeps the last {context} of each prompt (the question '
-            'and the end of the abstract)', file=sys.stderr)
-        logging.getLogger('lm_eval.models.huggingface').setLevel(logging.ERROR)
-    # the folder goes to the task through its TaskManager: lm-eval hands `metadata=` only to one it makes itself
-    tasks = TaskManager(include_path=str(REPO / 'evals' / 'pubmedqa'),
-                        metadata={'pubmedqa_dir': str(data), 'questions': limit})
-    out = simple_evaluate(model=language_model(folder, batch_size, device), tasks=['pubmedqa_local'],
-                          task_manager=tasks, log_samples=True)
+    """lm-eval's pubmedqa_local on a Hugging Face folder (eval_suite's pubmedqa task): accuracy, macro-F1, the
+    majority baseline, and per question its PMID, gold label and the log-likelihoods of ' yes', ' no', ' maybe'. A
+    folder whose weights do not match its config is refused naming the tensor (CheckpointError: hf.load_hf_model)."""
+    data = find_pubmedqa(pubmedqa_dir)  # FileNotFoundError, as before the suite
+    item = pubmedqa_task(str(data), limit)
+    lm = language_model(load_hf_model(folder).to(device), folder, batch_size)
+    say_cut(folder, item, measure_requests(lm, item), lm.max_length)  # prompts longer than the model reads, counted
+    results, samples = run_lm_task(lm, item)
     items = [{
         'pmid': s['doc']['pmid'], 'gold': LABELS.index(s['doc']['final_decision']),
         'loglikelihoods': [r[0] for r in s['filtered_resps']]
-    } for s in out['samples']['pubmedqa_local']]
-    golds = [i['gold'] for i in items]
-    preds = [max(range(len(LABELS)), key=lambda k: i['loglikelihoods'][k]) for i in items]
-    majority = max(range(len(LABELS)), key=golds.count)
-    return {
-        'questions': len(items), 'accuracy': out['results']['pubmedqa_local']['acc,none'],
-        'macro_f1': macro_f1(golds, preds), 'majority_label': LABELS[majority],
-        'majority_accuracy': golds.count(majority) / len(golds),
-        'majority_macro_f1': macro_f1(golds, [majority] * len(golds)), 'pubmedqa_dir': str(data), 'items': items
-    }
-
-
-def language_model(folder, batch_size, device):
-    """lm-eval's model of a Hugging Face folder, loaded by hf.py: a folder whose weights do not match its config is
-    refused naming the tensor (CheckpointError), where transformers would only point at a report it did not print."""
-    from lm_eval.models.huggingface import HFLM
-    from transformers import AutoTokenizer
-
-    model = load_hf_model(folder).to(device)
-    logging.getLogger('lm_eval.models.huggingface').addFilter(not_the_loaded_model_warning)
-    return HFLM(pretrained=model, tokenizer=AutoTokenizer.from_pretrained(folder), batch_size=batch_size)
-
-
-def not_the_loaded_model_warning(record):
-    """lm-eval warns that a model given loaded may ignore its loading options: it is loaded as we mean it to be."""
-    return 'is not of type `str`' not in record.getMessage()
+    } for s in samples]
+    return {**pubmedqa_figures(samples), 'accuracy': results['acc,none'], 'pubmedqa_dir': str(data), 'items': items}
 
 
 def evaluate_checkpoint(checkpoint, **kwargs):

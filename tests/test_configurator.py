@@ -55,8 +55,8 @@ def test_unknown_key_in_config_file_is_named(tmp_path):
 
 
 COMMANDS = [
-    'train.py', 'sample.py', 'export_hf.py', 'pubmedqa.py', 'consolidate.py', 'data/pubmed/prepare.py', 'plan.py',
-    'sweep.py', 'bench/gpu_check.py', 'bench/bench_train.py', 'bench/bench_sample.py', 'bench/bench_fsdp.py',
+    'train.py', 'sample.py', 'export_hf.py', 'pubmedqa.py', 'eval_suite.py', 'consolidate.py', 'data/pubmed/prepare.py',
+    'plan.py', 'sweep.py', 'bench/gpu_check.py', 'bench/bench_train.py', 'bench/bench_sample.py', 'bench/bench_fsdp.py',
     'bench/bench_prepare.py', 'bench/bench_continue.py', 'bench/speedrun.py'
 ]
 

@@ -92,3 +92,11 @@ def test_runs_that_did_not_ask_the_same_questions_are_refused_in_one_line():
 def test_pairs_follow_doc_ids_not_the_order_of_the_lists():
     a, b = samples(A), samples(B)
     assert paired_scores(a[::-1], b, 't') == ([float(x) for x in A], [float(x) for x in B])
+
+
+def test_where_lower_is_better_an_interval_below_zero_is_better():
+    assert [verdict(-0.3, -0.1, False), verdict(0.1, 0.3, False), verdict(-0.1, 0.1, False)] == \
+        ['better', 'worse', 'tied']
+    fewer_bits = compare_task('general_bpb', samples([0.9] * 5 + [1.0] * 5), samples([1.1] * 10), metric='acc',
+                              higher_is_better=False)
+    assert fewer_bits['verdict'] == 'better' and 'accuracy' not in fewer_bits and fewer_bits['value'] == 0.95
