@@ -14,7 +14,7 @@ the hashes of its document, prompt and target).
   two separate intervals would keep: a difference can be significant while the two intervals overlap.
   A is better (worse) where the interval lies above (below) 0, else the two are tied; for a figure where lower is
   better (bits per byte: higher_is_better=False) A is better where the interval lies below 0.
-- summary_line: "better on k, tied on m, worse on n tasks".
+- summary_line: "better on k, tied on m, worse on n tasks"; task_label: a task's name with what its figure is.
 
 Questions pair by doc_id; a pair whose document, prompt or answer differ (lm-eval's doc_hash, prompt_hash,
 target_hash) is refused: the two runs did not ask the same questions. The prompt is text, so models with different
@@ -135,3 +135,10 @@ def summary_line(comparisons):
     """'better on k, tied on m, worse on n tasks' over compare_task's records."""
     count = {v: sum(c['verdict'] == v for c in comparisons) for v in ('better', 'tied', 'worse')}
     return f"better on {count['better']}, tied on {count['tied']}, worse on {count['worse']} tasks"
+
+
+def task_label(record):
+    """A task's name in a table, with what its figure measures: 'pubmedqa (acc)', 'general_bpb (bits per byte, lower
+    is better)'."""
+    return f"{record['task']} (bits per byte, lower is better)" if record['metric'] == 'bpb' else \
+        f"{record['task']} ({record['metric']})"

@@ -55,7 +55,7 @@ from common import (CheckpointError, DeviceError, DiskFullError, atomic_write, f
                     resolve_device, writable_folder)
 from configurator import Option, at_least, configure
 from dataloader import DataError, eval_starts, load_meta, open_tokens, read_windows, window_starts
-from eval_stats import Z95, accuracy_record, compare_task, stderr_of_mean, summary_line
+from eval_stats import Z95, accuracy_record, compare_task, stderr_of_mean, summary_line, task_label
 from hf import ExportError, check_weight_files, export, from_hf_model, load_hf_model, shapes_of, target_architecture
 from loss_eval import bits_per_byte, window_sums
 from model import GPTConfig
@@ -896,11 +896,6 @@ def figure(value, digits=4):
 
 def interval(record):
     return '' if record['ci_low'] is None else f"[{figure(record['ci_low'], 3)}, {figure(record['ci_high'], 3)}]"
-
-
-def task_label(record):
-    return f"{record['task']} (bits per byte, lower is better)" if record['metric'] == 'bpb' else \
-        f"{record['task']} ({record['metric']})"
 
 
 def markdown_table(report):

@@ -15,7 +15,7 @@ from common import (disk_full_message, fail, remove_stale_temporaries, replace_f
                     writable_folder)
 from configurator import configure
 from hf import ExportError, export
-from model_card import card, check_pubmedqa_figures, pubmedqa_of
+from model_card import card, check_pubmedqa_figures, check_suite_row, folder_name, pubmedqa_of, suite_of
 
 # yapf: disable (a table: its comments aligned)
 OPTIONS = {
@@ -25,6 +25,8 @@ OPTIONS = {
                                   # too)
     'pubmedqa_json': '',          # PubMedQA figures for the model card: a pubmedqa.py --out_json file ('' = the run's
                                   # metrics.jsonl)
+    'suite_json': '',             # the evaluation suite's figures for the card: an eval_suite.py --out_json file of
+                                  # this model (and the --compare base beside it) ('' = the run's metrics.jsonl)
 }
 # yapf: enable
 
@@ -57,25 +59,45 @@ def read_pubmedqa_json(path):
         fail(f'--pubmedqa_json={path}: not a file pubmedqa.py --out_json wrote ({type(e).__name__}: {e})', 2)
 
 
+def read_suite_json(path):
+    """The card's suite (its rows and the base's name) from an eval_suite.py --out_json file, with PubMedQA's figures
+    where it ran pubmedqa (or None); exit 2 naming the file otherwise."""
+    from eval_suite import card_rows, check_report, pubmedqa_result
+    try:
+        with open(path, encoding='utf-8') as f:
+            report = check_report(json.load(f))
+        rows = [check_suite_row(row) for row in card_rows(report)]
+        pubmedqa = pubmedqa_result(report)
+        pubmedqa = check_pubmedqa_figures(pubmedqa) if pubmedqa else None
+    except (OSError, ValueError) as e:
+        fail(f'--suite_json={path}: not a file eval_suite.py --out_json wrote ({type(e).__name__}: {e})', 2)
+    base = folder_name(report['models'][1]) if len(report['models']) > 1 else None
+    return {'rows': rows, 'base': base}, pubmedqa
+
+
 def main():
     c = configure(OPTIONS)
     check_out(c['out'], c['overwrite'], c['ckpt'])
     pubmedqa = read_pubmedqa_json(c['pubmedqa_json']) if c['pubmedqa_json'] else None
+    suite, suite_pubmedqa = read_suite_json(c['suite_json']) if c['suite_json'] else (None, None)
+    pubmedqa = pubmedqa or suite_pubmedqa
     target_folder = os.path.realpath(c['out'])
     remove_stale_temporaries(os.path.dirname(target_folder), os.path.basename(target_folder))  # a killed export's
     staging = f'{target_folder}.{os.getpid()}.tmp'  # the folder appears whole, with nothing stale in it
     checkpoint = {}
     try:
         checkpoint = load_checkpoint(c['ckpt'])
-        # PubMedQA: the file given, else what train.py --eval_pubmedqa recorded at this iteration beside the checkpoint
+        # the figures of the files given, else what train.py --eval_tasks recorded at this iteration beside the
+        # checkpoint
         metrics = os.path.join(os.path.dirname(os.path.abspath(c['ckpt'])), 'metrics.jsonl')
         try:
             pubmedqa = pubmedqa or pubmedqa_of(metrics, checkpoint.get('iter_num'))
+            suite = suite or suite_of(metrics, checkpoint.get('iter_num'))
         except ValueError as e:
-            fail(f'{e}: give the figures with --pubmedqa_json=FILE (pubmedqa.py --out_json), or mend that line')
+            fail(f'{e}: give the figures with --suite_json=FILE (eval_suite.py --out_json), or mend that line')
         target = export(checkpoint, staging)
         with open(os.path.join(staging, 'README.md'), 'w', encoding='utf-8') as f:
-            f.write(card(checkpoint, os.path.basename(os.path.realpath(c['out'])), target, pubmedqa))
+            f.write(card(checkpoint, os.path.basename(os.path.realpath(c['out'])), target, pubmedqa, suite))
         umask = os.umask(0)
         os.umask(umask)
         for name in os.listdir(staging):  # the same permissions for every file (safetensors writes 0600)

@@ -3,10 +3,11 @@ The model card of an export: README.md beside the weights, what the Hugging Face
 
 Everything in it comes from what the checkpoint records (train.py writes the run's origin and data facts,
 made here by run_origin and data_facts, its latest evaluation and options; checkpoint.RECORD_KEYS) and, for
-PubMedQA, from the run's metrics.jsonl or a pubmedqa.py --out_json file. What is not recorded (a checkpoint
-from before, an option a run did not have) is "unknown", never a guess. A card is published: it names models
-by hub id or folder name and data by folder name, never by a local path. The YAML header uses the hub's
-model-card fields (huggingface_hub's ModelCardData), so the hub renders the evaluation table (model-index).
+PubMedQA and the evaluation suite, from the run's metrics.jsonl or an eval_suite.py (pubmedqa.py) --out_json file.
+What is not recorded (a checkpoint from before, an option a run did not have) is "unknown", never a guess. A card is
+published: it names models by hub id or folder name and data by folder name, never by a local path. The YAML header
+uses the hub's model-card fields (huggingface_hub's ModelCardData), so the hub renders the evaluation table
+(model-index).
 """
 import json
 import os
@@ -14,11 +15,13 @@ import re
 
 import torch
 
+from eval_stats import task_label
 from model import GPT, GPTConfig
 from tokenizer import fingerprint
 
 UNKNOWN = 'unknown'
 PUBMEDQA_FIGURES = ('questions', 'accuracy', 'macro_f1', 'majority_accuracy', 'majority_macro_f1')
+SUITE_FIGURES = ('n', 'value', 'ci_low', 'ci_high')
 LANGUAGES = {
     'eng': 'en', 'fre': 'fr', 'ger': 'de', 'spa': 'es', 'ita': 'it', 'jpn': 'ja', 'chi': 'zh', 'rus': 'ru', 'por': 'pt',
     'dut': 'nl', 'pol': 'pl', 'kor': 'ko'
@@ -85,7 +88,8 @@ def data_facts(meta, data_dir):
 
 
 # ------------------------------------------------------------------------------------------------
-# PubMedQA's figures: from pubmedqa.py --out_json, or the record train.py --eval_pubmedqa wrote
+# PubMedQA's and the suite's figures: from pubmedqa.py or eval_suite.py --out_json, or the records train.py
+# --eval_tasks wrote
 
 
 def check_pubmedqa_figures(figures):
@@ -104,28 +108,54 @@ def check_pubmedqa_figures(figures):
     return figures
 
 
-def pubmedqa_of(path, iter_num):
-    """The PubMedQA figures train.py --eval_pubmedqa recorded for this iteration in metrics.jsonl, or None. A line
-    that does not read is skipped (a kill can cut the last one short); a PubMedQA record that is not one is a
-    ValueError naming its line."""
+def records_at(path, kind, iter_num, check):
+    """The records of `kind` train.py wrote for this iteration in metrics.jsonl, each through check(record). A line
+    that does not read is skipped (a kill can cut the last one short); a record check refuses is a ValueError naming
+    its line."""
     if not os.path.isfile(path):
-        return None
-    found = None
+        return []
+    found = []
     with open(path, encoding='utf-8', errors='replace') as f:
         for number, line in enumerate(f, 1):
             try:
                 rec = json.loads(line)
             except ValueError:
                 continue
-            if isinstance(rec, dict) and rec.get('kind') == 'pubmedqa' and rec.get('iter') == iter_num:
+            if isinstance(rec, dict) and rec.get('kind') == kind and rec.get('iter') == iter_num:
                 try:
-                    found = check_pubmedqa_figures(rec)
+                    found.append(check(rec))
                 except ValueError as e:
-                    raise ValueError(f'{path}, line {number}: not a PubMedQA record train.py wrote ({e})')
+                    raise ValueError(f"{path}, line {number}: not what train.py writes as a '{kind}' record ({e})")
     return found
 
 
-def hub_header(name, origin, data, last, pubmedqa):
+def pubmedqa_of(path, iter_num):
+    """The PubMedQA figures train.py --eval_tasks=pubmedqa recorded for this iteration in metrics.jsonl (the last),
+    or None."""
+    return (records_at(path, 'pubmedqa', iter_num, check_pubmedqa_figures) or [None])[-1]
+
+
+def check_suite_row(row):
+    """ValueError unless `row` holds a suite figure: a task, its metric, a question count, the value and interval."""
+    if not isinstance(row.get('task'), str) or not isinstance(row.get('metric'), str):
+        raise ValueError('no task or metric')
+    bad = [
+        k for k in SUITE_FIGURES if isinstance(row.get(k), bool) or
+        not isinstance(row.get(k), (int, float)) and not (k.startswith('ci_') and row.get(k, 0) is None)
+    ]
+    if bad:
+        raise ValueError(f"{', '.join(bad)}: expected numbers")
+    return row
+
+
+def suite_of(path, iter_num):
+    """The suite's rows train.py --eval_tasks recorded for this iteration in metrics.jsonl (each task's last), as
+    eval_suite.card_rows makes them from a report (no base): {'rows', 'base': None}, or None."""
+    rows = {r['task']: r for r in records_at(path, 'eval_task', iter_num, check_suite_row)}
+    return {'rows': list(rows.values()), 'base': None} if rows else None
+
+
+def hub_header(name, origin, data, last, pubmedqa, suite):
     """The YAML header: the hub's model-card fields, with the evaluation results as its model-index."""
     from huggingface_hub import EvalResult, ModelCardData
     continued = origin and origin.get('from') != 'scratch'
@@ -152,6 +182,14 @@ def hub_header(name, origin, data, last, pubmedqa):
                        metric_value=round(pubmedqa[key], 4))
             for kind, label, key in (('accuracy', 'accuracy', 'accuracy'), ('f1', 'macro-F1', 'macro_f1'))
         ]
+    for row in (suite or {}).get('rows') or []:
+        if row['task'] == 'pubmedqa' and pubmedqa:  # (above, with its macro-F1)
+            continue
+        bpb = row['metric'] == 'bpb'
+        results.append(
+            EvalResult(task_type='text-generation' if bpb else 'multiple-choice', dataset_type=row['task'],
+                       dataset_name=row['task'], metric_type='bits_per_byte' if bpb else row['metric'],
+                       metric_name='bits per byte' if bpb else row['metric'], metric_value=round(row['value'], 4)))
     languages = [
         LANGUAGES.get(code.strip().lower(), code.strip()) for code in (data.get('languages') or '').split(',')
         if code.strip() and code.strip().lower() != 'all'
@@ -307,14 +345,38 @@ def number(value, digits=4):
     return UNKNOWN if value is None else f'{value:,.{digits}f}' if isinstance(value, float) else f'{value:,}'
 
 
-def card(checkpoint, name, architecture, pubmedqa=None):
-    """The README.md text of an export of `checkpoint` named `name` as `architecture` (a model_type)."""
+def suite_table(suite):
+    """The evaluation suite's section: one row per task, its value and 95% interval, and where a base was evaluated
+    on the same questions (eval_suite.py --compare) the base's, the paired difference, its interval and the
+    verdict."""
+    if not suite:
+        return ''
+    interval = lambda low, high: '' if low is None else f' [{low:.3f}, {high:.3f}]'
+    compared = suite['base'] is not None
+    head = '| task | n | this model (95% interval) |' + (
+        f" {suite['base']} | difference (95% paired interval) | verdict |" if compared else '')
+    lines = []
+    for r in suite['rows']:
+        line = f"| {task_label(r)} | {r['n']:,} | {r['value']:.4f}{interval(r['ci_low'], r['ci_high'])} |"
+        if compared:
+            line += (f" {r['base_value']:.4f}{interval(r['base_ci_low'], r['base_ci_high'])} | "
+                     f"{r['difference']:+.4f}{interval(r['diff_low'], r['diff_high'])} | {r['verdict']} |"
+                     if 'base_value' in r else ' | | |')
+        lines.append(line)
+    return ('\n### Evaluation suite\n\neval_suite.py: accuracy with lm-evaluation-harness\'s standard error, bits per '
+            'byte with the delta method\'s; the difference is paired over the same questions (bootstrap).\n\n' +
+            '\n'.join([head, '|' + '---|' * head.count('|', 1)] + lines) + '\n')
+
+
+def card(checkpoint, name, architecture, pubmedqa=None, suite=None):
+    """The README.md text of an export of `checkpoint` named `name` as `architecture` (a model_type); `suite`:
+    {'rows': eval_suite.card_rows, 'base': the compared model's name or None}."""
     origin, last = checkpoint.get('origin'), checkpoint.get('last_eval')
     continued = origin and origin.get('from') != 'scratch'
     start = (UNKNOWN if not origin else 'trained from scratch'
              if not continued else f"continued from {origin.get('hub_id') or origin.get('name')}")
     intro = start if origin else 'trained from weights the checkpoint does not record'
-    header = hub_header(name, origin, checkpoint.get('data') or {}, last, pubmedqa)
+    header = hub_header(name, origin, checkpoint.get('data') or {}, last, pubmedqa, suite)
     rows = model_and_data_rows(checkpoint, architecture, start)
     evaluation = [('val loss', number(last and last['val_loss']), ''),
                   ('val bits per byte', number(last and last['val_bpb']), '')]
@@ -323,8 +385,8 @@ def card(checkpoint, name, architecture, pubmedqa=None):
                        ('PubMedQA macro-F1', number(pubmedqa['macro_f1']), number(pubmedqa['majority_macro_f1']))]
     else:
         evaluation += [('PubMedQA',
-                        'not evaluated (train.py --eval_pubmedqa=True, or pubmedqa.py --out_json= and export_hf.py '
-                        '--pubmedqa_json=)', '')]
+                        'not evaluated (train.py --eval_tasks=pubmedqa, or eval_suite.py --out_json= and export_hf.py '
+                        '--suite_json=)', '')]
     table = lambda head, lines: '\n'.join([head, '|' + '---|' * head.count('|', 1)] + lines)
     trained = before_and_after(checkpoint.get('first_eval'), last)
     read = what_it_read(checkpoint.get('data') or {})
@@ -347,7 +409,7 @@ checkpoint and its data folder recorded.
 question with the test set's commonest label.
 
 {table('| | this model | majority class |', [f'| {k} | {v} | {b} |' for k, v, b in evaluation])}
-{trained}
+{trained}{suite_table(suite)}
 ## Use
 
 ```python

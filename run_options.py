@@ -12,7 +12,6 @@ import os
 from types import SimpleNamespace
 
 import model
-import pubmedqa
 from checkpoint import CheckpointError, latest_checkpoint, read_fields
 from common import DeviceError, fail, first_line, resolve_device, writable_folder
 from configurator import configure
@@ -26,6 +25,7 @@ RENAMED = {  # old option names (nanoGPT's, or this project's before) that keep 
     'always_save_checkpoint': (True, 'save_latest', lambda value, opts: value),
     'dataset': ('pubmed', 'data_dir', lambda value, opts: os.path.join('data', value)),
     'decay_lr': (True, 'schedule', lambda value, opts: opts['schedule'] if value else 'constant'),
+    'pubmedqa_limit': (0, 'eval_limit', lambda value, opts: value),
 }
 GPT2_NAMES = ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl')
 DERIVED = ('n_kv_head', 'head_dim', 'mlp_hidden', 'norm_eps', 'rope_scaling')  # 0 / None: worked out by GPTConfig
@@ -153,11 +153,6 @@ def check(opts):
         resolve_device(opts.device)
     except (ValueError, DeviceError) as e:
         fail(str(e), 2)
-    if opts.eval_pubmedqa:
-        try:  # read and checked now, not after the training run
-            pubmedqa.official_test_split(pubmedqa.find_pubmedqa(opts.pubmedqa_dir or None))
-        except (FileNotFoundError, ValueError) as e:
-            fail(f'eval_pubmedqa=True: {e}', 2)
     names = [name for name, _, _ in data_sources(opts)]
     if opts.best_source and opts.best_source not in names:
         fail(f"best_source={opts.best_source!r}: not a source of the run ({', '.join(names)})", 2)

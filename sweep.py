@@ -56,7 +56,8 @@ STARTED = 'sweep_args.json'  # in a point's folder once its run started: the arg
 DONE = 'sweep_done.json'  # in a point's folder once its run exited 0: the same, and its time
 NAME_BYTES = 100  # the readable part of a point's folder name, at most (a filesystem allows 255)
 NUMBERS = ('iter', 'tokens', 'train_seconds', 'loss', 'val_loss', 'val_bpb', 'accuracy', 'macro_f1')  # in metrics.jsonl
-NEEDED = {'eval': ('train_seconds', 'val_loss', 'val_bpb')}  # what --collect reads from a record of that kind
+# what --collect reads from a record of that kind
+NEEDED = {'eval': ('train_seconds', 'val_loss', 'val_bpb'), 'eval_task': ('value', )}
 
 
 def split_argv(argv):
@@ -447,6 +448,8 @@ def parse_record(line):
         return None, 'a blank line' if not line.strip() else f'not a JSON record: {line[:60]!r}'
     if not isinstance(record, dict) or not isinstance(record.get('kind'), str):
         return None, 'a record without its kind'
+    if record['kind'] == 'eval_task' and not all(isinstance(record.get(k), str) for k in ('task', 'metric')):
+        return None, 'an eval_task record without its task and metric'
     needed = NEEDED.get(record['kind'], ())
     for key in [k for k in dict.fromkeys(needed + NUMBERS) if k in record or k in needed]:
         value = record.get(key)
@@ -458,7 +461,8 @@ def parse_record(line):
 
 def collect(sweep_dir):
     """The table of a sweep's runs (one row each: its options, final and best val loss, bpb, tokens, training time,
-    PubMedQA where recorded), printed and written as results.csv and results.md, and every run's val bpb in one plot.
+    PubMedQA and the other tasks of --eval_tasks where recorded), printed and written as results.csv and
+    results.md, and every run's val bpb in one plot.
     A point's folder counts only if its run started with the point's arguments (a run of other ones is not its)."""
     spec = read_spec(sweep_dir)
     keys = sorted({k for p in spec['points'] for k in p})
@@ -488,7 +492,11 @@ def collect(sweep_dir):
             'pubmedqa_accuracy': pubmedqa.get('accuracy'),
             'pubmedqa_macro_f1': pubmedqa.get('macro_f1'),
             **{k: v
-               for k, v in (evals[-1] if evals else {}).items() if k.startswith('val_bpb/')}  # a mixture's sources
+               for k, v in (evals[-1] if evals else {}).items() if k.startswith('val_bpb/')},  # a mixture's sources
+            **{
+                f"{r['task']} ({r['metric']})": r['value']  # train.py --eval_tasks (PubMedQA has its columns above)
+                for r in records if r['kind'] == 'eval_task' and r['task'] != 'pubmedqa'
+            }
         })
         curves[name] = [(r['train_seconds'], r['val_bpb']) for r in evals]
     columns = list(dict.fromkeys(c for r in rows for c in r)) if rows else keys

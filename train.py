@@ -42,7 +42,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-import pubmedqa
+import eval_suite
 import run_options
 from checkpoint import (CheckpointError, check_resumable, latest_checkpoint, load_checkpoint, load_state,
                         make_checkpoint, model_from_checkpoint, read_fields, save_state)
@@ -86,10 +86,13 @@ OPTIONS = {
                                        # refused)
     'allow_config_change': False,      # resume even with a batch, accumulation, seed or window alignment other than the
                                        # run's
-    'eval_pubmedqa': False,            # at the end, PubMedQA zero-shot with lm-evaluation-harness (pubmedqa.py), into
-                                       # metrics.jsonl
-    'pubmedqa_dir': '',                # its data: '' = $PUBMEDQA_DIR, data/pubmedqa or ../shared/data/pubmedqa
-    'pubmedqa_limit': Option(0, at_least(0)),  # only N test questions, spread over the split (0 = all 500)
+    'eval_tasks': '',                  # at the end, the evaluation suite's tasks (eval_suite.py: pubmedqa,
+                                       # mmlu_medical, general_bpb, any lm-eval task) with intervals, into metrics.jsonl
+    'eval_pubmedqa': False,            # at the end, PubMedQA zero-shot with lm-evaluation-harness: eval_tasks=pubmedqa
+    'eval_limit': Option(0, at_least(0)),  # only N questions of each task, spread over it (0 = all)
+    'pubmedqa_dir': '',                # PubMedQA's data: '' = $PUBMEDQA_DIR, data/pubmedqa or ../shared/data/pubmedqa
+    'mmlu_dir': '',                    # MMLU's CSVs: '' = data/mmlu-medical, ../shared/data/mmlu-medical or the hub
+    'general_text': '',                # general_bpb's prepared folder (its val.bin), read with the model's tokenizer
     # wandb
     'wandb_log': False,                # also log to Weights & Biases
     'wandb_project': 'pubmed-gpt',     # ... into this project
@@ -197,6 +200,7 @@ class Run:
     # build_model
     raw_model: GPT = None          # the model itself (its state_dict is what checkpoints hold)
     record: dict = None            # what the model card says of the run (checkpoint.RECORD_KEYS)
+    suite: object = None           # the evaluation suite the run ends with (eval_suite.plan_suite: checked now)
     # open_data
     window: int = 0                # tokens per training window (the model may read a longer context)
     loader: TrainLoader = None     # this rank's share of every step's windows, and the data position
@@ -249,7 +253,7 @@ def smoke_run(opts):
     folder = os.path.join(tempfile.gettempdir(), f'pubmed-gpt-fast-dev-run-{run_id}')
     short = dict(out_dir=folder, overwrite=True, fast_dev_run=False, max_iters=2, max_tokens=0, max_seconds=0.0,
                  eval_interval=0, eval_interval_seconds=0.0, eval_iters=min(opts.eval_iters, 2), ckpt_every_tokens=0,
-                 save_latest=True, save_best=False, wandb_log=False, eval_pubmedqa=False)
+                 save_latest=True, save_best=False, wandb_log=False, eval_tasks='', eval_pubmedqa=False)
     t0, phase, done = time.perf_counter(), 'training', []
     try:
         main(SimpleNamespace(**{**vars(opts), **short}), last=False)
@@ -392,6 +396,7 @@ def build_model(opts, run):
     run.raw_model.activation_checkpointing = opts.activation_checkpointing
     computed = f'{str(run.ptdtype).removeprefix("torch.")} on {run.device.type}'
     run.record = run_record(opts.init_from, run.fields, run.sources, run.world, computed)
+    run.suite = plan_eval_suite(opts, run) if run.master else None
 
 
 def check_model_tokenizer(init_from, meta, data_dir):
@@ -670,18 +675,12 @@ def evaluate_and_checkpoint(opts, run):
 
 
 def finish(opts, run, signalled, last=True):
-    """PubMedQA if asked, wandb closed, the process group freed (if last); a stopping signal's exit code (128 +
-    signal)."""
-    pubmedqa_wanted = opts.eval_pubmedqa and not opts.eval_only and not signalled
-    whole = whole_model(run.raw_model) if pubmedqa_wanted else None  # under FSDP: gathered from every rank, onto rank 0
-    if run.master and pubmedqa_wanted:
-        result = evaluate_pubmedqa(whole.to(run.device), run.meta, opts, run.device)
-        record(
-            run, {
-                'kind': 'pubmedqa', 'iter': run.iter_num, 'tokens': run.tokens_seen,
-                **{k: v
-                   for k, v in result.items() if k not in ('items', 'pubmedqa_dir')}
-            })
+    """The evaluation suite if asked, wandb closed, the process group freed (if last); a stopping signal's exit code
+    (128 + signal)."""
+    suite_wanted = eval_task_names(opts) and not opts.eval_only and not signalled
+    whole = whole_model(run.raw_model) if suite_wanted else None  # under FSDP: gathered from every rank, onto rank 0
+    if run.master and suite_wanted:
+        evaluate_suite(whole.to(run.device), opts, run)
     if run.wandb is not None:
         run.wandb.finish()
     if run.distributed:  # DDP's reducer (or FSDP's state) holds on to the process group: free it first, or gloo aborts
@@ -842,16 +841,43 @@ def keep_metrics_until(path, iter_num):
             f.writelines(kept)
 
 
-def evaluate_pubmedqa(model, meta, opts, device):
-    """pubmedqa.py's figures for the model as it is (exported to a temporary folder), printed."""
+def eval_task_names(opts):
+    """The suite's tasks of the run: --eval_tasks, and pubmedqa with --eval_pubmedqa=True."""
+    names = [n.strip() for n in opts.eval_tasks.split(',') if n.strip()]
+    return ','.join(names + (['pubmedqa'] if opts.eval_pubmedqa and 'pubmedqa' not in names else []))
+
+
+def plan_eval_suite(opts, run):
+    """The evaluation suite the run ends with, built and checked once the model is (task names, local files, hub
+    data, general text read with the run's tokenizer and the model's context), not after hours of training: exit 2
+    naming what is wrong."""
+    tasks = eval_task_names(opts)
+    if not tasks or opts.eval_only:
+        return None
+    settings = eval_suite.Settings(tasks=tasks, pubmedqa_dir=opts.pubmedqa_dir, mmlu_dir=opts.mmlu_dir,
+                                   general_text=opts.general_text, limit=opts.eval_limit, device=str(run.device))
     try:
-        result = pubmedqa.evaluate_checkpoint(make_checkpoint(model, meta['tokenizer'],
-                                                              meta['token_bytes']), pubmedqa_dir=opts.pubmedqa_dir or
-                                              None, limit=opts.pubmedqa_limit, device=str(device))
-    except (ExportError, FileNotFoundError) as e:
-        fail(f'eval_pubmedqa: {e} (the checkpoints are written)')
-    print(pubmedqa.summary(result))
-    return result
+        suite = eval_suite.plan_suite(settings)
+        eval_suite.check_text_tokens(suite, [('this run', run.meta['tokenizer'], run.raw_model.config.block_size)])
+    except eval_suite.SuiteError as e:
+        fail(f"eval_tasks={tasks}: {str(e).removeprefix('--tasks: ')}", 2)
+    return suite
+
+
+def evaluate_suite(model, opts, run):
+    """The suite on the model as it is: its table printed, one 'eval_task' record per task in metrics.jsonl (and
+    PubMedQA's figures as the 'pubmedqa' record the model card reads)."""
+    checkpoint = make_checkpoint(model, run.meta['tokenizer'], run.meta['token_bytes'])
+    try:
+        report = eval_suite.evaluate_checkpoint(checkpoint, run.suite)
+    except (ExportError, eval_suite.SuiteError) as e:
+        fail(f'eval_tasks: {e} (the checkpoints are written)')
+    print(eval_suite.markdown_table(report), end='')
+    for r in report['records']:
+        record(run, {'kind': 'eval_task', 'iter': run.iter_num, 'tokens': run.tokens_seen, **r})
+    pubmedqa_figures = eval_suite.pubmedqa_result(report)
+    if pubmedqa_figures:
+        record(run, {'kind': 'pubmedqa', 'iter': run.iter_num, 'tokens': run.tokens_seen, **pubmedqa_figures})
 
 
 def record(run, rec):

@@ -201,7 +201,7 @@ def quality(o, folder, data):
     run(*recipe_args(folder, data, out, 512, 4,
                      o['quality_dtype']), '--gradient_accumulation_steps=2', f"--max_iters={o['budget_iters']}",
         '--warmup_iters=10', '--eval_interval=0', '--eval_iters=18', '--log_interval=5', '--save_best=False',
-        '--eval_pubmedqa=True', f'--pubmedqa_limit={limit}', f'--pubmedqa_dir={pubmedqa_dir}',
+        '--eval_pubmedqa=True', f'--eval_limit={limit}', f'--pubmedqa_dir={pubmedqa_dir}',
         *([f'--learning_rate={lr}', f'--min_lr={lr / 10}'] if lr else []), threads=o['threads'],
         log=work / 'quality.log')
     records = [json.loads(line) for line in open(out / 'metrics.jsonl')]

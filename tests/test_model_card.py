@@ -36,21 +36,23 @@ def test_the_card_says_what_the_run_recorded_and_the_hub_parses_it(tmp_path, cap
     r = run_prepare(f'--input={corpus}', f'--out_dir={data}', '--vocab_size=300', '--val_fraction=0.05',
                     f'--exclude_pmids={pubmedqa}', f'--keep_pmids={tmp_path / "half.txt"}')
     assert r.returncode == 0, r.stderr
-    run_train(data, out, '--max_iters=4', '--eval_interval=2', '--eval_pubmedqa=True', f'--pubmedqa_dir={pubmedqa}',
-              '--pubmedqa_limit=4')
+    run_train(data, out, '--max_iters=4', '--eval_interval=2', '--eval_tasks=pubmedqa,general_bpb',
+              f'--pubmedqa_dir={pubmedqa}', f'--general_text={data}', '--eval_limit=4')
     printed = re.search(r'^([\d.]+M) parameters', capsys.readouterr().out, re.M).group(1)
     r = export(out / 'ckpt.pt', tmp_path / 'hf')
     assert r.returncode == 0, r.stderr
     text = (tmp_path / 'hf' / 'README.md').read_text()
     meta = json.loads((data / 'meta.json').read_text())
     last_eval, pubmedqa_rec = records(out, 'eval')[-1], records(out, 'pubmedqa')[-1]
+    bpb_rec = [r for r in records(out, 'eval_task') if r['task'] == 'general_bpb'][-1]
 
     card = ModelCard.load(tmp_path / 'hf' / 'README.md')  # the hub's own parser
     results = {(e.dataset_type, e.metric_type): e.metric_value for e in card.data.eval_results}
     assert results == {('pubmed', 'loss'): round(last_eval['val_loss'],
                                                  4), ('pubmed', 'bits_per_byte'): round(last_eval['val_bpb'], 4),
-                       ('pubmed_qa', 'accuracy'): round(pubmedqa_rec['accuracy'], 4),
-                       ('pubmed_qa', 'f1'): round(pubmedqa_rec['macro_f1'], 4)}
+                       ('pubmed_qa', 'accuracy'): round(pubmedqa_rec['accuracy'],
+                                                        4), ('pubmed_qa', 'f1'): round(pubmedqa_rec['macro_f1'], 4),
+                       ('general_bpb', 'bits_per_byte'): round(bpb_rec['value'], 4)}
     assert card.data.pipeline_tag == 'text-generation' and card.data.language == ['en'] and card.data.base_model is None
     assert 'from-scratch' in card.data.tags and card.data.model_name == 'hf'
     rec = meta['records']
@@ -67,20 +69,46 @@ def test_the_card_says_what_the_run_recorded_and_the_hub_parses_it(tmp_path, cap
             f"{meta['train_tokens']:,} in train.bin |", '| batch | 8 windows of 32 tokens (256 tokens) a step |',
             '| steps | 4 |', '| precision | float32 on cpu |', '| processes | 1 (ddp) |', '| languages | eng |',
             f"| PubMedQA accuracy | {pubmedqa_rec['accuracy']:.4f} | {pubmedqa_rec['majority_accuracy']:.4f} |",
-            f"| val loss | {last_eval['val_loss']:.4f} |", "tokenizer = AutoTokenizer.from_pretrained(\"hf\")"):
+            f"| val loss | {last_eval['val_loss']:.4f} |", "tokenizer = AutoTokenizer.from_pretrained(\"hf\")",
+            '### Evaluation suite', f"| pubmedqa (acc) | 4 | {pubmedqa_rec['accuracy']:.4f} [",
+            f"| general_bpb (bits per byte, lower is better) | 4 | {bpb_rec['value']:.4f} [{bpb_rec['ci_low']:.3f}, "
+            f"{bpb_rec['ci_high']:.3f}] |"):
         assert fact in text, fact
     assert 'unknown' not in text.split('---', 2)[2]
     assert 0 < rec['not_in_keep_pmids'] < rec['records'] and str(tmp_path) not in text and str(SHARED) not in text
 
-    # a PubMedQA record that is not one (edited by hand, another tool's): one line naming it, nothing written
+    # an eval_suite.py --out_json report with a --compare base: its figures, the base's, the paired difference
+    report = tmp_path / 'suite.json'
+    r = subprocess.run([
+        sys.executable, 'eval_suite.py', f"--ckpt={out / 'ckpt.pt'}", f"--compare={out / 'ckpt.pt'}",
+        '--tasks=general_bpb', f'--general_text={data}', '--limit=4', f'--out_json={report}'
+    ], cwd=REPO, text=True, capture_output=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    r = export(out / 'ckpt.pt', tmp_path / 'hf-suite', f'--suite_json={report}')
+    assert r.returncode == 0, r.stderr
+    text = (tmp_path / 'hf-suite' / 'README.md').read_text()
+    assert '| task | n | this model (95% interval) | ckpt.pt | difference (95% paired interval) | verdict |' in text
+    assert re.search(
+        r'\| general_bpb \(bits per byte, lower is better\) \| 4 \| [\d.]+ \[[\d.]+, [\d.]+\] \| '
+        r'[\d.]+ \[[\d.]+, [\d.]+\] \| \+0\.0000 \[\+?0\.000, \+?0\.000\] \| tied \|', text), text
+    assert 'pubmedqa (acc)' not in text and str(tmp_path) not in text  # the file given wins over metrics.jsonl
+    (tmp_path / 'other.json').write_text(json.dumps({'models': ['a'], 'records': [{'task': 'x'}]}))
+    for bad in (report.with_suffix('.md'), tmp_path / 'other.json', tmp_path / 'none.json'):
+        r = export(out / 'ckpt.pt', tmp_path / 'hf-bad', f'--suite_json={bad}')
+        assert r.returncode == 2 and r.stderr.count('\n') == 1 and f'--suite_json={bad}: not a file eval_suite.py' \
+            in r.stderr and not (tmp_path / 'hf-bad').exists(), r.stderr
+
+    # a PubMedQA or suite record that is not one (edited by hand, another tool's): one line naming it, nothing written
     lines = (out / 'metrics.jsonl').read_text().splitlines()
-    for bad in ({'accuracy': 'high'}, {'questions': None}):
-        broken = [json.dumps({**json.loads(line), **bad}) if '"pubmedqa"' in line else line for line in lines]
+    for kind, bad in (('pubmedqa', {'accuracy': 'high'}), ('pubmedqa', {'questions': None}),
+                      ('eval_task', {'value': 'low'}), ('eval_task', {'task': None})):
+        broken = [json.dumps({**json.loads(line), **bad}) if f'"kind": "{kind}"' in line else line for line in lines]
         (out / 'metrics.jsonl').write_text('\n'.join(broken) + '\n')
         r = export(out / 'ckpt.pt', tmp_path / 'hf-broken')
-        assert r.returncode == 1 and r.stderr.count(
-            '\n') == 1 and 'not a PubMedQA record train.py wrote' in r.stderr, r.stderr
-        assert f"metrics.jsonl, line {len(lines)}" in r.stderr and not (tmp_path / 'hf-broken').exists()
+        said = f"not what train.py writes as a '{kind}' record"
+        assert r.returncode == 1 and r.stderr.count('\n') == 1 and said in r.stderr, r.stderr
+        line = min(i for i, text in enumerate(lines, 1) if f'"kind": "{kind}"' in text)  # the first
+        assert f"metrics.jsonl, line {line}" in r.stderr and not (tmp_path / 'hf-broken').exists()
 
 
 def test_an_older_checkpoint_exports_with_unknown_facts_and_a_given_pubmedqa_file(tmp_path):

@@ -336,6 +336,25 @@ def test_collect_takes_a_runs_time_and_tokens_from_its_training_records_beside_p
                                                                                               'partial')
 
 
+def test_collect_has_a_column_per_task_of_train_py_eval_tasks(tmp_path):
+    """train.py --eval_tasks=pubmedqa,mmlu_medical,general_bpb: one column per task (its last figure), PubMedQA's
+    in its own columns."""
+    task = lambda name, metric, value: json.dumps(
+        {'kind': 'eval_task', 'iter': 4, 'task': name, 'metric': metric, 'value': value}) + '\n'
+    pubmedqa = json.dumps({'kind': 'pubmedqa', 'iter': 4, 'tokens': 512, 'accuracy': 0.5, 'macro_f1': 0.25}) + '\n'
+    made_point(tmp_path, {'lr': '1'}, [
+        EVAL,
+        task('general_bpb', 'bpb', 2.0),
+        task('general_bpb', 'bpb', 1.5),
+        task('mmlu_medical', 'acc', 0.25),
+        task('pubmedqa', 'acc', 0.5), pubmedqa
+    ])
+    sweep_py.collect(str(tmp_path))
+    [row] = csv.DictReader(open(tmp_path / 'results.csv'))
+    assert (row['general_bpb (bpb)'], row['mmlu_medical (acc)'], row['pubmedqa_accuracy']) == ('1.5', '0.25', '0.5')
+    assert 'pubmedqa (acc)' not in row
+
+
 def test_collect_reads_a_sweep_of_an_older_sweep_py_whose_folders_have_no_hash(tmp_path):
     (tmp_path / 'lr=1').mkdir()
     (tmp_path / 'sweep.json').write_text(json.dumps({'train_args': [], 'points': [{'lr': '1'}]}))
@@ -373,6 +392,10 @@ def test_collect_shows_each_source_of_a_mixture_in_its_own_column(tmp_path):
       ], 'metrics.jsonl, line 1', 'eval record: val_loss=(missing): expected a number'),
     ([EVAL, '{"kind": "eval", "val_loss": 1, "val_bpb": 1, "train_seconds": true}\n', EVAL
       ], 'metrics.jsonl, line 2', 'eval record: train_seconds=true: expected a number'),
+    ([EVAL, '{"kind": "eval_task", "metric": "acc", "value": 0.5}\n'
+      ], 'metrics.jsonl, line 2', 'an eval_task record without its task and metric'),
+    ([EVAL, '{"kind": "eval_task", "task": "x", "metric": "acc", "value": null}\n'
+      ], 'metrics.jsonl, line 2', 'eval_task record: value=null: expected a number'),
 ])
 def test_collect_names_the_file_and_line_of_a_metrics_line_that_is_no_record(tmp_path, capsys, lines, where, message):
     folder = made_point(tmp_path, {'lr': '1'}, lines)

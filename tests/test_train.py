@@ -630,15 +630,31 @@ def test_eval_pubmedqa_at_the_end_goes_to_metrics(tiny_data, tmp_path, capsys):
     pytest.importorskip('lm_eval')
     pubmedqa = need(SHARED / 'data' / 'pubmedqa')
     out = tmp_path / 'out'
-    run_train(tiny_data, out, '--max_iters=2', '--eval_pubmedqa=True', f'--pubmedqa_dir={pubmedqa}',
-              '--pubmedqa_limit=4')
+    run_train(tiny_data, out, '--max_iters=2', '--eval_pubmedqa=True', f'--pubmedqa_dir={pubmedqa}', '--eval_limit=4')
     last = records(out)[-1]
     assert last['kind'] == 'pubmedqa' and last['iter'] == 2 and last['questions'] == 4
     assert 0 <= last['accuracy'] <= 1 and last['majority_label'] in ('yes', 'no', 'maybe')
-    assert 'PubMedQA (PQA-L test, 4 questions): accuracy' in capsys.readouterr().out
+    assert '| pubmedqa (acc) | 4 |' in capsys.readouterr().out
     with pytest.raises(SystemExit) as e:  # no PubMedQA data: said before training, not after
         run_train(tiny_data, tmp_path / 'other', '--eval_pubmedqa=True', f'--pubmedqa_dir={tmp_path}')
     assert e.value.code == 2 and 'PubMedQA not found' in capsys.readouterr().err and not (tmp_path / 'other').exists()
+
+
+def test_eval_tasks_at_the_end_go_to_metrics_and_are_checked_before_training(tiny_data, tmp_path, capsys):
+    """--eval_tasks=general_bpb: the suite's figure with its interval, one eval_task record per task; a task the
+    suite does not know, or general text of another tokenizer, stops the run before it trains (exit 2)."""
+    out = tmp_path / 'out'
+    run_train(tiny_data, out, '--max_iters=2', '--eval_tasks=general_bpb', f'--general_text={tiny_data}')
+    last = records(out)[-1]
+    assert last['kind'] == 'eval_task' and last['iter'] == 2 and last['task'] == 'general_bpb'
+    assert last['metric'] == 'bpb' and last['ci_low'] < last['value'] < last['ci_high'] and last['n'] > 1
+    assert '| general_bpb (bits per byte, lower is better) |' in capsys.readouterr().out
+    for args, message in ((['--eval_tasks=pubmedqa,no_such'], "eval_tasks=pubmedqa,no_such: no task 'no_such'"),
+                          (['--eval_tasks=general_bpb'], 'general_bpb needs --general_text')):
+        with pytest.raises(SystemExit) as e:
+            run_train(tiny_data, tmp_path / 'other', *args)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and message in err and not (tmp_path / 'other' / 'metrics.jsonl').exists(), err
 
 
 def test_fast_dev_run_checks_the_whole_chain_and_leaves_out_dir_alone(tiny_data, tmp_path, capsys):
