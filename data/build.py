@@ -331,6 +331,34 @@ def check_kept(plans, why_nothing, more):
     return train_docs, val_docs
 
 
+def say_exclusion(o):
+    """The first line of a preparer that leaves benchmark PMIDs out (stderr)."""
+    if o.get('exclude_pmids'):
+        print(
+            f"excluding the PMIDs listed in {o['exclude_pmids']} from both splits (benchmark data, e.g. "
+            "PubMedQA's; --exclude_pmids='' keeps them)", file=sys.stderr)
+
+
+def subset_line(subset, counts, options, rules):
+    """The summary's line of a subset: its options (of `options`) and what each rule (of `rules`) dropped."""
+    chosen = ', '.join(f'{k}={v!r}' for k, v in subset.items() if k in options)
+    dropped = ', '.join(f'{counts[rule]:,} by {rule}' for rule in rules if rule in counts)
+    return f'subset ({chosen})' + (f': dropped {dropped}' if dropped else '')
+
+
+def split_lines(meta, elapsed):
+    """The last lines of every preparer's summary: each split's documents and tokens, the bytes per token of text
+    (<|endoftext|> is not text), the time."""
+    docs = meta['train_docs'] + meta['val_docs']
+    tokens = meta['train_tokens'] + meta['val_tokens'] - docs
+    return [
+        f"train: {meta['train_docs']:,} docs, {meta['train_tokens']:,} tokens; "
+        f"val: {meta['val_docs']:,} docs, {meta['val_tokens']:,} tokens",
+        f"{(meta['train_bytes'] + meta['val_bytes']) / max(tokens, 1):.3f} bytes per token "
+        f"({meta['tokenizer']['name']}, vocab {meta['vocab_size']:,}); {elapsed:.1f}s",
+    ]
+
+
 # ------------------------------------------------------------------------------------------------
 # the tokenizer
 

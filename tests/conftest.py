@@ -4,6 +4,8 @@ import random
 import re
 import subprocess
 import sys
+import threading
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -248,3 +250,33 @@ def smollm2():
     if folder is None:
         pytest.skip(f'{SHARED}/models/smollm2-135m-instruct (the real SmolLM2 weights) not present')
     return folder
+
+
+class LocalServer:
+    """A download test's HTTP server on 127.0.0.1 (a free port), serving from a thread inside `with`: a subclass
+    sets self.log ([(path, Range header)]) and calls serve(its request handler class)."""
+
+    def serve(self, handler):
+        self.httpd = ThreadingHTTPServer(('127.0.0.1', 0), handler)
+        self.httpd.daemon_threads = True
+        self.url = f'http://127.0.0.1:{self.httpd.server_address[1]}'
+
+    def requests(self, path):
+        return [rng for p, rng in self.log if p == path]
+
+    def __enter__(self):
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture(scope='module')
+def offline():
+    """Hugging Face libraries kept off the network (as on a machine without one): the hub's data is not fetched."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv('HF_DATASETS_OFFLINE', '1')
+        env.setenv('HF_HUB_OFFLINE', '1')
+        yield

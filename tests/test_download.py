@@ -6,13 +6,12 @@ import os
 import random
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
-from conftest import FIXTURES, PREPARE, error_lines, fill_disk, run_prepare
+from conftest import FIXTURES, PREPARE, LocalServer, error_lines, fill_disk, run_prepare
 from data.pubmed.download import download_all, parse_listing, parse_md5
 from dataloader import load_meta
 
@@ -33,7 +32,7 @@ def md5_line(name, data):
     return f'MD5({name})= {hashlib.md5(data).hexdigest()}\n'
 
 
-class Server:
+class Server(LocalServer):
     """files: {'/pubmed/baseline/x.xml.gz': bytes};
     faults: {path: ['500' | '503' | 'drop' | 'slow' | 'corrupt' | 'norange']}
     consumed one per request. Listings, .md5 companions, README.txt and *_stats.html come for free."""
@@ -88,20 +87,7 @@ class Server:
                 except (BrokenPipeError, ConnectionResetError):  # the client gave up on a slow response
                     pass
 
-        self.httpd = ThreadingHTTPServer(('127.0.0.1', 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f'http://127.0.0.1:{self.httpd.server_address[1]}'
-
-    def requests(self, path):
-        return [rng for p, rng in self.log if p == path]
-
-    def __enter__(self):
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.serve(Handler)
 
 
 def blob(seed, size=300_000):

@@ -20,14 +20,6 @@ pytestmark = pytest.mark.usefixtures('one_thread', 'offline')
 
 
 @pytest.fixture(scope='module')
-def offline():
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv('HF_DATASETS_OFFLINE', '1')
-        env.setenv('HF_HUB_OFFLINE', '1')
-        yield
-
-
-@pytest.fixture(scope='module')
 def pqal():
     return need(SHARED / 'data' / 'pubmedqa')
 

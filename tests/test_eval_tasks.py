@@ -18,14 +18,6 @@ SPLITS = {'test': 'test', 'validation': 'val', 'dev': 'dev'}  # the hub's split:
 
 
 @pytest.fixture(scope='module')
-def offline():
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv('HF_DATASETS_OFFLINE', '1')
-        env.setenv('HF_HUB_OFFLINE', '1')
-        yield
-
-
-@pytest.fixture(scope='module')
 def mmlu_dir():
     return need(SHARED / 'data' / 'mmlu-medical')
 

@@ -14,15 +14,14 @@ import signal
 import subprocess
 import sys
 import tarfile
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import numpy as np
 import pytest
 from lxml import etree
 
-from conftest import REPO, SHARED, need
+from conftest import REPO, SHARED, LocalServer, need
 from data.pmc.jats import KINDS, BadArticle, read_article, render
 from data.pmc.packages import (HEADER, BadFileList, BadPackage, citation_year, compare_members, download_packages,
                                file_list_path, group_url, iter_package, latest_versions, list_packages, package_order,
@@ -502,7 +501,7 @@ def test_licenses_option_names_groups_and_close_matches():
 # the downloader against a local server with NCBI's bulk layout
 
 
-class Server:
+class Server(LocalServer):
     """files: {path: bytes} served with Range support and an index page per folder; faults: {path: ['drop' |
     'corrupt']}, one per request. log: [(path, Range header)]."""
 
@@ -541,20 +540,7 @@ class Server:
                     pass
                 self.close_connection = fault == 'drop'
 
-        self.httpd = ThreadingHTTPServer(('127.0.0.1', 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f'http://127.0.0.1:{self.httpd.server_address[1]}'
-
-    def requests(self, path):
-        return [rng for p, rng in self.log if p == path]
-
-    def __enter__(self):
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.serve(Handler)
 
 
 FAST = dict(timeout=2.0, retries=3, backoff=0.01)
@@ -916,7 +902,12 @@ def test_downloads_of_the_layout_prepare_what_the_same_local_packages_do_and_fai
         fetched = [p for p, _ in s.log if p.endswith(('.tar.gz', '.csv'))]
     assert sorted(fetched) == sorted([f'{folder}/{BASELINE}.tar.gz', f'{folder}/{BASELINE}.filelist.csv'] * 2 +
                                      [f'{folder}/{UPDATE}.tar.gz', f'{folder}/{UPDATE}.filelist.csv'])  # never twice
-    assert outputs(tmp_path / 'out') == outputs(local / 'out')
+    downloaded, read_locally = outputs(tmp_path / 'out'), outputs(local / 'out')
+    assert [downloaded[k] for k in ('train.bin', 'val.bin')] == [read_locally[k] for k in ('train.bin', 'val.bin')]
+    facts = [load_meta_of(folder) for folder in (tmp_path / 'out', local / 'out')]
+    assert [f.pop('source') for f in facts] == [f'PMC full text (downloaded from {s.url}/mirror/)',
+                                                'PMC full text (local files)']
+    assert facts[0] == facts[1]  # everything else the same
     assert [f['name'] for f in load_meta_of(tmp_path / 'baseline')['files']] == [f'{BASELINE}.tar.gz']
     out = capsys.readouterr().out
     assert f'{s.url}/mirror/oa_bulk/oa_comm/xml/: 1 packages' in out and 'xml/: 2 packages' in out

@@ -26,7 +26,6 @@ import os
 import re
 import tarfile
 import zlib
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from typing import NamedTuple
 
@@ -35,7 +34,7 @@ from tqdm import tqdm
 
 from common import atomic_write, file_md5
 from data.pmc.jats import LICENSES, MAX_ARTICLE_BYTES
-from data.pubmed.download import DownloadError, fetch_part, get_text, natural_key, parse_md5, retrying
+from data.pubmed.download import DownloadError, download_all, fetch_part, get_text, natural_key, parse_md5, retrying
 
 NCBI_BASE_URL = 'https://ftp.ncbi.nlm.nih.gov/pub/pmc/deprecated/'  # gone since August 2026: a mirror's is needed
 GROUPS = ('oa_comm', 'oa_noncomm', 'oa_other')
@@ -311,21 +310,6 @@ def download_package(url, dest, timeout=60.0, retries=8, backoff=1.0, bar=None):
 
 
 def download_packages(jobs, connections=3, timeout=60.0, retries=8, backoff=1.0):
-    """jobs: [(package url, dest .tar.gz path)] -> (ok: [(dest, md5)] in job order, failed: [(name, message)]); raises
-    this machine's errors (OSError: a full disk, a folder that cannot be written), never counted as a package that
-    failed."""
-    for _, dest in jobs:
-        os.makedirs(os.path.dirname(dest) or '.', exist_ok=True)
-    with tqdm(total=0, unit='B', unit_scale=True, unit_divisor=1024, desc='download') as bar, \
-            ThreadPoolExecutor(max(1, connections)) as pool:
-        futures = [pool.submit(download_package, url, dest, timeout, retries, backoff, bar) for url, dest in jobs]
-        ok, failed = [], []
-        for (url, dest), future in zip(jobs, futures):
-            try:
-                ok.append((dest, future.result()))
-            except (DownloadError, requests.RequestException) as e:  # this package cannot be had: the others go on
-                failed.append((os.path.basename(dest), str(e)))
-            except BaseException:  # this machine's: no other package fares better
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
-    return ok, failed
+    """jobs: [(package url, dest .tar.gz path)] -> (ok: [(dest, md5)] in job order, failed: [(name, message)]): each
+    package with its File List, in parallel as data/pubmed/download.py fetches files."""
+    return download_all(jobs, connections, timeout, retries, backoff, fetch=download_package)

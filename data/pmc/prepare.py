@@ -32,7 +32,7 @@ from configurator import Option, at_least, configure, positive
 from data import build
 from data.build import (DROPPED, TRAIN, VAL, blaming_the_input, check_bpe_size, chosen_tokenizer, id_hashes,
                         iter_records, lock_out_dir, short_hash, sizes_of, tokenize_all, train_tokenizer, write_bins,
-                        write_header, write_records, writing_to)
+                        say_exclusion, split_lines, subset_line, write_header, write_records, writing_to)
 from data.pmc import selection
 from data.pmc.jats import KINDS, MAX_ARTICLE_BYTES, TEXT_KINDS, read_article, render
 from data.pmc.packages import (GROUPS, LICENSE_GROUPS, BadFileList, BadPackage, download_packages, file_list_path,
@@ -372,7 +372,6 @@ def write_jsonl(parsed, plans, facts, path, kinds):
 
 def print_summary(meta, counts, n_inputs, elapsed):
     docs = meta['train_docs'] + meta['val_docs']
-    tokens = meta['train_tokens'] + meta['val_tokens'] - docs  # <|endoftext|> is not text
     unread = sum(counts[k] for k in ('not_xml', 'too_large', 'not_file', 'bad_article'))
     lines = [
         f"inputs: {n_inputs} given, {len(meta['files'])} prepared, {len(meta['bad_files'])} bad",
@@ -385,23 +384,15 @@ def print_summary(meta, counts, n_inputs, elapsed):
             f"File Lists: {counts['not_in_package']:,} row(s) with no article, {counts['not_in_file_list']:,} "
             'article(s) in no row'
         ] if counts['not_in_package'] or counts['not_in_file_list'] else []),
-        *([subset_line(meta['subset'], counts)] if meta['subset'] else []),
+        *([subset_line(meta['subset'], counts, selection.SUBSET_OPTIONS, selection.SUBSET_RULES)]
+          if meta['subset'] else []),
         'licenses kept: ' + (', '.join(f'{n:,} {name}' for name, n in meta['licenses'].items()) or 'none'),
         'characters kept: ' +
         ', '.join(f"{n:,} {kind}{'' if kind in meta['sections']['in_text'] else ' (not in the text)'}"
                   for kind, n in meta['sections']['chars'].items()),
-        f"train: {meta['train_docs']:,} docs, {meta['train_tokens']:,} tokens; "
-        f"val: {meta['val_docs']:,} docs, {meta['val_tokens']:,} tokens",
-        f"{(meta['train_bytes'] + meta['val_bytes']) / max(tokens, 1):.3f} bytes per token "
-        f"({meta['tokenizer']['name']}, vocab {meta['vocab_size']:,}); {elapsed:.1f}s",
+        *split_lines(meta, elapsed),
     ]
     print('\n'.join(lines))
-
-
-def subset_line(subset, counts):
-    options = ', '.join(f'{k}={v!r}' for k, v in subset.items() if k in selection.SUBSET_OPTIONS)
-    dropped = ', '.join(f'{counts[rule]:,} by {rule}' for rule in selection.SUBSET_RULES if rule in counts)
-    return f'subset ({options})' + (f': dropped {dropped}' if dropped else '')
 
 
 RULE_WORDS = (('replaced', 'older versions'), ('retracted', 'retracted'), ('no_body', 'without body text'),
@@ -445,10 +436,7 @@ def meta_facts(o, parsed, bad, counts, facts, plans):
 def main(argv=None):
     t0 = time.time()
     o = parse_options(argv)
-    if o['exclude_pmids']:
-        print(
-            f"excluding the PMIDs listed in {o['exclude_pmids']} from both splits (benchmark data, e.g. "
-            "PubMedQA's; --exclude_pmids='' keeps them)", file=sys.stderr)
+    say_exclusion(o)
     spec = chosen_tokenizer(o['tokenizer'])
     lock = lock_out_dir(o['out_dir'])  # noqa: F841 (held until the process ends)
     if o['input']:

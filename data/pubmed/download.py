@@ -148,14 +148,17 @@ def download_file(url, dest, timeout, retries, backoff, bar):
     raise DownloadError(f'{name}: MD5 mismatch (expected {expected}, got {got}) twice; left out')
 
 
-def download_all(jobs, connections=3, timeout=60.0, retries=8, backoff=1.0):
-    """jobs: [(url, dest)] -> (ok: [(dest, md5)] in job order, failed: [(name, message)]); raises this machine's
-    errors (OSError: a full disk, a folder that cannot be written), never counted as a file that failed."""
+def download_all(jobs, connections=3, timeout=60.0, retries=8, backoff=1.0, fetch=None):
+    """jobs: [(url, dest)] -> (ok: [(dest, md5)] in job order, failed: [(name, message)]), each job done by
+    fetch(url, dest, timeout, retries, backoff, bar) (download_file; data/pmc/packages.py's download_package); raises
+    this machine's errors (OSError: a full disk, a folder that cannot be written), never counted as a file that
+    failed."""
+    fetch = fetch or download_file
     for _, dest in jobs:
         os.makedirs(os.path.dirname(dest) or '.', exist_ok=True)
     with tqdm(total=0, unit='B', unit_scale=True, unit_divisor=1024, desc='download') as bar, \
             ThreadPoolExecutor(max(1, connections)) as pool:
-        futures = [pool.submit(download_file, url, dest, timeout, retries, backoff, bar) for url, dest in jobs]
+        futures = [pool.submit(fetch, url, dest, timeout, retries, backoff, bar) for url, dest in jobs]
         ok, failed = [], []
         for (url, dest), future in zip(jobs, futures):
             try:

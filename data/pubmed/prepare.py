@@ -26,7 +26,7 @@ from common import atomic_write, fail
 from configurator import Option, at_least, configure, positive
 from data import build
 from data.build import (DROPPED, VAL, bad_files_status, check_kept, chosen_tokenizer, iter_records, lock_out_dir,
-                        short_hash, sizes_of, write_token_files, writing_to)
+                        say_exclusion, short_hash, sizes_of, split_lines, subset_line, write_token_files, writing_to)
 from data.pubmed.download import DownloadError, download_all, list_files, natural_key
 from data.pubmed.parse import PARSE_VERSION, document, write_parsed
 from data.pubmed.selection import (PUBMEDQA, SUBSET_OPTIONS, SUBSET_RULES, exclusion_problems, exclusion_record, merge,
@@ -166,7 +166,6 @@ def source_of(o):
 
 def print_summary(meta, counts, n_files, elapsed):
     docs = meta['train_docs'] + meta['val_docs']
-    tokens = meta['train_tokens'] + meta['val_tokens'] - docs  # <|endoftext|> is not text
     lines = [
         f"files: {n_files} given, {len(meta['files'])} prepared, {len(meta['bad_files'])} bad",
         f"records: {counts['records'] + counts['book'] + counts['no_pmid']:,} seen, {docs:,} kept; dropped: "
@@ -175,14 +174,8 @@ def print_summary(meta, counts, n_files, elapsed):
         f"PMIDs: {counts['replaced']:,} duplicates replaced by a later version, {counts['deleted']:,} deleted "
         f"({counts['delete_requests']:,} delete requests), {counts['excluded']:,} excluded "
         f"({meta['excluded_pmids']['source'] or 'no --exclude_pmids'})",
-        *([
-            f"subset ({', '.join(f'{k}={v!r}' for k, v in meta['subset'].items() if k in SUBSET_OPTIONS)}): dropped "
-            f"{', '.join(f'{counts[rule]:,} by {rule}' for rule in SUBSET_RULES if rule in counts)}"
-        ] if meta['subset'] else []),
-        f"train: {meta['train_docs']:,} docs, {meta['train_tokens']:,} tokens; "
-        f"val: {meta['val_docs']:,} docs, {meta['val_tokens']:,} tokens",
-        f"{(meta['train_bytes'] + meta['val_bytes']) / max(tokens, 1):.3f} bytes per token "
-        f"({meta['tokenizer']['name']}, vocab {meta['vocab_size']:,}); {elapsed:.1f}s",
+        *([subset_line(meta['subset'], counts, SUBSET_OPTIONS, SUBSET_RULES)] if meta['subset'] else []),
+        *split_lines(meta, elapsed),
     ]
     print('\n'.join(lines))
 
@@ -190,10 +183,7 @@ def print_summary(meta, counts, n_files, elapsed):
 def main(argv=None):
     t0 = time.time()
     o = parse_options(argv)
-    if o['exclude_pmids']:
-        print(
-            f"excluding the PMIDs listed in {o['exclude_pmids']} from both splits (benchmark data, e.g. "
-            "PubMedQA's; --exclude_pmids='' keeps them)", file=sys.stderr)
+    say_exclusion(o)
     spec = chosen_tokenizer(o['tokenizer'])
     lock = lock_out_dir(o['out_dir'])  # noqa: F841 (held until the process ends)
     with writing_to(o['raw_dir']):  # downloads only

@@ -33,7 +33,7 @@ from common import fail, natural_key
 from configurator import Option, at_least, configure
 from data import build
 from data.build import (bad_files_status, check_kept, chosen_tokenizer, lock_out_dir, read_header, short_hash, sizes_of,
-                        split_plan, write_token_files, writing_to)
+                        split_lines, split_plan, write_token_files, writing_to)
 from data.text.formats import READ_VERSION, REASONS, SUFFIXES, document, format_of, write_documents
 from dataloader import write_meta
 
@@ -274,7 +274,6 @@ def source_of(o, stream):
 
 def print_summary(meta, stream, n_files, elapsed):
     counts, docs = meta['records'], meta['train_docs'] + meta['val_docs']
-    tokens = meta['train_tokens'] + meta['val_tokens'] - docs  # <|endoftext|> is not text
     dropped = ', '.join([f'{counts[r]:,} {REASONS[r]}'
                          for r in REASONS if counts[r]] + [f"{counts['duplicates']:,} duplicates"])
     lines = [
@@ -283,10 +282,7 @@ def print_summary(meta, stream, n_files, elapsed):
          f"({'the budget reached' if stream['end'] == 'budget' else 'the whole split'})"
          if stream else f"files: {n_files} given, {len(meta['files'])} prepared, {len(meta['bad_files'])} bad"),
         f"records: {counts['records']:,} seen, {docs:,} kept; dropped: {dropped}",
-        f"train: {meta['train_docs']:,} docs, {meta['train_tokens']:,} tokens; "
-        f"val: {meta['val_docs']:,} docs, {meta['val_tokens']:,} tokens",
-        f"{(meta['train_bytes'] + meta['val_bytes']) / max(tokens, 1):.3f} bytes per token "
-        f"({meta['tokenizer']['name']}, vocab {meta['vocab_size']:,}); {elapsed:.1f}s",
+        *split_lines(meta, elapsed),
     ]
     print('\n'.join(lines))
 
