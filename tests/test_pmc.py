@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from lxml import etree
 
-from conftest import REPO, SHARED, LocalServer, need
+from conftest import REPO, SHARED, LocalServer, error_lines, fill_disk, need
 from data.pmc.jats import KINDS, BadArticle, read_article, render
 from data.pmc.packages import (HEADER, BadFileList, BadPackage, citation_year, compare_members, download_packages,
                                file_list_path, group_url, iter_package, latest_versions, list_packages, package_order,
@@ -803,6 +803,24 @@ def test_kill_9_then_rerun_and_one_or_two_workers_give_identical_bytes(tmp_path)
     assert outputs(out) == expected
 
 
+def test_a_full_disk_is_one_line_keeps_what_was_done_and_the_rerun_gives_the_same_bytes(tmp_path, tmpfs, capsys):
+    """The disk fills while the articles' caches are written: one line saying where and what to do, exit 1, no temp
+    file left; once there is room the same command finishes with the bytes of a run that was never stopped."""
+    corpus_of_packages(tmp_path / 'in')
+    args = [f'--input={tmp_path / "in"}', *QUICK]
+    out = tmpfs(tmp_path / 'disk', size='4m') / 'out'
+    out.mkdir()
+    filler = fill_disk(out.parent, leave=60_000)
+    assert prepare_pmc(*args, f'--out_dir={out}') == 1
+    errors = error_lines(capsys.readouterr().err)
+    assert len(errors) == 1 and errors[0].startswith(f'error: {out}/') and 'the disk is full' in errors[0], errors
+    assert not list(out.rglob('*.tmp')) and not (out / 'train.bin').exists()
+    filler.unlink()
+    assert prepare_pmc(*args, f'--out_dir={out}') == 0
+    assert prepare_pmc(*args, f'--out_dir={tmp_path / "uninterrupted"}') == 0
+    assert outputs(out) == outputs(tmp_path / 'uninterrupted')
+
+
 def test_an_articles_abstract_and_its_full_text_land_in_the_same_split(tmp_path, capsys):
     """The shared articles with a PMID (8, and 2 eLife ones the File List gives one) as full text here, and as PubMed
     abstracts written for the same PMIDs through data/pubmed/prepare.py: each PMID is in one split in both folders."""
@@ -905,8 +923,8 @@ def test_downloads_of_the_layout_prepare_what_the_same_local_packages_do_and_fai
     downloaded, read_locally = outputs(tmp_path / 'out'), outputs(local / 'out')
     assert [downloaded[k] for k in ('train.bin', 'val.bin')] == [read_locally[k] for k in ('train.bin', 'val.bin')]
     facts = [load_meta_of(folder) for folder in (tmp_path / 'out', local / 'out')]
-    assert [f.pop('source') for f in facts] == [f'PMC full text (downloaded from {s.url}/mirror/)',
-                                                'PMC full text (local files)']
+    assert [f.pop('source')
+            for f in facts] == [f'PMC full text (downloaded from {s.url}/mirror/)', 'PMC full text (local files)']
     assert facts[0] == facts[1]  # everything else the same
     assert [f['name'] for f in load_meta_of(tmp_path / 'baseline')['files']] == [f'{BASELINE}.tar.gz']
     out = capsys.readouterr().out
