@@ -93,15 +93,14 @@ def test_the_card_says_what_the_run_recorded_and_the_hub_parses_it(tmp_path, cap
         r'[\d.]+ \[[\d.]+, [\d.]+\] \| \+0\.0000 \[\+?0\.000, \+?0\.000\] \| tied \|', text), text
     assert 'pubmedqa (acc)' not in text and str(tmp_path) not in text  # the file given wins over metrics.jsonl
     (tmp_path / 'other.json').write_text(json.dumps({'models': ['a'], 'records': [{'task': 'x'}]}))
-    for bad in (report.with_suffix('.md'), tmp_path / 'other.json', tmp_path / 'none.json'):
+    for bad in (tmp_path / 'other.json', tmp_path / 'none.json'):
         r = export(out / 'ckpt.pt', tmp_path / 'hf-bad', f'--suite_json={bad}')
         assert r.returncode == 2 and r.stderr.count('\n') == 1 and f'--suite_json={bad}: not a file eval_suite.py' \
             in r.stderr and not (tmp_path / 'hf-bad').exists(), r.stderr
 
     # a PubMedQA or suite record that is not one (edited by hand, another tool's): one line naming it, nothing written
     lines = (out / 'metrics.jsonl').read_text().splitlines()
-    for kind, bad in (('pubmedqa', {'accuracy': 'high'}), ('pubmedqa', {'questions': None}),
-                      ('eval_task', {'value': 'low'}), ('eval_task', {'task': None})):
+    for kind, bad in (('pubmedqa', {'accuracy': 'high'}), ('eval_task', {'value': 'low'})):
         broken = [json.dumps({**json.loads(line), **bad}) if f'"kind": "{kind}"' in line else line for line in lines]
         (out / 'metrics.jsonl').write_text('\n'.join(broken) + '\n')
         r = export(out / 'ckpt.pt', tmp_path / 'hf-broken')
@@ -176,3 +175,15 @@ def test_the_card_of_pmc_full_text_or_other_text_says_what_the_folder_recorded(s
                  '| train/val split | by a hash of the text: 0.1 of them in val |'):
         assert fact in written, fact
     assert 'PubMed' not in written.split('---', 2)[2].split('## Evaluation')[0]
+
+
+@pytest.mark.parametrize('row, message', [
+    ({'metric': 'acc', 'n': 4, 'value': 0.5, 'ci_low': 0.1, 'ci_high': 0.9}, 'no task or metric'),
+    ({'task': 'x', 'metric': 'acc', 'n': 4, 'value': True, 'ci_low': 0.1, 'ci_high': 0.9}, 'value: expected numbers'),
+    ({'task': 'x', 'metric': 'acc', 'n': 4, 'value': 0.5, 'ci_high': 0.9}, 'ci_low: expected numbers'),
+])
+def test_a_suite_row_that_is_not_one_is_named(row, message):
+    from model_card import check_suite_row
+    assert check_suite_row({'task': 'x', 'metric': 'acc', 'n': 1, 'value': 0.5, 'ci_low': None, 'ci_high': None})
+    with pytest.raises(ValueError, match=message):
+        check_suite_row(row)
