@@ -96,6 +96,10 @@ def parse(defaults, argv=None):
     value no run can use."""
     given = set()
     opts = configure({**defaults, **MODEL_DEFAULTS}, argv, RENAMED, given, sources=[MODEL_SOURCE])
+    if opts['data_mix'] and 'data_dir' in given:  # (a config's mixture would silently win over --data_dir)
+        fail(
+            f"--data_dir={opts['data_dir']} is not read when data_mix names the data (data_mix={opts['data_mix']}, "
+            "a config's or yours): name the folder in --data_mix, or pass --data_mix= to train on data_dir alone", 2)
     if opts['init_from'] == 'resume':
         opts = with_resumed_run(opts, given)
     opts = SimpleNamespace(**opts)

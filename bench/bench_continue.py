@@ -15,9 +15,11 @@ One JSON line per figure (run.py's format):
   reference setups runs instead). Each side runs in a process of its own, one after the other, on the same
   windows of train.bin in the same order, fused AdamW with the same betas, weight decay, clipping and schedule,
   the same precision and threads. tokens/s counts the steps after the first `warmup` of each side.
-- quality: val bpb before and after `budget_iters` optimizer steps of the recipe (block_size 512, 4 x 2 windows a
-  step: stated in the figure), and PubMedQA accuracy and macro-F1 before (the model folder) and after (train.py
-  --eval_pubmedqa) on the first `pubmedqa_limit` test questions (0 = all 500, ~15 minutes each on 2 cores).
+- quality: val bpb of PubMed and of general text (the shared WikiText-2 articles and tinyshakespeare, prepared
+  with the same tokenizer and replayed at the recipe's share of its --data_mix) before and after `budget_iters`
+  optimizer steps of the recipe (block_size 512, 4 x 2 windows a step: stated in the figure), and PubMedQA
+  accuracy and macro-F1 before (the model folder) and after (train.py --eval_pubmedqa) on `pubmedqa_limit` test
+  questions spread over the split (0 = all 500, ~15 minutes each on 2 cores).
 The prepared data and runs stay in --work (bench/results/continue, not in git) for the next run.
 """
 import json
@@ -40,7 +42,7 @@ from run import figure
 # yapf: disable (a table: its comments aligned)
 OPTIONS = {
     'shared': str(REPO.parent / 'shared'),  # the shared material: models/smollm2-135m-instruct, data/pubmed-corpus,
-                                            # data/pubmedqa
+                                            # data/pubmedqa, data/general-text
     'work': str(REPO / 'bench' / 'results' / 'continue'),  # prepared data and runs (kept for the next run)
     'parts': 'speed,quality',  # which parts to run
     'dtypes': 'float32,bfloat16',  # precisions of the speed part (both sides alike)
@@ -70,13 +72,21 @@ def run(*args, threads, log=None):
 
 
 def prepare(o, folder):
-    """The shared corpus with the model's tokenizer, PubMedQA's PMIDs out (prepare.py resumes: a second run is
-    quick)."""
-    data = Path(o['work']) / 'data'
-    run(REPO / 'data' / 'pubmed' / 'prepare.py', f"--input={Path(o['shared']) / 'data' / 'pubmed-corpus'}",
-        f'--out_dir={data}', f'--tokenizer={folder}', f"--exclude_pmids={Path(o['shared']) / 'data' / 'pubmedqa'}",
-        threads=o['threads'])
-    return data
+    """The shared corpus with the model's tokenizer, PubMedQA's PMIDs out, and the shared general text (WikiText-2
+    cut into articles and paragraphs, tinyshakespeare into passages) with it too: (pubmed, general) folders. Both
+    preparers resume: a second run is quick."""
+    shared, work = Path(o['shared']) / 'data', Path(o['work'])
+    run(REPO / 'data' / 'pubmed' / 'prepare.py', f"--input={shared / 'pubmed-corpus'}", f"--out_dir={work / 'data'}",
+        f'--tokenizer={folder}', f"--exclude_pmids={shared / 'pubmedqa'}", threads=o['threads'])
+    run(REPO / 'data' / 'text' / 'prepare.py', f"--input={shared / 'general-text'}", f"--out_dir={work / 'general'}",
+        f'--tokenizer={folder}', '--separator_regex=\\n(?= )|\\n\\n', '--val_fraction=0.1', threads=o['threads'])
+    return work / 'data', work / 'general'
+
+
+def recipe_mix(folder, data, general):
+    """The recipe's --data_mix with this bench's folders: its shares, in its order (PubMed first, general text)."""
+    shares = [item.rpartition(':')[2] for item in read_recipe(folder).data_mix.split(',')]
+    return f'--data_mix={data}:{shares[0]},{general}:{shares[1]}'
 
 
 def windows_per_step(context):
@@ -84,9 +94,11 @@ def windows_per_step(context):
 
 
 def recipe_args(folder, data, out, block, batch, dtype):
-    """train.py on config/finetune_pubmed.py, the model and data of this bench, into out."""
+    """train.py on config/finetune_pubmed.py, the model and data of this bench (a folder: PubMed alone; else the
+    --data_mix argument), into out."""
     return [
-        'train.py', 'config/finetune_pubmed.py', f'--init_from={folder}', f'--data_dir={data}', f'--out_dir={out}',
+        'train.py', 'config/finetune_pubmed.py', f'--init_from={folder}',
+        *(['--data_mix=', f'--data_dir={data}'] if isinstance(data, Path) else [data]), f'--out_dir={out}',
         '--overwrite=True', f'--block_size={block}', f'--batch_size={batch}', f'--dtype={dtype}', '--device=cpu',
         f'--seed={SEED}'
     ]
@@ -187,8 +199,9 @@ def speed(o, folder, data):
                    ratio=round(ours_gb / theirs_gb, 3), **shape)
 
 
-def quality(o, folder, data):
-    """val bpb and PubMedQA before and after budget_iters steps of the recipe."""
+def quality(o, folder, data, general):
+    """PubMed and general-text val bpb, and PubMedQA, before and after budget_iters steps of the recipe (its mixture
+    of the two)."""
     work, limit = Path(o['work']), o['pubmedqa_limit']
     pubmedqa_dir = Path(o['shared']) / 'data' / 'pubmedqa'
     before = work / f'pubmedqa_before_{limit}.json'
@@ -198,7 +211,8 @@ def quality(o, folder, data):
     before = json.loads(before.read_text())
     out = work / 'quality'
     lr = o['learning_rate'] or None  # None: the recipe's
-    run(*recipe_args(folder, data, out, 512, 4,
+    mix = recipe_mix(folder, data, general)
+    run(*recipe_args(folder, mix, out, 512, 4,
                      o['quality_dtype']), '--gradient_accumulation_steps=2', f"--max_iters={o['budget_iters']}",
         '--warmup_iters=10', '--eval_interval=0', '--eval_iters=18', '--log_interval=5', '--save_best=False',
         '--eval_pubmedqa=True', f'--eval_limit={limit}', f'--pubmedqa_dir={pubmedqa_dir}',
@@ -210,10 +224,12 @@ def quality(o, folder, data):
     budget = (
         f"{o['budget_iters']} steps of 8 x 512 tokens ({evals[-1]['tokens']:,} tokens, "
         f"{evals[-1]['train_seconds']:.0f} s "
-        f"of training), config/finetune_pubmed.py, lr {lr or read_recipe(folder).learning_rate}, {o['quality_dtype']}")
-    figure('continue_val_bpb_after', round(evals[-1]['val_bpb'], 4), 'bits/byte',
-           baseline=round(evals[0]['val_bpb'], 4), ratio=round(evals[-1]['val_bpb'] / evals[0]['val_bpb'],
-                                                               4), budget=budget)
+        f"of training), config/finetune_pubmed.py, lr {lr or read_recipe(folder).learning_rate}, {o['quality_dtype']}, "
+        f"{mix.replace(str(data.parent) + os.sep, '')}")
+    for name, key in (('val_bpb', f'val_bpb/{data.name}'), ('general_bpb', f'val_bpb/{general.name}')):
+        before_bpb, after_bpb = evals[0][key], evals[-1][key]
+        figure(f'continue_{name}_after', round(after_bpb, 4), 'bits/byte', baseline=round(before_bpb, 4),
+               ratio=round(after_bpb / before_bpb, 4), budget=budget)
     for key in ('accuracy', 'macro_f1'):
         figure(f'continue_pubmedqa_{key}_after', round(after[key], 4), key, baseline=round(before[key], 4),
                questions=after['questions'], budget=budget)
@@ -228,12 +244,12 @@ def main():
         fail(
             f"{o['shared']}/models/smollm2-135m-instruct holds no SmolLM2 GGUF: put ../shared beside the checkout "
             'or give --shared', 2)
-    data = prepare(o, folder)
+    data, general = prepare(o, folder)
     parts = o['parts'].split(',')
     if 'speed' in parts:
         speed(o, folder, data)
     if 'quality' in parts:
-        quality(o, folder, data)
+        quality(o, folder, data, general)
 
 
 if __name__ == '__main__':

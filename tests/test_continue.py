@@ -38,8 +38,8 @@ def test_a_llama_folder_continues_pretraining_on_pubmed_and_exports_back(tmp_pat
     assert (tmp_path / 'again' / 'train.bin').read_bytes() == (data / 'train.bin').read_bytes()
 
     out = tmp_path / 'out'
-    run_ok('train.py', 'config/finetune_pubmed.py', f'--init_from={folder}', f'--data_dir={data}', f'--out_dir={out}',
-           '--block_size=64', '--batch_size=8', '--gradient_accumulation_steps=1', '--max_iters=60',
+    run_ok('train.py', 'config/finetune_pubmed.py', f'--init_from={folder}', '--data_mix=', f'--data_dir={data}',
+           f'--out_dir={out}', '--block_size=64', '--batch_size=8', '--gradient_accumulation_steps=1', '--max_iters=60',
            '--eval_interval=30', '--eval_iters=4', '--learning_rate=3e-3', '--min_lr=3e-4', '--warmup_iters=5',
            '--compile=False', '--device=cpu')
     evals = [r for r in map(json.loads, (out / 'metrics.jsonl').open()) if r['kind'] == 'eval']

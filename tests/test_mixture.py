@@ -149,6 +149,10 @@ def test_mixtures_no_run_can_use_are_one_line_and_write_nothing(two_sources, tmp
     with pytest.raises(SystemExit) as e:
         run_mix(tmp_path / 'out', f'{pubmed}:1', '--max_iters=1', '--best_source=general')
     assert e.value.code == 2 and "best_source='general': not a source of the run" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # a config's mixture never silently wins over --data_dir
+        run_mix(tmp_path / 'out', f'{pubmed}:1', '--max_iters=1', f'--data_dir={general}')
+    assert e.value.code == 2 and f'--data_dir={general} is not read when data_mix names' in capsys.readouterr().err
+    assert not (tmp_path / 'out').exists()
     run_mix(tmp_path / 'run', f'{pubmed}:0.75,{general}:0.25', '--max_iters=2', '--eval_interval=0')
     with pytest.raises(SystemExit) as e:  # another mix on resume: another data stream
         run_mix(tmp_path / 'run', f'{pubmed}:0.5,{general}:0.5', '--max_iters=4', '--init_from=resume')

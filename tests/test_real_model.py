@@ -49,10 +49,10 @@ def test_the_real_model_continues_on_pubmed_exports_and_writes_likely_text(smoll
     assert r.returncode == 0, r.stderr
 
     out = tmp_path / 'out'
-    run_ok('train.py', 'config/finetune_pubmed.py', f'--init_from={smollm2}', f'--data_dir={data}', f'--out_dir={out}',
-           '--block_size=64', '--batch_size=4', '--gradient_accumulation_steps=1', '--max_iters=6', '--eval_interval=0',
-           '--eval_iters=4', '--learning_rate=1e-4', '--min_lr=1e-5', '--warmup_iters=1', '--save_best=False',
-           '--compile=False', '--device=cpu', timeout=900)
+    run_ok('train.py', 'config/finetune_pubmed.py', f'--init_from={smollm2}', '--data_mix=', f'--data_dir={data}',
+           f'--out_dir={out}', '--block_size=64', '--batch_size=4', '--gradient_accumulation_steps=1', '--max_iters=6',
+           '--eval_interval=0', '--eval_iters=4', '--learning_rate=1e-4', '--min_lr=1e-5', '--warmup_iters=1',
+           '--save_best=False', '--compile=False', '--device=cpu', timeout=900)
     evals = [r for r in map(json.loads, (out / 'metrics.jsonl').open()) if r['kind'] == 'eval']
     assert [r['iter']
             for r in evals] == [0, 6] and evals[-1]['val_loss'] < evals[0]['val_loss'] - 0.05  # 3.71 -> 3.52 here
