@@ -29,6 +29,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -83,9 +84,9 @@ def prepare(o, folder):
     return work / 'data', work / 'general'
 
 
-def recipe_mix(folder, data, general):
+def recipe_mix(data, general):
     """The recipe's --data_mix with this bench's folders: its shares, in its order (PubMed first, general text)."""
-    shares = [item.rpartition(':')[2] for item in read_recipe(folder).data_mix.split(',')]
+    shares = [item.rpartition(':')[2] for item in read_recipe()['data_mix'].split(',')]
     return f'--data_mix={data}:{shares[0]},{general}:{shares[1]}'
 
 
@@ -128,10 +129,13 @@ def trainer_speed(o, folder, data, block, batch, dtype):
     return result['tokens_per_s'], result['peak_memory_gb']
 
 
-def read_recipe(folder):
-    """config/finetune_pubmed.py's options for the model in folder, as train.py reads them."""
+def read_recipe():
+    """config/finetune_pubmed.py's options ({key: value}), as train.py reads them before it checks them against a
+    model and data (its --data_mix names folders of the user's)."""
+    import run_options
     import train
-    return train.options(['config/finetune_pubmed.py', f'--init_from={folder}'])
+    return configure({**train.OPTIONS, **run_options.MODEL_DEFAULTS}, ['config/finetune_pubmed.py'],
+                     run_options.RENAMED)
 
 
 def trainer_side(job):
@@ -146,7 +150,7 @@ def trainer_side(job):
 
     from dataloader import TrainLoader, load_meta
     o = json.loads(job)
-    recipe = read_recipe(o['folder'])
+    recipe = SimpleNamespace(**read_recipe())
     block, batch, total = o['block_size'], o['batch_size'], o['warmup'] + o['steps']
     tokens = np.memmap(Path(o['data']) / 'train.bin', dtype=load_meta(o['data'])['dtype'], mode='r')
     loader, rows = TrainLoader(tokens, block, batch, 1, SEED), []
@@ -211,7 +215,7 @@ def quality(o, folder, data, general):
     before = json.loads(before.read_text())
     out = work / 'quality'
     lr = o['learning_rate'] or None  # None: the recipe's
-    mix = recipe_mix(folder, data, general)
+    mix = recipe_mix(data, general)
     run(*recipe_args(folder, mix, out, 512, 4,
                      o['quality_dtype']), '--gradient_accumulation_steps=2', f"--max_iters={o['budget_iters']}",
         '--warmup_iters=10', '--eval_interval=0', '--eval_iters=18', '--log_interval=5', '--save_best=False',
@@ -224,7 +228,7 @@ def quality(o, folder, data, general):
     budget = (
         f"{o['budget_iters']} steps of 8 x 512 tokens ({evals[-1]['tokens']:,} tokens, "
         f"{evals[-1]['train_seconds']:.0f} s "
-        f"of training), config/finetune_pubmed.py, lr {lr or read_recipe(folder).learning_rate}, {o['quality_dtype']}, "
+        f"of training), config/finetune_pubmed.py, lr {lr or read_recipe()['learning_rate']}, {o['quality_dtype']}, "
         f"{mix.replace(str(data.parent) + os.sep, '')}")
     for name, key in (('val_bpb', f'val_bpb/{data.name}'), ('general_bpb', f'val_bpb/{general.name}')):
         before_bpb, after_bpb = evals[0][key], evals[-1][key]
