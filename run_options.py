@@ -90,12 +90,17 @@ def optimizers_of(model, options, device_type):
                                       muon_momentum=options.get('muon_momentum', 0.95))
 
 
+def read(defaults, argv=None, given=None):
+    """{key: value}: `defaults` (train.py's) and GPTConfig's fields, then config files and --key=value from argv
+    (default sys.argv), each within its own limits; not yet merged with a resumed run nor checked against others."""
+    return configure({**defaults, **MODEL_DEFAULTS}, argv, RENAMED, given, sources=[MODEL_SOURCE])
+
+
 def parse(defaults, argv=None):
-    """The run's options (a namespace): `defaults` (train.py's), then config files and --key=value from argv
-    (default sys.argv); on resume the checkpoint's run fills in what argv does not set. Checked: exit 2 on a
-    value no run can use."""
+    """The run's options (a namespace): read(), then on resume the checkpoint's run fills in what argv does not set.
+    Checked: exit 2 on a value no run can use."""
     given = set()
-    opts = configure({**defaults, **MODEL_DEFAULTS}, argv, RENAMED, given, sources=[MODEL_SOURCE])
+    opts = read(defaults, argv, given)
     if opts['data_mix'] and 'data_dir' in given:  # (a config's mixture would silently win over --data_dir)
         fail(
             f"--data_dir={opts['data_dir']} is not read when data_mix names the data (data_mix={opts['data_mix']}, "

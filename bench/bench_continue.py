@@ -134,8 +134,7 @@ def read_recipe():
     model and data (its --data_mix names folders of the user's)."""
     import run_options
     import train
-    return configure({**train.OPTIONS, **run_options.MODEL_DEFAULTS}, ['config/finetune_pubmed.py'],
-                     run_options.RENAMED)
+    return run_options.read(train.OPTIONS, ['config/finetune_pubmed.py'])
 
 
 def trainer_side(job):
