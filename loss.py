@@ -7,18 +7,21 @@ every elementwise pass over them (softcap, log-softmax and their backward) runs 
 storing them for backward costs tokens x vocab x 4 bytes (2,048 x 8,192 = 64 MB for the CPU config; 16k x
 32k = 2 GB per micro-batch for the GPU one). Here they are computed a few hundred rows at a time, with their
 gradients in the same pass, and never stored whole: the loss and gradients are F.cross_entropy's (tested),
-1.47x faster per CPU step, and the memory is the gradient of x (tokens x n_embd) instead of the logits. The
-price: the head's matmuls run in chunks (256 rows on CPU, where a chunk's logits fit the cache; 8192 on GPU,
-few large kernels), and the gradient is computed even if backward never runs, which is why forward without
-targets (sampling) and evaluation under no_grad take the plain per-row path.
+1.47x faster per CPU step (256-row chunks, the CPU config), and the memory is the gradient of x (tokens x n_embd)
+instead of the logits. The price: the head's matmuls run in chunks (head_rows), and the gradient is computed even
+if backward never runs, which is why forward without targets (sampling) and evaluation under no_grad take the
+plain per-row path.
 """
 import torch
 
 
 def head_rows(device_type, vocab_size):
-    """Rows of logits chunked_cross_entropy computes at once: 256 fit a CPU's cache; on a GPU few large kernels,
-    but at most 2^27 logits (0.5 GB in fp32 per buffer, of three) so a 128k vocabulary does not cost gigabytes."""
-    return 256 if device_type == 'cpu' else max(256, min(8192, 2**27 // vocab_size))
+    """Rows of logits chunked_cross_entropy computes at once. Each chunk adds its (vocab x n_embd) gradient of the
+    head to the total: on CPU, at SmolLM2's shapes, that addition costs as much as a 256-row chunk's logits, and
+    1,024 rows a chunk are 1.1x faster a step (1 x 2,048 and 4 x 256, bf16; dev/LOG.md 2026-12-07). On a GPU few
+    large kernels, but at most 2^27 logits (0.5 GB in fp32 per buffer, of three) so a 128k vocabulary does not cost
+    gigabytes."""
+    return 1024 if device_type == 'cpu' else max(256, min(8192, 2**27 // vocab_size))
 
 
 def chunked_cross_entropy(x, weight, targets, softcap=0.0, reduction='mean', rows=256):
@@ -55,6 +58,7 @@ def head_losses(x, weight, targets, softcap, rows, grads=None):
     """Cross-entropy (nats, float32) of each row, 0 where the target is -1. With grads=(grad_x, grad_weight),
     also writes the gradient of their sum into them."""
     losses = torch.empty(x.size(0), device=x.device, dtype=torch.float32)
+    matmul_dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else weight.dtype
     for i in range(0, x.size(0), rows):
         xi, counted = x[i:i + rows], (targets[i:i + rows] != -1)[:, None]
         target = targets[i:i + rows].clamp(min=0)[:, None]
@@ -70,7 +74,9 @@ def head_losses(x, weight, targets, softcap, rows, grads=None):
             dlogits.scatter_add_(1, target, torch.full_like(target, -1, dtype=dlogits.dtype))
             if softcap:  # tanh' = 1 - tanh^2
                 dlogits.addcmul_(dlogits * capped, capped, value=-1)
-            dlogits = dlogits.to(weight.dtype)  # ignored rows are zeroed on the small side of the matmuls
+            # cast once to the matmuls' precision (autocast would cast it once for each matmul); ignored rows are
+            # zeroed on the small side of the matmuls
+            dlogits = dlogits.to(matmul_dtype)
             grads[0][i:i + rows] = (dlogits @ weight) * counted
             grads[1].add_(dlogits.t() @ (xi * counted))
     return losses

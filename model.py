@@ -4,7 +4,8 @@ A GPT language model in one file.
 The defaults are GPT-2 (learned positions, LayerNorm, GELU MLP, tied head). Switches turn on the
 modern variants measured in the speedrun: rotary positions, RMSNorm, SwiGLU or ReLU² MLP, QK-norm,
 untied head, logit softcap, zero-initialised output projections. Attention goes through
-F.scaled_dot_product_attention (flash attention on GPUs). Generation uses a preallocated KV cache.
+F.scaled_dot_product_attention (flash attention on GPUs), except in training on CPU at short windows
+(attention.py's matmuls, faster there). Generation uses a preallocated KV cache.
 
 The model only: nothing here reads or writes files or knows of other libraries. Checkpoints are
 checkpoint.py's, Hugging Face weights hf.py's, devices and precision common.py's.
@@ -117,6 +118,26 @@ class Norm(nn.Module):
         return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
 
 
+# On CPU, ATen's flash-attention backward takes about six times its forward. At a short window a layer's whole
+# (T x T) score matrix is small and plain matmuls (AMX or avx512_bf16 ones under bf16 autocast) beat the flash
+# kernel's tiles: the compiled SmolLM2 step at 4 x 256 (bf16, 2 cores) is 1.1x faster. Autograd keeps each layer's
+# probabilities (B x n_head x T x T, 6 bytes each: 14 MB a layer there) where flash attention keeps O(T); at 1 x 2,048
+# that would be 226 MB a layer and the flash kernel is faster anyway (dev/LOG.md 2026-12-07). Hence training on CPU
+# at windows up to SHORT_WINDOW only.
+SHORT_WINDOW = 256
+
+
+def causal_attention(q, k, v):
+    """F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True) as plain matmuls and a softmax."""
+    groups = q.size(1) // k.size(1)
+    if groups > 1:
+        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+    T = q.size(2)
+    scores = (q @ k.transpose(-2, -1)) * (1 / math.sqrt(q.size(-1)))
+    future = torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1)
+    return scores.masked_fill(future, float('-inf')).softmax(dim=-1).to(v.dtype) @ v
+
+
 def rotate_half(x):
     x1, x2 = x.chunk(2, dim=-1)
     return torch.cat((-x2, x1), dim=-1)
@@ -150,8 +171,12 @@ class CausalSelfAttention(nn.Module):
             q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
         if cache is not None:  # a prefill starts from an empty cache, so the causal mask stays right
             k, v = cache.update(layer, k, v)
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=T > 1,
-                                           enable_gqa=self.n_kv_head != self.n_head)
+        dropout = self.dropout if self.training else 0.0
+        if x.device.type == 'cpu' and T <= SHORT_WINDOW and torch.is_grad_enabled() and cache is None and not dropout:
+            y = causal_attention(q, k, v)  # CPU training at a short window: faster than SDPA's backward there
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=T > 1,
+                                               enable_gqa=self.n_kv_head != self.n_head)
         y = y.transpose(1, 2).contiguous().view(B, T, self.sizes[0])
         return self.resid_dropout(self.c_proj(y))
 

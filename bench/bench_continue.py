@@ -11,10 +11,12 @@ One JSON line per figure (run.py's format):
 - speed, for each precision (--dtypes: float32; bfloat16 autocast, ~3x the matmul speed on CPUs with
   avx512_bf16 or AMX) and step shape (--contexts: 4 x 256 tokens, and 1 x 2,048, the recipe's context):
   tokens/s and peak resident memory of train.py (config/finetune_pubmed.py, compiled as the recipe does; its
-  compile seconds are reported) with transformers' Trainer as the baseline (the peer: what a user of the
-  reference setups runs instead). Each side runs in a process of its own, one after the other, on the same
-  windows of train.bin in the same order, fused AdamW with the same betas, weight decay, clipping and schedule,
-  the same precision and threads. tokens/s counts the steps after the first `warmup` of each side.
+  compile seconds are reported) against transformers' Trainer (the peer: what a user of the reference setups
+  runs instead) in each configuration of --peers (PEERS: eager; torch_compile=True; compiled with train.py's
+  allocator setting given to it through the environment), a figure for each, and the ratio against the faster
+  of the Trainer's own two. Each side runs in a process of its own, one after the other, on the same windows of
+  train.bin in the same order, fused AdamW with the same betas, weight decay, clipping and schedule, the same
+  precision and threads. tokens/s counts the steps after the first `warmup` of each side.
 - quality: val bpb of PubMed and of general text (the shared WikiText-2 articles and tinyshakespeare, prepared
   with the same tokenizer and replayed at the recipe's share of its --data_mix) before and after `budget_iters`
   optimizer steps of the recipe (block_size 512, 4 x 2 windows a step: stated in the figure), and PubMedQA
@@ -51,6 +53,7 @@ OPTIONS = {
     'steps': 6,              # speed: timed steps of each side
     'warmup': 2,             # speed: untimed steps first (compilation happens here)
     'threads': 2,            # torch threads of each side
+    'peers': 'eager,compiled,compiled_kept_memory',  # speed: the Trainer's configurations (PEERS), each measured
     'budget_iters': 40,      # quality: optimizer steps of the recipe (4 x 2 windows of 512 tokens each)
     'learning_rate': 0.0,    # quality: the recipe's peak lr (0 = config/finetune_pubmed.py's)
     'quality_dtype': 'bfloat16',  # quality: train.py's --dtype
@@ -59,12 +62,23 @@ OPTIONS = {
 }
 # yapf: enable
 SEED = 1337  # train.py's default: the Trainer side reads the same stream of windows
+# The Trainer as a user would run it for speed, and once with train.py's allocator setting too (common.
+# keep_freed_memory: not a Trainer option; the environment gives it to any process): {name: (label, job, env)}
+KEPT = {'MALLOC_MMAP_MAX_': '0', 'MALLOC_TRIM_THRESHOLD_': str(2**31 - 1)}
+PEERS = {
+    'eager': ("transformers' Trainer", {}, {}),
+    'compiled': ("transformers' Trainer, torch_compile=True", {'compile': True}, {}),
+    'compiled_kept_memory': ("transformers' Trainer, torch_compile=True, freed memory kept (MALLOC_MMAP_MAX_=0 "
+                             "MALLOC_TRIM_THRESHOLD_=2147483647, as train.py sets)", {'compile': True}, KEPT),
+}
+USER_PEERS = ('eager', 'compiled')  # what the Trainer itself offers: the headline ratio is against the faster one
 
 
-def run(*args, threads, log=None):
-    """A command of this repo in its own process, with `threads` torch threads; exits with its error on failure."""
+def run(*args, threads, log=None, env=None):
+    """A command of this repo in its own process, with `threads` torch threads (and `env` added to the environment);
+    exits with its error on failure."""
     done = subprocess.run([sys.executable, *map(str, args)], cwd=REPO, capture_output=True, text=True,
-                          env={**os.environ, 'OMP_NUM_THREADS': str(threads)})
+                          env={**os.environ, **(env or {}), 'OMP_NUM_THREADS': str(threads)})
     if log:
         Path(log).write_text(done.stdout + done.stderr)
     if done.returncode:
@@ -120,11 +134,13 @@ def ours_speed(o, folder, data, block, batch, dtype):
     return rate, last['peak_memory_mb'] / 1024, steps[0]['train_seconds'] - step_s
 
 
-def trainer_speed(o, folder, data, block, batch, dtype):
-    """The Trainer side (this script with --trainer_job, in its own process): tokens/s after warmup, peak memory."""
+def trainer_speed(o, folder, data, block, batch, dtype, peer):
+    """The Trainer side (this script with --trainer_job, in its own process) in the configuration PEERS[peer]: tokens/s
+    after warmup, peak memory."""
+    _, options, env = PEERS[peer]
     job = dict(folder=str(folder), data=str(data), block_size=block, batch_size=batch, dtype=dtype, steps=o['steps'],
-               warmup=o['warmup'])
-    done = run(__file__, f'--trainer_job={json.dumps(job)}', threads=o['threads'])
+               warmup=o['warmup'], **options)
+    done = run(__file__, f'--trainer_job={json.dumps(job)}', threads=o['threads'], env=env)
     result = json.loads(done.stdout.strip().splitlines()[-1])
     return result['tokens_per_s'], result['peak_memory_gb']
 
@@ -140,7 +156,8 @@ def read_recipe():
 def trainer_side(job):
     """transformers' Trainer on the windows train.py reads first (TrainLoader, the same seed), in that order: AdamW
     (fused) with the recipe's betas, decay, clipping, warmup and cosine schedule; bf16 autocast when asked, as
-    train.py's --dtype=bfloat16. Prints {tokens_per_s, peak_memory_gb} as the last line."""
+    train.py's --dtype=bfloat16; torch_compile=True when the job says compile. Prints {tokens_per_s, peak_memory_gb}
+    as the last line."""
     import tempfile
 
     import torch
@@ -173,12 +190,14 @@ def trainer_side(job):
 
     model = transformers.AutoModelForCausalLM.from_pretrained(o['folder'], dtype=torch.float32)
     with tempfile.TemporaryDirectory() as out:
-        args = transformers.TrainingArguments(
-            output_dir=out, per_device_train_batch_size=batch, gradient_accumulation_steps=1, max_steps=total,
-            learning_rate=recipe.learning_rate, lr_scheduler_type='cosine', warmup_steps=2,
-            weight_decay=recipe.weight_decay, adam_beta1=recipe.beta1, adam_beta2=recipe.beta2,
-            max_grad_norm=recipe.grad_clip, optim='adamw_torch_fused', bf16=o['dtype'] == 'bfloat16', use_cpu=True,
-            seed=SEED, report_to=[], save_strategy='no', logging_strategy='no', dataloader_num_workers=0)
+        args = transformers.TrainingArguments(output_dir=out, per_device_train_batch_size=batch,
+                                              gradient_accumulation_steps=1, max_steps=total,
+                                              learning_rate=recipe.learning_rate, lr_scheduler_type='cosine',
+                                              warmup_steps=2, weight_decay=recipe.weight_decay, adam_beta1=recipe.beta1,
+                                              adam_beta2=recipe.beta2, max_grad_norm=recipe.grad_clip,
+                                              optim='adamw_torch_fused', bf16=o['dtype'] == 'bfloat16', use_cpu=True,
+                                              seed=SEED, report_to=[], save_strategy='no', logging_strategy='no',
+                                              dataloader_num_workers=0, torch_compile=o.get('compile', False))
         InOrder(model=model, args=args, train_dataset=rows, callbacks=[Stamp()]).train()
     seconds = stamps[-1] - stamps[o['warmup'] - 1]
     print(
@@ -189,17 +208,30 @@ def trainer_side(job):
 
 
 def speed(o, folder, data):
+    """train.py against each of the Trainer's configurations in --peers: a figure per peer, its ratio, and the ratio
+    against the faster of the Trainer's own configurations (eager or compiled)."""
+    peers = o['peers'].split(',')
+    for peer in peers:
+        if peer not in PEERS:
+            fail(f"--peers: {peer!r} is not one of {', '.join(PEERS)}", 2)
     for block in (int(c) for c in o['contexts'].split(',')):
         batch = windows_per_step(block)
         for dtype in o['dtypes'].split(','):
             ours, ours_gb, compile_s = ours_speed(o, folder, data, block, batch, dtype)
-            theirs, theirs_gb = trainer_speed(o, folder, data, block, batch, dtype)
             shape = dict(dtype=dtype, batch=batch, block_size=block, threads=o['threads'], timed_steps=o['steps'],
-                         peer="transformers' Trainer", model='SmolLM2-135M-Instruct')
-            figure('continue_tokens_per_s', round(ours, 1), 'tokens/s', baseline=round(theirs, 1),
-                   ratio=round(ours / theirs, 3), compile_seconds=round(compile_s, 1), **shape)
-            figure('continue_peak_memory_gb', round(ours_gb, 2), 'GB', baseline=round(theirs_gb, 2),
-                   ratio=round(ours_gb / theirs_gb, 3), **shape)
+                         model='SmolLM2-135M-Instruct')
+            theirs = {}
+            for peer in peers:
+                rate, gb = theirs[peer] = trainer_speed(o, folder, data, block, batch, dtype, peer)
+                figure('continue_tokens_per_s', round(ours, 1), 'tokens/s', baseline=round(rate, 1),
+                       ratio=round(ours / rate, 3), compile_seconds=round(compile_s, 1), peer=PEERS[peer][0], **shape)
+                figure('continue_peak_memory_gb', round(ours_gb, 2), 'GB', baseline=round(gb, 2),
+                       ratio=round(ours_gb / gb, 3), peer=PEERS[peer][0], **shape)
+            offered = [p for p in USER_PEERS if p in theirs]
+            if offered:
+                fastest = max(offered, key=lambda p: theirs[p][0])
+                figure('continue_speedup_vs_fastest_trainer', round(ours / theirs[fastest][0], 3), 'x',
+                       peer=PEERS[fastest][0], memory_ratio=round(ours_gb / theirs[fastest][1], 3), **shape)
 
 
 def quality(o, folder, data, general):

@@ -8,7 +8,8 @@ from torch.nn import functional as F
 from checkpoint import load_checkpoint, make_checkpoint, model_from_checkpoint, save_checkpoint
 from conftest import fixed_steps
 from loss import chunked_cross_entropy
-from model import GPT, GPTConfig
+import model as model_module
+from model import GPT, GPTConfig, causal_attention
 
 V, T, C, L = 64, 16, 32, 2
 SWITCHES = {
@@ -144,6 +145,60 @@ def test_chunked_loss_equals_cross_entropy_of_the_full_logits_values_and_gradien
     assert per_token[[3, 20, 49]].tolist() == [0.0, 0.0, 0.0]
     with pytest.raises(ValueError, match="'none' is for evaluation"):
         chunked_cross_entropy(x.requires_grad_(), w, targets, softcap, 'none')
+
+
+def test_chunked_loss_under_bf16_autocast_matches_the_full_logits_loss():
+    g = torch.Generator().manual_seed(0)
+    x, w = torch.randn(50, C, generator=g), torch.randn(V, C, generator=g)
+    targets = torch.randint(0, V, (50, ), generator=g)
+    grads = []
+    for loss_of in (lambda x, w: F.cross_entropy(x @ w.t(), targets),
+                    lambda x, w: chunked_cross_entropy(x, w, targets, rows=16)):
+        xg, wg = x.clone().requires_grad_(), w.clone().requires_grad_()
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            loss = loss_of(xg, wg)
+        loss.backward()
+        grads.append((loss.detach(), xg.grad, wg.grad))
+    assert grads[1][1].dtype == grads[1][2].dtype == torch.float32  # the parameters' dtype, as autograd's
+    for ours, theirs in zip(grads[1], grads[0]):
+        torch.testing.assert_close(ours, theirs, rtol=2e-2, atol=2e-3)
+
+
+@pytest.mark.parametrize('groups', [1, 3])
+def test_cpu_training_attention_equals_sdpa_values_and_gradients(groups):
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(2, 6, 20, 8, generator=g, dtype=torch.float64)
+    k, v = (torch.randn(2, 6 // groups, 20, 8, generator=g, dtype=torch.float64) for _ in range(2))
+    grad_out = torch.randn(2, 6, 20, 8, generator=g, dtype=torch.float64)
+    results = []
+    for attend in (causal_attention, lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True,
+                                                                                    enable_gqa=groups > 1)):
+        inputs = [t.clone().requires_grad_() for t in (q, k, v)]
+        out = attend(*inputs)
+        out.backward(grad_out)
+        results.append([out.detach()] + [t.grad for t in inputs])
+    for ours, theirs in zip(*results):
+        torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-12)
+    with torch.autocast('cpu', dtype=torch.bfloat16):  # SDPA's precision under autocast
+        assert causal_attention(q.float(), k.float(), v.float()).dtype == torch.bfloat16
+
+
+def test_model_trains_alike_through_either_attention(monkeypatch):
+    """Training on CPU at a short window takes causal_attention; the loss and gradients are SDPA's (which evaluation,
+    sampling and long windows take): grouped-query heads, rotary positions, qk-norm."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=T, vocab_size=V, n_layer=L, n_head=4, n_kv_head=2, n_embd=C, pos='rotary',
+                          norm='rmsnorm', mlp='swiglu', qk_norm=True, bias=False)).double()
+    x, y = fixed_batch()
+    results = []
+    for short_window in (model_module.SHORT_WINDOW, 0):  # 0: SDPA at every window
+        monkeypatch.setattr(model_module, 'SHORT_WINDOW', short_window)
+        model.zero_grad()
+        loss = model(x, y)
+        loss.backward()
+        results.append([loss.detach()] + [p.grad.clone() for p in model.parameters()])
+    for ours, theirs in zip(*results):
+        torch.testing.assert_close(ours, theirs, rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.slow

@@ -699,3 +699,22 @@ def test_fast_dev_run_under_torchrun_with_fsdp(tiny_data, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert 'good to launch (2 steps and 2 evaluations; ckpt.dcp written and resumed' in r.stdout
     assert not (tmp_path / 'out').exists()
+
+
+@pytest.mark.skipif(not sys.platform.startswith('linux'), reason="glibc's mallopt")
+def test_cpu_training_keeps_the_memory_a_step_frees_for_the_next():
+    """Without keep_freed_memory glibc unmaps a freed 256 MB buffer at once (the next step faults it in again, page by
+    page); with it the memory stays with the process. train.py calls it on CPU."""
+    probe = ('import sys, torch; from common import keep_freed_memory\n'
+             'kept = sys.argv[1] == "kept" and keep_freed_memory()\n'
+             'page = __import__("os").sysconf("SC_PAGE_SIZE")\n'
+             'rss = lambda: int(open("/proc/self/statm").read().split()[1]) * page / 2**20\n'
+             'x = torch.ones(64 * 2**20); before = rss(); del x\n'
+             'print(kept, round(before - rss()))')
+    freed = {}
+    for mode in ('plain', 'kept'):
+        done = subprocess.run([sys.executable, '-c', probe, mode], cwd=REPO, capture_output=True, text=True, check=True)
+        kept, freed[mode] = done.stdout.split()
+        assert kept == str(mode == 'kept')
+    assert int(freed['plain']) >= 250 and int(freed['kept']) <= 5, freed
+    assert 'keep_freed_memory()' in (REPO / 'train.py').read_text()
