@@ -134,7 +134,10 @@ OPTIONS = {
     # system
     'device': 'auto',                  # 'auto' (cuda if present), 'cpu', 'cuda', 'cuda:1', 'mps'
     'dtype': Option('auto', one_of(*DTYPES)),  # 'auto' (bf16 if supported, else fp16 on GPU; fp32 on CPU), 'float32',
-                                               # 'bfloat16', 'float16'
+                                               # 'bfloat16', 'float16'. On a CPU with avx512_bf16 or AMX, bfloat16 is
+                                               # 2.3x float32 (dev/LOG.md 2026-12-07): ask for it; auto stays fp32
+                                               # there so one command gives the same numbers on every CPU (and CPUs
+                                               # without native bf16 run it slower)
     'compile': True,                   # torch.compile the model (a C++ compiler on CPU; seconds to minutes once)
     'seed': Option(1337, at_least(0)),  # initial weights, the data order and dropout
     'peak_flops': Option(0.0, at_least(0)),  # FLOP/s of one device for MFU; 0 = known GPU table, else a measured matmul

@@ -14,7 +14,7 @@
 # The lr was measured on the real SmolLM2-135M-Instruct (dev/LOG.md, 2026-12-02): of 1.5e-5, 5e-5, 1.5e-4 and
 # 5e-4, 1.5e-4 gave the lowest held-out bpb after 40 steps with PubMedQA not falling. For models of 1B and more,
 # pretrained at lower peaks, start lower (config/finetune_1b_fsdp.py).
-# On a CPU with avx512_bf16 or AMX, --dtype=bfloat16 trains at 2.7-2.9x the tokens/s of float32
+# On a CPU with avx512_bf16 or AMX, --dtype=bfloat16 trains at 2.2-3.3x the tokens/s of float32
 # (bench/bench_continue.py).
 # AdamW: Muon was measured for training from scratch only (dev/LOG.md), not for a pretrained model.
 out_dir = 'out-finetune'
