@@ -14,8 +14,9 @@ with exit 1, naming the part. The parts:
              peak allocated memory against plan.py's estimate for the same shapes
   continue   continued pretraining of a SmolLM2-135M-shaped Llama (random weights of the real shapes, the same
              cost: the shared GGUF file cannot travel): train.py's step on the import vs transformers' own
-             model, trained as the Trainer does (its Trainer where accelerate is installed), tokens/s and peak
-             memory at the same batch, sequence length, optimizer and precision
+             model, trained as the Trainer does (its Trainer where accelerate is installed; eager and with
+             torch_compile=True, train.py's step compiled), tokens/s and peak memory at the same batch,
+             sequence length, optimizer and precision
   decode     sample.py's KV-cache decoding vs transformers' generate() on the same model, batch 1 and 8
   loss       the chunked loss (model.chunked_cross_entropy) vs the plain one at the real vocabulary
 On CPU (--quick) memory is the process's peak RSS, which cannot be reset between parts: those figures
@@ -205,9 +206,10 @@ def smollm2(size, device):
     return hf.to(device), ours.to(device)
 
 
-def hf_trainer_seconds(hf, x, steps, timer, device):
+def hf_trainer_seconds(hf, x, steps, timer, device, compiled=False):
     """Seconds per optimizer step of transformers' own training of hf, bf16 on the GPU: its Trainer where accelerate
-    is installed (what a user of the reference setups runs), else the same model in a plain AdamW loop."""
+    is installed (what a user of the reference setups runs; with torch_compile=True if compiled), else the same
+    model in a plain AdamW loop."""
     try:
         import accelerate  # noqa: F401 (the Trainer needs it)
         from transformers import Trainer, TrainerCallback, TrainingArguments
@@ -236,13 +238,16 @@ def hf_trainer_seconds(hf, x, steps, timer, device):
         args = TrainingArguments(output_dir=out, per_device_train_batch_size=len(rows), max_steps=steps + 2,
                                  learning_rate=1e-5, bf16=device.type == 'cuda', report_to=[], save_strategy='no',
                                  logging_strategy='no', dataloader_num_workers=0, use_cpu=device.type == 'cpu',
-                                 optim='adamw_torch_fused')
+                                 optim='adamw_torch_fused', torch_compile=compiled)
         Trainer(model=hf, args=args, train_dataset=rows * (steps + 2), callbacks=[Stamp()]).train()
-    return statistics.median(b - a for a, b in zip(stamps[1:], stamps[2:])), "transformers' Trainer"
+    peer = "transformers' Trainer, torch_compile=True" if compiled else "transformers' Trainer"
+    return statistics.median(b - a for a, b in zip(stamps[1:], stamps[2:])), peer
 
 
 def continued(o, device, size, timer):
-    """train.py's step on the imported model vs transformers' training of the same model: same windows, AdamW, bf16."""
+    """train.py's step on the imported model vs transformers' training of the same model: same windows, AdamW, bf16.
+    On the GPU both compiled (as the recipe runs train.py) and the Trainer eager too, a figure for each of its
+    configurations; quick (CPU) runs both eager (compiling a step takes minutes on CPU)."""
     import train
     from common import precision
     shape = CONTINUE[size]
@@ -254,16 +259,18 @@ def continued(o, device, size, timer):
     scaler = torch.amp.GradScaler(device.type, enabled=False)
     autocast = precision(device, 'bfloat16' if device.type == 'cuda' else 'float32')[1]
     window = [(x[:, :-1].contiguous(), x[:, 1:].contiguous())]
-    ours_s = timer(lambda: train.train_step(ours, optimizers, scaler, window, autocast, 1.0), steps)
+    model = torch.compile(ours) if size == 'full' else ours  # the timer's warmup steps compile it
+    ours_s = timer(lambda: train.train_step(model, optimizers, scaler, window, autocast, 1.0), steps)
     ours_gb = peak_gb(device)
-    optimizers = None
+    model = optimizers = None
     ours.cpu()
-    peak_reset(device)
-    theirs_s, peer = hf_trainer_seconds(hf, window[0][0], steps, timer, device)  # its labels are shifted inside
     tokens = shape['batch'] * shape['seq']
-    figure('continue_tokens_per_s', round(tokens / ours_s), 'tokens/s', baseline=round(tokens / theirs_s), peer=peer,
-           ratio=round(theirs_s / ours_s, 3), batch=shape['batch'], seq=shape['seq'])
-    figure('continue_peak_memory_gb', ours_gb, 'GB', baseline=peak_gb(device), peer=peer)
+    for compiled in (False, True) if size == 'full' else (False, ):
+        peak_reset(device)
+        theirs_s, peer = hf_trainer_seconds(hf, window[0][0], steps, timer, device, compiled)  # labels shifted inside
+        figure('continue_tokens_per_s', round(tokens / ours_s), 'tokens/s', baseline=round(tokens / theirs_s),
+               peer=peer, ratio=round(theirs_s / ours_s, 3), batch=shape['batch'], seq=shape['seq'])
+        figure('continue_peak_memory_gb', ours_gb, 'GB', baseline=peak_gb(device), peer=peer)
 
 
 def decode(o, device, size, timer):
