@@ -211,9 +211,6 @@ def speed(o, folder, data):
     """train.py against each of the Trainer's configurations in --peers: a figure per peer, its ratio, and the ratio
     against the faster of the Trainer's own configurations (eager or compiled)."""
     peers = o['peers'].split(',')
-    for peer in peers:
-        if peer not in PEERS:
-            fail(f"--peers: {peer!r} is not one of {', '.join(PEERS)}", 2)
     for block in (int(c) for c in o['contexts'].split(',')):
         batch = windows_per_step(block)
         for dtype in o['dtypes'].split(','):
@@ -274,6 +271,9 @@ def main():
     o = configure(OPTIONS)
     if o['trainer_job']:
         return trainer_side(o['trainer_job'])
+    for peer in o['peers'].split(','):  # before minutes of preparing
+        if peer not in PEERS:
+            fail(f"--peers: {peer!r} is not one of {', '.join(PEERS)}", 2)
     folder = smollm2_folder(o['shared'])
     if folder is None:
         fail(

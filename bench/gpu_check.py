@@ -145,7 +145,10 @@ def modes(o, device, size, timer):
         for dtype in ('float32', 'bfloat16'):  # eager fp32 first: the baseline of the others
             raw = recipe_model(size).to(device)
             optimizers = raw.configure_optimizers(0.0, 1e-3, (0.9, 0.95), device.type)
-            model = torch.compile(raw) if compiled else raw
+            # quick: dynamo and autograd traced, nothing compiled to C++ (a cold inductor cache costs ~30 s on CPU;
+            # tests/test_model.py compiles with inductor)
+            backend = 'aot_eager' if size == 'quick' else 'inductor'
+            model = torch.compile(raw, backend=backend) if compiled else raw
             autocast = precision(device, dtype)[1]
             scaler = torch.amp.GradScaler(device.type, enabled=False)
             batches = random_batch(raw, RECIPE[size]['batch_size'], device)

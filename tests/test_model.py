@@ -171,8 +171,8 @@ def test_cpu_training_attention_equals_sdpa_values_and_gradients(groups):
     k, v = (torch.randn(2, 6 // groups, 20, 8, generator=g, dtype=torch.float64) for _ in range(2))
     grad_out = torch.randn(2, 6, 20, 8, generator=g, dtype=torch.float64)
     results = []
-    for attend in (causal_attention, lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True,
-                                                                                    enable_gqa=groups > 1)):
+    for attend in (causal_attention,
+                   lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=groups > 1)):
         inputs = [t.clone().requires_grad_() for t in (q, k, v)]
         out = attend(*inputs)
         out.backward(grad_out)
@@ -187,8 +187,9 @@ def test_model_trains_alike_through_either_attention(monkeypatch):
     """Training on CPU at a short window takes causal_attention; the loss and gradients are SDPA's (which evaluation,
     sampling and long windows take): grouped-query heads, rotary positions, qk-norm."""
     torch.manual_seed(0)
-    model = GPT(GPTConfig(block_size=T, vocab_size=V, n_layer=L, n_head=4, n_kv_head=2, n_embd=C, pos='rotary',
-                          norm='rmsnorm', mlp='swiglu', qk_norm=True, bias=False)).double()
+    model = GPT(
+        GPTConfig(block_size=T, vocab_size=V, n_layer=L, n_head=4, n_kv_head=2, n_embd=C, pos='rotary', norm='rmsnorm',
+                  mlp='swiglu', qk_norm=True, bias=False)).double()
     x, y = fixed_batch()
     results = []
     for short_window in (model_module.SHORT_WINDOW, 0):  # 0: SDPA at every window
