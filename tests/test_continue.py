@@ -3,12 +3,14 @@
 config/finetune_pubmed.py -> export_hf.py -> transformers reproduces the val loss."""
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import PUBMED_CORPUS, abstracts, need, run_ok, run_prepare
+from conftest import PUBMED_CORPUS, REPO, abstracts, need, run_ok, run_prepare
 from dataloader import eval_starts, load_meta, read_windows
 from hf_folders import llama_folder
 
@@ -105,3 +107,11 @@ def test_short_training_windows_keep_the_context_of_the_model_continued(tmp_path
     assert len(encoding_from_spec(spec).encode_ordinary(sample.stdout.rstrip('\n'))) > 80
     from lm_eval.models.huggingface import HFLM
     assert HFLM(pretrained=str(tmp_path / 'hf'), device='cpu').max_length == 128  # lm-eval keeps prompts up to 128
+
+
+def test_the_continue_bench_refuses_an_unknown_peer_before_preparing_anything(tmp_path):
+    r = subprocess.run([sys.executable, 'bench/bench_continue.py', '--peers=compiled,fastest', f'--work={tmp_path}'],
+                       cwd=REPO, text=True, capture_output=True, timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.strip() == "error: --peers: 'fastest' is not one of eager, compiled, compiled_kept_memory"
+    assert list(tmp_path.iterdir()) == []
