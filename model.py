@@ -5,7 +5,7 @@ The defaults are GPT-2 (learned positions, LayerNorm, GELU MLP, tied head). Swit
 modern variants measured in the speedrun: rotary positions, RMSNorm, SwiGLU or ReLU² MLP, QK-norm,
 untied head, logit softcap, zero-initialised output projections. Attention goes through
 F.scaled_dot_product_attention (flash attention on GPUs), except in training on CPU at short windows
-(attention.py's matmuls, faster there). Generation uses a preallocated KV cache.
+(causal_attention's plain matmuls, faster there). Generation uses a preallocated KV cache.
 
 The model only: nothing here reads or writes files or knows of other libraries. Checkpoints are
 checkpoint.py's, Hugging Face weights hf.py's, devices and precision common.py's.
