@@ -4,8 +4,8 @@ A GPT language model in one file.
 The defaults are GPT-2 (learned positions, LayerNorm, GELU MLP, tied head). Switches turn on the
 modern variants measured in the speedrun: rotary positions, RMSNorm, SwiGLU or ReLU² MLP, QK-norm,
 untied head, logit softcap, zero-initialised output projections. Attention goes through
-F.scaled_dot_product_attention (flash attention on GPUs), except in training on CPU at short windows
-(causal_attention's plain matmuls, faster there). Generation uses a preallocated KV cache.
+F.scaled_dot_product_attention (flash attention on GPUs), except in compiled training on CPU at short
+windows (causal_attention's plain matmuls, faster there). Generation uses a preallocated KV cache.
 
 The model only: nothing here reads or writes files or knows of other libraries. Checkpoints are
 checkpoint.py's, Hugging Face weights hf.py's, devices and precision common.py's.
@@ -123,7 +123,8 @@ class Norm(nn.Module):
 # kernel's tiles: the compiled SmolLM2 step at 4 x 256 (bf16, 2 cores) is 1.1x faster. Autograd keeps each layer's
 # probabilities (B x n_head x T x T, 6 bytes each: 14 MB a layer there) where flash attention keeps O(T); at 1 x 2,048
 # that would be 226 MB a layer and the flash kernel is faster anyway (dev/LOG.md 2026-12-07). Hence training on CPU
-# at windows up to SHORT_WINDOW only.
+# at windows up to SHORT_WINDOW only, and compiled only: inductor fuses the mask and the softmax, while eager they are
+# separate passes and SDPA is faster (5% a step on config/train_pubmed_cpu.py's model).
 SHORT_WINDOW = 256
 
 
@@ -172,8 +173,9 @@ class CausalSelfAttention(nn.Module):
         if cache is not None:  # a prefill starts from an empty cache, so the causal mask stays right
             k, v = cache.update(layer, k, v)
         dropout = self.dropout if self.training else 0.0
-        if x.device.type == 'cpu' and T <= SHORT_WINDOW and torch.is_grad_enabled() and cache is None and not dropout:
-            y = causal_attention(q, k, v)  # CPU training at a short window: faster than SDPA's backward there
+        if (x.device.type == 'cpu' and T <= SHORT_WINDOW and torch.compiler.is_compiling() and torch.is_grad_enabled()
+                and cache is None and not dropout):
+            y = causal_attention(q, k, v)  # compiled CPU training at a short window: faster than SDPA's backward
         else:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=T > 1,
                                                enable_gqa=self.n_kv_head != self.n_head)

@@ -184,20 +184,23 @@ def test_cpu_training_attention_equals_sdpa_values_and_gradients(groups):
 
 
 def test_model_trains_alike_through_either_attention(monkeypatch):
-    """Training on CPU at a short window takes causal_attention; the loss and gradients are SDPA's (which evaluation,
-    sampling and long windows take): grouped-query heads, rotary positions, qk-norm."""
+    """Compiled training on CPU at a short window takes causal_attention; the loss and gradients are SDPA's (which
+    eager training, evaluation, sampling and long windows take): grouped-query heads, rotary positions, qk-norm.
+    (aot_eager: traced as torch.compile traces, nothing compiled to C++.)"""
     torch.manual_seed(0)
     model = GPT(
         GPTConfig(block_size=T, vocab_size=V, n_layer=L, n_head=4, n_kv_head=2, n_embd=C, pos='rotary', norm='rmsnorm',
                   mlp='swiglu', qk_norm=True, bias=False)).double()
     x, y = fixed_batch()
+    taken = []
+    monkeypatch.setattr(model_module, 'causal_attention', lambda *a: taken.append(1) or causal_attention(*a))
     results = []
-    for short_window in (model_module.SHORT_WINDOW, 0):  # 0: SDPA at every window
-        monkeypatch.setattr(model_module, 'SHORT_WINDOW', short_window)
+    for run in (torch.compile(model, backend='aot_eager'), model):
         model.zero_grad()
-        loss = model(x, y)
+        loss = run(x, y)
         loss.backward()
         results.append([loss.detach()] + [p.grad.clone() for p in model.parameters()])
+    assert len(taken) == L  # the compiled run's layers, once each; eager took SDPA
     for ours, theirs in zip(*results):
         torch.testing.assert_close(ours, theirs, rtol=1e-9, atol=1e-12)
 
