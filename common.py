@@ -267,13 +267,17 @@ def precision(device, dtype='auto'):
                                                                                   dtype=ptdtype)
 
 
+# keep_freed_memory's settings as glibc reads them from the environment (for a process that does not call it)
+KEPT_MEMORY_ENV = {'MALLOC_MMAP_MAX_': '0', 'MALLOC_TRIM_THRESHOLD_': str(2**31 - 1)}
+
+
 def keep_freed_memory():
     """Tell glibc's malloc to keep the memory a CPU training step frees for the next step, instead of handing it back
     to the system (Linux; elsewhere nothing). glibc gives each large buffer (logits, gradients, activations: tens to
     hundreds of MB at SmolLM2's shapes) its own mmap and unmaps it when freed, so every step faults the same memory
     in again, page by page, and the kernel zeroes each page: a quarter of a compiled SmolLM2 step on CPU (4 x 256,
     bf16, 2 cores: 1.9 s -> 1.45 s; dev/LOG.md 2026-12-07). The environment can do the same for any process:
-    MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647. The resident memory stays near the step's peak, which a
+    KEPT_MEMORY_ENV. The resident memory stays near the step's peak, which a
     step reaches anyway. True when glibc took the settings."""
     import ctypes
     try:
@@ -281,7 +285,8 @@ def keep_freed_memory():
     except (OSError, AttributeError):  # no mallopt (macOS)
         return False
     M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # malloc.h
-    return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
+    return bool(mallopt(M_MMAP_MAX, int(KEPT_MEMORY_ENV['MALLOC_MMAP_MAX_']))) and bool(
+        mallopt(M_TRIM_THRESHOLD, int(KEPT_MEMORY_ENV['MALLOC_TRIM_THRESHOLD_'])))
 
 
 def is_rank0():

@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 import numpy as np
 
-from common import fail
+from common import KEPT_MEMORY_ENV, fail
 from configurator import configure
 from hf_folders import smollm2_folder
 from run import figure
@@ -64,12 +64,12 @@ OPTIONS = {
 SEED = 1337  # train.py's default: the Trainer side reads the same stream of windows
 # The Trainer as a user would run it for speed, and once with train.py's allocator setting too (common.
 # keep_freed_memory: not a Trainer option; the environment gives it to any process): {name: (label, job, env)}
-KEPT = {'MALLOC_MMAP_MAX_': '0', 'MALLOC_TRIM_THRESHOLD_': str(2**31 - 1)}
+KEPT = ' '.join(f'{key}={value}' for key, value in KEPT_MEMORY_ENV.items())
 PEERS = {
     'eager': ("transformers' Trainer", {}, {}),
     'compiled': ("transformers' Trainer, torch_compile=True", {'compile': True}, {}),
-    'compiled_kept_memory': ("transformers' Trainer, torch_compile=True, freed memory kept (MALLOC_MMAP_MAX_=0 "
-                             "MALLOC_TRIM_THRESHOLD_=2147483647, as train.py sets)", {'compile': True}, KEPT),
+    'compiled_kept_memory': (f"transformers' Trainer, torch_compile=True, freed memory kept ({KEPT}, as train.py sets)",
+                             {'compile': True}, KEPT_MEMORY_ENV),
 }
 USER_PEERS = ('eager', 'compiled')  # what the Trainer itself offers: the headline ratio is against the faster one
 
